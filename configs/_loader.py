@@ -1,0 +1,209 @@
+"""Reading a pipeline config: YAML + ``--set`` overrides -> validated ``PipelineConfig``, or one ``ConfigError``."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from configs._errors import ConfigError
+from configs._schema import FloatParam, PipelineConfig
+
+_UNION_TAGS = {"int", "float", "categorical"}
+# File paths in a config: relative ones resolve against the config file's folder (or the working directory
+# when given with --set).
+_PATH_KEYS = (("data", "path"), ("warm_start", "from_file"))
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> PipelineConfig:
+    """Read, override and validate the config at ``path``.
+
+    Relative paths in the file (``data.path``, ``warm_start.from_file``) resolve against the file's folder; one
+    given with ``--set`` resolves against the working directory, as a path typed on the command line would.
+
+    Example:
+        >>> cfg = load_config("configs/lstm_baseline.yaml", ["search.n_trials=6", "search.backend=hyperopt"])
+    """
+    path = Path(path)
+    raw = _read_yaml(path)
+    raw.setdefault("name", path.stem)
+    for section, key in _PATH_KEYS:
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            node[key] = str((path.parent / node[key]).resolve())
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+        if tuple(key.split(".")) in _PATH_KEYS and isinstance(value, str):
+            raw[key.split(".")[0]][key.split(".")[1]] = str(Path(value).resolve())
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: Mapping[str, Any], source: str = "<config>") -> PipelineConfig:
+    """Validate a config dict (already read and overridden) into a ``PipelineConfig``."""
+    raw = copy.deepcopy(dict(raw))
+    try:
+        cfg = PipelineConfig.model_validate(_with_default_space(raw))
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+    try:
+        _check_against_family(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+def typed_overrides(**values: Any) -> list[str]:
+    """``--set`` style overrides for the pipeline's typed parameters (the Prefect form); ``None`` means unset.
+
+    Example:
+        >>> typed_overrides(n_trials=6, backend="hyperopt", warm_start=False, seed=None)
+        ['search.n_trials=6', 'search.backend=hyperopt', 'warm_start.enabled=false']
+    """
+    keys = {
+        "n_trials": "search.n_trials",
+        "timeout": "search.timeout",
+        "backend": "search.backend",
+        "fidelity": "search.fidelity",
+        "warm_start": "warm_start.enabled",
+        "seed": "seed",
+    }
+    return [
+        f"{keys[name]}={yaml.safe_dump(value).splitlines()[0]}" for name, value in values.items() if value is not None
+    ]
+
+
+def config_file(name: str | None, path: str | Path | None) -> Path:
+    """The config file to run: ``path`` when given, else the shipped config called ``name``."""
+    if path:
+        return Path(path)
+    from configs import shipped_configs
+
+    shipped = shipped_configs()
+    if name not in shipped:
+        raise ConfigError(f"config: unknown shipped config {name!r}; choose one of {', '.join(shipped)}")
+    return shipped[name]
+
+
+def config_hash(cfg: PipelineConfig) -> str:
+    """A short, stable hash of everything the config says (same config, same hash)."""
+    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys (got {type(raw).__name__})")
+    return raw
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def _with_default_space(raw: dict[str, Any]) -> dict[str, Any]:
+    """Write the family's default search space into the config when it gives none, so the config says all."""
+    from models import FAMILIES
+
+    family = (raw.get("model") or {}).get("family") if isinstance(raw.get("model"), dict) else None
+    search = raw.setdefault("search", {}) if isinstance(raw.get("search", {}), dict) else None
+    if search is not None and family in FAMILIES and search.get("space") is None:
+        fixed = (raw["model"].get("params") or {}) if isinstance(raw["model"].get("params"), dict) else {}
+        search["space"] = {
+            name: dict(spec) for name, spec in FAMILIES[family].default_space.items() if name not in fixed
+        }
+    return raw
+
+
+def _check_against_family(cfg: PipelineConfig) -> None:
+    from models import FAMILIES
+
+    family = FAMILIES.get(cfg.model.family)
+    if family is None:
+        raise ValueError(
+            f"model.family: unknown model family {cfg.model.family!r}; choose one of {', '.join(sorted(FAMILIES))}"
+        )
+    known = set(family.defaults)
+    for name in cfg.model.params:
+        if name not in known:
+            raise ValueError(f"model.params.{name}: not a parameter of {family.name} ({', '.join(sorted(known))})")
+    space = cfg.search.space or {}
+    for name in space:
+        if name not in known:
+            raise ValueError(f"search.space.{name}: not a parameter of {family.name} ({', '.join(sorted(known))})")
+        if name in cfg.model.params:
+            raise ValueError(f"search.space.{name}: also fixed in model.params; search it or fix it, not both")
+    if not space:
+        raise ValueError("search.space: the search space is empty; give at least one parameter to search")
+    if cfg.search.sampler == "grid":
+        for name, spec in space.items():
+            if isinstance(spec, FloatParam) and spec.step is None:
+                raise ValueError(
+                    f"search.space.{name}: the grid sampler needs discrete parameters; give this float a step"
+                )
+    if family.kind == "series":
+        if cfg.data.time_column is None:
+            raise ValueError(f"data.time_column: required for the time-series family {family.name!r}")
+        if cfg.data.task == "classification":
+            raise ValueError(f"data.task: {family.name!r} forecasts values; use regression or auto")
+    if cfg.data.task == "classification" and cfg.training.loss not in ("auto", "cross_entropy"):
+        raise ValueError(f"training.loss: {cfg.training.loss!r} is a regression loss; use cross_entropy or auto")
+    if cfg.data.task == "regression" and cfg.training.loss == "cross_entropy":
+        raise ValueError("training.loss: cross_entropy needs data.task: classification")
+
+
+def _describe(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"] if part not in _UNION_TAGS) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind == "union_tag_invalid":
+        message = "type must be one of int, float, categorical"
+    elif kind == "union_tag_not_found":
+        message = "needs a type: int, float or categorical"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+        value = first.get("input")
+        if kind != "value_error" and (value is None or isinstance(value, str | int | float | bool)):
+            message += f" (got {value!r})"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{loc}: {message}{more}"

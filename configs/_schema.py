@@ -1,0 +1,230 @@
+"""The typed shape of a pipeline config (one YAML file in configs/). Every field here is a key a user may set."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+OPTUNA_SAMPLERS = ("tpe", "random", "gp", "cmaes", "grid")
+HYPEROPT_SAMPLERS = ("tpe", "random", "anneal")
+STORAGE_SCHEMES = ("sqlite:", "postgresql:", "postgresql+", "mysql:", "mysql+", "journal:")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IntParam(_Strict):
+    """An integer in [low, high] on a grid of ``step`` (linear), or log-uniform with step 1."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        _check_range(self.low, self.high, self.log)
+        if self.log and self.step != 1:
+            raise ValueError("step must be 1 when log is true")
+        if (self.high - self.low) % self.step:
+            raise ValueError(f"high - low ({self.high - self.low}) must be a multiple of step ({self.step})")
+        return self
+
+
+class FloatParam(_Strict):
+    """A float in [low, high], linear or log scale, optionally on a grid of ``step``."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        _check_range(self.low, self.high, self.log)
+        if self.log and self.step is not None:
+            raise ValueError("step cannot be combined with log")
+        return self
+
+
+class CategoricalParam(_Strict):
+    """One of a list of choices (numbers, strings or booleans)."""
+
+    type: Literal["categorical"]
+    choices: list[bool | int | float | str]
+
+    @field_validator("choices")
+    @classmethod
+    def _non_empty_unique(cls, choices: list[Any]) -> list[Any]:
+        if not choices:
+            raise ValueError("choices must not be empty")
+        if len({(type(c), c) for c in choices}) != len(choices):
+            raise ValueError(f"choices must be unique (got {choices})")
+        return choices
+
+
+ParamSpec = Annotated[IntParam | FloatParam | CategoricalParam, Field(discriminator="type")]
+
+
+def _check_range(low: float, high: float, log: bool) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("low and high must be finite")
+    if low >= high:
+        raise ValueError(f"low ({low}) must be < high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"low ({low}) must be > 0 when log is true")
+
+
+class SplitConfig(_Strict):
+    """Fractions of the rows for train/val/test (chronological for series, seeded for tabular)."""
+
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1 (got {total:g})")
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the data is and how to read it. A relative ``path`` is resolved against the config file's folder."""
+
+    path: Path
+    target: str
+    time_column: str | None = None
+    task: Literal["auto", "regression", "classification"] = "auto"
+    lookback: int = Field(24, ge=1)
+    horizon: int = Field(1, ge=1)
+    features: list[str] | None = None
+    split: SplitConfig = SplitConfig()
+
+
+class ModelConfig(_Strict):
+    """The model family and any of its parameters held fixed (not searched)."""
+
+    family: str
+    params: dict[str, bool | int | float | str] = {}
+
+
+class TrainingConfig(_Strict):
+    """Settings shared by every training in the pipeline (search trials and final retraining)."""
+
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    grad_clip: float | None = Field(1.0, gt=0)
+    loss: Literal["auto", "mse", "mae", "huber", "cross_entropy"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class SearchConfig(_Strict):
+    """The hyperparameter search. ``space`` defaults to the model family's own search space."""
+
+    backend: Literal["optuna", "hyperopt"] = "optuna"
+    sampler: str = "tpe"
+    n_trials: int | None = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    epochs: int = Field(5, ge=1)
+    n_startup_trials: int | None = Field(None, ge=0)
+    fidelity: Literal["none", "successive_halving", "hyperband"] = "none"
+    eta: int = 3
+    min_fraction: float = 1 / 9
+    storage: str | None = None
+    parallelism: int = Field(1, ge=1)
+    cluster_address: str | None = None
+    trial_timeout: float | None = Field(None, gt=0)
+    space: dict[str, ParamSpec] | None = None
+
+    @field_validator("eta")
+    @classmethod
+    def _eta(cls, eta: int) -> int:
+        if eta < 2:
+            raise ValueError(f"must be >= 2 (got {eta})")
+        return eta
+
+    @field_validator("min_fraction")
+    @classmethod
+    def _min_fraction(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError(f"must be in (0, 1] (got {value})")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchConfig:
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("set n_trials, timeout or both")
+        if self.storage is not None and not self.storage.startswith(STORAGE_SCHEMES):
+            raise ValueError(
+                f"storage {self.storage!r} is not an Optuna storage URL; use sqlite:///..., postgresql://... "
+                "or journal:///path/to/file.log"
+            )
+        allowed = OPTUNA_SAMPLERS if self.backend == "optuna" else HYPEROPT_SAMPLERS
+        if self.sampler not in allowed:
+            raise ValueError(
+                f"sampler {self.sampler!r} is not available for backend {self.backend!r}; "
+                f"choose one of {', '.join(allowed)}"
+            )
+        return self
+
+
+class FinalConfig(_Strict):
+    """Retraining of the best config: a bigger budget with early stopping on validation loss."""
+
+    epochs: int = Field(50, ge=1)
+    patience: int = Field(5, ge=1)
+
+
+class WarmStartConfig(_Strict):
+    """Seed the search with the best configs of past runs of the same family and task type on similar data,
+    and/or with configs named explicitly (run ids, or a file written by ``automl configs export``)."""
+
+    enabled: bool = True
+    top_k: int = Field(3, ge=0)
+    from_runs: list[str] = []
+    from_file: Path | None = None
+    skip_low_fidelity: bool = False
+
+
+class RegistryConfig(_Strict):
+    """Register the final model in the MLflow model registry; ``model_name`` defaults to the config's name."""
+
+    enabled: bool = True
+    model_name: str | None = None
+
+
+class ScheduleConfig(_Strict):
+    """When ``automl serve`` runs this pipeline on its own (cron syntax, in ``timezone``)."""
+
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
+class PipelineConfig(_Strict):
+    """One pipeline: data → warm start → search → final training → registry.
+
+    Example:
+        >>> from configs import load_config
+        >>> cfg = load_config("configs/lstm_baseline.yaml", overrides=["search.n_trials=6"])
+        >>> cfg.search.n_trials
+        6
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seed: int = 42
+    model: ModelConfig
+    data: DataConfig
+    training: TrainingConfig = TrainingConfig()
+    search: SearchConfig = SearchConfig()
+    final: FinalConfig = FinalConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
+    registry: RegistryConfig = RegistryConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
