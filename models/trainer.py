@@ -1,0 +1,165 @@
+"""One training loop for every family: seeded mini-batches cut from in-memory tensors, gradient clipping,
+early stopping on validation loss, learning curves returned."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+LOSSES: dict[str, Callable[[], nn.Module]] = {
+    "mse": nn.MSELoss,
+    "mae": nn.L1Loss,
+    "huber": nn.HuberLoss,
+    "cross_entropy": nn.CrossEntropyLoss,
+}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+_EVAL_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train: budget, optimiser and loss. ``patience=None`` runs every epoch."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    loss: str = "mse"
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    patience: int | None = None
+    seed: int = 0
+    time_limit: float | None = None  # seconds; checked between batches
+
+
+class TimeLimitExceeded(RuntimeError):
+    """Training ran past ``TrainSettings.time_limit``."""
+
+
+@dataclass
+class FitResult:
+    """The model with its best weights restored, and the curves that led there."""
+
+    model: nn.Module
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float = math.nan
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``auto`` takes CUDA when present, else the CPU."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    settings: TrainSettings,
+    device: torch.device | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train`` and keep the weights with the lowest loss on ``val``.
+
+    Example:
+        >>> result = fit(model, (X, y), (Xv, yv), TrainSettings(epochs=5, lr=1e-3, batch_size=32))
+        >>> result.best_val_loss, len(result.val_loss)
+    """
+    device = device or pick_device()
+    started = time.perf_counter()
+    criterion = LOSSES[settings.loss]()
+    classify = settings.loss == "cross_entropy"
+    x_train, y_train = _tensors(train, classify, device)
+    x_val, y_val = _tensors(val, classify, device)
+    model.to(device)
+    optimizer = OPTIMIZERS[settings.optimizer](model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    generator = torch.Generator().manual_seed(settings.seed)
+    result = FitResult(model=model)
+    best_state = None
+    since_best = 0
+    n = len(x_train)
+    for epoch in range(settings.epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        total = 0.0
+        for start in range(0, n, settings.batch_size):
+            if settings.time_limit is not None and time.perf_counter() - started > settings.time_limit:
+                raise TimeLimitExceeded(
+                    f"trial_timeout of {settings.time_limit:g}s exceeded in epoch {epoch + 1} of {settings.epochs}"
+                )
+            idx = order[start : start + settings.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(x_train[idx]), y_train[idx])
+            loss.backward()
+            if settings.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            total += loss.item() * len(idx)
+        train_loss = total / n
+        val_loss = evaluate_loss(model, x_val, y_val, criterion)
+        result.train_loss.append(train_loss)
+        result.val_loss.append(val_loss)
+        if on_epoch is not None:
+            on_epoch(epoch, train_loss, val_loss)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            result.best_val_loss = math.nan
+            break
+        if val_loss < result.best_val_loss or result.best_epoch < 0:
+            result.best_val_loss, result.best_epoch, since_best = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+            if settings.patience is not None and since_best >= settings.patience:
+                result.stopped_early = True
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module) -> float:
+    """Mean loss over the whole split, in large batches, in eval mode."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(x), _EVAL_BATCH):
+        xb, yb = x[start : start + _EVAL_BATCH], y[start : start + _EVAL_BATCH]
+        total += criterion(model(xb), yb).item() * len(xb)
+    return total / max(len(x), 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, device: torch.device | None = None) -> np.ndarray:
+    """Raw model outputs (regression values or class logits) as a NumPy array."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    xt = torch.as_tensor(x, dtype=torch.float32, device=device)
+    outs = [model(xt[i : i + _EVAL_BATCH]).cpu() for i in range(0, len(xt), _EVAL_BATCH)]
+    return torch.cat(outs).numpy() if outs else np.empty((0,))
+
+
+def _tensors(pair: tuple[np.ndarray, np.ndarray], classify: bool, device: torch.device):
+    x, y = pair
+    xt = torch.as_tensor(x, dtype=torch.float32, device=device)
+    yt = torch.as_tensor(y, dtype=torch.long if classify else torch.float32, device=device)
+    return xt, yt
+
+
+def loss_for(task: str, configured: str = "auto") -> str:
+    """The loss to train with: the configured one, or MSE for regression and cross-entropy for classification."""
+    if configured != "auto":
+        return configured
+    return "cross_entropy" if task == "classification" else "mse"
