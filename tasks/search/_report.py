@@ -1,0 +1,70 @@
+"""What the search stage run shows: Optuna's plots (PNG and interactive HTML), parameter importances, and a
+table of all trials (Parquet and CSV). Works for either backend, since both record into an Optuna study."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import mlflow
+import optuna
+from optuna.importance import FanovaImportanceEvaluator
+from optuna.trial import TrialState
+
+from tasks.plotting import plt
+from tasks.tracking import log_frame
+
+logger = logging.getLogger("automl")
+
+
+def param_importances(study: optuna.Study, seed: int = 0) -> dict[str, float]:
+    """fANOVA importances over complete trials ({} when there are too few to say)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return {}
+    try:
+        return dict(optuna.importance.get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed)))
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return {}
+
+
+def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
+    """Log plots, importances and the trials table to the active MLflow run; returns the importances."""
+    import optuna.visualization as interactive
+    import optuna.visualization.matplotlib as static
+
+    importances = param_importances(study, seed)
+    evaluator = FanovaImportanceEvaluator(seed=seed)
+    plots = {
+        "optimization_history": ({}, True),
+        "param_importances": ({"evaluator": evaluator}, bool(importances)),
+        "parallel_coordinate": ({}, True),
+        "intermediate_values": ({}, any(t.intermediate_values for t in study.get_trials(deepcopy=False))),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, (kwargs, wanted) in plots.items():
+            if not wanted:
+                continue
+            try:
+                mlflow.log_figure(getattr(interactive, f"plot_{name}")(study, **kwargs), f"plots/{name}.html")
+                axes = getattr(static, f"plot_{name}")(study, **kwargs)
+                figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+                figure.set_size_inches(9, 5.5)
+                figure.tight_layout()
+                mlflow.log_figure(figure, f"plots/{name}.png")
+                plt.close(figure)
+            except (ValueError, RuntimeError, IndexError) as exc:
+                logger.warning("search report: could not draw %s (%s)", name, exc)
+    if importances:
+        mlflow.log_dict(importances, "param_importances.json")
+        mlflow.log_metrics({f"importance_{k}": v for k, v in importances.items()})
+    table = study.trials_dataframe()
+    if not table.empty:
+        table = table.map(lambda v: v.total_seconds() if hasattr(v, "total_seconds") else v)
+        for column in table.columns:
+            if table[column].dtype == object:
+                table[column] = table[column].astype(str)
+        log_frame(table, "trials.parquet")
+        log_frame(table, "trials.csv")
+    return importances

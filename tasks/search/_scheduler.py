@@ -1,0 +1,204 @@
+"""Fidelity schedulers: how much budget (fraction of the training data) a config gets. They know nothing of
+samplers; the engine tells them each rung's result and they answer promote, stop or complete.
+
+Rungs are fractions ``eta**-k`` of the training data, from the smallest not below ``min_fraction`` up to 1.
+A rung's *step* (what is reported to the ledger) is ``fraction / smallest fraction``: 1, 3, 9 for eta=3.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any, Protocol
+
+import optuna
+
+
+class Verdict(StrEnum):
+    PROMOTE = "promote"
+    STOP = "stop"
+    COMPLETE = "complete"
+
+
+class TrialLike(Protocol):
+    number: int
+
+
+def rung_fractions(eta: int, min_fraction: float) -> tuple[float, ...]:
+    """Fractions ``eta**-n, ..., eta**-1, 1`` with ``eta**-n >= min_fraction`` (at least the full rung).
+
+    Example:
+        >>> rung_fractions(3, 1 / 9)
+        (0.1111111111111111, 0.3333333333333333, 1.0)
+    """
+    if eta < 2:
+        raise ValueError(f"eta must be >= 2 (got {eta})")
+    if not 0 < min_fraction <= 1:
+        raise ValueError(f"min_fraction must be in (0, 1] (got {min_fraction})")
+    n = math.floor(math.log(1 / min_fraction, eta) + 1e-9)
+    return tuple(float(eta ** -(n - k)) for k in range(n + 1))
+
+
+def promotable(loss: float, competing: list[float], eta: int) -> bool:
+    """Asynchronous successive halving's rule: continue when ``loss`` ranks in the top 1/eta of the results
+    seen at this rung so far (itself included); before ``eta`` results, only the best so far continues."""
+    ranked = sorted(competing)
+    index = max(len(ranked) // eta - 1, 0)
+    return loss <= ranked[index]
+
+
+class FidelityScheduler(ABC):
+    """Decides, after each rung, whether a config goes on. Subclasses define the brackets and the rule."""
+
+    name = "base"
+
+    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9):
+        self.eta = eta
+        self.fractions = rung_fractions(eta, min_fraction)
+
+    def step(self, rung: int) -> int:
+        """The resource step reported for ``rung`` (1, eta, eta**2, ...)."""
+        return int(round(self.fractions[rung] / self.fractions[0]))
+
+    @property
+    def max_step(self) -> int:
+        return self.step(len(self.fractions) - 1)
+
+    def rungs(self, trial: TrialLike) -> tuple[int, ...]:
+        """Indices into ``fractions`` that ``trial`` may visit, ascending; the last is always full fidelity."""
+        return tuple(range(len(self.fractions)))
+
+    def decide(self, trial: TrialLike, rung: int, loss: float) -> Verdict:
+        """Record ``loss`` of ``trial`` at ``rung`` and say what happens next."""
+        if rung == len(self.fractions) - 1:
+            self._record(trial, rung, loss)
+            return Verdict.COMPLETE
+        return self._decide(trial, rung, loss)
+
+    def restore(self, history: Iterable[tuple[TrialLike, int, float]]) -> None:
+        """Replay past (trial, rung, loss) results after a restart so decisions continue where they left off."""
+        for trial, rung, loss in history:
+            self._record(trial, rung, loss)
+
+    @abstractmethod
+    def _decide(self, trial: TrialLike, rung: int, loss: float) -> Verdict: ...
+
+    def _record(self, trial: TrialLike, rung: int, loss: float) -> None:
+        return None
+
+
+class FullFidelity(FidelityScheduler):
+    """No subsampling: every config trains on all the data once."""
+
+    name = "none"
+
+    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9):
+        super().__init__(eta, 1.0)
+
+    def _decide(self, trial: TrialLike, rung: int, loss: float) -> Verdict:
+        return Verdict.COMPLETE
+
+
+class SuccessiveHalving(FidelityScheduler):
+    """Asynchronous successive halving (ASHA): a result is compared with those already seen at its rung, so a
+    free worker never waits for a rung to fill."""
+
+    name = "successive_halving"
+
+    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9):
+        super().__init__(eta, min_fraction)
+        self._results: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
+
+    def bracket(self, trial: TrialLike) -> int:
+        return 0
+
+    def rungs(self, trial: TrialLike) -> tuple[int, ...]:
+        return tuple(range(self.bracket(trial), len(self.fractions)))
+
+    def results_at(self, rung: int, bracket: int = 0) -> dict[int, float]:
+        """Losses recorded at ``rung`` (trial number -> loss)."""
+        return dict(self._results[(bracket, rung)])
+
+    def _record(self, trial: TrialLike, rung: int, loss: float) -> None:
+        if math.isfinite(loss):
+            self._results[(self.bracket(trial), rung)][trial.number] = loss
+
+    def _decide(self, trial: TrialLike, rung: int, loss: float) -> Verdict:
+        if not math.isfinite(loss):
+            return Verdict.STOP
+        self._record(trial, rung, loss)
+        competing = list(self._results[(self.bracket(trial), rung)].values())
+        return Verdict.PROMOTE if promotable(loss, competing, self.eta) else Verdict.STOP
+
+
+class Hyperband(SuccessiveHalving):
+    """Several successive-halving brackets, each starting at a higher rung; configs are spread over brackets
+    in proportion to Hyperband's allocation, deterministically by trial number."""
+
+    name = "hyperband"
+
+    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9):
+        super().__init__(eta, min_fraction)
+        n_brackets = len(self.fractions)
+        budgets = [math.ceil(n_brackets * eta ** (n_brackets - 1 - b) / (n_brackets - b)) for b in range(n_brackets)]
+        # Interleave brackets so that any run of consecutive trials samples all of them in proportion.
+        order = sorted(((j + 0.5) / budget, b) for b, budget in enumerate(budgets) for j in range(budget))
+        self._pattern = [b for _, b in order]
+
+    def bracket(self, trial: TrialLike) -> int:
+        return self._pattern[trial.number % len(self._pattern)]
+
+
+class OptunaPruning(FidelityScheduler):
+    """Lets the study's own Optuna pruner (SuccessiveHalvingPruner or HyperbandPruner) decide, from the
+    intermediate values already reported to the study, so Optuna's sampler learns from pruned trials."""
+
+    def __init__(self, study: optuna.Study, eta: int = 3, min_fraction: float = 1 / 9):
+        super().__init__(eta, min_fraction)
+        self.study = study
+        self.name = type(study.pruner).__name__
+
+    @staticmethod
+    def make_pruner(kind: str, eta: int, min_fraction: float) -> optuna.pruners.BasePruner:
+        """The Optuna pruner for ``kind`` whose rungs fall on this scheduler's steps."""
+        max_step = round(1 / rung_fractions(eta, min_fraction)[0])
+        if kind == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta)
+        if kind == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_step, reduction_factor=eta)
+        return optuna.pruners.NopPruner()
+
+    def rungs(self, trial: Any) -> tuple[int, ...]:
+        pruner = self.study.pruner
+        if isinstance(pruner, optuna.pruners.HyperbandPruner):
+            # The bracket decides the first rung the pruner will look at; lower rungs would be wasted work.
+            # Optuna exposes it only privately, so it is read in this one place.
+            if not pruner._pruners:
+                pruner._try_initialization(self.study)
+            bracket = pruner._get_bracket_id(self.study, trial)
+            return tuple(range(min(bracket, len(self.fractions) - 1), len(self.fractions)))
+        return tuple(range(len(self.fractions)))
+
+    def _decide(self, trial: Any, rung: int, loss: float) -> Verdict:
+        if not math.isfinite(loss):
+            return Verdict.STOP
+        return Verdict.STOP if trial.should_prune() else Verdict.PROMOTE
+
+
+def make_scheduler(kind: str, eta: int, min_fraction: float, study: optuna.Study | None = None) -> FidelityScheduler:
+    """The scheduler for ``search.fidelity``. When ``study`` carries Optuna's SuccessiveHalvingPruner or
+    HyperbandPruner (the Optuna backend), that pruner decides; otherwise our own ASHA/Hyperband do."""
+    if kind == "none":
+        return FullFidelity(eta, min_fraction)
+    if study is not None and isinstance(
+        study.pruner, optuna.pruners.SuccessiveHalvingPruner | optuna.pruners.HyperbandPruner
+    ):
+        return OptunaPruning(study, eta, min_fraction)
+    if kind == "successive_halving":
+        return SuccessiveHalving(eta, min_fraction)
+    if kind == "hyperband":
+        return Hyperband(eta, min_fraction)
+    raise ValueError(f"search.fidelity: unknown scheduler {kind!r}; choose none, successive_halving or hyperband")

@@ -1,0 +1,122 @@
+"""MLflow and console edge of the search: one nested MLflow run per trial under the ``search`` stage run, and a
+progress line per trial (number, params, validation loss, best so far)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import optuna
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
+
+from tasks.search._engine import Evaluation, TrialRecord
+from tasks.search._scheduler import Verdict
+from tasks.tracking import ROLE, child_runs
+
+logger = logging.getLogger("automl")
+TRIAL_NUMBER = "automl.trial_number"
+OUTCOME = "automl.outcome"
+MLFLOW_RUN_ATTR = "mlflow_run_id"
+
+
+class MlflowTrialObserver:
+    """Creates and fills the trial runs; reuses the run of a trial already tracked (resume)."""
+
+    def __init__(self, experiment_id: str, search_run_id: str, progress: Any = None):
+        self.client = MlflowClient()
+        self.experiment_id = experiment_id
+        self.search_run_id = search_run_id
+        self.progress = progress
+        self._runs = {
+            int(run.data.tags[TRIAL_NUMBER]): run.info.run_id
+            for run in child_runs(experiment_id, search_run_id, role="trial")
+            if TRIAL_NUMBER in run.data.tags
+        }
+        self._started = time.monotonic()
+
+    def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None:
+        run_id = self._runs.get(record.number) or self._reopen_interrupted(record)
+        if run_id is None:
+            run = self.client.create_run(
+                self.experiment_id,
+                tags={
+                    MLFLOW_PARENT_RUN_ID: self.search_run_id,
+                    MLFLOW_RUN_NAME: f"trial-{record.number:03d}",
+                    ROLE: "trial",
+                    TRIAL_NUMBER: str(record.number),
+                    "automl.source": record.source,
+                },
+            )
+            run_id = self._runs[record.number] = run.info.run_id
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in record.params.items()])
+        trial.set_user_attr(MLFLOW_RUN_ATTR, run_id)
+
+    def _reopen_interrupted(self, record: TrialRecord) -> str | None:
+        """A retried config continues in the MLflow run of the trial that was interrupted: one run per config."""
+        if not record.source.startswith("retry:"):
+            return None
+        previous = int(record.source.split(":", 1)[1])
+        run_id = self._runs.get(previous)
+        if run_id is None:
+            return None
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.log_batch(
+            run_id,
+            tags=[
+                RunTag(TRIAL_NUMBER, str(record.number)),
+                RunTag("automl.retried_from_trial", str(previous)),
+                RunTag(MLFLOW_RUN_NOTE, f"interrupted as trial {previous}; resumed as trial {record.number}"),
+            ],
+        )
+        self._runs[record.number] = run_id
+        return run_id
+
+    def rung_finished(
+        self, record: TrialRecord, fraction: float, step: int, evaluation: Evaluation, verdict: Verdict
+    ) -> None:
+        rung = len(record.rungs) - 1
+        now = int(time.time() * 1000)
+        metrics = [Metric("rung_val_loss", evaluation.loss, now, step)]
+        metrics += [Metric(f"val_loss_rung{rung}", v, now, epoch) for epoch, v in enumerate(evaluation.curve)]
+        self.client.log_batch(
+            self._runs[record.number],
+            metrics=metrics,
+            params=[Param(f"rung{rung}_fraction", f"{fraction:.6g}")],
+            tags=[RunTag(f"automl.rung{rung}_verdict", verdict.value)],
+        )
+
+    def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
+        run_id = self._runs[record.number]
+        now = int(time.time() * 1000)
+        metrics = [Metric("train_seconds", record.seconds, now, 0), Metric("rungs_reached", len(record.rungs), now, 0)]
+        if record.rungs:
+            metrics.append(Metric("val_loss", record.rungs[-1][1], now, 0))
+        tags = [RunTag(OUTCOME, record.state), RunTag("automl.promotions", str(max(len(record.rungs) - 1, 0)))]
+        if record.reason:
+            tags.append(RunTag("automl.fail_reason", record.reason[:4000]))
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        self.client.set_terminated(run_id, "FAILED" if record.state == "failed" else "FINISHED")
+        logger.info(_progress_line(record, best))
+        if self.progress is not None:
+            self.progress(record, best)
+
+
+def _progress_line(record: TrialRecord, best: TrialRecord | None) -> str:
+    params = " ".join(f"{k}={_short(v)}" for k, v in record.params.items())
+    if record.state == "failed":
+        outcome = f"failed: {record.reason}"
+    else:
+        fraction, loss = record.rungs[-1]
+        where = "" if fraction >= 1 else f" at {fraction:.0%} of the data"
+        outcome = f"{record.state:<8} val_loss {loss:.5g}{where}"
+    best_text = f"best {best.value:.5g} (#{best.number})" if best else "best -"
+    return f"trial {record.number:>3} | {outcome} | {best_text} | {params} | {record.seconds:.1f}s"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

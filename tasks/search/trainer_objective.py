@@ -1,0 +1,104 @@
+"""The torch trainer as a search objective: ``objective(params, fidelity) -> Evaluation``.
+
+At fidelity f a config trains on a subsample of f of the training windows/rows, for the same number of epochs
+(so a rung costs about f of a full evaluation), and is always validated on the whole validation split.
+Subsamples are deterministic per seed, the same for every config at a rung, and nested (a smaller rung's
+subsample is part of every larger one): series keep the most recent contiguous windows; tabular rows come
+from one seeded, class-interleaved permutation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import ModelShape, TrainSettings, build_model, fit, get_family, pick_device
+from tasks.prepared_data import PreparedData
+from tasks.search._engine import Evaluation
+
+
+def subsample_indices(n: int, fraction: float, kind: str, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the training subsample at ``fraction`` (sorted).
+
+    Example:
+        >>> subsample_indices(10, 0.3, "series", seed=0)
+        array([7, 8, 9])
+    """
+    size = max(1, min(n, math.ceil(fraction * n - 1e-9)))
+    if kind == "series":
+        return np.arange(n - size, n)
+    return np.sort(_interleaved_permutation(n, seed, labels)[:size])
+
+
+def _interleaved_permutation(n: int, seed: int, labels: np.ndarray | None) -> np.ndarray:
+    """A seeded permutation whose every prefix keeps the class proportions (for classification labels)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    if labels is None:
+        return order
+    labels = np.asarray(labels)[order]
+    rank_in_class = np.zeros(n)
+    for value in np.unique(labels):
+        members = np.flatnonzero(labels == value)
+        rank_in_class[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return order[np.argsort(rank_in_class, kind="stable")]
+
+
+class TrainerObjective:
+    """Trains a model family on a fidelity's subsample and returns the best validation loss over its epochs."""
+
+    def __init__(
+        self,
+        family: str,
+        prepared: PreparedData,
+        base_params: dict[str, Any],
+        epochs: int,
+        loss: str,
+        optimizer: str = "adam",
+        grad_clip: float | None = 1.0,
+        seed: int = 0,
+        device: str = "auto",
+        threads: int | None = None,
+        time_limit: float | None = None,
+    ):
+        self.family = family
+        self.shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
+        self.train = (prepared.train.X, prepared.train.y)
+        self.val = (prepared.val.X, prepared.val.y)
+        self.kind = prepared.kind
+        self.labels = prepared.train.y if prepared.task == "classification" else None
+        self.base_params = dict(base_params)
+        self.epochs = epochs
+        self.loss = loss
+        self.optimizer = optimizer
+        self.grad_clip = grad_clip
+        self.seed = seed
+        self.device = device
+        self.threads = threads
+        self.time_limit = time_limit
+
+    def subsample(self, fraction: float) -> np.ndarray:
+        return subsample_indices(len(self.train[0]), fraction, self.kind, self.seed, self.labels)
+
+    def __call__(self, params: dict[str, Any], fidelity: float) -> Evaluation:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        full = {**self.base_params, **params}
+        idx = self.subsample(fidelity)
+        model = build_model(get_family(self.family), self.shape, full, self.seed)
+        settings = TrainSettings(
+            epochs=self.epochs,
+            lr=float(full["lr"]),
+            batch_size=int(full["batch_size"]),
+            weight_decay=float(full.get("weight_decay", 0.0)),
+            loss=self.loss,
+            optimizer=self.optimizer,
+            grad_clip=self.grad_clip,
+            seed=self.seed,
+            time_limit=self.time_limit,
+        )
+        result = fit(model, (self.train[0][idx], self.train[1][idx]), self.val, settings, pick_device(self.device))
+        return Evaluation(loss=result.best_val_loss, curve=tuple(result.val_loss), seconds=result.seconds)
