@@ -1,0 +1,139 @@
+"""The config store behind ``automl configs``: best configs of finished pipeline runs, read from MLflow, exported
+to a file another project can import (or use with ``warm_start.from_file``), and imported back as a run that
+warm start finds like any other. MLflow is the store; there is no other database."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from configs import ConfigError, TransferredConfig, load_transferred_config
+from tasks.state import LocalState
+from tasks.tracking import (
+    DATA_SOURCE,
+    FAMILY,
+    FINGERPRINT,
+    META_FEATURES,
+    ROLE,
+    SPACE_SIGNATURE,
+    TASK_TYPE,
+    configure_mlflow,
+    ensure_experiment,
+    json_tag,
+)
+from tasks.warm_start import BEST_CONFIG_FILE, BEST_VAL_LOSS, load_best_config
+
+IMPORTED_EXPERIMENT = "imported-configs"
+
+
+def stored_runs(family: str | None = None, task_type: str | None = None) -> list[Run]:
+    """Finished pipeline runs and imported configs, newest first, optionally of one family and task type."""
+    client = MlflowClient()
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return []
+    query = "attributes.status = 'FINISHED'"
+    if family:
+        query += f" and tags.`{FAMILY}` = '{family}'"
+    if task_type:
+        query += f" and tags.`{TASK_TYPE}` = '{task_type}'"
+    runs = client.search_runs(experiment_ids, query, max_results=1000, order_by=["attributes.start_time DESC"])
+    return [r for r in runs if r.data.tags.get(ROLE) in ("pipeline", "imported")]
+
+
+def describe(run: Run) -> dict[str, Any]:
+    """One row of ``automl configs list``."""
+    tags, metrics = run.data.tags, run.data.metrics
+    test = {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
+    return {
+        "run_id": run.info.run_id,
+        "experiment": MlflowClient().get_experiment(run.info.experiment_id).name,
+        "role": tags.get(ROLE, ""),
+        "family": tags.get(FAMILY, ""),
+        "task": tags.get(TASK_TYPE, ""),
+        "dataset": tags.get(DATA_SOURCE, "") or tags.get(FINGERPRINT, "")[:8],
+        "best_val_loss": metrics.get(BEST_VAL_LOSS),
+        "test": test,
+        "age": _age(run.info.start_time),
+    }
+
+
+def export_config(run_id: str) -> TransferredConfig:
+    """The best config of a finished run with what is known about where it won."""
+    run = _get_run(run_id)
+    tags = run.data.tags
+    if tags.get(ROLE) not in ("pipeline", "imported") or run.info.status != "FINISHED":
+        raise ConfigError(f"run {run_id}: not a finished pipeline run; nothing to export")
+    return TransferredConfig(
+        model_family=tags[FAMILY],
+        task_type=tags[TASK_TYPE],
+        params=load_best_config(run_id),
+        space_signature=json_tag(run, SPACE_SIGNATURE),
+        meta_features=json_tag(run, META_FEATURES) or {},
+        metrics={k: v for k, v in run.data.metrics.items() if k == BEST_VAL_LOSS or k.startswith("test_")},
+        source_run_id=run_id,
+        experiment=MlflowClient().get_experiment(run.info.experiment_id).name,
+        dataset_fingerprint=tags.get(FINGERPRINT),
+        exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def write_export(config: TransferredConfig, path: Path) -> None:
+    """Write the file in one step, so a failure leaves no partial file behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def import_config(path: Path, state: LocalState) -> str:
+    """Validate a transferred config file and store it as a finished ``imported`` run; returns the run id."""
+    config = load_transferred_config(path)  # raises before anything is written
+    from models import FAMILIES
+
+    if config.model_family not in FAMILIES:
+        raise ConfigError(f"{path}: model_family: unknown model family {config.model_family!r}")
+    configure_mlflow(state)
+    experiment_id = ensure_experiment(IMPORTED_EXPERIMENT, state)
+    tags = {
+        ROLE: "imported",
+        FAMILY: config.model_family,
+        TASK_TYPE: config.task_type,
+        META_FEATURES: json.dumps(config.meta_features, sort_keys=True),
+        "automl.imported_from": str(Path(path).resolve()),
+    }
+    if config.space_signature is not None:
+        tags[SPACE_SIGNATURE] = json.dumps(config.space_signature, sort_keys=True, default=str)
+    if config.dataset_fingerprint:
+        tags[FINGERPRINT] = config.dataset_fingerprint
+    if config.source_run_id:
+        tags["automl.source_run_id"] = config.source_run_id
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"imported-{Path(path).stem}", tags=tags) as run:
+        mlflow.log_params({f"best_{k}": v for k, v in config.params.items()})
+        if config.metrics:
+            mlflow.log_metrics(config.metrics)
+        mlflow.log_dict(dict(config.params), BEST_CONFIG_FILE)
+        mlflow.log_dict(config.model_dump(mode="json"), "transferred_config.json")
+    return run.info.run_id
+
+
+def _get_run(run_id: str) -> Run:
+    try:
+        return MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"run {run_id}: no such MLflow run") from None
+
+
+def _age(start_ms: int) -> str:
+    seconds = max(0.0, datetime.now(UTC).timestamp() - start_ms / 1000)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"

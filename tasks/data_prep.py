@@ -1,0 +1,519 @@
+"""Data prep stage: read CSV/Parquet, check it against the config, split without leakage, scale, window.
+
+``read_table`` and ``plan_data`` are the checks run before any training or tracking; ``prepare`` is the pure
+transformation; ``data_prep`` is the Prefect task that also writes the outputs to MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import mlflow
+import numpy as np
+import pandas as pd
+from prefect import task
+
+from configs import DataConfig, DataError, PipelineConfig
+from models import get_family
+from tasks.caching import pipeline_stage_key
+from tasks.meta_features import series_meta_features, tabular_meta_features
+from tasks.prepared_data import PreparedData, Split
+from tasks.tracking import PipelineRun, log_frame, stage_run
+
+logger = logging.getLogger("automl")
+
+# Series need at least this many windows in each split to train, validate and test on.
+MIN_WINDOWS = {"train": 8, "val": 2, "test": 2}
+MAX_CATEGORIES = 30
+AUTO_CLASSIFICATION_MAX_CLASSES = 10
+
+
+@dataclass
+class DataPlan:
+    """What ``plan_data`` decided from the config and the file: task type and the columns to use."""
+
+    kind: Literal["series", "tabular"]
+    task: Literal["regression", "classification"]
+    features: list[str]
+    categorical: list[str]
+    dropped: list[str]
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file; any failure is a one-line ``DataError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data.path: no such file: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path, engine="pyarrow")
+        elif suffix in (".csv", ".txt", ".gz"):
+            frame = pd.read_csv(path)
+        else:
+            raise DataError(f"data.path: {path.name}: unsupported file type {suffix!r}; use .csv or .parquet")
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"data.path: {path}: the file is empty") from None
+    except Exception as exc:  # every parser error becomes one line naming the file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"data.path: cannot read {path}: {reason}") from None
+    if frame.empty:
+        raise DataError(f"data.path: {path}: no data rows")
+    if frame.shape[1] == 1 and "," not in str(frame.columns[0]) and any(s in str(frame.columns[0]) for s in ";\t|"):
+        raise DataError(
+            f"data.path: {path}: read one column {str(frame.columns[0])!r}; the file does not look comma-separated"
+        )
+    return frame
+
+
+def fingerprint(path: Path) -> str:
+    """Content fingerprint of the input file (SHA-256 of its bytes, first 16 hex digits)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def plan_data(frame: pd.DataFrame, cfg: PipelineConfig) -> DataPlan:
+    """Check the table against the config (columns, types, size) and decide task type and features."""
+    data = cfg.data
+    family = get_family(cfg.model.family)
+    columns = list(frame.columns)
+    _require_column(frame, data.target, "data.target", data.path)
+    if family.kind == "series":
+        _require_column(frame, data.time_column, "data.time_column", data.path)
+    target = frame[data.target]
+    if target.isna().all():
+        raise DataError(f"data.target: column {data.target!r} has no values (all missing)")
+    task = _resolve_task(target, data, family.tasks)
+    if family.kind == "series" and task != "regression":
+        raise DataError(f"data.target: column {data.target!r} must be numeric to forecast it")
+    excluded = {data.target, data.time_column}
+    if data.features is not None:
+        for name in data.features:
+            _require_column(frame, name, f"data.features ({name})", data.path)
+            if name in excluded:
+                raise DataError(f"data.features: {name!r} is the target or time column; remove it")
+        candidates = list(data.features)
+    else:
+        candidates = [c for c in columns if c not in excluded]
+    for name in candidates:
+        if frame[name].isna().all():
+            raise DataError(f"column {name!r}: all values are missing; drop it or list data.features")
+    dropped: list[str] = []
+    if family.kind == "series":
+        numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(frame[c])]
+        non_numeric = [c for c in candidates if c not in numeric]
+        if data.features is not None and non_numeric:
+            raise DataError(f"data.features: column {non_numeric[0]!r} is not numeric; series covariates must be")
+        dropped = non_numeric
+        features, categorical = [data.target, *numeric], []
+        _check_series(frame, cfg)
+    else:
+        features = candidates
+        categorical = [c for c in candidates if not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool]
+        if not features:
+            raise DataError(f"data.path: no feature columns besides the target {data.target!r}")
+        _check_tabular_size(frame, target, cfg, task)
+    return DataPlan(kind=family.kind, task=task, features=features, categorical=categorical, dropped=dropped)
+
+
+def prepare(
+    frame: pd.DataFrame, cfg: PipelineConfig, plan: DataPlan, source_fingerprint: str = ""
+) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
+    """Split, impute, scale and (for series) window the table. Returns the arrays and the split rows.
+
+    Example:
+        >>> frame = read_table(cfg.data.path)
+        >>> prepared, split_rows = prepare(frame, cfg, plan_data(frame, cfg))
+        >>> prepared.train.X.shape
+    """
+    if plan.kind == "series":
+        prepared, frames = _prepare_series(frame, cfg.data, plan)
+    else:
+        prepared, frames = _prepare_tabular(frame, cfg, plan)
+    prepared.fingerprint = source_fingerprint
+    prepared.card["fingerprint"] = source_fingerprint
+    prepared.card["source"] = str(cfg.data.path)
+    return prepared, frames
+
+
+# --- series -------------------------------------------------------------------------------------------------
+
+
+def _check_series(frame: pd.DataFrame, cfg: PipelineConfig) -> None:
+    data = cfg.data
+    times = _parse_times(frame[data.time_column], data.time_column)
+    duplicated = times[times.duplicated()]
+    if len(duplicated):
+        raise DataError(
+            f"data.time_column: column {data.time_column!r} has duplicate timestamps (first: {duplicated.iloc[0]})"
+        )
+    if not pd.api.types.is_numeric_dtype(frame[data.target]):
+        raise DataError(f"data.target: column {data.target!r} must be numeric to forecast it")
+    windows = _window_counts(len(frame), data)
+    short = [name for name, need in MIN_WINDOWS.items() if windows[name] < need]
+    if short:
+        need_rows = _rows_needed(data)
+        raise DataError(
+            f"data.path: too few rows ({len(frame)}) for lookback {data.lookback} + horizon {data.horizon} and a "
+            f"{data.split.train:g}/{data.split.val:g}/{data.split.test:g} split: need at least {need_rows}"
+        )
+
+
+def _parse_times(column: pd.Series, name: str) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(column):
+        if column.isna().any():
+            raise DataError(f"data.time_column: column {name!r} has missing values")
+        return column
+    try:
+        times = pd.to_datetime(column, format="mixed")
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"data.time_column: column {name!r} is not a date/time ({str(exc).splitlines()[0]})") from None
+    if times.isna().any():
+        raise DataError(f"data.time_column: column {name!r} has missing or unparseable values")
+    return times
+
+
+def _split_rows(n: int, data: DataConfig) -> tuple[int, int]:
+    n_train = int(n * data.split.train)
+    n_val = int(n * data.split.val)
+    return n_train, n_train + n_val
+
+
+def _window_counts(n: int, data: DataConfig) -> dict[str, int]:
+    """Windows per split: a window belongs to a split when all its targets fall inside that split's rows."""
+    train_end, val_end = _split_rows(n, data)
+    lb, h = data.lookback, data.horizon
+    return {
+        "train": max(0, train_end - h + 1 - lb),
+        "val": max(0, val_end - h + 1 - max(lb, train_end)),
+        "test": max(0, n - h + 1 - max(lb, val_end)),
+    }
+
+
+def _rows_needed(data: DataConfig) -> int:
+    n = data.lookback + data.horizon
+    while n < 10**7:
+        if all(_window_counts(n, data)[k] >= v for k, v in MIN_WINDOWS.items()):
+            return n
+        n += max(1, n // 50)
+    return n
+
+
+def _prepare_series(
+    frame: pd.DataFrame, data: DataConfig, plan: DataPlan
+) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
+    times = _parse_times(frame[data.time_column], data.time_column)
+    ordered = frame.assign(**{data.time_column: times}).sort_values(data.time_column, kind="stable")
+    ordered = ordered.reset_index(drop=True)
+    values = ordered[plan.features].astype(float)
+    missing = {c: int(n) for c, n in values.isna().sum().items() if n}
+    values = values.ffill().bfill()
+    n = len(values)
+    train_end, val_end = _split_rows(n, data)
+    train_rows = values.iloc[:train_end]
+    mean = train_rows.mean().to_numpy()
+    std = train_rows.std(ddof=0).replace(0, 1.0).fillna(1.0).to_numpy()
+    scaled = ((values.to_numpy() - mean) / std).astype(np.float32)
+
+    lb, h = data.lookback, data.horizon
+    windows = np.lib.stride_tricks.sliding_window_view(scaled, lb + h, axis=0)  # (n-lb-h+1, f, lb+h)
+    X_all = np.ascontiguousarray(windows[:, :, :lb].transpose(0, 2, 1))
+    y_all = np.ascontiguousarray(windows[:, 0, lb:])
+    first_target = np.arange(len(X_all)) + lb  # row index of each window's first target
+    last_target = first_target + h - 1
+    masks = {
+        "train": last_target < train_end,
+        "val": (first_target >= train_end) & (last_target < val_end),
+        "test": first_target >= val_end,
+    }
+    splits = {name: Split(X_all[m], y_all[m]) for name, m in masks.items()}
+    row_ranges = {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, n)}
+    frames = {
+        name: ordered.iloc[a:b].assign(**{c: values[c].iloc[a:b] for c in plan.features})
+        for name, (a, b) in row_ranges.items()
+    }
+    target = values[data.target].to_numpy()
+    meta = series_meta_features(ordered[data.time_column], target, n_features=len(plan.features))
+    test_times = ordered[data.time_column].iloc[first_target[masks["test"]]].astype(str).tolist()
+    card = {
+        "kind": "series",
+        "task": "regression",
+        "n_rows": n,
+        "n_columns": frame.shape[1],
+        "n_features": len(plan.features),
+        "features": plan.features,
+        "dropped_columns": plan.dropped,
+        "time_column": data.time_column,
+        "time_range": [str(ordered[data.time_column].iloc[0]), str(ordered[data.time_column].iloc[-1])],
+        "lookback": lb,
+        "horizon": h,
+        "target": _describe_target(target, data.target),
+        "missing_filled": missing,
+        "missing_filled_total": int(sum(missing.values())),
+        "rows": {name: b - a for name, (a, b) in row_ranges.items()},
+        "windows": {name: len(s) for name, s in splits.items()},
+        "scaling": {
+            "mean": dict(zip(plan.features, mean.tolist(), strict=True)),
+            "std": dict(zip(plan.features, std.tolist(), strict=True)),
+        },
+        "meta_features": meta,
+    }
+    prepared = PreparedData(
+        kind="series",
+        task="regression",
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        feature_names=plan.features,
+        n_outputs=h,
+        lookback=lb,
+        target=data.target,
+        target_mean=float(mean[0]),
+        target_std=float(std[0]),
+        test_index=test_times,
+        card=card,
+    )
+    return prepared, frames
+
+
+# --- tabular ------------------------------------------------------------------------------------------------
+
+
+def _resolve_task(target: pd.Series, data: DataConfig, allowed: tuple[str, ...]) -> str:
+    values = target.dropna()
+    numeric = pd.api.types.is_numeric_dtype(values) and values.dtype != bool
+    if data.task == "regression":
+        if not numeric:
+            coerced = pd.to_numeric(values, errors="coerce")
+            bad = values[coerced.isna()]
+            example = f" such as {bad.iloc[0]!r}" if len(bad) else ""
+            raise DataError(
+                f"data.target: column {data.target!r} must be numeric for regression; found values{example}"
+            )
+        return "regression"
+    if data.task == "classification" or not numeric:
+        task = "classification"
+    else:
+        integral = np.all(np.equal(np.mod(values.to_numpy(dtype=float), 1), 0))
+        few = values.nunique() <= AUTO_CLASSIFICATION_MAX_CLASSES
+        task = "classification" if (integral and few and "classification" in allowed) else "regression"
+    if task not in allowed:
+        bad = values[pd.to_numeric(values, errors="coerce").isna()]
+        example = f"; found values such as {bad.iloc[0]!r}" if len(bad) else ""
+        raise DataError(f"data.target: column {data.target!r} must be numeric for this model family{example}")
+    return task
+
+
+def _check_tabular_size(frame: pd.DataFrame, target: pd.Series, cfg: PipelineConfig, task: str) -> None:
+    rows = int(target.notna().sum())
+    split = cfg.data.split
+    smallest = min(split.val, split.test) * rows
+    if rows < 20 or smallest < 2:
+        raise DataError(
+            f"data.path: too few rows with a target ({rows}) for a {split.train:g}/{split.val:g}/{split.test:g} split;"
+            " need at least 20"
+        )
+    if task == "classification" and target.nunique() < 2:
+        raise DataError(f"data.target: column {cfg.data.target!r} has a single class; nothing to classify")
+
+
+def _prepare_tabular(
+    frame: pd.DataFrame, cfg: PipelineConfig, plan: DataPlan
+) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
+    from sklearn.model_selection import train_test_split
+
+    data = cfg.data
+    rows = frame[frame[data.target].notna()].reset_index(drop=True)
+    dropped_targets = len(frame) - len(rows)
+    y_raw = rows[data.target]
+    classes: list[Any] | None = None
+    stratify = None
+    if plan.task == "classification":
+        classes = sorted(y_raw.unique().tolist(), key=str)
+        codes = {c: i for i, c in enumerate(classes)}
+        y_all = y_raw.map(codes).to_numpy(dtype=np.int64)
+        if y_raw.value_counts().min() >= 3:
+            stratify = y_all
+    else:
+        y_all = y_raw.to_numpy(dtype=float)
+    index = np.arange(len(rows))
+    holdout = data.split.val + data.split.test
+    train_idx, rest_idx = train_test_split(index, test_size=holdout, random_state=cfg.seed, stratify=stratify)
+    rest_stratify = stratify[rest_idx] if stratify is not None else None
+    if rest_stratify is not None and np.bincount(rest_stratify).min() < 2:
+        rest_stratify = None
+    val_idx, test_idx = train_test_split(
+        rest_idx, test_size=data.split.test / holdout, random_state=cfg.seed, stratify=rest_stratify
+    )
+    features = rows[plan.features]
+    train_features = features.iloc[train_idx]
+    numeric = [c for c in plan.features if c not in plan.categorical]
+    encoding: dict[str, Any] = {"numeric": {}, "categorical": {}}
+    for c in numeric:
+        col = train_features[c].astype(float)
+        median = float(col.median()) if col.notna().any() else 0.0
+        filled = col.fillna(median)
+        std = float(filled.std(ddof=0)) or 1.0
+        encoding["numeric"][c] = {"median": median, "mean": float(filled.mean()), "std": std}
+    for c in plan.categorical:
+        col = train_features[c].astype("string")
+        mode = col.mode()
+        fill = str(mode.iloc[0]) if len(mode) else "missing"
+        categories = col.fillna(fill).value_counts().index[:MAX_CATEGORIES].tolist()
+        encoding["categorical"][c] = {"mode": fill, "categories": [str(v) for v in categories]}
+    X_all, names = _encode(features, encoding)
+    target_mean, target_std = 0.0, 1.0
+    if plan.task == "regression":
+        target_mean = float(y_all[train_idx].mean())
+        target_std = float(y_all[train_idx].std()) or 1.0
+        y_model = ((y_all - target_mean) / target_std).astype(np.float32).reshape(-1, 1)
+    else:
+        y_model = y_all
+    splits = {
+        name: Split(X_all[idx], y_model[idx])
+        for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))
+    }
+    frames = {name: rows.iloc[idx] for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
+    missing = {c: int(n) for c, n in features.isna().sum().items() if n}
+    meta = tabular_meta_features(features, y_raw, plan.task, plan.categorical)
+    card = {
+        "kind": "tabular",
+        "task": plan.task,
+        "n_rows": len(frame),
+        "n_columns": frame.shape[1],
+        "n_features": len(plan.features),
+        "n_encoded_features": len(names),
+        "features": plan.features,
+        "categorical_features": plan.categorical,
+        "encoded_features": names,
+        "rows_without_target": dropped_targets,
+        "target": (
+            _describe_target(y_all.astype(float), data.target)
+            if plan.task == "regression"
+            else {
+                "name": data.target,
+                "classes": [str(c) for c in classes or []],
+                "counts": {str(k): int(v) for k, v in y_raw.value_counts().items()},
+            }
+        ),
+        "missing_imputed": missing,
+        "missing_imputed_total": int(sum(missing.values())),
+        "rows": {name: len(s) for name, s in splits.items()},
+        "stratified": stratify is not None,
+        "encoding": encoding,
+        "meta_features": meta,
+    }
+    prepared = PreparedData(
+        kind="tabular",
+        task=plan.task,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        feature_names=names,
+        n_outputs=len(classes) if classes else 1,
+        lookback=None,
+        target=data.target,
+        target_mean=target_mean,
+        target_std=target_std,
+        classes=classes,
+        test_index=[str(i) for i in test_idx.tolist()],
+        card=card,
+    )
+    return prepared, frames
+
+
+def _encode(features: pd.DataFrame, encoding: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
+    for c, stats in encoding["numeric"].items():
+        col = features[c].astype(float).fillna(stats["median"]).to_numpy()
+        blocks.append(((col - stats["mean"]) / stats["std"]).reshape(-1, 1))
+        names.append(c)
+    for c, stats in encoding["categorical"].items():
+        col = features[c].astype("string").fillna(stats["mode"]).to_numpy()
+        for category in stats["categories"]:
+            blocks.append((col == category).astype(float).reshape(-1, 1))
+            names.append(f"{c}={category}")
+    return np.hstack(blocks).astype(np.float32), names
+
+
+# --- shared -------------------------------------------------------------------------------------------------
+
+
+def _require_column(frame: pd.DataFrame, name: str | None, key: str, path: Path) -> None:
+    if name not in frame.columns:
+        shown = ", ".join(map(str, list(frame.columns)[:12]))
+        raise DataError(f"{key}: column {name!r} not found in {Path(path).name} (columns: {shown})")
+
+
+def _describe_target(y: np.ndarray, name: str) -> dict[str, Any]:
+    y = y[~np.isnan(y)]
+    return {
+        "name": name,
+        "mean": float(y.mean()),
+        "std": float(y.std()),
+        "min": float(y.min()),
+        "max": float(y.max()),
+    }
+
+
+# --- stage --------------------------------------------------------------------------------------------------
+
+
+def load_and_check(cfg: PipelineConfig) -> tuple[pd.DataFrame, DataPlan, str]:
+    """Read the data and check it against the config before any training or tracking happens."""
+    frame = read_table(cfg.data.path)
+    plan = plan_data(frame, cfg)
+    return frame, plan, fingerprint(cfg.data.path)
+
+
+@task(name="data_prep", cache_key_fn=pipeline_stage_key, persist_result=True)
+def data_prep(
+    cfg: PipelineConfig, frame: pd.DataFrame, plan: DataPlan, source_fingerprint: str, pipeline: PipelineRun
+) -> PreparedData:
+    """Prefect stage: ``prepare`` the table and log the data card, the splits (Parquet and as MLflow dataset
+    inputs) and the preprocessing to the ``data_prep`` run."""
+    with stage_run(pipeline, "data_prep"):
+        prepared, split_rows = prepare(frame, cfg, plan, source_fingerprint)
+        card = prepared.card
+        mlflow.log_params(
+            {"rows": card["n_rows"], "features": card["n_features"], "task": prepared.task, "kind": prepared.kind}
+        )
+        filled = card.get("missing_filled_total", card.get("missing_imputed_total", 0))
+        mlflow.log_metrics(
+            {
+                "missing_values_filled": filled,
+                **{f"{k}_size": len(getattr(prepared, k)) for k in ("train", "val", "test")},
+            }
+        )
+        mlflow.log_dict(card, "data_card.json")
+        for name, rows in split_rows.items():
+            log_frame(rows, f"splits/{name}.parquet")
+            with warnings.catch_warnings():  # MLflow finds two equivalent readers for a local file path
+                warnings.simplefilter("ignore", UserWarning)
+                dataset = mlflow.data.from_pandas(
+                    rows, source=str(cfg.data.path), name=f"{cfg.name}-{name}", targets=cfg.data.target
+                )
+            mlflow.log_input(dataset, context=name)
+        logger.info(
+            "data prep: %s %s, %d rows -> train/val/test %d/%d/%d, %d missing values filled, fingerprint %s",
+            prepared.kind,
+            prepared.task,
+            card["n_rows"],
+            len(prepared.train),
+            len(prepared.val),
+            len(prepared.test),
+            filled,
+            source_fingerprint,
+        )
+    return prepared

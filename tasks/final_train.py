@@ -1,0 +1,289 @@
+"""Final training and evaluation stage: retrain the best config with the final budget and early stopping,
+evaluate on the test split in the target's original units next to two baselines (the family's default config
+with the same budget, and a naive predictor), log curves, plots and the model, and register it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from prefect import task
+
+import models
+from configs import PipelineConfig
+from models import FitResult, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device, predict
+from tasks.caching import pipeline_stage_key
+from tasks.plotting import plt
+from tasks.prepared_data import PreparedData
+from tasks.tracking import FINGERPRINT, PipelineRun, stage_run
+
+logger = logging.getLogger("automl")
+CHAMPION = "champion"
+# The test metric that decides champions, and whether lower is better.
+PRIMARY_METRIC = {"regression": ("rmse", True), "classification": ("f1_macro", False)}
+
+
+@dataclass
+class FinalResult:
+    """Test metrics of the tuned model and its baselines, and where the model went."""
+
+    params: dict[str, Any]
+    test_metrics: dict[str, float]
+    baseline_metrics: dict[str, dict[str, float]]
+    primary_metric: str
+    model_uri: str
+    registered_model: dict[str, Any] | None
+    champion: bool
+    champion_note: str
+    epochs_run: int
+    best_epoch: int
+    val_loss: float
+    run_id: str = ""
+    curves: dict[str, list[float]] = field(default_factory=dict)
+
+
+def train_config(
+    cfg: PipelineConfig, prepared: PreparedData, params: dict[str, Any]
+) -> tuple[torch.nn.Module, FitResult]:
+    """Train ``params`` (merged over the family's defaults) with the final budget and early stopping."""
+    family = get_family(cfg.model.family)
+    full = {**family.defaults, **cfg.model.params, **params}
+    shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
+    model = build_model(family, shape, full, cfg.seed)
+    settings = TrainSettings(
+        epochs=cfg.final.epochs,
+        lr=float(full["lr"]),
+        batch_size=int(full["batch_size"]),
+        weight_decay=float(full.get("weight_decay", 0.0)),
+        loss=loss_for(prepared.task, cfg.training.loss),
+        optimizer=cfg.training.optimizer,
+        grad_clip=cfg.training.grad_clip,
+        patience=cfg.final.patience,
+        seed=cfg.seed,
+    )
+    result = fit(
+        model,
+        (prepared.train.X, prepared.train.y),
+        (prepared.val.X, prepared.val.y),
+        settings,
+        pick_device(cfg.training.device),
+    )
+    return result.model, result
+
+
+def test_predictions(model: torch.nn.Module, prepared: PreparedData) -> np.ndarray:
+    """Test predictions in the target's original units (regression) or class probabilities (classification)."""
+    raw = predict(model, prepared.test.X)
+    if prepared.task == "classification":
+        return torch.softmax(torch.as_tensor(raw), dim=1).numpy()
+    return prepared.to_original_units(raw)
+
+
+def naive_predictions(prepared: PreparedData) -> np.ndarray:
+    """Series: the last observed value for every horizon step; tabular: the train mean or class frequencies."""
+    n = len(prepared.test)
+    if prepared.kind == "series":
+        last = prepared.test.X[:, -1, 0:1]  # the target is the first input column
+        return prepared.to_original_units(np.repeat(last, prepared.n_outputs, axis=1))
+    if prepared.task == "classification":
+        counts = np.bincount(prepared.train.y, minlength=prepared.n_outputs).astype(float)
+        return np.tile(counts / counts.sum(), (n, 1))
+    return np.full((n, 1), prepared.to_original_units(prepared.train.y).mean())
+
+
+def test_targets(prepared: PreparedData) -> np.ndarray:
+    if prepared.task == "classification":
+        return prepared.test.y
+    return prepared.to_original_units(prepared.test.y)
+
+
+def score(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Regression: rmse, mae, mse over every horizon step; classification: accuracy, f1_macro, log_loss."""
+    from sklearn import metrics
+
+    if task_type == "classification":
+        labels = list(range(y_pred.shape[1]))
+        chosen = y_pred.argmax(axis=1)
+        return {
+            "accuracy": float(metrics.accuracy_score(y_true, chosen)),
+            "f1_macro": float(metrics.f1_score(y_true, chosen, average="macro", labels=labels, zero_division=0)),
+            "log_loss": float(metrics.log_loss(y_true, np.clip(y_pred, 1e-15, 1), labels=labels)),
+        }
+    error = np.asarray(y_pred, dtype=float) - np.asarray(y_true, dtype=float)
+    mse = float(np.mean(error**2))
+    return {"rmse": float(np.sqrt(mse)), "mae": float(np.mean(np.abs(error))), "mse": mse}
+
+
+def beats(task_type: str, new: dict[str, float], old: dict[str, float]) -> bool:
+    name, lower_is_better = PRIMARY_METRIC[task_type]
+    if name not in old:
+        return True
+    return new[name] < old[name] if lower_is_better else new[name] > old[name]
+
+
+@task(name="final_train", cache_key_fn=pipeline_stage_key, persist_result=True)
+def final_train(
+    cfg: PipelineConfig, prepared: PreparedData, best_params: dict[str, Any], pipeline: PipelineRun
+) -> FinalResult:
+    """Prefect stage: retrain, evaluate against the baselines, log plots and the model, register it."""
+    family = get_family(cfg.model.family)
+    with stage_run(pipeline, "final_train") as run:
+        mlflow.log_params({**best_params, "epochs": cfg.final.epochs, "patience": cfg.final.patience})
+        model, fitted = train_config(cfg, prepared, best_params)
+        logger.info(
+            "final training: %d epochs (best %d, val_loss %.5g)%s",
+            len(fitted.val_loss),
+            fitted.best_epoch + 1,
+            fitted.best_val_loss,
+            ", stopped early" if fitted.stopped_early else "",
+        )
+        default_model, default_fit = train_config(cfg, prepared, dict(family.defaults))
+        y_true = test_targets(prepared)
+        predictions = {
+            "tuned": test_predictions(model, prepared),
+            "default_config": test_predictions(default_model, prepared),
+            "naive": naive_predictions(prepared),
+        }
+        scores = {name: score(prepared.task, y_true, pred) for name, pred in predictions.items()}
+        _log_curves(fitted, default_fit)
+        _log_predictions(prepared, y_true, predictions)
+        mlflow.log_metrics({f"test_{k}": v for k, v in scores["tuned"].items()})
+        for baseline in ("default_config", "naive"):
+            mlflow.log_metrics({f"baseline_{baseline}_{k}": v for k, v in scores[baseline].items()})
+        mlflow.log_metrics({"val_loss": fitted.best_val_loss, "epochs_run": len(fitted.val_loss)})
+        model_info = _log_model(model, prepared)
+        registered, champion, note = (None, False, "registry disabled")
+        if cfg.registry.enabled:
+            registered, champion, note = register(
+                model_info.model_uri, cfg.registry.model_name or cfg.name, prepared, scores["tuned"], pipeline
+            )
+        primary, _ = PRIMARY_METRIC[prepared.task]
+        logger.info(
+            "test %s: tuned %.5g | default config %.5g | naive %.5g",
+            primary,
+            scores["tuned"][primary],
+            scores["default_config"][primary],
+            scores["naive"][primary],
+        )
+    return FinalResult(
+        params={**family.defaults, **cfg.model.params, **best_params},
+        test_metrics=scores["tuned"],
+        baseline_metrics={"default_config": scores["default_config"], "naive": scores["naive"]},
+        primary_metric=primary,
+        model_uri=model_info.model_uri,
+        registered_model=registered,
+        champion=champion,
+        champion_note=note,
+        epochs_run=len(fitted.val_loss),
+        best_epoch=fitted.best_epoch,
+        val_loss=fitted.best_val_loss,
+        run_id=run.info.run_id,
+        curves={"train_loss": fitted.train_loss, "val_loss": fitted.val_loss},
+    )
+
+
+def register(
+    model_uri: str, name: str, prepared: PreparedData, metrics: dict[str, float], pipeline: PipelineRun
+) -> tuple[dict[str, Any], bool, str]:
+    """Register the model; move the ``champion`` alias to it when it beats the champion on the same data."""
+    client = MlflowClient()
+    version = mlflow.register_model(model_uri, name, tags={"pipeline_run_id": pipeline.run_id})
+    primary, _ = PRIMARY_METRIC[prepared.task]
+    for key, value in {FINGERPRINT: prepared.fingerprint, **{f"test_{k}": v for k, v in metrics.items()}}.items():
+        client.set_model_version_tag(name, version.version, key, str(value))
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    if current is None:
+        champion, note = True, "first version of this model: champion"
+    elif current.tags.get(FINGERPRINT) != prepared.fingerprint:
+        champion, note = False, f"champion v{current.version} was trained on other data; not compared"
+    else:
+        old = {k.removeprefix("test_"): float(v) for k, v in current.tags.items() if k.startswith("test_")}
+        champion = beats(prepared.task, metrics, old)
+        verb = "beats" if champion else "does not beat"
+        theirs = old.get(primary, float("nan"))
+        note = f"{verb} champion v{current.version} on test {primary} ({metrics[primary]:.5g} vs {theirs:.5g})"
+    if champion:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    mlflow.set_tags({"registered_model": name, "registered_version": version.version, "champion": str(champion)})
+    logger.info("registry: %s version %s; %s", name, version.version, note)
+    return {"name": name, "version": int(version.version)}, champion, note
+
+
+def _log_model(model: torch.nn.Module, prepared: PreparedData):
+    model = model.cpu().eval()
+    example = prepared.test.X[:5]
+    signature = infer_signature(example, predict(model, example))
+    requirements = [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"mlflow=={mlflow.__version__}",
+        f"numpy=={np.__version__}",
+    ]
+    with warnings.catch_warnings():  # torch's exporter warns about LSTM weight attributes it does not need
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements,
+            code_paths=[str(Path(models.__file__).parent)],
+        )
+
+
+def _log_curves(tuned: FitResult, default: FitResult) -> None:
+    figure, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(tuned.train_loss, label="tuned: train")
+    ax.plot(tuned.val_loss, label="tuned: validation")
+    ax.plot(default.val_loss, label="default config: validation", linestyle="--")
+    ax.axvline(tuned.best_epoch, color="grey", linewidth=0.8, label=f"best epoch ({tuned.best_epoch + 1})")
+    ax.set(xlabel="epoch", ylabel="loss", title="Learning curves (final training)")
+    ax.set_yscale("log")
+    ax.legend()
+    figure.tight_layout()
+    mlflow.log_figure(figure, "plots/learning_curves.png")
+    plt.close(figure)
+    for epoch, (train_loss, val_loss) in enumerate(zip(tuned.train_loss, tuned.val_loss, strict=True)):
+        mlflow.log_metrics({"epoch_train_loss": train_loss, "epoch_val_loss": val_loss}, step=epoch)
+
+
+def _log_predictions(prepared: PreparedData, y_true: np.ndarray, predictions: dict[str, np.ndarray]) -> None:
+    if prepared.task == "classification":
+        from sklearn.metrics import ConfusionMatrixDisplay
+
+        display = ConfusionMatrixDisplay.from_predictions(
+            y_true, predictions["tuned"].argmax(axis=1), display_labels=[str(c) for c in prepared.classes or []]
+        )
+        display.ax_.set_title("Test set: tuned model")
+        figure = display.figure_
+    elif prepared.kind == "series":
+        figure, ax = plt.subplots(figsize=(10, 4.5))
+        x = np.arange(len(y_true))
+        ax.plot(x, y_true[:, 0], label="actual", color="black")
+        ax.plot(x, predictions["tuned"][:, 0], label="tuned")
+        ax.plot(x, predictions["naive"][:, 0], label="naive (last value)", alpha=0.6)
+        step = max(1, len(x) // 8)
+        ax.set_xticks(x[::step], [t[:10] for t in prepared.test_index[::step]], rotation=30)
+        ax.set(ylabel=prepared.target, title="Test set: predicted vs actual (first horizon step)")
+        ax.legend()
+    else:
+        figure, ax = plt.subplots(figsize=(5.5, 5.5))
+        ax.scatter(y_true[:, 0], predictions["tuned"][:, 0], s=12)
+        low, high = float(np.min(y_true)), float(np.max(y_true))
+        ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
+        ax.set(xlabel=f"actual {prepared.target}", ylabel="predicted", title="Test set: predicted vs actual")
+    figure.tight_layout()
+    mlflow.log_figure(figure, "plots/predicted_vs_actual.png")
+    plt.close(figure)

@@ -1,0 +1,228 @@
+"""The pipeline execution as MLflow sees it: the parent run (new, or resumed after a failure), the stage clock,
+and the summary recorded on the parent run (best config, metrics, baselines, lookup tags) and in Prefect."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import mlflow
+import yaml
+from mlflow.tracking import MlflowClient
+from prefect.context import FlowRunContext
+
+from configs import PipelineConfig, config_hash
+from tasks.artifacts import publish_summary
+from tasks.final_train import FinalResult
+from tasks.prepared_data import PreparedData
+from tasks.search import SearchSpace
+from tasks.search.stage import SearchSummary
+from tasks.state import local_state
+from tasks.tracking import (
+    CONFIG_HASH,
+    CONFIG_NAME,
+    DATA_SOURCE,
+    FAMILY,
+    FINGERPRINT,
+    META_FEATURES,
+    SPACE_SIGNATURE,
+    STAGES,
+    TASK_TYPE,
+    PipelineRun,
+    close_run,
+    close_stale_children,
+    configure_mlflow,
+    ensure_experiment,
+    find_resumable_run,
+    open_pipeline_run,
+)
+from tasks.warm_start import BEST_CONFIG_FILE, BEST_VAL_LOSS, WarmStartPlan
+
+logger = logging.getLogger("automl")
+
+
+@dataclass
+class StageClock:
+    """Wall-clock seconds per stage in this invocation (a stage reused from cache costs about nothing)."""
+
+    started: float = field(default_factory=time.monotonic)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        begin = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(time.monotonic() - begin, 3)
+
+    @property
+    def total(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+
+@contextmanager
+def pipeline_run(
+    cfg: PipelineConfig, fingerprint: str, task_type: str, study_name: str | None
+) -> Iterator[tuple[PipelineRun, StageClock]]:
+    """Open the parent run (resuming an unfinished one of the same config and data) and close it FINISHED,
+    FAILED or KILLED as the pipeline ends."""
+    state = local_state()
+    configure_mlflow(state)
+    experiment_id = ensure_experiment(cfg.name, state)
+    digest = config_hash(cfg)
+    resumable = find_resumable_run(experiment_id, digest, fingerprint, study_name)
+    tags = {
+        FAMILY: cfg.model.family,
+        TASK_TYPE: task_type,
+        FINGERPRINT: fingerprint,
+        CONFIG_HASH: digest,
+        CONFIG_NAME: cfg.name,
+        DATA_SOURCE: cfg.data.path.name,
+    }
+    pipeline = open_pipeline_run(experiment_id, cfg.name, tags, study_name, resumable)
+    flow_run = FlowRunContext.get()
+    if flow_run is not None:
+        pipeline = replace(pipeline, prefect_flow_run_id=str(flow_run.flow_run.id))
+    if pipeline.resumed:
+        closed = close_stale_children(pipeline, "closed when the pipeline was resumed: its process had stopped")
+        logger.info(
+            "resuming pipeline run %s (study %s); %d stale runs closed", pipeline.run_id, pipeline.study_name, closed
+        )
+    else:
+        logger.info("pipeline run %s in experiment %s (study %s)", pipeline.run_id, cfg.name, pipeline.study_name)
+    clock = StageClock()
+    try:
+        yield pipeline, clock
+    except KeyboardInterrupt:
+        close_run(pipeline.run_id, "KILLED", "interrupted; run the same command again to resume")
+        raise
+    except BaseException as exc:
+        close_run(pipeline.run_id, "FAILED", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise
+    close_run(pipeline.run_id, "FINISHED")
+
+
+def record_summary(
+    cfg: PipelineConfig,
+    pipeline: PipelineRun,
+    prepared: PreparedData,
+    plan: WarmStartPlan,
+    search: SearchSummary,
+    final: FinalResult,
+    clock: StageClock,
+) -> dict[str, Any]:
+    """Log the summary on the parent run and as a Prefect artifact; return it as the CLI's JSON."""
+    summary = {
+        "status": "completed",
+        "experiment": pipeline.experiment_name,
+        "pipeline_run_id": pipeline.run_id,
+        "resumed": pipeline.resumed,
+        "study_name": search.study_name,
+        "storage": search.storage,
+        "backend": cfg.search.backend,
+        "sampler": cfg.search.sampler,
+        "fidelity": cfg.search.fidelity,
+        "model_family": cfg.model.family,
+        "task_type": prepared.task,
+        "dataset_fingerprint": prepared.fingerprint,
+        "trials": search.trials,
+        "best_trial": search.best_trial,
+        "best_params": search.best_params,
+        "best_val_loss": search.best_value,
+        "warm_start": {"enqueued": search.enqueued, "source_run_ids": plan.source_run_ids},
+        "test_metrics": final.test_metrics,
+        "primary_metric": final.primary_metric,
+        "baseline_metrics": final.baseline_metrics,
+        "model_uri": final.model_uri,
+        "registered_model": final.registered_model,
+        "champion": final.champion,
+        "champion_note": final.champion_note,
+        "search_seconds": round(search.seconds, 3),
+        "search_overhead_share": round(search.overhead_share, 4),
+        "param_importances": search.importances,
+        "stage_seconds": {stage: clock.seconds.get(stage, 0.0) for stage in STAGES},
+        "total_seconds": clock.total,
+        "mlflow_tracking_uri": mlflow.get_tracking_uri(),
+    }
+    space = SearchSpace.from_config(cfg.search.space)
+    client = MlflowClient()
+    run_id = pipeline.run_id
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params(
+            {
+                **_prefixed(search.best_params),
+                "model_family": cfg.model.family,
+                "backend": cfg.search.backend,
+                "sampler": cfg.search.sampler,
+                "fidelity": cfg.search.fidelity,
+                "n_trials": cfg.search.n_trials,
+            }
+        )
+        mlflow.log_metrics(
+            {
+                BEST_VAL_LOSS: search.best_value,
+                **{f"test_{k}": v for k, v in final.test_metrics.items()},
+                **{
+                    f"baseline_{name}_{k}": v
+                    for name, metrics in final.baseline_metrics.items()
+                    for k, v in metrics.items()
+                },
+                **{f"trials_{k}": v for k, v in search.trials.items()},
+                "total_seconds": clock.total,
+            }
+        )
+        mlflow.log_dict(search.best_params, BEST_CONFIG_FILE)
+        mlflow.log_dict(summary, "summary.json")
+        mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
+        mlflow.log_text(summary_markdown(summary), "summary.md")
+    client.set_tag(run_id, META_FEATURES, json.dumps(prepared.meta_features, sort_keys=True))
+    client.set_tag(run_id, SPACE_SIGNATURE, json.dumps(space.signature(), sort_keys=True, default=str))
+    publish_summary(cfg.name, summary_markdown(summary), pipeline.prefect_flow_run_id)
+    return summary
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The run summary as Markdown (Prefect artifact, MLflow ``summary.md``)."""
+    trials = summary["trials"]
+    metric_names = list(summary["test_metrics"])
+    baselines = summary["baseline_metrics"]
+    rows = "\n".join(
+        f"| {name} | {summary['test_metrics'][name]:.5g} | {baselines['default_config'][name]:.5g} "
+        f"| {baselines['naive'][name]:.5g} |"
+        for name in metric_names
+    )
+    params = "\n".join(
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in summary["best_params"].items()
+    )
+    model = summary["registered_model"]
+    registry = f"`{model['name']}` version {model['version']}" if model else "not registered"
+    return f"""# AutoML pipeline: {summary["experiment"]}
+
+MLflow run `{summary["pipeline_run_id"]}` in experiment `{summary["experiment"]}`; study `{summary["study_name"]}`
+({summary["backend"]}/{summary["sampler"]}, fidelity {summary["fidelity"]}).
+
+**Trials:** {trials["complete"]} complete, {trials["pruned"]} pruned, {trials["failed"]} failed;
+{summary["warm_start"]["enqueued"]} warm-start configs queued. **Best validation loss:** {summary["best_val_loss"]:.5g}
+
+## Best params
+| param | value |
+|---|---|
+{params}
+
+## Test metrics vs baselines
+| metric | tuned | default config | naive |
+|---|---|---|---|
+{rows}
+
+**Model:** {registry}{" (champion)" if summary["champion"] else ""}; {summary["champion_note"]}.
+"""
+
+
+def _prefixed(params: dict[str, Any]) -> dict[str, Any]:
+    return {f"best_{k}": v for k, v in params.items()}

@@ -1,0 +1,55 @@
+"""What the data prep stage hands to training: model-ready arrays per split and what describes them.
+
+Kept free of Prefect and MLflow so that processes which only train (Dask workers) import little.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+
+@dataclass
+class Split:
+    """Model-ready arrays: series X is (n, lookback, features), y is (n, horizon); tabular X is (n, features)."""
+
+    X: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+
+@dataclass
+class PreparedData:
+    """Everything later stages need to train and evaluate, in memory."""
+
+    kind: Literal["series", "tabular"]
+    task: Literal["regression", "classification"]
+    train: Split
+    val: Split
+    test: Split
+    feature_names: list[str]
+    n_outputs: int
+    lookback: int | None
+    target: str
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    classes: list[Any] | None = None
+    test_index: list[str] = field(default_factory=list)
+    card: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    @property
+    def n_features(self) -> int:
+        return self.train.X.shape[-1]
+
+    @property
+    def meta_features(self) -> dict[str, float]:
+        return self.card.get("meta_features", {})
+
+    def to_original_units(self, y: np.ndarray) -> np.ndarray:
+        """Undo the target scaling fitted on train (regression only)."""
+        return y * self.target_std + self.target_mean

@@ -1,0 +1,116 @@
+"""Local state: everything a run writes (MLflow database and artifacts, Optuna database, Prefect results) lives
+under one folder, ``.automl/`` in the working directory unless ``AUTOML_HOME`` says otherwise.
+``MLFLOW_TRACKING_URI``, when set, wins for MLflow; ``search.storage`` wins for Optuna."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment (for subprocesses), so the
+# user's own setting is read once, before this process configures MLflow.
+_USER_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """Paths and URIs of the local state folder."""
+
+    home: Path
+
+    @property
+    def mlflow_uri(self) -> str:
+        return _USER_MLFLOW_URI or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifacts_in_home(self) -> bool:
+        """Artifacts go under the state folder unless a tracking server decides where they go."""
+        return not self.mlflow_uri.startswith(("http:", "https:", "databricks"))
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def optuna_storage(self) -> str:
+        return f"sqlite:///{self.home / 'optuna.db'}"
+
+    @property
+    def prefect_results(self) -> Path:
+        return self.home / "prefect-results"
+
+    def ensure(self) -> LocalState:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a ``sqlite:///`` URL (None for other URLs and in-memory databases)."""
+    if not url.startswith("sqlite:"):
+        return None
+    path = url.split(":///", 1)[-1].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def enable_wal(sqlite_url: str) -> None:
+    """Put a SQLite database in WAL mode (kept in the file), so readers do not block the writer when several
+    processes share it (parallel pipelines, Dask workers); creates the file if needed."""
+    import sqlite3
+
+    path = sqlite_path(sqlite_url)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=60) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+def first_use_lock(sqlite_url: str):
+    """A lock held while a SQLite database's schema is created, so processes starting together do not race
+    through the same migrations (a no-op context for other databases)."""
+    from contextlib import nullcontext
+
+    from filelock import FileLock
+
+    path = sqlite_path(sqlite_url)
+    return FileLock(f"{path}.init.lock") if path is not None else nullcontext()
+
+
+def process_alive(host: str | None, pid: int) -> bool:
+    """Whether the process ``pid`` on ``host`` may still be running. Only this host can be checked; a process
+    elsewhere is assumed alive (its heartbeat, where there is one, tells otherwise)."""
+    import socket
+
+    if host != socket.gethostname():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def local_state() -> LocalState:
+    """The state folder for this process: ``$AUTOML_HOME`` or ``./.automl``."""
+    return LocalState(Path(os.environ.get("AUTOML_HOME", ".automl")).resolve())
+
+
+def configure_environment(state: LocalState | None = None) -> LocalState:
+    """Set the environment Prefect reads when it is imported; call before importing prefect.
+
+    Results go under the state folder, logs of the ``automl`` logger reach the Prefect UI, and nothing tries
+    to phone home (there is no internet on many of the machines this runs on).
+    """
+    state = state or local_state()
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(state.prefect_results))
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "automl")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    return state

@@ -1,0 +1,220 @@
+"""MLflow edges of the pipeline: one experiment per config, one parent run per pipeline execution, one child
+run per stage, and the tags later runs look things up by. Stages call these; the maths never does."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Run, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
+
+from tasks.state import LocalState, enable_wal, first_use_lock, process_alive
+
+ROLE = "automl.role"  # pipeline | stage | trial | imported
+STAGE = "automl.stage"
+FAMILY = "automl.model_family"
+TASK_TYPE = "automl.task_type"
+FINGERPRINT = "automl.dataset_fingerprint"
+STUDY = "automl.study_name"
+CONFIG_HASH = "automl.config_hash"
+CONFIG_NAME = "automl.config_name"
+DATA_SOURCE = "automl.data_source"
+META_FEATURES = "automl.meta_features"
+SPACE_SIGNATURE = "automl.space_signature"
+HOST = "automl.host"
+PID = "automl.pid"
+STAGES = ("data_prep", "warm_start", "search", "final_train")
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """The MLflow parent run of one pipeline execution, and the study it searches in."""
+
+    run_id: str
+    experiment_id: str
+    experiment_name: str
+    study_name: str
+    resumed: bool = False
+    prefect_flow_run_id: str | None = None  # the Prefect flow run executing it (where its artifacts go)
+
+
+def configure_mlflow(state: LocalState) -> None:
+    """Point MLflow at the state folder's SQLite database (or at ``MLFLOW_TRACKING_URI``)."""
+    state.ensure()
+    uri = state.mlflow_uri
+    mlflow.set_tracking_uri(uri)
+    with first_use_lock(uri):
+        enable_wal(uri)
+        MlflowClient().search_experiments(max_results=1)  # creates or migrates the schema, one process at a time
+
+
+def ensure_experiment(name: str, state: LocalState) -> str:
+    """The id of experiment ``name``, created (artifacts under the state folder when local) if missing."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    location = (state.artifact_root / name).as_uri() if state.artifacts_in_home else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a concurrent pipeline
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def find_resumable_run(experiment_id: str, config_hash: str, fingerprint: str, study_name: str | None) -> Run | None:
+    """The latest unfinished parent run of the same config and data whose process is gone, if any."""
+    client = MlflowClient()
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{ROLE}` = 'pipeline' and tags.`{CONFIG_HASH}` = '{config_hash}' "
+        f"and tags.`{FINGERPRINT}` = '{fingerprint}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    for run in runs:
+        if run.info.status == "FINISHED":
+            return None  # the newest run of this config finished: a new command starts a new run
+        if study_name and run.data.tags.get(STUDY) != study_name:
+            continue
+        if run.info.status == "RUNNING" and process_alive(run.data.tags.get(HOST), int(run.data.tags.get(PID) or 0)):
+            continue
+        return run
+    return None
+
+
+def open_pipeline_run(
+    experiment_id: str, experiment_name: str, tags: dict[str, str], study_name: str | None, resumable: Run | None
+) -> PipelineRun:
+    """Resume ``resumable`` or start a new parent run; either way it is RUNNING and owned by this process."""
+    client = MlflowClient()
+    owner = {HOST: socket.gethostname(), PID: str(os.getpid())}
+    if resumable is not None:
+        run_id = resumable.info.run_id
+        client.update_run(run_id, status="RUNNING")
+        for key, value in owner.items():
+            client.set_tag(run_id, key, value)
+        return PipelineRun(run_id, experiment_id, experiment_name, resumable.data.tags[STUDY], resumed=True)
+    name = study_name or f"{experiment_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={**tags, **owner, ROLE: "pipeline", STUDY: name},
+    )
+    return PipelineRun(run.info.run_id, experiment_id, experiment_name, name)
+
+
+def close_run(run_id: str, status: str, note: str | None = None) -> None:
+    client = MlflowClient()
+    if note:
+        client.set_tag(run_id, MLFLOW_RUN_NOTE, note)
+    client.set_terminated(run_id, status=status)
+
+
+@contextmanager
+def stage_run(pipeline: PipelineRun, stage: str) -> Iterator[mlflow.ActiveRun]:
+    """The active MLflow child run for ``stage`` under the pipeline run; a resumed pipeline reuses its stage
+    run instead of adding a second one. It ends FINISHED, or FAILED when the stage raises."""
+    client = MlflowClient()
+    existing = client.search_runs(
+        [pipeline.experiment_id],
+        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{pipeline.run_id}' and tags.`{STAGE}` = '{stage}'",
+        max_results=1,
+    )
+    if existing:
+        run = mlflow.start_run(run_id=existing[0].info.run_id)
+    else:
+        run = mlflow.start_run(
+            experiment_id=pipeline.experiment_id,
+            run_name=stage,
+            parent_run_id=pipeline.run_id,
+            nested=True,
+            tags={ROLE: "stage", STAGE: stage},
+        )
+    try:
+        yield run
+    except BaseException as exc:
+        mlflow.set_tag(
+            MLFLOW_RUN_NOTE, f"{stage} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
+        mlflow.end_run(
+            RunStatus.to_string(RunStatus.KILLED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED)
+        )
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def child_runs(experiment_id: str, parent_run_id: str, role: str | None = None) -> list[Run]:
+    """Runs directly under ``parent_run_id`` (optionally of one role), oldest first."""
+    query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"
+    if role:
+        query += f" and tags.`{ROLE}` = '{role}'"
+    runs: list[Run] = []
+    token = None
+    client = MlflowClient()
+    while True:
+        page = client.search_runs(
+            [experiment_id], query, max_results=1000, page_token=token, order_by=["attributes.start_time ASC"]
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def close_stale_children(pipeline: PipelineRun, note: str) -> int:
+    """Close runs left RUNNING under a resumed pipeline (stages and trials of a process that died) as KILLED."""
+    closed = 0
+    stack = [pipeline.run_id]
+    while stack:
+        for run in child_runs(pipeline.experiment_id, stack.pop()):
+            stack.append(run.info.run_id)
+            if run.info.status == "RUNNING":
+                close_run(run.info.run_id, "KILLED", note)
+                closed += 1
+    return closed
+
+
+def log_frame(frame: pd.DataFrame, artifact_file: str) -> None:
+    """Log a DataFrame as a Parquet (or CSV, by suffix) artifact of the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        if path.suffix == ".csv":
+            frame.to_csv(path, index=False)
+        else:
+            frame.to_parquet(path, index=False)
+        parent = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
+
+
+def log_json_tag(key: str, value: Any) -> None:
+    mlflow.set_tag(key, json.dumps(value, sort_keys=True, default=str))
+
+
+def run_name_tag(run: Run) -> str:
+    return run.data.tags.get(MLFLOW_RUN_NAME, run.info.run_id)
+
+
+def json_tag(run: Run, key: str) -> Any:
+    """A tag holding JSON, parsed (None when missing or not JSON)."""
+    value = run.data.tags.get(key)
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return None
