@@ -1,0 +1,67 @@
+"""Serve the pipelines as Prefect deployments: one per config, each on its cron schedule (nightly unless the
+config's ``schedule.cron`` says otherwise) with that config's defaults as parameters. At most one run per
+pipeline at a time (a scheduled run and a UI-triggered one of the same pipeline queue, never overlap), and an
+explicit limit on the runs this process executes at once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from configs import ConfigError, config_file, load_config, shipped_configs
+from tasks.state import local_state
+
+DEFAULT_LIMIT = 2
+
+
+def config_files(names_or_paths: list[str] | None) -> list[Path]:
+    """Shipped config names or YAML paths; all shipped configs when none are given."""
+    if not names_or_paths:
+        return list(shipped_configs().values())
+    files = []
+    for item in names_or_paths:
+        path = Path(item)
+        files.append(path if path.suffix in (".yaml", ".yml") else config_file(item, None))
+    return files
+
+
+def pipeline_deployments(files: list[Path], cron: str | None = None) -> list:
+    """One ``RunnerDeployment`` per config file (each config validated first)."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Cron
+
+    from flows.pipeline import automl_pipeline
+
+    shipped = {path.resolve() for path in shipped_configs().values()}
+    deployments = []
+    for path in files:
+        cfg = load_config(path)
+        expression = cron or cfg.schedule.cron
+        try:
+            schedule = Cron(expression, timezone=cfg.schedule.timezone)
+        except ValueError as exc:
+            key = "--cron" if cron else f"{path}: schedule.cron"
+            raise ConfigError(f"{key}: {exc}") from None
+        parameters = {"config": cfg.name} if path.resolve() in shipped else {"config_path": str(path.resolve())}
+        deployments.append(
+            automl_pipeline.to_deployment(
+                name=cfg.name,
+                description=cfg.description or f"AutoML pipeline {cfg.name}",
+                schedules=[schedule],
+                parameters=parameters,
+                tags=["automl", cfg.model.family],
+                concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
+        )
+    return deployments
+
+
+def serve(deployments: list, limit: int = DEFAULT_LIMIT) -> None:
+    """Register ``deployments`` with the Prefect API and execute their flow runs until interrupted."""
+    from prefect import serve as prefect_serve
+
+    # Flow runs execute in subprocesses: give them the same state folder whatever their working directory.
+    os.environ["AUTOML_HOME"] = str(local_state().home)
+    prefect_serve(*deployments, limit=limit)

@@ -1,0 +1,261 @@
+"""The ``automl`` command: run a pipeline, validate a config, and (later subcommands) reuse configs and serve.
+
+Every failure caused by what the user gave (config, overrides, data) is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tasks.state import configure_environment
+
+EXIT_INPUT = 2
+EXIT_FAILED = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    configure_environment()  # before anything imports prefect
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from configs import InputError
+
+        if isinstance(exc, InputError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="automl", description="Workflow-orchestrated AutoML pipelines.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline end to end: data prep, warm start, search, final training")
+    run.add_argument("config", help="pipeline config (YAML), e.g. configs/lstm_baseline.yaml")
+    run.add_argument("--study-name", help="continue this Optuna study instead of starting a new one")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set search.n_trials=6 (repeatable)",
+    )
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
+    run.set_defaults(handler=_run)
+
+    validate = sub.add_parser("validate", help="check a config and its data without training")
+    validate.add_argument("config")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.set_defaults(handler=_validate)
+
+    store = sub.add_parser("configs", help="reuse best configs of past runs (MLflow is the store)")
+    store_sub = store.add_subparsers(dest="action", required=True)
+    listing = store_sub.add_parser("list", help="table of stored configs: run id, dataset, metrics, age")
+    listing.add_argument("--model", help="only this model family")
+    listing.add_argument("--task", choices=["regression", "classification"], help="only this task type")
+    listing.set_defaults(handler=_configs_list)
+    show = store_sub.add_parser("show", help="a stored config with its metrics and dataset meta-features")
+    show.add_argument("run_id")
+    show.set_defaults(handler=_configs_show)
+    export = store_sub.add_parser("export", help="write a stored config to a JSON file")
+    export.add_argument("run_id")
+    export.add_argument("-o", "--output", required=True, help="file to write, e.g. best.json")
+    export.set_defaults(handler=_configs_export)
+    imported = store_sub.add_parser("import", help="store a config file so warm start can use it")
+    imported.add_argument("file")
+    imported.set_defaults(handler=_configs_import)
+
+    serve = sub.add_parser("serve", help="serve the pipelines as Prefect deployments (schedules, UI runs)")
+    serve.add_argument(
+        "--configs", nargs="+", metavar="CONFIG", help="shipped config names or YAML files (default: all shipped)"
+    )
+    serve.add_argument("--cron", help="one cron schedule for every deployment (default: each config's schedule.cron)")
+    serve.add_argument("--limit", type=int, default=2, help="flow runs this process executes at once (default 2)")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from configs import load_config
+    from tasks.data_prep import load_and_check
+
+    cfg = load_config(args.config, args.overrides)
+    frame, plan, fingerprint = load_and_check(cfg)
+    print(
+        f"ok: {args.config}: {cfg.model.family} ({plan.kind}, {plan.task}) on {cfg.data.path} "
+        f"({len(frame)} rows, {len(plan.features)} features, fingerprint {fingerprint}); "
+        f"search {cfg.search.backend}/{cfg.search.sampler}, fidelity {cfg.search.fidelity}, "
+        f"{len(cfg.search.space or {})} parameters"
+    )
+    return 0
+
+
+def _store():
+    from tasks import config_store
+    from tasks.state import local_state
+    from tasks.tracking import configure_mlflow
+
+    configure_mlflow(local_state())
+    return config_store
+
+
+def _configs_list(args: argparse.Namespace) -> int:
+    store = _store()
+    rows = [store.describe(run) for run in store.stored_runs(args.model, args.task)]
+    if not rows:
+        print("no stored configs")
+        return 0
+    columns = f"{'run id':<32}  {'experiment':<22} {'family':<11} {'task':<14} {'dataset':<20} {'val loss':>10}"
+    print(f"{columns}  {'test metrics':<30} age")
+    for row in rows:
+        test = ", ".join(f"{k} {v:.4g}" for k, v in sorted(row["test"].items())) or "-"
+        loss = f"{row['best_val_loss']:.5g}" if row["best_val_loss"] is not None else "-"
+        print(
+            f"{row['run_id']:<32}  {row['experiment'][:22]:<22} {row['family']:<11} {row['task']:<14} "
+            f"{row['dataset'][:20]:<20} {loss:>10}  {test:<30} {row['age']}"
+        )
+    return 0
+
+
+def _configs_show(args: argparse.Namespace) -> int:
+    config = _store().export_config(args.run_id)
+    print(json.dumps(config.model_dump(mode="json", exclude={"exported_at"}), indent=2, sort_keys=True))
+    return 0
+
+
+def _configs_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    store = _store()
+    store.write_export(store.export_config(args.run_id), Path(args.output))
+    print(f"exported {args.run_id} to {args.output}")
+    return 0
+
+
+def _configs_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from configs import load_transferred_config
+    from tasks.state import local_state
+
+    load_transferred_config(args.file)  # a malformed file stops here, before MLflow is touched
+    run_id = _store().import_config(Path(args.file), local_state())
+    print(f"imported {args.file} as run {run_id}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from deployments.serve import config_files, pipeline_deployments, serve
+
+    if args.limit < 1:
+        print("error: --limit: must be at least 1", file=sys.stderr)
+        return EXIT_INPUT
+    deployments = pipeline_deployments(config_files(args.configs), args.cron)  # every config validated first
+    serve(deployments, limit=args.limit)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from configs import load_config
+    from tasks.data_prep import load_and_check
+
+    setup_console()
+    cfg = load_config(args.config, args.overrides)
+    load_and_check(cfg)  # every input error surfaces here, before Prefect, MLflow or torch do any work
+
+    from flows.pipeline import INVALID_INPUT, automl_pipeline
+    from tasks.search import SearchFailed
+
+    state = automl_pipeline(
+        config_path=args.config, overrides=args.overrides, study_name=args.study_name, return_state=True
+    )
+    if not state.is_completed():
+        outcome = state.result(raise_on_failure=False)
+        if state.name == INVALID_INPUT:
+            print(f"error: {state.message}", file=sys.stderr)
+            return EXIT_INPUT
+        if isinstance(outcome, SearchFailed):
+            print(f"error: search failed: {outcome}", file=sys.stderr)
+        else:
+            print(f"error: the pipeline failed: {state.message} (details in the log above)", file=sys.stderr)
+        return EXIT_FAILED
+    summary = state.result()
+    print(_summary_table(summary))
+    if args.json:
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+def setup_console(progress: bool = True) -> None:
+    """Progress lines of the ``automl`` logger go to stderr as they are (or nowhere with ``progress=False``);
+    Prefect's console shows warnings only (its INFO lines still reach the Prefect UI)."""
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"  # read when Prefect sets up its logging
+    logger = logging.getLogger("automl")
+    logger.setLevel(logging.INFO if progress else logging.WARNING)
+    logger.propagate = False
+    if not any(getattr(h, "automl_console", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        handler.automl_console = True
+        logger.addHandler(handler)
+    if "prefect" in sys.modules:  # already set up: lower its console handlers too
+        from prefect.logging.handlers import PrefectConsoleHandler
+
+        for name in ("", "prefect"):
+            for h in logging.getLogger(name).handlers:
+                if isinstance(h, PrefectConsoleHandler):
+                    h.setLevel(logging.WARNING)
+    for noisy in ("mlflow", "alembic", "optuna", "hyperopt", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _summary_table(summary: dict[str, Any]) -> str:
+    metrics = summary["test_metrics"]
+    baselines = summary["baseline_metrics"]
+    trials = summary["trials"]
+    model = summary["registered_model"]
+    lines = [
+        "",
+        f"Pipeline {summary['experiment']} completed in {summary['total_seconds']:.1f}s "
+        f"(MLflow run {summary['pipeline_run_id']})",
+        f"  study {summary['study_name']} ({summary['backend']}/{summary['sampler']}, fidelity {summary['fidelity']}): "
+        f"{trials['complete']} complete, {trials['pruned']} pruned, {trials['failed']} failed; "
+        f"{summary['warm_start']['enqueued']} warm-start configs queued",
+        f"  best params: {' '.join(f'{k}={_fmt(v)}' for k, v in summary['best_params'].items())}",
+        f"  best validation loss: {summary['best_val_loss']:.5g}",
+        "",
+        f"  {'test metric':<12} {'tuned':>12} {'default cfg':>12} {'naive':>12}",
+    ]
+    for name, value in metrics.items():
+        lines.append(
+            f"  {name:<12} {value:>12.5g} {baselines['default_config'][name]:>12.5g} {baselines['naive'][name]:>12.5g}"
+        )
+    registry = f"{model['name']} v{model['version']}" if model else "not registered"
+    champion = " (champion)" if summary["champion"] else ""
+    lines += [
+        "",
+        f"  model: {summary['model_uri']} -> {registry}{champion}",
+        "  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()),
+        f"  MLflow UI: mlflow ui --backend-store-uri {summary['mlflow_tracking_uri']}",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

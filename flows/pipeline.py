@@ -1,0 +1,72 @@
+"""The AutoML pipeline flow: data prep -> warm start -> search -> final training and registry."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.states import Failed
+
+from configs import InputError, config_file, load_config, shipped_configs, typed_overrides
+from tasks.data_prep import data_prep, load_and_check
+from tasks.final_train import final_train
+from tasks.pipeline_run import pipeline_run, record_summary
+from tasks.search.stage import search_stage
+from tasks.warm_start import warm_start
+
+# The shipped configs, offered as a choice in the Prefect UI's run form.
+ShippedConfig = Literal[tuple(shipped_configs())]  # type: ignore[valid-type]
+INVALID_INPUT = "InvalidInput"
+
+
+@flow(name="automl-pipeline", validate_parameters=False)
+def automl_pipeline(
+    config: ShippedConfig = "lstm_baseline",
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    backend: Literal["optuna", "hyperopt"] | None = None,
+    fidelity: Literal["none", "successive_halving", "hyperband"] | None = None,
+    warm_start_enabled: bool | None = None,
+    seed: int | None = None,
+    overrides: list[str] | None = None,
+    study_name: str | None = None,
+    config_path: str | None = None,
+) -> Any:
+    """Tune, test and register a model for one pipeline config. Empty fields keep the config's own values.
+
+    Args:
+        config: a pipeline config shipped in configs/ (ignored when config_path is given).
+        n_trials: configs to try (search.n_trials).
+        timeout: search time limit in seconds (search.timeout).
+        backend: optuna or hyperopt (search.backend).
+        fidelity: none, successive_halving or hyperband (search.fidelity).
+        warm_start_enabled: seed the search with the best configs of similar past runs (warm_start.enabled).
+        seed: random seed for splits, models and samplers.
+        overrides: further changes as dotted.key=value, as with automl run --set.
+        study_name: continue this Optuna study instead of starting a new one.
+        config_path: a config file outside configs/ (what automl run passes).
+    """
+    try:
+        typed = typed_overrides(
+            n_trials=n_trials,
+            timeout=timeout,
+            backend=backend,
+            fidelity=fidelity,
+            warm_start=warm_start_enabled,
+            seed=seed,
+        )
+        cfg = load_config(config_file(config, config_path), typed + list(overrides or []))
+        frame, plan, fingerprint = load_and_check(cfg)
+        with pipeline_run(cfg, fingerprint, plan.task, study_name) as (pipeline, clock):
+            with clock("data_prep"):
+                prepared = data_prep(cfg, frame, plan, fingerprint, pipeline)
+            with clock("warm_start"):
+                candidates = warm_start(cfg, prepared.meta_features, prepared.task, pipeline)
+            with clock("search"):
+                search = search_stage(cfg, prepared, candidates, pipeline)
+            with clock("final_train"):
+                final = final_train(cfg, prepared, search.best_params, pipeline)
+            return record_summary(cfg, pipeline, prepared, candidates, search, final, clock)
+    except InputError as exc:  # a bad parameter, config or data file: one line in the log, no traceback
+        get_run_logger().error(str(exc))
+        return Failed(message=str(exc), name=INVALID_INPUT)
