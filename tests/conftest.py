@@ -1,0 +1,53 @@
+"""Shared fixtures. Every test gets its own state folder (MLflow and Optuna databases); Prefect runs against a
+temporary API for the whole session. Nothing here is mocked."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="automl-tests-"))
+os.environ.setdefault("PREFECT_HOME", str(_SESSION_DIR / "prefect-home"))
+os.environ["AUTOML_HOME"] = str(_SESSION_DIR / "automl-home")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+from tasks.state import configure_environment  # noqa: E402
+
+configure_environment()
+
+import pytest  # noqa: E402
+
+from tests.helpers import make_series  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch):
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into the environment; without this, one test's
+    database would leak into the processes the next test starts."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A temporary Prefect API (SQLite) shared by the tests that run flows."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh AUTOML_HOME (MLflow and Optuna state) and working directory for one test."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("AUTOML_HOME", str(state))
+    monkeypatch.chdir(tmp_path)
+    return state
+
+
+@pytest.fixture
+def series_csv(tmp_path) -> Path:
+    path = tmp_path / "sales.csv"
+    make_series().to_csv(path, index=False)
+    return path

@@ -1,0 +1,171 @@
+"""Malformed configs and data: each is one line naming what is wrong, exit code 2, and nothing left behind (no
+state folder, so no MLflow run, no Optuna study, no partial file). The CLI runs in-process here; test_cli.py
+checks the same contract across a real process boundary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.cli import main
+from tests.helpers import REPO, make_series
+
+LSTM = str(REPO / "configs" / "lstm_baseline.yaml")
+
+
+def _series(tmp: Path, frame: pd.DataFrame, name: str = "data.csv", **to_csv) -> str:
+    path = tmp / name
+    frame.to_csv(path, index=False, **to_csv)
+    return str(path)
+
+
+def _file(tmp: Path, name: str, content: bytes | str) -> str:
+    path = tmp / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(path)
+
+
+def _data(path_of):
+    """Overrides pointing the LSTM config at a series written by ``path_of(tmp)``, with its column names."""
+    return lambda tmp: [
+        "--set",
+        f"data.path={path_of(tmp)}",
+        "--set",
+        "data.target=sales",
+        "--set",
+        "data.time_column=week",
+        "--set",
+        "data.lookback=8",
+    ]
+
+
+CASES = {
+    # config and overrides
+    "unknown key": (lambda t: ["--set", "search.n_trails=3"], "search.n_trails: unknown key"),
+    "wrong type": (lambda t: ["--set", "search.n_trials=many"], "search.n_trials: Input should be a valid integer"),
+    "negative budget": (
+        lambda t: ["--set", "search.n_trials=-3"],
+        "search.n_trials: Input should be greater than or equal to 1",
+    ),
+    "low >= high": (
+        lambda t: ["--set", "search.space.dropout.low=0.5"],
+        "search.space.dropout: low (0.5) must be < high (0.4)",
+    ),
+    "log scale from 0": (
+        lambda t: ["--set", "search.space.lr.low=0"],
+        "search.space.lr: low (0.0) must be > 0 when log is true",
+    ),
+    "empty choices": (
+        lambda t: ["--set", "search.space.batch_size.choices=[]"],
+        "search.space.batch_size.choices: choices must not be empty",
+    ),
+    "unknown model family": (
+        lambda t: ["--set", "model.family=xgboost"],
+        "model.family: unknown model family 'xgboost'",
+    ),
+    "unknown backend": (
+        lambda t: ["--set", "search.backend=ray"],
+        "search.backend: Input should be 'optuna' or 'hyperopt'",
+    ),
+    "sampler of another backend": (
+        lambda t: ["--set", "search.sampler=anneal"],
+        "sampler 'anneal' is not available for backend 'optuna'",
+    ),
+    "unknown fidelity scheduler": (
+        lambda t: ["--set", "search.fidelity=asha"],
+        "search.fidelity: Input should be 'none', 'successive_halving' or 'hyperband'",
+    ),
+    "eta below 2": (lambda t: ["--set", "search.eta=1"], "search.eta: must be >= 2 (got 1)"),
+    "min fraction 0": (
+        lambda t: ["--set", "search.min_fraction=0"],
+        "search.min_fraction: must be in (0, 1] (got 0.0)",
+    ),
+    "grid over a float": (
+        lambda t: ["--set", "search.sampler=grid"],
+        "search.space.dropout: the grid sampler needs discrete parameters",
+    ),
+    "split not summing to 1": (lambda t: ["--set", "data.split.train=0.9"], "data.split: train + val + test must be 1"),
+    "no parallel workers": (
+        lambda t: ["--set", "search.parallelism=0"],
+        "search.parallelism: Input should be greater than or equal to 1",
+    ),
+    "not a storage URL": (
+        lambda t: ["--set", "search.storage=redis://localhost"],
+        "storage 'redis://localhost' is not an Optuna storage URL",
+    ),
+    "override without value": (
+        lambda t: ["--set", "search.n_trials"],
+        "--set 'search.n_trials': expected dotted.key=value",
+    ),
+    # data
+    "missing data file": (lambda t: ["--set", f"data.path={t / 'nope.csv'}"], "data.path: no such file"),
+    "empty file": (_data(lambda t: _file(t, "empty.csv", "")), "the file is empty"),
+    "header only": (_data(lambda t: _file(t, "header.csv", "week,sales\n")), "no data rows"),
+    "wrong delimiter": (_data(lambda t: _series(t, make_series(), sep=";")), "does not look comma-separated"),
+    "non-numeric target": (
+        _data(lambda t: _series(t, make_series().assign(sales="high"))),
+        "data.target: column 'sales' must be numeric",
+    ),
+    "all-NaN covariate": (
+        _data(lambda t: _series(t, make_series().assign(temperature=np.nan))),
+        "column 'temperature': all values are missing",
+    ),
+    "all-NaN target": (
+        _data(lambda t: _series(t, make_series().assign(sales=np.nan))),
+        "data.target: column 'sales' has no values",
+    ),
+    "duplicate timestamps": (
+        _data(lambda t: _series(t, pd.concat([make_series(), make_series().tail(3)]))),
+        "data.time_column: column 'week' has duplicate timestamps",
+    ),
+    "unparseable timestamps": (
+        _data(lambda t: _series(t, make_series().assign(week="soon"))),
+        "data.time_column: column 'week' is not a date/time",
+    ),
+    "too few rows": (
+        _data(lambda t: _series(t, make_series().head(15))),
+        "data.path: too few rows (15) for lookback 8 + horizon 1",
+    ),
+    "unreadable parquet": (
+        _data(lambda t: _file(t, "data.parquet", b"PAR1 this is not parquet")),
+        "data.path: cannot read",
+    ),
+    "unsupported file type": (_data(lambda t: _file(t, "data.xlsx", b"\x00\x01")), "unsupported file type '.xlsx'"),
+    "missing target column": (
+        lambda t: ["--set", "data.target=price"],
+        "data.target: column 'price' not found in co2_weekly.csv",
+    ),
+    "missing time column": (
+        lambda t: ["--set", "data.time_column=when"],
+        "data.time_column: column 'when' not found in co2_weekly.csv",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input(case, home, tmp_path, capsys):
+    make_args, expected = CASES[case]
+    code = main(["run", LSTM, *make_args(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert expected in err
+    assert out == ""
+    assert not home.exists(), "a rejected run must not create the state folder"
+
+
+def test_the_matrix_is_at_least_twenty_cases():
+    assert len(CASES) >= 20
+
+
+def test_a_bad_config_file(home, tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: {family: lstm\n")
+    assert main(["run", str(broken)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {broken}: not valid YAML at line")
+    assert main(["run", str(tmp_path / "absent.yaml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    assert not home.exists()

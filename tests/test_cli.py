@@ -1,0 +1,118 @@
+"""The ``automl`` command as a user runs it (subprocesses): one-line errors with exit code 2 and nothing
+written (the full matrix of malformed inputs is test_bad_input.py, in-process); a run on the user's own CSV whose
+JSON matches what MLflow holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.helpers import REPO, make_series
+
+AUTOML = str(Path(sys.executable).with_name("automl"))
+
+
+def automl(*args: str, cwd: Path, home: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed ``automl`` command; its state folder is ``home`` or ``cwd/.automl``."""
+    env = {**os.environ, "AUTOML_HOME": str(home or cwd / ".automl")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([AUTOML, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_validate_reports_the_plan(tmp_path):
+    result = automl("validate", str(REPO / "configs" / "mlp_tabular.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: ") and "classification" in result.stdout and "344 rows" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "search.space.lr.low=0"], "search.space.lr: low (0.0) must be > 0 when log is true"),
+        (["--set", "data.target=price"], "data.target: column 'price' not found in co2_weekly.csv"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, message):
+    result = automl("run", str(REPO / "configs" / "lstm_baseline.yaml"), *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip().removeprefix('error: ')}"]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / ".automl").exists()
+
+
+@pytest.mark.e2e
+def test_run_on_a_users_own_csv_prints_json_that_matches_mlflow(tmp_path):
+    csv = tmp_path / "my_series.csv"
+    make_series(260).rename(columns={"week": "timestamp", "sales": "load"}).to_csv(csv, index=False)
+    result = automl(
+        "run",
+        str(REPO / "configs" / "lstm_baseline.yaml"),
+        "--set",
+        "search.n_trials=6",
+        "--set",
+        f"data.path={csv.name}",
+        "--set",
+        "data.target=load",
+        "--set",
+        "data.time_column=timestamp",
+        "--set",
+        "data.lookback=12",
+        "--set",
+        "search.epochs=1",
+        "--set",
+        "final.epochs=2",
+        "--set",
+        "search.space.hidden_size.high=128",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert "test metric" in result.stdout  # the human summary table comes first
+    assert "trial   0 |" in result.stderr and "best" in result.stderr  # a progress line per trial
+    for key in (
+        "status",
+        "experiment",
+        "pipeline_run_id",
+        "study_name",
+        "backend",
+        "trials",
+        "best_params",
+        "best_val_loss",
+        "warm_start",
+        "test_metrics",
+        "baseline_metrics",
+        "model_uri",
+        "registered_model",
+        "stage_seconds",
+        "total_seconds",
+    ):
+        assert key in summary
+    assert summary["status"] == "completed" and sum(summary["trials"].values()) == 6
+    assert summary["mlflow_tracking_uri"] == f"sqlite:///{tmp_path / '.automl' / 'mlflow.db'}"
+    assert (tmp_path / ".automl" / "optuna.db").is_file()
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+
+    client = MlflowClient(tracking_uri=summary["mlflow_tracking_uri"])
+    parent = client.get_run(summary["pipeline_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.params["best_hidden_size"] == str(
+        summary["best_params"]["hidden_size"]
+    )
+    stages = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(stages) == 4
+    search = next(r for r in stages if r.data.tags["automl.stage"] == "search")
+    trials = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{search.info.run_id}'")
+    assert len(trials) == 6
+    mlflow.set_tracking_uri(summary["mlflow_tracking_uri"])
+    version = client.get_model_version(summary["registered_model"]["name"], str(summary["registered_model"]["version"]))
+    assert version.source == summary["model_uri"]
+    assert client.get_registered_model(summary["registered_model"]["name"]).aliases.get("champion") == version.version

@@ -1,0 +1,105 @@
+"""Config validation: the shipped configs load, overrides apply, and every bad config is one line naming the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from configs import ConfigError, load_config, shipped_configs, validate_config
+from configs._schema import FloatParam, IntParam
+from tests.helpers import REPO
+
+
+def test_shipped_configs_validate_with_the_family_space():
+    configs = {name: load_config(path) for name, path in shipped_configs().items()}
+    assert set(configs) == {"lstm_baseline", "transformer_baseline", "mlp_tabular"}
+    lstm = configs["lstm_baseline"]
+    space = lstm.search.space
+    assert space["hidden_size"] == IntParam(type="int", low=64, high=256, step=64)
+    assert space["num_layers"] == IntParam(type="int", low=1, high=3)
+    assert space["dropout"] == FloatParam(type="float", low=0.0, high=0.4)
+    assert space["lr"] == FloatParam(type="float", low=1e-4, high=5e-3, log=True)
+    assert space["batch_size"].choices == [32, 64, 128]
+    assert (lstm.training.optimizer, lstm.training.grad_clip, lstm.training.loss) == ("adam", 1.0, "mse")
+    assert (lstm.search.epochs, lstm.final.epochs) == (5, 50)
+    assert lstm.data.path == (REPO / "configs" / "data" / "co2_weekly.csv").resolve()
+    assert configs["mlp_tabular"].search.space  # filled from the mlp family's default space
+
+
+def test_overrides_are_yaml_scalars_and_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(
+        REPO / "configs" / "lstm_baseline.yaml",
+        [
+            "search.n_trials=6",
+            "search.timeout=2.5",
+            "warm_start.enabled=false",
+            "data.path=mine.csv",
+            "search.space.lr.high=0.01",
+        ],
+    )
+    assert cfg.search.n_trials == 6 and cfg.search.timeout == 2.5 and cfg.warm_start.enabled is False
+    assert cfg.data.path == tmp_path / "mine.csv"
+    assert cfg.search.space["lr"].high == 0.01
+
+
+def _base() -> dict:
+    return yaml.safe_load((REPO / "configs" / "lstm_baseline.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda c: c.update(colour="blue"), "colour: unknown key"),
+        (lambda c: c["search"].update(n_trails=3), "search.n_trails: unknown key"),
+        (lambda c: c["search"].update(n_trials="many"), "search.n_trials: Input should be a valid integer"),
+        (lambda c: c["search"]["space"]["dropout"].update(low=0.5), "search.space.dropout: low (0.5) must be < high"),
+        (lambda c: c["search"]["space"]["lr"].update(low=0), "search.space.lr: low (0.0) must be > 0 when log"),
+        (
+            lambda c: c["search"]["space"]["batch_size"].update(choices=[]),
+            "search.space.batch_size.choices: choices must not be empty",
+        ),
+        (
+            lambda c: c["search"]["space"].update(width={"type": "int", "low": 1, "high": 2}),
+            "search.space.width: not a parameter of lstm",
+        ),
+        (lambda c: c["search"]["space"].update(lr={"type": "loguniform"}), "search.space.lr: type must be one of"),
+        (lambda c: c["search"].update(backend="ray"), "search.backend: Input should be 'optuna' or 'hyperopt'"),
+        (lambda c: c["search"].update(sampler="anneal"), "sampler 'anneal' is not available for backend 'optuna'"),
+        (lambda c: c["search"].update(fidelity="asha"), "search.fidelity: Input should be 'none'"),
+        (lambda c: c["search"].update(eta=1), "search.eta: must be >= 2"),
+        (lambda c: c["search"].update(min_fraction=1.5), "search.min_fraction: must be in (0, 1]"),
+        (lambda c: c["search"].update(sampler="grid"), "search.space.dropout: the grid sampler needs discrete"),
+        (lambda c: c["search"].update(space={}), "search.space: the search space is empty"),
+        (lambda c: c["model"].update(family="xgboost"), "model.family: unknown model family 'xgboost'"),
+        (lambda c: c["data"].pop("target"), "data.target: required key is missing"),
+        (lambda c: c["data"].update(time_column=None), "data.time_column: required for the time-series family"),
+        (lambda c: c["data"].update(lookback=0), "data.lookback: Input should be greater than or equal to 1"),
+        (lambda c: c["data"]["split"].update(train=0.9), "data.split: train + val + test must be 1"),
+        (lambda c: c["model"].update(params={"lr": 0.1}), "search.space.lr: also fixed in model.params"),
+    ],
+)
+def test_bad_configs_fail_with_one_line_naming_the_key(change, expected):
+    raw = _base()
+    change(raw)
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw, source="x.yaml")
+    message = str(info.value)
+    assert message.startswith("x.yaml: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML at line \d"):
+        load_config(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="a config must be a mapping"):
+        load_config(listed)
+    with pytest.raises(ConfigError, match=r"expected dotted\.key=value"):
+        load_config(REPO / "configs" / "lstm_baseline.yaml", ["search.n_trials"])

@@ -1,0 +1,308 @@
+"""Scheduled and UI-triggered runs over a real ``prefect server`` and ``automl serve``: deployments with cron
+schedules and typed parameter forms, runs created the way the UI's Run button creates them, failures that read
+as one line, queued collisions, and a click on Run -> Quick run in the Prefect UI itself (headless Chromium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow.tracking import MlflowClient
+
+from deployments.serve import config_files, pipeline_deployments
+from tests.helpers import REPO, make_series, write_config
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+ARTIFACTS_DIR = REPO / "test-artifacts"
+
+
+def test_serve_builds_a_scheduled_deployment_per_shipped_config():
+    deployments = {d.name: d for d in pipeline_deployments(config_files(None))}
+    assert set(deployments) == {"lstm_baseline", "transformer_baseline", "mlp_tabular"}
+    for name, deployment in deployments.items():
+        assert deployment.parameters == {"config": name}
+        assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
+        assert deployment.concurrency_limit == 1
+        assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
+        assert deployment.entrypoint == "flows.pipeline.automl_pipeline"
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import automl_pipeline
+
+    schema = parameter_schema(automl_pipeline).model_dump()["properties"]
+    assert schema["config"]["enum"] == ["lstm_baseline", "mlp_tabular", "transformer_baseline"]
+    assert {"n_trials", "timeout", "backend", "fidelity", "warm_start_enabled", "seed", "overrides"} <= set(schema)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(check, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f}s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """``prefect server start`` on a free loopback port with its own PREFECT_HOME."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"{url}/api",  # the UI assumes port 4200 unless told
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "w")  # noqa: SIM115  (closed with the server)
+    process = subprocess.Popen(
+        [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def healthy():
+        try:
+            return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait(healthy, 180, "the Prefect server")
+        yield url
+    finally:
+        _stop(process)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server, tmp_path_factory):
+    """``automl serve`` of one tiny pipeline against the server; yields what the tests need to reach it."""
+    work = tmp_path_factory.mktemp("served")
+    data = work / "demand.csv"
+    make_series(200).to_csv(data, index=False)
+    config = write_config(
+        work,
+        data,
+        name="tiny_served",
+        search={"n_trials": 2, "epochs": 1},
+        final={"epochs": 1, "patience": 1},
+        schedule={"cron": "30 1 * * *"},
+    )
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": f"{prefect_server}/api",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "AUTOML_HOME": str(work / "state"),
+    }
+    log = open(work / "serve.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(
+        [BIN / "automl", "serve", "--configs", str(config), "--limit", "2"],
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = httpx.Client(base_url=f"{prefect_server}/api", timeout=30)
+
+    def deployment():
+        response = api.get("/deployments/name/automl-pipeline/tiny_served")
+        return response.json() if response.status_code == 200 else None
+
+    try:
+        found = _wait(deployment, 120, "automl serve to register its deployment")
+        yield {
+            "api": api,
+            "deployment": found,
+            "config": config,
+            "state": work / "state",
+            "ui": prefect_server,
+            "log": work / "serve.log",
+        }
+    finally:
+        _stop(process)
+        log.close()
+        api.close()
+
+
+def _run(api: httpx.Client, deployment_id: str, parameters: dict) -> str:
+    """Create a flow run exactly as the UI's Run button does (POST /deployments/{id}/create_flow_run)."""
+    response = api.post(f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def _finished(api: httpx.Client, flow_run_id: str, timeout: float = 300) -> dict:
+    def done():
+        run = api.get(f"/flow_runs/{flow_run_id}").json()
+        return run if run["state"]["type"] in FINAL else None
+
+    return _wait(done, timeout, f"flow run {flow_run_id}", interval=1)
+
+
+def _logs(api: httpx.Client, flow_run_id: str) -> list[dict]:
+    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "offset": 0, "sort": "TIMESTAMP_ASC"}
+    return api.post("/logs/filter", json=body).json()
+
+
+def _pipeline_runs(state: Path) -> list:
+    client = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, "tags.`automl.role` = 'pipeline'", max_results=100) if experiments else []
+
+
+def test_the_deployment_has_its_schedule_and_a_typed_form(served):
+    deployment = served["deployment"]
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["30 1 * * *"]
+    assert deployment["parameters"] == {"config_path": str(served["config"].resolve())}
+    assert deployment["global_concurrency_limit"]["limit"] == 1
+    assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    properties = deployment["parameter_openapi_schema"]["properties"]
+    assert properties["backend"]["anyOf"][0]["enum"] == ["optuna", "hyperopt"]
+    assert properties["fidelity"]["anyOf"][0]["enum"] == ["none", "successive_halving", "hyperband"]
+    assert properties["n_trials"]["anyOf"][0]["type"] == "integer"
+    assert properties["warm_start_enabled"]["anyOf"][0]["type"] == "boolean"
+    assert "configs to try" in properties["n_trials"]["description"]
+
+
+def test_a_custom_run_completes_and_lands_in_mlflow_and_prefect(served):
+    api = served["api"]
+    run_id = _run(api, served["deployment"]["id"], {"n_trials": 3, "backend": "hyperopt", "seed": 11})
+    run = _finished(api, run_id)
+    assert run["state"]["type"] == "COMPLETED", (run["state"], served["log"].read_text()[-3000:])
+    assert run["parameters"]["n_trials"] == 3 and run["parameters"]["backend"] == "hyperopt"
+
+    mine = [r for r in _pipeline_runs(served["state"]) if r.data.params.get("backend") == "hyperopt"]
+    assert len(mine) == 1 and mine[0].info.status == "FINISHED"
+    assert mine[0].data.params["n_trials"] == "3" and mine[0].data.metrics["trials_complete"] == 3
+
+    body = {"artifacts": {"flow_run_id": {"any_": [run_id]}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"}
+    kinds = {a["key"]: a for a in api.post("/artifacts/filter", json=body).json()}
+    assert mine[0].info.run_id in kinds["tiny-served-summary"]["data"]
+    assert kinds["tiny-served-trials"]["type"] == "table"
+    assert kinds["tiny-served-search-progress"]["type"] == "progress"
+    assert kinds["tiny-served-search-progress"]["data"] == 100.0  # updated as trials finished, full at the end
+
+    body = {
+        "task_runs": {"flow_run_id": {"any_": [run_id]}},
+        "limit": 50,
+        "offset": 0,
+        "sort": "EXPECTED_START_TIME_ASC",
+    }
+    names = {t["name"].rsplit("-", 1)[0] for t in api.post("/task_runs/filter", json=body).json()}
+    assert {"data_prep", "warm_start", "final_train"} <= names
+
+
+def test_an_invalid_parameter_fails_with_one_line_and_leaves_no_run_running(served):
+    api = served["api"]
+    before = len(_pipeline_runs(served["state"]))
+    run_id = _run(api, served["deployment"]["id"], {"n_trials": 0})
+    run = _finished(api, run_id)
+    assert run["state"]["type"] == "FAILED" and run["state"]["name"] == "InvalidInput"
+    expected = "search.n_trials: Input should be greater than or equal to 1 (got 0)"
+    assert expected in run["state"]["message"] and "\n" not in run["state"]["message"]
+    # the run's logs reach the API in batches, shortly after its state
+    _wait(
+        lambda: any(expected in log["message"] for log in _logs(api, run_id) if log["level"] >= 40),
+        60,
+        "the error to reach the run's logs",
+    )
+    errors = [log["message"] for log in _logs(api, run_id) if log["level"] >= 40]
+    # The first error is ours, one line; Prefect's engine then adds its own traceback for any failed run.
+    assert expected in errors[0] and "\n" not in errors[0]
+    runs = _pipeline_runs(served["state"])
+    assert len(runs) == before and not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_two_runs_of_one_pipeline_queue_instead_of_overlapping(served):
+    api = served["api"]
+    first = _run(api, served["deployment"]["id"], {"seed": 21})
+    second = _run(api, served["deployment"]["id"], {"seed": 22})
+    seen_waiting = _wait(
+        lambda: (
+            api.get(f"/flow_runs/{second}").json()["state"]["name"] == "AwaitingConcurrencySlot"
+            or api.get(f"/flow_runs/{second}").json()["state"]["type"] in FINAL
+        ),
+        120,
+        "the second run to wait for a slot",
+    )
+    assert seen_waiting
+    runs = [_finished(api, first), _finished(api, second)]
+    assert [r["state"]["type"] for r in runs] == ["COMPLETED", "COMPLETED"]
+    spans = sorted((datetime.fromisoformat(r["start_time"]), datetime.fromisoformat(r["end_time"])) for r in runs)
+    assert spans[1][0] >= spans[0][1], "the two runs overlapped"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)")
+def test_quick_run_from_the_prefect_ui(served):
+    from playwright.sync_api import sync_playwright
+
+    api, deployment = served["api"], served["deployment"]
+    body = {"deployments": {"id": {"any_": [deployment["id"]]}}, "limit": 200, "offset": 0, "sort": "ID_DESC"}
+    before = {r["id"] for r in api.post("/flow_runs/filter", json=body).json()}
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--disable-quic",
+    ]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{served['ui']}/deployments/deployment/{deployment['id']}", wait_until="networkidle")
+        page.get_by_role("button", name="Run", exact=True).click()
+        page.get_by_text("Quick run", exact=True).click()
+
+        def new_run():
+            runs = api.post("/flow_runs/filter", json=body).json()
+            return [r for r in runs if r["id"] not in before]
+
+        created = _wait(new_run, 60, "the Quick run to create a flow run")[0]
+        run = _finished(api, created["id"])
+        page.goto(f"{served['ui']}/runs/flow-run/{created['id']}", wait_until="networkidle")
+        page.get_by_text("Completed").first.wait_for(timeout=30000)
+        page.screenshot(path=str(ARTIFACTS_DIR / "ui-quick-run.png"), full_page=True)
+        browser.close()
+    assert run["state"]["type"] == "COMPLETED"
+    assert run["parameters"] == deployment["parameters"]  # a Quick run uses the deployment's defaults
+    assert (ARTIFACTS_DIR / "ui-quick-run.png").stat().st_size > 10_000

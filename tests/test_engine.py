@@ -1,0 +1,214 @@
+"""The search engine on plain Python objectives (no torch): both backends optimise, failures are recorded and
+the search goes on, budgets hold, and a killed search resumes without recomputing finished evaluations."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from configs import CategoricalParam, FloatParam, IntParam
+from tasks.search import (
+    LocalExecutor,
+    OptunaPruning,
+    SearchEngine,
+    SearchFailed,
+    SearchSpace,
+    make_backend,
+    make_scheduler,
+)
+from tasks.search.trainer_objective import subsample_indices
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SPACE = SearchSpace.from_config(
+    {
+        "x": FloatParam(type="float", low=-4, high=4),
+        "k": IntParam(type="int", low=0, high=10, step=2),
+        "kind": CategoricalParam(type="categorical", choices=["a", "b"]),
+    }
+)
+
+
+def quadratic(params, fidelity):
+    """Minimum 0 at x=1, k=6, kind=a; lower fidelity adds a constant (ranking preserved)."""
+    return (params["x"] - 1) ** 2 + (params["k"] - 6) ** 2 / 10 + (params["kind"] == "b") + (1 - fidelity)
+
+
+def _engine(objective, backend="optuna", fidelity="none", storage=None, study_name="s", n_trials=30, seed=0, **kw):
+    pruner = OptunaPruning.make_pruner(fidelity if backend == "optuna" else "none", 3, 1 / 9)
+    study = optuna.create_study(storage=storage, study_name=study_name, pruner=pruner, load_if_exists=True)
+    backend_ = make_backend(backend, "tpe", study, SPACE, seed, 5)
+    return SearchEngine(objective, backend_, make_scheduler(fidelity, 3, 1 / 9, study), n_trials=n_trials, **kw)
+
+
+@pytest.mark.parametrize("backend", ["optuna", "hyperopt"])
+@pytest.mark.parametrize("fidelity", ["none", "successive_halving", "hyperband"])
+def test_a_plain_function_is_optimised(backend, fidelity):
+    result = _engine(quadratic, backend, fidelity, n_trials=40).run()
+    assert result.best_value < 0.6
+    assert result.best_params["kind"] == "a"
+    assert sum(result.counts.values()) == 40
+    if fidelity != "none":
+        assert result.counts["pruned"] > 0
+        full = [t for t in result.trials if t.state == "complete"]
+        assert all(t.rungs[-1][0] == 1.0 for t in full)
+
+
+def test_failures_are_recorded_with_their_reason_and_the_search_goes_on():
+    def objective(params, fidelity):
+        if params["x"] > 2:
+            raise ValueError("x too large")
+        if params["x"] < -2:
+            return float("nan")
+        return quadratic(params, fidelity)
+
+    engine = _engine(objective, n_trials=25)
+    result = engine.run()
+    failed = engine.study.get_trials(states=(TrialState.FAIL,))
+    assert result.counts["failed"] == len(failed) > 0 and result.counts["complete"] > 0
+    reasons = {t.user_attrs["fail_reason"] for t in failed}
+    assert any(r.startswith("ValueError: x too large") for r in reasons)
+    assert all(r.startswith("ValueError") or r == "loss is nan" for r in reasons)
+
+
+def test_when_every_trial_fails_the_most_common_reason_is_named():
+    def objective(params, fidelity):
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(SearchFailed, match="most common reason: RuntimeError: out of memory"):
+        _engine(objective, n_trials=4).run()
+
+
+def test_enqueued_configs_come_first_and_can_skip_low_fidelity():
+    engine = _engine(quadratic, fidelity="successive_halving", n_trials=5)
+    engine.study.enqueue_trial(
+        {"x": 1.0, "k": 6, "kind": "a"}, user_attrs={"source": "warm_start:r1", "full_fidelity": True}
+    )
+    result = engine.run()
+    first = result.trials[0]
+    assert first.source == "warm_start:r1" and first.params == {"x": 1.0, "k": 6, "kind": "a"}
+    assert [fraction for fraction, _ in first.rungs] == [1.0]
+    assert result.best_value == 0.0
+
+
+def test_parallel_evaluations_keep_the_budget():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def objective(params, fidelity):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        import time
+
+        time.sleep(0.01)
+        with lock:
+            active[0] -= 1
+        return quadratic(params, fidelity)
+
+    result = _engine(objective, fidelity="hyperband", n_trials=20, executor=LocalExecutor(3)).run()
+    assert sum(result.counts.values()) == 20 and peak[0] == 3
+
+
+class Killed(BaseException):
+    """Stands in for the process dying: not an Exception, so the engine does not record it as a trial failure."""
+
+
+@pytest.mark.parametrize("backend", ["optuna", "hyperopt"])
+def test_a_killed_search_resumes_without_recomputing_finished_evaluations(tmp_path, backend):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    calls: list[tuple[str, float]] = []
+    kill_after = [7]
+
+    def objective(params, fidelity):
+        if len(calls) == kill_after[0]:
+            raise Killed
+        calls.append((repr(sorted(params.items())), fidelity))
+        return quadratic(params, fidelity)
+
+    with pytest.raises(Killed):
+        _engine(objective, backend, "successive_halving", storage, n_trials=10, run_id="run-1").run()
+    first = list(calls)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert len(study.get_trials(states=(TrialState.RUNNING,))) == 1
+    interrupted = study.get_trials(states=(TrialState.RUNNING,))[0]
+
+    kill_after[0] = 10**9
+    engine = _engine(objective, backend, "successive_halving", storage, n_trials=10, run_id="run-1")
+    result = engine.run()
+    second = calls[len(first) :]
+    assert not set(first) & set(second), "an evaluation finished before the kill was computed again"
+    trials = engine.study.get_trials()
+    assert trials[interrupted.number].state == TrialState.FAIL
+    assert trials[interrupted.number].user_attrs["outcome"] == "interrupted"
+    retry = [t for t in trials if t.user_attrs.get("source") == f"retry:{interrupted.number}"]
+    assert len(retry) == 1 and retry[0].params == interrupted.params
+    if interrupted.intermediate_values:
+        assert retry[0].user_attrs.get("reused_evaluations", 0) >= 1
+    counted = [t for t in trials if t.user_attrs.get("outcome") in ("complete", "pruned", "failed")]
+    assert len(counted) == 10  # the budget of run-1 holds across the kill
+    assert not engine.study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    assert result.best_value == min(t.value for t in trials if t.state == TrialState.COMPLETE)
+
+
+def test_the_same_seed_gives_the_same_configs():
+    runs = [
+        [t.params for t in _engine(quadratic, study_name=f"s{i}", n_trials=12, seed=5).run().trials] for i in range(2)
+    ]
+    assert runs[0] == runs[1]
+
+
+def test_subsamples_are_deterministic_nested_and_fair():
+    series = [subsample_indices(100, f, "series", seed=0) for f in (1 / 9, 1 / 3, 1.0)]
+    assert [len(s) for s in series] == [12, 34, 100]
+    assert list(series[0]) == list(range(88, 100))  # the most recent contiguous windows
+    assert set(series[0]) <= set(series[1]) <= set(series[2])
+    labels = np.repeat([0, 1, 2], [60, 30, 30])
+    rows = [subsample_indices(120, f, "tabular", seed=3, labels=labels) for f in (1 / 9, 1 / 3, 1.0)]
+    assert set(rows[0]) <= set(rows[1]) <= set(rows[2])
+    np.testing.assert_array_equal(rows[1], subsample_indices(120, 1 / 3, "tabular", seed=3, labels=labels))
+    assert not np.array_equal(rows[1], subsample_indices(120, 1 / 3, "tabular", seed=4, labels=labels))
+    shares = np.bincount(labels[rows[1]], minlength=3) / len(rows[1])
+    np.testing.assert_allclose(shares, [0.5, 0.25, 0.25], atol=0.03)
+    assert math.isclose(len(rows[0]), 120 / 9, abs_tol=1)
+
+
+@pytest.mark.parametrize(
+    ("backend", "sampler"),
+    [("optuna", s) for s in ("tpe", "random", "gp", "cmaes")] + [("hyperopt", s) for s in ("tpe", "random", "anneal")],
+)
+def test_every_sampler_runs_seeded(backend, sampler):
+    def run(seed):
+        study = optuna.create_study()
+        engine = SearchEngine(
+            quadratic,
+            make_backend(backend, sampler, study, SPACE, seed, 5),
+            make_scheduler("none", 3, 1 / 9),
+            n_trials=15,
+        )
+        return engine.run()
+
+    first, again = run(1), run(1)
+    assert [t.params for t in first.trials] == [t.params for t in again.trials]
+    assert first.best_value < 4.0
+
+
+def test_the_grid_sampler_stops_when_the_grid_is_done():
+    grid = SearchSpace.from_config(
+        {
+            "k": IntParam(type="int", low=0, high=10, step=2),
+            "kind": CategoricalParam(type="categorical", choices=["a", "b"]),
+        }
+    )
+    study = optuna.create_study()
+    engine = SearchEngine(
+        lambda p, f: (p["k"] - 6) ** 2 + (p["kind"] == "b"),
+        make_backend("optuna", "grid", study, grid, 0, 5),
+        make_scheduler("none", 3, 1 / 9),
+        n_trials=100,
+    )
+    result = engine.run()
+    assert result.counts["complete"] == 12 and result.best_params == {"k": 6, "kind": "a"}

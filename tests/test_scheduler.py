@@ -1,0 +1,89 @@
+"""Fidelity schedulers: rung sizes, asynchronous successive-halving promotions, Hyperband brackets, and the
+same decisions from Optuna's own pruner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import pytest
+
+from tasks.search import Hyperband, OptunaPruning, SuccessiveHalving, Verdict, rung_fractions
+
+
+@dataclass
+class T:
+    number: int
+
+
+def test_rung_fractions():
+    assert rung_fractions(3, 1 / 9) == pytest.approx((1 / 9, 1 / 3, 1.0))
+    assert rung_fractions(3, 0.1) == pytest.approx((1 / 9, 1 / 3, 1.0))  # never below min_fraction
+    assert rung_fractions(2, 0.25) == pytest.approx((0.25, 0.5, 1.0))
+    assert rung_fractions(4, 0.5) == (1.0,)
+    scheduler = SuccessiveHalving(3, 1 / 27)
+    assert [scheduler.step(r) for r in range(4)] == [1, 3, 9, 27]
+    with pytest.raises(ValueError):
+        rung_fractions(1, 0.5)
+
+
+# Losses arriving at rung 0, and the hand-worked decisions of asynchronous successive halving (eta=3): a
+# result continues when it is within the top floor(n/3) results seen so far at its rung (the best, while n < 3).
+LOSSES = [5, 3, 8, 1, 9, 7, 2, 6, 4]
+PROMOTED = [True, True, False, True, False, False, True, False, False]
+
+
+def test_successive_halving_promotes_the_top_third_so_far():
+    scheduler = SuccessiveHalving(eta=3, min_fraction=1 / 9)
+    decisions = [scheduler.decide(T(i), 0, loss) == Verdict.PROMOTE for i, loss in enumerate(LOSSES)]
+    assert decisions == PROMOTED
+    assert scheduler.decide(T(0), 2, 0.5) == Verdict.COMPLETE
+
+
+def test_optunas_pruner_makes_the_same_decisions():
+    study = optuna.create_study(pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    scheduler = OptunaPruning(study, eta=3, min_fraction=1 / 9)
+    decisions = []
+    for loss in LOSSES:
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.report(loss, scheduler.step(0))
+        decisions.append(scheduler.decide(trial, 0, loss) == Verdict.PROMOTE)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert decisions == PROMOTED
+
+
+def test_rung_sizes_shrink_by_eta_and_the_best_config_reaches_full_fidelity():
+    rng = np.random.default_rng(0)
+    quality = rng.permutation(243).astype(float)  # a config's loss, the same at every fidelity
+    scheduler = SuccessiveHalving(eta=3, min_fraction=1 / 9)
+    reached = {0: 0, 1: 0, 2: 0}
+    for number, loss in enumerate(quality):
+        for rung in scheduler.rungs(T(number)):
+            reached[rung] += 1
+            if scheduler.decide(T(number), rung, loss) != Verdict.PROMOTE:
+                break
+    assert reached[0] == 243
+    assert 243 / 3 * 0.8 <= reached[1] <= 243 / 3 * 1.3  # asynchronous promotion admits a little more early on
+    assert 243 / 9 * 0.8 <= reached[2] <= 243 / 9 * 1.8
+    best = int(np.argmin(quality))
+    assert best in scheduler.results_at(2)
+
+
+def test_hyperband_spreads_configs_over_brackets_in_proportion():
+    scheduler = Hyperband(eta=3, min_fraction=1 / 9)
+    brackets = [scheduler.bracket(T(i)) for i in range(17)]
+    assert [brackets.count(b) for b in range(3)] == [9, 5, 3]
+    assert scheduler.rungs(T(brackets.index(0))) == (0, 1, 2)
+    assert scheduler.rungs(T(brackets.index(1))) == (1, 2)
+    assert scheduler.rungs(T(brackets.index(2))) == (2,)
+
+
+def test_restore_replays_history():
+    first = SuccessiveHalving(3, 1 / 9)
+    for i, loss in enumerate(LOSSES[:5]):
+        first.decide(T(i), 0, loss)
+    second = SuccessiveHalving(3, 1 / 9)
+    second.restore([(T(i), 0, loss) for i, loss in enumerate(LOSSES[:5])])
+    assert second.results_at(0) == first.results_at(0)
+    assert [second.decide(T(i), 0, loss) == Verdict.PROMOTE for i, loss in enumerate(LOSSES[5:], 5)] == PROMOTED[5:]

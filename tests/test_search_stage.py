@@ -1,0 +1,55 @@
+"""The search stage inside the pipeline with multi-fidelity: hyperopt + successive halving and Optuna + Hyperband
+both complete, count pruned configs, and show per-rung metrics, plots and importances in MLflow."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.pipeline import automl_pipeline
+from tests.helpers import write_config
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize(("backend", "fidelity"), [("hyperopt", "successive_halving"), ("optuna", "hyperband")])
+def test_multi_fidelity_search_in_the_pipeline(prefect_api, home, series_csv, tmp_path, backend, fidelity):
+    config = write_config(tmp_path, series_csv, search={"n_trials": 9, "n_startup_trials": 3})
+    summary = automl_pipeline(
+        config_path=str(config), overrides=[f"search.backend={backend}", f"search.fidelity={fidelity}"]
+    )
+    assert summary["backend"] == backend and summary["fidelity"] == fidelity
+    assert summary["trials"]["pruned"] >= 1 and sum(summary["trials"].values()) == 9
+    assert 0 <= summary["search_overhead_share"] < 1
+
+    mlflow.set_tracking_uri(summary["mlflow_tracking_uri"])
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("tiny_lstm").experiment_id
+    search = client.search_runs(
+        [experiment], f"tags.`mlflow.parentRunId` = '{summary['pipeline_run_id']}' and tags.`automl.stage` = 'search'"
+    )[0]
+    assert search.data.params["fidelity"] == fidelity and search.data.params["rung_fractions"] == "0.1111,0.3333,1"
+    trials = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{search.info.run_id}'", max_results=50)
+    outcomes = [t.data.tags["automl.outcome"] for t in trials]
+    assert outcomes.count("pruned") == summary["trials"]["pruned"]
+    promoted = [t for t in trials if int(t.data.tags["automl.promotions"]) >= 1]
+    assert promoted, "at least one config should have been promoted to a higher rung"
+    for trial in promoted:
+        steps = [m.step for m in client.get_metric_history(trial.info.run_id, "rung_val_loss")]
+        assert steps == sorted(steps) and len(steps) == int(trial.data.tags["automl.promotions"]) + 1
+        assert {"rung0_fraction", "rung1_fraction"} <= set(trial.data.params)
+        assert trial.data.tags["automl.rung0_verdict"] == "promote"
+    pruned = next(t for t in trials if t.data.tags["automl.outcome"] == "pruned")
+    last = int(pruned.data.tags["automl.promotions"])
+    assert pruned.data.tags[f"automl.rung{last}_verdict"] == "stop"
+
+    artifacts = {f.path for f in client.list_artifacts(search.info.run_id, "plots")}
+    assert {
+        "plots/param_importances.png",
+        "plots/param_importances.html",
+        "plots/intermediate_values.html",
+    } <= artifacts
+    importances = mlflow.artifacts.load_dict(f"runs:/{search.info.run_id}/param_importances.json")
+    assert set(importances) == {"hidden_size", "num_layers", "dropout", "lr", "batch_size"}
+    assert sum(importances.values()) == pytest.approx(1.0, abs=1e-6)
