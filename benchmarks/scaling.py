@@ -1,0 +1,299 @@
+"""Scaling: trials per minute with 1, 2 and 4 workers sharing one study on SQLite, Optuna's journal file and
+PostgreSQL, for a cheap objective and for the real trainer; the storage's own cost per trial; and the real
+pipeline's search wall-clock with ``search.parallelism`` 1 vs 2 (Dask worker processes).
+
+Workers are separate processes running the search engine against one study, as machines sharing a database
+would. Prints Markdown tables and saves a plot and the raw numbers under ``benchmarks/results/``.
+
+    .venv/bin/python benchmarks/scaling.py            # about 8 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/scaling.py --quick    # smoke run
+
+PostgreSQL: the server in AUTOML_BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test) gets a
+throwaway database; without a reachable server that column is left out and the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+WORKERS = (1, 2, 4)
+CHEAP_SECONDS = 0.1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cheap-trials", type=int, default=40)
+    parser.add_argument("--trainer-trials", type=int, default=16)
+    parser.add_argument("--pipeline-trials", type=int, default=16)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.cheap_trials, args.trainer_trials, args.pipeline_trials = 8, 4, 2
+    os.environ["AUTOML_HOME"] = tempfile.mkdtemp(prefix="automl-scaling-")
+    from tasks.state import configure_environment
+
+    configure_environment()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    storages, postgres_note = storage_urls(Path(os.environ["AUTOML_HOME"]))
+    rows = []
+    for objective, n_trials in (("cheap", args.cheap_trials), ("trainer", args.trainer_trials)):
+        for storage_name, url in storages.items():
+            for workers in WORKERS:
+                seconds = run_workers(url, objective, n_trials, workers)
+                rows.append(
+                    {
+                        "objective": objective,
+                        "storage": storage_name,
+                        "workers": workers,
+                        "trials": n_trials,
+                        "seconds": seconds,
+                        "per_minute": 60 * n_trials / seconds,
+                    }
+                )
+                print(
+                    f"{objective:<8} {storage_name:<11} {workers} workers: {rows[-1]['per_minute']:7.1f} trials/min",
+                    file=sys.stderr,
+                )
+    overhead = {name: storage_overhead(url) for name, url in storages.items()}
+    pipeline = pipeline_parallelism(args.pipeline_trials)
+
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(out / "scaling.csv", index=False)
+    print(tables(rows, overhead, pipeline, postgres_note, args))
+    plot(rows, out / "scaling.png")
+    print(f"\nraw results: {out / 'scaling.csv'}; plot: {out / 'scaling.png'}")
+
+
+def storage_urls(home: Path) -> tuple[dict[str, str], str]:
+    urls = {"sqlite": f"sqlite:///{home / 'bench.db'}", "journal": f"journal://{home / 'bench.journal'}"}
+    server = os.environ.get("AUTOML_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg2
+        from sqlalchemy.engine import make_url
+
+        url = make_url(server)
+        admin = psycopg2.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+            connect_timeout=3,
+        )
+        admin.autocommit = True
+        name = f"automl_bench_{uuid.uuid4().hex[:8]}"
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        urls["postgresql"] = url.set(drivername="postgresql+psycopg2", database=name).render_as_string(
+            hide_password=False
+        )
+        return urls, f"PostgreSQL: {url.host}:{url.port or 5432}, throwaway database {name}."
+    except Exception as exc:  # the benchmark still measures the file storages
+        return urls, f"PostgreSQL left out: no server at {server} ({type(exc).__name__})."
+
+
+def _worker(url: str, study_name: str, objective: str, n_trials: int, threads: int, barrier, result) -> None:
+    import optuna
+    import torch
+
+    from configs import CategoricalParam, FloatParam, IntParam
+    from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
+    from tasks.search.stage import make_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(threads)
+    if objective == "cheap":
+        space = SearchSpace.from_config({"x": FloatParam(type="float", low=-5, high=5)})
+
+        def evaluate(params, fidelity):
+            time.sleep(CHEAP_SECONDS)
+            return (params["x"] - 1) ** 2
+    else:
+        evaluate = _trainer_objective(threads)
+        space = SearchSpace.from_config(
+            {
+                "hidden_size": IntParam(type="int", low=32, high=128, step=32),
+                "lr": FloatParam(type="float", low=1e-3, high=1e-2, log=True),
+                "batch_size": CategoricalParam(type="categorical", choices=[64, 128]),
+            }
+        )
+    study = optuna.create_study(study_name=study_name, storage=make_storage(url), load_if_exists=True)
+    engine = SearchEngine(
+        evaluate,
+        make_backend("optuna", "tpe", study, space, os.getpid() % 997, 3),
+        make_scheduler("none", 3, 1),
+        n_trials=n_trials,
+    )
+    barrier.wait()
+    engine.run()
+    result.put(time.perf_counter())
+
+
+def _trainer_objective(threads: int):
+    from configs import load_config
+    from models import get_family
+    from tasks.data_prep import load_and_check, prepare
+    from tasks.search.trainer_objective import TrainerObjective
+
+    cfg = load_config(REPO / "configs" / "lstm_baseline.yaml")
+    frame, plan, fp = load_and_check(cfg)
+    prepared, _ = prepare(frame, cfg, plan, fp)
+    family = get_family("lstm")
+    objective = TrainerObjective("lstm", prepared, {**family.defaults}, epochs=1, loss="mse", threads=threads)
+    return objective
+
+
+def run_workers(url: str, objective: str, n_trials: int, workers: int) -> float:
+    """Wall-clock seconds for ``workers`` processes to run ``n_trials`` trials together on one new study."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(workers + 1)
+    result = ctx.Queue()
+    study_name = f"{objective}-{workers}-{uuid.uuid4().hex[:6]}"
+    import optuna
+
+    from tasks.search.stage import make_storage
+
+    optuna.create_study(study_name=study_name, storage=make_storage(url))  # created once, before workers race
+    share = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    processes = [
+        ctx.Process(target=_worker, args=(url, study_name, objective, k, threads, barrier, result)) for k in share
+    ]
+    for process in processes:
+        process.start()
+    barrier.wait()  # every worker has imported and loaded its data: timing starts now
+    started = time.perf_counter()
+    finished = [result.get(timeout=1800) for _ in processes]
+    for process in processes:
+        process.join()
+    return max(finished) - started
+
+
+def storage_overhead(url: str, n: int = 60) -> float:
+    """Milliseconds of storage work per trial (ask, user attributes, report, tell) with a free objective."""
+    import optuna
+
+    from configs import FloatParam
+    from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
+    from tasks.search.stage import make_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace.from_config({"x": FloatParam(type="float", low=-5, high=5)})
+    study = optuna.create_study(study_name=f"overhead-{uuid.uuid4().hex[:6]}", storage=make_storage(url))
+    engine = SearchEngine(
+        lambda p, f: p["x"] ** 2,
+        make_backend("optuna", "random", study, space, 0, 0),
+        make_scheduler("none", 3, 1),
+        n_trials=n,
+        run_id="overhead",
+    )
+    started = time.perf_counter()
+    engine.run()
+    return 1000 * (time.perf_counter() - started) / n
+
+
+def pipeline_parallelism(n_trials: int) -> dict[int, dict]:
+    """The real pipeline (LSTM on CO2, full fidelity) with search.parallelism 1 and 2: search seconds."""
+    from flows.cli import setup_console
+    from flows.pipeline import automl_pipeline
+
+    setup_console(progress=False)
+    results = {}
+    for parallelism in (1, 2):
+        summary = automl_pipeline(
+            config_path=str(REPO / "configs" / "lstm_baseline.yaml"),
+            overrides=[
+                f"search.parallelism={parallelism}",
+                f"search.n_trials={n_trials}",
+                "search.fidelity=none",
+                "search.epochs=3",
+                "warm_start.enabled=false",
+                "registry.enabled=false",
+                "final.epochs=1",
+                "search.sampler=random",
+            ],
+        )
+        results[parallelism] = {
+            "search_seconds": summary["search_seconds"],
+            "trials": sum(summary["trials"].values()),
+            "overhead": summary["search_overhead_share"],
+        }
+        print(f"pipeline parallelism {parallelism}: search {summary['search_seconds']:.1f}s", file=sys.stderr)
+    return results
+
+
+def tables(rows: list[dict], overhead: dict[str, float], pipeline: dict[int, dict], note: str, args) -> str:
+    storages = list(dict.fromkeys(r["storage"] for r in rows))
+    lines = [f"\n### Trials per minute, workers sharing one study ({os.cpu_count()} CPU cores)\n"]
+    header = "| objective | workers | " + " | ".join(storages) + " |"
+    lines += [header, "|---|---|" + "---|" * len(storages)]
+    for objective in ("cheap", "trainer"):
+        base = {
+            s: next(r for r in rows if r["objective"] == objective and r["storage"] == s and r["workers"] == 1)
+            for s in storages
+        }
+        for workers in WORKERS:
+            cells = []
+            for storage in storages:
+                row = next(
+                    r
+                    for r in rows
+                    if r["objective"] == objective and r["storage"] == storage and r["workers"] == workers
+                )
+                cells.append(f"{row['per_minute']:.0f} ({row['per_minute'] / base[storage]['per_minute']:.2f}x)")
+            lines.append(f"| {objective} | {workers} | " + " | ".join(cells) + " |")
+    lines += [
+        f"\ncheap: a {CHEAP_SECONDS:.1f}s objective, {args.cheap_trials} trials; trainer: an LSTM (32-128 units)"
+        f" on all the CO2 training windows (lookback 52) for 1 epoch, {args.trainer_trials} trials. {note}",
+        "\n### Storage cost per trial (ask, attributes, tell; one worker, free objective)\n",
+        "| storage | ms per trial |",
+        "|---|---|",
+        *[f"| {name} | {ms:.1f} |" for name, ms in overhead.items()],
+        "\n### The pipeline's search with search.parallelism (Dask worker processes)\n",
+        "| parallelism | trials | search wall-clock (s) | engine overhead | speed-up |",
+        "|---|---|---|---|---|",
+    ]
+    one = pipeline[1]["search_seconds"]
+    for parallelism, result in pipeline.items():
+        lines.append(
+            f"| {parallelism} | {result['trials']} | {result['search_seconds']:.1f} | {result['overhead']:.1%} "
+            f"| {one / result['search_seconds']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from tasks.plotting import plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, objective in zip(axes, ("cheap", "trainer"), strict=True):
+        for storage in dict.fromkeys(r["storage"] for r in rows):
+            mine = [r for r in rows if r["objective"] == objective and r["storage"] == storage]
+            ax.plot([r["workers"] for r in mine], [r["per_minute"] for r in mine], marker="o", label=storage)
+        ax.set(title=f"{objective} objective", xlabel="workers", ylabel="trials per minute", xticks=list(WORKERS))
+        ax.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    started = time.time()
+    main()
+    print(f"total {time.time() - started:.0f}s", file=sys.stderr)
