@@ -22,10 +22,13 @@ from tests.helpers import make_series  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _no_inherited_tracking_uri(monkeypatch):
+def _no_inherited_tracking_uri():
     """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into the environment; without this, one test's
-    database would leak into the processes the next test starts."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    database would leak into the processes the next test (or a module fixture) starts. Cleared before and
+    after every test, so module-scoped fixtures set up between tests see a clean environment too."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """A search worker for the shared-study test: ``python tests/shared_study_worker.py STORAGE STUDY N_TRIALS NAME``.
 
-Runs the engine on a cheap objective against one Optuna study that other workers use at the same time."""
+Runs the engine on a cheap objective against one Optuna study that other workers use at the same time. The worker
+prints ``ready`` once its study is loaded and waits for a line on stdin before it starts, so that a slow import in
+one process cannot let the other finish alone."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ def main(storage: str, study_name: str, n_trials: int, worker: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace.from_config({"x": FloatParam(type="float", low=-5, high=5)})
     study = optuna.create_study(study_name=study_name, storage=make_storage(storage), load_if_exists=True)
+
+    print("ready", flush=True)
+    sys.stdin.readline()
 
     def objective(params, fidelity):
         time.sleep(0.05)

@@ -61,6 +61,19 @@ def _wait(check, timeout: float, what: str, interval: float = 0.5):
     raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f}s")
 
 
+class _Api(httpx.Client):
+    """An httpx client that retries 429/502/503 the way Prefect's own client does: a busy server on SQLite answers
+    503 while its database is locked, and the UI simply retries."""
+
+    def request(self, *args, **kwargs):
+        for attempt in range(8):
+            response = super().request(*args, **kwargs)
+            if response.status_code not in (429, 502, 503):
+                return response
+            time.sleep(min(0.5 * 2**attempt, 8))
+        return response
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGINT)
@@ -127,6 +140,7 @@ def served(prefect_server, tmp_path_factory):
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "AUTOML_HOME": str(work / "state"),
     }
+    env.pop("MLFLOW_TRACKING_URI", None)  # the served runs track into their own state folder
     log = open(work / "serve.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
         [BIN / "automl", "serve", "--configs", str(config), "--limit", "2"],
@@ -136,7 +150,7 @@ def served(prefect_server, tmp_path_factory):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    api = httpx.Client(base_url=f"{prefect_server}/api", timeout=30)
+    api = _Api(base_url=f"{prefect_server}/api", timeout=30)
 
     def deployment():
         response = api.get("/deployments/name/automl-pipeline/tiny_served")

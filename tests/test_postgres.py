@@ -67,10 +67,20 @@ def test_two_workers_share_one_postgres_study(databases):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     processes = [
         subprocess.Popen(
-            [sys.executable, worker, optuna_db, "shared", "12", name], env=env, stderr=subprocess.PIPE, text=True
+            [sys.executable, worker, optuna_db, "shared", "12", name],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for name in ("worker-a", "worker-b")
     ]
+    for process in processes:  # both have loaded the study: start them together
+        assert process.stdout.readline().strip() == "ready", process.stderr.read()[-2000:]
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
     for process in processes:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err[-2000:]
