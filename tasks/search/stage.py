@@ -117,9 +117,33 @@ def task_runner_for(search: SearchConfig):
                 "threads_per_worker": 1,
                 "processes": True,
                 "dashboard_address": None,
+                "env": _worker_env(),
             }
         )
     return ThreadPoolTaskRunner(max_workers=1)
+
+
+# Two Dask defaults that cost torch training dearly in local worker processes (benchmarks/scaling.py; measured
+# on an LSTM trial, 2 workers x 1 thread): the worker's statistical profiler samples every thread's stack each 10 ms
+# and made training 60-80% slower; the nanny's MALLOC_TRIM_THRESHOLD_=65536 makes glibc return memory after nearly
+# every step, 20% slower with a third of the time spent in the kernel. Both are off for the clusters we start.
+LOCAL_DASK_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+}
+
+
+def _worker_env() -> dict[str, str]:
+    """Environment for local Dask workers: the API this flow reports to. Without it, each worker process of a
+    run on the ephemeral API would start an ephemeral Prefect server of its own (seconds of CPU each, and its
+    task runs reported there instead of to the flow's API)."""
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url and (context := FlowRunContext.get()) is not None and context.client is not None:
+        url = str(context.client.api_url)
+    return {"PREFECT_API_URL": url} if url and url.startswith("http") and "ephem" not in url else {}
 
 
 def torch_threads(parallelism: int) -> int:
@@ -287,7 +311,10 @@ def search_stage(
 ) -> SearchSummary:
     """Prefect stage: the search as a subflow; its trial evaluations are tasks submitted through the subflow's
     task runner (threads, or Dask worker processes for ``search.parallelism`` > 1 or a ``cluster_address``)."""
-    return _search_flow.with_options(task_runner=task_runner_for(cfg.search))(cfg, prepared, plan, pipeline)
+    import dask
+
+    with dask.config.set(LOCAL_DASK_CONFIG):
+        return _search_flow.with_options(task_runner=task_runner_for(cfg.search))(cfg, prepared, plan, pipeline)
 
 
 def _redact(url: str) -> str:
