@@ -9,13 +9,16 @@ import signal
 import sqlite3
 import subprocess
 import time
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 
+import httpx
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from prefect.settings import PREFECT_API_URL
 
 from flows.cli import main
 from flows.pipeline import automl_pipeline
@@ -36,6 +39,7 @@ def _all_runs(client: MlflowClient, query: str = "") -> list:
 
 def test_parallel_trials_share_one_study_and_one_parent_run(prefect_api, home, series_csv, tmp_path):
     config = write_config(tmp_path, series_csv, search={"n_trials": 4, "parallelism": 2, "epochs": 3})
+    started = datetime.now(UTC)
     summary = automl_pipeline(config_path=str(config))
     assert sum(summary["trials"].values()) == 4
     study = optuna.load_study(study_name=summary["study_name"], storage=summary["storage"])
@@ -52,6 +56,17 @@ def test_parallel_trials_share_one_study_and_one_parent_run(prefect_api, home, s
     )[0]
     assert search.data.params["parallelism"] == "2"
     assert len(_all_runs(client, f"tags.`mlflow.parentRunId` = '{search.info.run_id}'")) == 4
+
+    # the evaluations the Dask workers ran are task runs in the flow's Prefect API
+    body = {
+        "task_runs": {"name": {"like_": "trial-"}, "start_time": {"after_": started.isoformat()}},
+        "limit": 50,
+        "offset": 0,
+    }
+    evaluations = httpx.post(f"{PREFECT_API_URL.value()}/task_runs/filter", json=body, timeout=30).json()
+    assert sorted(t["name"] for t in evaluations if t["state_type"] == "COMPLETED") == [
+        f"trial-{n}-rung-0" for n in range(4)
+    ]
 
 
 def test_trial_timeouts_fail_the_trials_and_the_pipeline_names_the_reason(

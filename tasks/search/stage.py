@@ -123,10 +123,10 @@ def task_runner_for(search: SearchConfig):
     return ThreadPoolTaskRunner(max_workers=1)
 
 
-# Two Dask defaults that cost torch training dearly in local worker processes (benchmarks/scaling.py; measured
-# on an LSTM trial, 2 workers x 1 thread): the worker's statistical profiler samples every thread's stack each 10 ms
-# and made training 60-80% slower; the nanny's MALLOC_TRIM_THRESHOLD_=65536 makes glibc return memory after nearly
-# every step, 20% slower with a third of the time spent in the kernel. Both are off for the clusters we start.
+# Two Dask defaults that cost torch training dearly in local worker processes (measured on one LSTM trial in a
+# plain LocalCluster, 2 workers x 1 thread): the worker's statistical profiler samples every thread's stack each
+# 10 ms and made training 50-90% slower; the nanny's MALLOC_TRIM_THRESHOLD_=65536 makes glibc return memory after
+# nearly every step, 20% slower with a third of the time in the kernel. Both are off for the clusters we start.
 LOCAL_DASK_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
