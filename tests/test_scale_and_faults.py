@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -22,7 +23,7 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.cli import main
 from flows.pipeline import automl_pipeline
-from tests.helpers import make_series, write_config
+from tests.helpers import REPO, make_series, write_config
 from tests.test_cli import AUTOML
 
 pytestmark = pytest.mark.e2e
@@ -67,6 +68,22 @@ def test_parallel_trials_share_one_study_and_one_parent_run(prefect_api, home, s
     assert sorted(t["name"] for t in evaluations if t["state_type"] == "COMPLETED") == [
         f"trial-{n}-rung-0" for n in range(4)
     ]
+
+
+def test_dask_settings_of_one_parallel_search_leave_dask_defaults_for_the_next():
+    # A fresh process where distributed is not imported yet, as `automl serve` before its first parallel run.
+    code = (
+        "import sys, dask\n"
+        "from tasks.search.stage import local_dask_settings\n"
+        "assert 'distributed' not in sys.modules\n"
+        "with local_dask_settings():\n"
+        "    assert dask.config.get('distributed.worker.profile.enabled') is False\n"
+        "get = dask.config.get\n"
+        "print(get('distributed.comm.timeouts.connect'), get('distributed.worker.profile.enabled'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["30s", "True"]
 
 
 def test_trial_timeouts_fail_the_trials_and_the_pipeline_names_the_reason(

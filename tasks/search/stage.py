@@ -13,6 +13,8 @@ import random
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,10 +313,23 @@ def search_stage(
 ) -> SearchSummary:
     """Prefect stage: the search as a subflow; its trial evaluations are tasks submitted through the subflow's
     task runner (threads, or Dask worker processes for ``search.parallelism`` > 1 or a ``cluster_address``)."""
+    with local_dask_settings():
+        return _search_flow.with_options(task_runner=task_runner_for(cfg.search))(cfg, prepared, plan, pipeline)
+
+
+@contextmanager
+def local_dask_settings() -> Iterator[None]:
+    """``LOCAL_DASK_CONFIG`` for the clusters started inside this block.
+
+    distributed is imported first so that its defaults are loaded: ``dask.config.set`` restores on exit what it
+    found on entry, and a ``distributed`` section that was not there yet would be deleted whole, breaking every
+    later cluster in this process (a second parallel search in ``automl serve`` or a benchmark).
+    """
     import dask
+    import distributed  # noqa: F401
 
     with dask.config.set(LOCAL_DASK_CONFIG):
-        return _search_flow.with_options(task_runner=task_runner_for(cfg.search))(cfg, prepared, plan, pipeline)
+        yield
 
 
 def _redact(url: str) -> str:
