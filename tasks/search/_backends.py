@@ -13,10 +13,8 @@ from abc import ABC, abstractmethod
 from functools import partial
 from typing import Any
 
-import hyperopt
 import numpy as np
 import optuna
-from hyperopt import anneal, rand, tpe
 from optuna.trial import FrozenTrial, TrialState
 
 from tasks.search._space import SearchSpace
@@ -108,6 +106,11 @@ class HyperoptBackend(SamplerBackend):
     name = "hyperopt"
 
     def __init__(self, study: optuna.Study, space: SearchSpace, algo: str, seed: int, n_startup: int):
+        # hyperopt is imported by the searches that use it: with scipy.stats it costs about a second in every
+        # process that imports the engine, Dask workers included.
+        import hyperopt
+        from hyperopt import anneal, rand, tpe
+
         super().__init__(study, space)
         algos = {
             "tpe": partial(tpe.suggest, n_startup_jobs=n_startup),
@@ -145,6 +148,8 @@ class HyperoptBackend(SamplerBackend):
         return trial
 
     def _add_doc(self, number: int, params: dict[str, Any], doc: dict[str, Any] | None = None) -> None:
+        import hyperopt
+
         if doc is None:
             tid = self._trials.new_trial_ids(1)[0]
             misc = {
@@ -162,6 +167,8 @@ class HyperoptBackend(SamplerBackend):
         self._docs[number] = next(d for d in self._trials.trials if d["tid"] == doc["tid"])
 
     def _observe(self, frozen: FrozenTrial) -> None:
+        import hyperopt
+
         doc = self._docs.get(frozen.number)
         if doc is None:
             return

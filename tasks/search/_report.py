@@ -1,5 +1,8 @@
 """What the search stage run shows: Optuna's plots (PNG and interactive HTML), parameter importances, and a
-table of all trials (Parquet and CSV). Works for either backend, since both record into an Optuna study."""
+table of all trials (Parquet and CSV). Works for either backend, since both record into an Optuna study.
+
+matplotlib and fANOVA (scikit-learn) are imported by the functions that draw and rank: Dask workers import this
+module with the search flow and never use them, and together they cost about two seconds per process."""
 
 from __future__ import annotations
 
@@ -8,10 +11,8 @@ import warnings
 
 import mlflow
 import optuna
-from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import TrialState
 
-from tasks.plotting import plt
 from tasks.tracking import log_frame
 
 logger = logging.getLogger("automl")
@@ -19,6 +20,8 @@ logger = logging.getLogger("automl")
 
 def param_importances(study: optuna.Study, seed: int = 0) -> dict[str, float]:
     """fANOVA importances over complete trials ({} when there are too few to say)."""
+    from optuna.importance import FanovaImportanceEvaluator
+
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2:
         return {}
@@ -32,6 +35,9 @@ def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
     """Log plots, importances and the trials table to the active MLflow run; returns the importances."""
     import optuna.visualization as interactive
     import optuna.visualization.matplotlib as static
+    from optuna.importance import FanovaImportanceEvaluator
+
+    from tasks.plotting import plt
 
     importances = param_importances(study, seed)
     evaluator = FanovaImportanceEvaluator(seed=seed)

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import optuna.distributions as od
-from hyperopt import hp
 
 from configs import CategoricalParam, FloatParam, IntParam, ParamSpec
 
@@ -58,6 +57,8 @@ class Dimension:
 
     def to_hyperopt(self) -> Any:
         """A hyperopt expression whose raw draw maps to a value with ``from_hyperopt``."""
+        from hyperopt import hp  # only hyperopt searches pay for importing it (see HyperoptBackend)
+
         n = self.n_steps
         if self.kind == "categorical":
             return hp.choice(self.name, list(range(len(self.choices))))
