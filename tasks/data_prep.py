@@ -23,6 +23,14 @@ from models import get_family
 from tasks.caching import pipeline_stage_key
 from tasks.meta_features import series_meta_features, tabular_meta_features
 from tasks.prepared_data import PreparedData, Split
+from tasks.preprocessing import (
+    RawInputError,
+    SeriesPreprocessing,
+    TabularPreprocessing,
+    fill_gaps,
+    make_windows,
+    order_by_time,
+)
 from tasks.tracking import PipelineRun, log_frame, stage_run
 
 logger = logging.getLogger("automl")
@@ -44,11 +52,11 @@ class DataPlan:
     dropped: list[str]
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file; any failure is a one-line ``DataError`` naming the file."""
+def read_table(path: Path, key: str = "data.path") -> pd.DataFrame:
+    """Read a CSV or Parquet file; any failure is a one-line ``DataError`` naming ``key`` and the file."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"data.path: no such file: {path}")
+        raise DataError(f"{key}: no such file: {path}")
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
@@ -56,19 +64,19 @@ def read_table(path: Path) -> pd.DataFrame:
         elif suffix in (".csv", ".txt", ".gz"):
             frame = pd.read_csv(path)
         else:
-            raise DataError(f"data.path: {path.name}: unsupported file type {suffix!r}; use .csv or .parquet")
+            raise DataError(f"{key}: {path.name}: unsupported file type {suffix!r}; use .csv or .parquet")
     except DataError:
         raise
     except pd.errors.EmptyDataError:
-        raise DataError(f"data.path: {path}: the file is empty") from None
+        raise DataError(f"{key}: {path}: the file is empty") from None
     except Exception as exc:  # every parser error becomes one line naming the file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"data.path: cannot read {path}: {reason}") from None
+        raise DataError(f"{key}: cannot read {path}: {reason}") from None
     if frame.empty:
-        raise DataError(f"data.path: {path}: no data rows")
+        raise DataError(f"{key}: {path}: no data rows")
     if frame.shape[1] == 1 and "," not in str(frame.columns[0]) and any(s in str(frame.columns[0]) for s in ";\t|"):
         raise DataError(
-            f"data.path: {path}: read one column {str(frame.columns[0])!r}; the file does not look comma-separated"
+            f"{key}: {path}: read one column {str(frame.columns[0])!r}; the file does not look comma-separated"
         )
     return frame
 
@@ -170,17 +178,10 @@ def _check_series(frame: pd.DataFrame, cfg: PipelineConfig) -> None:
 
 
 def _parse_times(column: pd.Series, name: str) -> pd.Series:
-    if pd.api.types.is_numeric_dtype(column):
-        if column.isna().any():
-            raise DataError(f"data.time_column: column {name!r} has missing values")
-        return column
     try:
-        times = pd.to_datetime(column, format="mixed")
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"data.time_column: column {name!r} is not a date/time ({str(exc).splitlines()[0]})") from None
-    if times.isna().any():
-        raise DataError(f"data.time_column: column {name!r} has missing or unparseable values")
-    return times
+        return SeriesPreprocessing.parse_times(column, name)
+    except RawInputError as exc:
+        raise DataError(f"data.time_column: {exc}") from None
 
 
 def _split_rows(n: int, data: DataConfig) -> tuple[int, int]:
@@ -213,22 +214,16 @@ def _prepare_series(
     frame: pd.DataFrame, data: DataConfig, plan: DataPlan
 ) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
     times = _parse_times(frame[data.time_column], data.time_column)
-    ordered = frame.assign(**{data.time_column: times}).sort_values(data.time_column, kind="stable")
-    ordered = ordered.reset_index(drop=True)
+    ordered = order_by_time(frame, data.time_column, times)
     values = ordered[plan.features].astype(float)
     missing = {c: int(n) for c, n in values.isna().sum().items() if n}
-    values = values.ffill().bfill()
+    values = fill_gaps(values)
     n = len(values)
     train_end, val_end = _split_rows(n, data)
-    train_rows = values.iloc[:train_end]
-    mean = train_rows.mean().to_numpy()
-    std = train_rows.std(ddof=0).replace(0, 1.0).fillna(1.0).to_numpy()
-    scaled = ((values.to_numpy() - mean) / std).astype(np.float32)
-
     lb, h = data.lookback, data.horizon
-    windows = np.lib.stride_tricks.sliding_window_view(scaled, lb + h, axis=0)  # (n-lb-h+1, f, lb+h)
-    X_all = np.ascontiguousarray(windows[:, :, :lb].transpose(0, 2, 1))
-    y_all = np.ascontiguousarray(windows[:, 0, lb:])
+    preprocessing = SeriesPreprocessing.fit(ordered[data.time_column], values, train_end, data.time_column, lb, h)
+    mean, std = np.asarray(preprocessing.mean), np.asarray(preprocessing.std)
+    X_all, y_all = make_windows(preprocessing.scale(values), lb, h)
     first_target = np.arange(len(X_all)) + lb  # row index of each window's first target
     last_target = first_target + h - 1
     masks = {
@@ -242,6 +237,11 @@ def _prepare_series(
         name: ordered.iloc[a:b].assign(**{c: values[c].iloc[a:b] for c in plan.features})
         for name, (a, b) in row_ranges.items()
     }
+    # The history the raw model needs to predict every test window: the test rows and the lookback before them,
+    # times as in the file (the target and covariates gap-filled, as the windows saw them).
+    start = max(0, val_end - lb)
+    raw_times = frame[data.time_column].loc[times.sort_values(kind="stable").index].reset_index(drop=True)
+    raw_test_input = values.iloc[start:].assign(**{data.time_column: raw_times.iloc[start:]})[preprocessing.columns]
     target = values[data.target].to_numpy()
     meta = series_meta_features(ordered[data.time_column], target, n_features=len(plan.features))
     test_times = ordered[data.time_column].iloc[first_target[masks["test"]]].astype(str).tolist()
@@ -282,6 +282,8 @@ def _prepare_series(
         target_std=float(std[0]),
         test_index=test_times,
         card=card,
+        preprocessing=preprocessing.to_dict(),
+        raw_test_input=raw_test_input.reset_index(drop=True),
     )
     return prepared, frames
 
@@ -356,26 +358,20 @@ def _prepare_tabular(
         rest_idx, test_size=data.split.test / holdout, random_state=cfg.seed, stratify=rest_stratify
     )
     features = rows[plan.features]
-    train_features = features.iloc[train_idx]
-    numeric = [c for c in plan.features if c not in plan.categorical]
-    encoding: dict[str, Any] = {"numeric": {}, "categorical": {}}
-    for c in numeric:
-        col = train_features[c].astype(float)
-        median = float(col.median()) if col.notna().any() else 0.0
-        filled = col.fillna(median)
-        std = float(filled.std(ddof=0)) or 1.0
-        encoding["numeric"][c] = {"median": median, "mean": float(filled.mean()), "std": std}
-    for c in plan.categorical:
-        col = train_features[c].astype("string")
-        mode = col.mode()
-        fill = str(mode.iloc[0]) if len(mode) else "missing"
-        categories = col.fillna(fill).value_counts().index[:MAX_CATEGORIES].tolist()
-        encoding["categorical"][c] = {"mode": fill, "categories": [str(v) for v in categories]}
-    X_all, names = _encode(features, encoding)
-    target_mean, target_std = 0.0, 1.0
+    preprocessing = TabularPreprocessing.fit(
+        features.iloc[train_idx],
+        plan.features,
+        plan.categorical,
+        plan.task,
+        data.target,
+        MAX_CATEGORIES,
+        classes=classes,
+        y_train=y_all[train_idx] if plan.task == "regression" else None,
+    )
+    encoding = {"numeric": preprocessing.numeric, "categorical": preprocessing.categorical}
+    X_all, names = preprocessing.encode(features), preprocessing.encoded_features
+    target_mean, target_std = preprocessing.target_mean, preprocessing.target_std
     if plan.task == "regression":
-        target_mean = float(y_all[train_idx].mean())
-        target_std = float(y_all[train_idx].std()) or 1.0
         y_model = ((y_all - target_mean) / target_std).astype(np.float32).reshape(-1, 1)
     else:
         y_model = y_all
@@ -428,23 +424,10 @@ def _prepare_tabular(
         classes=classes,
         test_index=[str(i) for i in test_idx.tolist()],
         card=card,
+        preprocessing=preprocessing.to_dict(),
+        raw_test_input=features.iloc[test_idx].reset_index(drop=True),
     )
     return prepared, frames
-
-
-def _encode(features: pd.DataFrame, encoding: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
-    blocks: list[np.ndarray] = []
-    names: list[str] = []
-    for c, stats in encoding["numeric"].items():
-        col = features[c].astype(float).fillna(stats["median"]).to_numpy()
-        blocks.append(((col - stats["mean"]) / stats["std"]).reshape(-1, 1))
-        names.append(c)
-    for c, stats in encoding["categorical"].items():
-        col = features[c].astype("string").fillna(stats["mode"]).to_numpy()
-        for category in stats["categories"]:
-            blocks.append((col == category).astype(float).reshape(-1, 1))
-            names.append(f"{c}={category}")
-    return np.hstack(blocks).astype(np.float32), names
 
 
 # --- shared -------------------------------------------------------------------------------------------------

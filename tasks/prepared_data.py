@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass
@@ -41,6 +42,10 @@ class PreparedData:
     test_index: list[str] = field(default_factory=list)
     card: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    # The fitted preprocessing (``tasks.preprocessing``, as JSON values) and the raw rows that reproduce the test
+    # predictions through it: what the registered raw-data model carries and is checked against.
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    raw_test_input: pd.DataFrame | None = None
 
     @property
     def n_features(self) -> int:
