@@ -1,34 +1,40 @@
 """Final training and evaluation stage: retrain the best config with the final budget and early stopping,
 evaluate on the test split in the target's original units next to two baselines (the family's default config
-with the same budget, and a naive predictor), log curves, plots and the model, and register it.
+with the same budget, and a naive predictor), log curves, plots, the test predictions and the model (raw rows
+in: it carries data prep's fitted preprocessing), and register it.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
-from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from prefect import task
 
-import models
 from configs import PipelineConfig
 from models import FitResult, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device, predict
 from tasks.caching import pipeline_stage_key
+from tasks.champion import (
+    PIPELINE_RUN_TAG,
+    PRIMARY_METRIC_TAG,
+    current_champion,
+    move_champion,
+    version_metrics,
+)
 from tasks.plotting import plt
 from tasks.prepared_data import PreparedData
-from tasks.tracking import FINGERPRINT, PipelineRun, stage_run
+from tasks.preprocessing import preprocessing_from_dict
+from tasks.raw_model import PROBA_PREFIX, log_raw_model, predict_raw
+from tasks.tracking import FINGERPRINT, PipelineRun, log_frame, quiet_mlflow_warnings, stage_run
 
 logger = logging.getLogger("automl")
-CHAMPION = "champion"
+TEST_PREDICTIONS = "test_predictions.parquet"
 # The test metric that decides champions, and whether lower is better.
 PRIMARY_METRIC = {"regression": ("rmse", True), "classification": ("f1_macro", False)}
 
@@ -161,7 +167,10 @@ def final_train(
         for baseline in ("default_config", "naive"):
             mlflow.log_metrics({f"baseline_{baseline}_{k}": v for k, v in scores[baseline].items()})
         mlflow.log_metrics({"val_loss": fitted.best_val_loss, "epochs_run": len(fitted.val_loss)})
-        model_info = _log_model(model, prepared)
+        raw_predictions = raw_test_predictions(model, prepared, predictions["tuned"])
+        log_frame(raw_predictions, TEST_PREDICTIONS)
+        with quiet_mlflow_warnings():
+            model_info = log_raw_model(model, preprocessing_from_dict(prepared.preprocessing), prepared.raw_test_input)
         registered, champion, note = (None, False, "registry disabled")
         if cfg.registry.enabled:
             registered, champion, note = register(
@@ -192,55 +201,58 @@ def final_train(
     )
 
 
+def raw_test_predictions(model: torch.nn.Module, prepared: PreparedData, expected: np.ndarray) -> pd.DataFrame:
+    """The test predictions as the registered model gives them from the raw test rows, with the actual values.
+
+    They must equal the ones the test metrics were computed from (``expected``): the raw model applies the same
+    fitted preprocessing to the same rows. A difference is a bug in the preprocessing, so it fails the stage.
+    """
+    pre = preprocessing_from_dict(prepared.preprocessing)
+    frame = predict_raw(model, pre, prepared.raw_test_input, rolling=prepared.kind == "series")
+    if prepared.task == "classification":
+        got = frame[[f"{PROBA_PREFIX}{c}" for c in prepared.classes or []]].to_numpy()
+        frame["actual"] = [(prepared.classes or [])[i] for i in prepared.test.y]
+    elif prepared.kind == "series":
+        got = frame["prediction"].to_numpy().reshape(expected.shape)
+    else:
+        got = frame["prediction"].to_numpy().reshape(expected.shape)
+        frame["actual"] = prepared.to_original_units(prepared.test.y)[:, 0]
+    scale = max(1.0, float(np.nanmax(np.abs(expected))) if expected.size else 1.0)
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-5, atol=1e-6 * scale, equal_nan=True):
+        raise RuntimeError("the raw-data model does not reproduce the test predictions; not registering it")
+    return frame
+
+
 def register(
     model_uri: str, name: str, prepared: PreparedData, metrics: dict[str, float], pipeline: PipelineRun
 ) -> tuple[dict[str, Any], bool, str]:
     """Register the model; move the ``champion`` alias to it when it beats the champion on the same data."""
     client = MlflowClient()
-    version = mlflow.register_model(model_uri, name, tags={"pipeline_run_id": pipeline.run_id})
+    version = mlflow.register_model(model_uri, name, tags={PIPELINE_RUN_TAG: pipeline.run_id})
     primary, _ = PRIMARY_METRIC[prepared.task]
-    for key, value in {FINGERPRINT: prepared.fingerprint, **{f"test_{k}": v for k, v in metrics.items()}}.items():
+    tags = {
+        FINGERPRINT: prepared.fingerprint,
+        PRIMARY_METRIC_TAG: primary,
+        **{f"test_{k}": v for k, v in metrics.items()},
+    }
+    for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, str(value))
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        current = None
+    current = current_champion(client, name)
     if current is None:
         champion, note = True, "first version of this model: champion"
     elif current.tags.get(FINGERPRINT) != prepared.fingerprint:
         champion, note = False, f"champion v{current.version} was trained on other data; not compared"
     else:
-        old = {k.removeprefix("test_"): float(v) for k, v in current.tags.items() if k.startswith("test_")}
+        old = version_metrics(current)
         champion = beats(prepared.task, metrics, old)
         verb = "beats" if champion else "does not beat"
         theirs = old.get(primary, float("nan"))
         note = f"{verb} champion v{current.version} on test {primary} ({metrics[primary]:.5g} vs {theirs:.5g})"
     if champion:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
+        move_champion(client, name, version.version, by=f"pipeline run {pipeline.run_id}", note=note)
     mlflow.set_tags({"registered_model": name, "registered_version": version.version, "champion": str(champion)})
     logger.info("registry: %s version %s; %s", name, version.version, note)
     return {"name": name, "version": int(version.version)}, champion, note
-
-
-def _log_model(model: torch.nn.Module, prepared: PreparedData):
-    model = model.cpu().eval()
-    example = prepared.test.X[:5]
-    signature = infer_signature(example, predict(model, example))
-    requirements = [
-        f"torch=={torch.__version__.split('+')[0]}",
-        f"mlflow=={mlflow.__version__}",
-        f"numpy=={np.__version__}",
-    ]
-    with warnings.catch_warnings():  # torch's exporter warns about LSTM weight attributes it does not need
-        warnings.simplefilter("ignore", UserWarning)
-        return mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            pip_requirements=requirements,
-            code_paths=[str(Path(models.__file__).parent)],
-        )
 
 
 def _log_curves(tuned: FitResult, default: FitResult) -> None:

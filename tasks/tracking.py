@@ -4,6 +4,7 @@ run per stage, and the tags later runs look things up by. Stages call these; the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -37,6 +38,10 @@ SPACE_SIGNATURE = "automl.space_signature"
 HOST = "automl.host"
 PID = "automl.pid"
 STAGES = ("data_prep", "warm_start", "search", "final_train")
+# MLflow 3's UI shows an experiment in its GenAI view unless this tag says it trains models (the UI's own
+# "experiment type" switch writes the same tag and value).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 @dataclass(frozen=True)
@@ -62,16 +67,19 @@ def configure_mlflow(state: LocalState) -> None:
 
 
 def ensure_experiment(name: str, state: LocalState) -> str:
-    """The id of experiment ``name``, created (artifacts under the state folder when local) if missing."""
+    """The id of experiment ``name``, created (artifacts under the state folder when local) if missing, and
+    marked as a model-training experiment so that MLflow 3's UI opens it on its runs, not in its GenAI view."""
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
+        if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING_KIND:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING_KIND)
         return experiment.experiment_id
     location = (state.artifact_root / name).as_uri() if state.artifacts_in_home else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING_KIND})
     except MlflowException:  # created meanwhile by a concurrent pipeline
         return client.get_experiment_by_name(name).experiment_id
 
@@ -199,6 +207,21 @@ def log_frame(frame: pd.DataFrame, artifact_file: str) -> None:
             frame.to_parquet(path, index=False)
         parent = str(Path(artifact_file).parent)
         mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
+
+
+@contextmanager
+def quiet_mlflow_warnings() -> Iterator[None]:
+    """Silence MLflow's advice printed on every model save (pickle and cloudpickle cautions, input-example
+    validation notes); errors still show."""
+    loggers = [logging.getLogger(name) for name in ("mlflow.pytorch", "mlflow.pyfunc", "mlflow.models")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 def log_json_tag(key: str, value: Any) -> None:
