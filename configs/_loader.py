@@ -18,7 +18,7 @@ from configs._schema import FloatParam, PipelineConfig
 _UNION_TAGS = {"int", "float", "categorical"}
 # File paths in a config: relative ones resolve against the config file's folder (or the working directory
 # when given with --set).
-_PATH_KEYS = (("data", "path"), ("warm_start", "from_file"))
+_PATH_KEYS = (("data", "path"), ("warm_start", "from_file"), ("score", "data"), ("score", "output"))
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> PipelineConfig:
@@ -181,6 +181,8 @@ def _check_against_family(cfg: PipelineConfig) -> None:
             raise ValueError(f"data.time_column: required for the time-series family {family.name!r}")
         if cfg.data.task == "classification":
             raise ValueError(f"data.task: {family.name!r} forecasts values; use regression or auto")
+    if cfg.schedule.score_cron and cfg.score.data is None:
+        raise ValueError("schedule.score_cron: a scoring schedule needs score.data, the file to score")
     if cfg.data.task == "classification" and cfg.training.loss not in ("auto", "cross_entropy"):
         raise ValueError(f"training.loss: {cfg.training.loss!r} is a regression loss; use cross_entropy or auto")
     if cfg.data.task == "regression" and cfg.training.loss == "cross_entropy":

@@ -201,10 +201,30 @@ class RegistryConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
-    """When ``automl serve`` runs this pipeline on its own (cron syntax, in ``timezone``)."""
+    """When ``automl serve`` runs this pipeline on its own, and scores ``score.data`` with the champion (cron
+    syntax, in ``timezone``; no scoring schedule when ``score_cron`` is unset)."""
 
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
+    score_cron: str | None = None
+
+
+class ScoreConfig(_Strict):
+    """Batch scoring with the registered model (the ``score`` flow, ``automl predict --config``). Relative paths
+    resolve against the config file's folder; ``output`` defaults to a new timestamped Parquet file under
+    ``$AUTOML_HOME/predictions/<config name>/``."""
+
+    data: Path | None = None
+    output: Path | None = None
+    alias: str = Field("champion", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+    rolling: bool = False
+
+    @field_validator("output")
+    @classmethod
+    def _output_format(cls, value: Path | None) -> Path | None:
+        if value is not None and value.suffix.lower() not in (".parquet", ".csv"):
+            raise ValueError(f"must end in .parquet or .csv (got {str(value)!r})")
+        return value
 
 
 class PipelineConfig(_Strict):
@@ -228,3 +248,4 @@ class PipelineConfig(_Strict):
     warm_start: WarmStartConfig = WarmStartConfig()
     registry: RegistryConfig = RegistryConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    score: ScoreConfig = ScoreConfig()

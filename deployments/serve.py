@@ -1,7 +1,11 @@
 """Serve the pipelines as Prefect deployments: one per config, each on its cron schedule (nightly unless the
 config's ``schedule.cron`` says otherwise) with that config's defaults as parameters. At most one run per
 pipeline at a time (a scheduled run and a UI-triggered one of the same pipeline queue, never overlap), and an
-explicit limit on the runs this process executes at once."""
+explicit limit on the runs this process executes at once.
+
+Beside each pipeline, a scoring deployment (``automl-score/<config name>``) scores a data file with the
+config's champion: on ``schedule.score_cron`` when set, and from the UI with a form (data path, output path,
+model alias, rolling)."""
 
 from __future__ import annotations
 
@@ -26,24 +30,22 @@ def config_files(names_or_paths: list[str] | None) -> list[Path]:
 
 
 def pipeline_deployments(files: list[Path], cron: str | None = None) -> list:
-    """One ``RunnerDeployment`` per config file (each config validated first)."""
+    """Two ``RunnerDeployment``s per config file, the pipeline and its scoring (each config validated first)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
-    from prefect.schedules import Cron
 
     from flows.pipeline import automl_pipeline
+    from flows.score import automl_score
 
     shipped = {path.resolve() for path in shipped_configs().values()}
     deployments = []
     for path in files:
         cfg = load_config(path)
-        expression = cron or cfg.schedule.cron
-        try:
-            schedule = Cron(expression, timezone=cfg.schedule.timezone)
-        except ValueError as exc:
-            key = "--cron" if cron else f"{path}: schedule.cron"
-            raise ConfigError(f"{key}: {exc}") from None
+        schedule = _cron(
+            cron or cfg.schedule.cron, cfg.schedule.timezone, "--cron" if cron else f"{path}: schedule.cron"
+        )
         parameters = {"config": cfg.name} if path.resolve() in shipped else {"config_path": str(path.resolve())}
+        one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
         deployments.append(
             automl_pipeline.to_deployment(
                 name=cfg.name,
@@ -51,11 +53,34 @@ def pipeline_deployments(files: list[Path], cron: str | None = None) -> list:
                 schedules=[schedule],
                 parameters=parameters,
                 tags=["automl", cfg.model.family],
-                concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+                concurrency_limit=one_at_a_time,
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
+        )
+        score_schedule = cfg.schedule.score_cron
+        deployments.append(
+            automl_score.to_deployment(
+                name=cfg.name,
+                description=f"Score {cfg.score.data or 'a data file'} with the {cfg.score.alias} of {cfg.name}",
+                schedules=[_cron(score_schedule, cfg.schedule.timezone, f"{path}: schedule.score_cron")]
+                if score_schedule
+                else [],
+                parameters=parameters,
+                tags=["automl", "score", cfg.model.family],
+                concurrency_limit=one_at_a_time,
                 entrypoint_type=EntrypointType.MODULE_PATH,
             )
         )
     return deployments
+
+
+def _cron(expression: str, timezone: str, key: str):
+    from prefect.schedules import Cron
+
+    try:
+        return Cron(expression, timezone=timezone)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def serve(deployments: list, limit: int = DEFAULT_LIMIT) -> None:

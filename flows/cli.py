@@ -77,6 +77,29 @@ def _parser() -> argparse.ArgumentParser:
     imported.add_argument("file")
     imported.set_defaults(handler=_configs_import)
 
+    predict = sub.add_parser("predict", help="score a data file with a registered model (raw rows in)")
+    predict.add_argument("--model", help="a registered model: models:/NAME@ALIAS or models:/NAME/VERSION")
+    predict.add_argument("--config", help="use this config's champion (a shipped config name or a YAML file)")
+    predict.add_argument("--data", required=True, help="rows to score (CSV or Parquet), raw columns as in training")
+    predict.add_argument("--out", help="write predictions here (.csv or .parquet); default: CSV on stdout")
+    predict.add_argument(
+        "--rolling", action="store_true", help="series: one-step-ahead predictions over the whole history"
+    )
+    predict.add_argument("--json", action="store_true", help="print rows, model_uri, model_version, out as one line")
+    predict.set_defaults(handler=_predict)
+
+    champion = sub.add_parser("champion", help="a registered model's champion alias: its history, and moving it")
+    champion_sub = champion.add_subparsers(dest="action", required=True)
+    history = champion_sub.add_parser("history", help="every move of the champion alias, oldest first")
+    history.add_argument("name", help="registered model name (a config's name unless registry.model_name says)")
+    history.add_argument("--json", action="store_true", help="one JSON object per move, one per line")
+    history.set_defaults(handler=_champion_history)
+    move = champion_sub.add_parser("set", help="point the champion alias at VERSION (e.g. roll back)")
+    move.add_argument("name")
+    move.add_argument("version", help="the model version to make champion")
+    move.add_argument("--note", default="", help="why (recorded in the history)")
+    move.set_defaults(handler=_champion_set)
+
     serve = sub.add_parser("serve", help="serve the pipelines as Prefect deployments (schedules, UI runs)")
     serve.add_argument(
         "--configs", nargs="+", metavar="CONFIG", help="shipped config names or YAML files (default: all shipped)"
@@ -153,6 +176,139 @@ def _configs_import(args: argparse.Namespace) -> int:
     load_transferred_config(args.file)  # a malformed file stops here, before MLflow is touched
     run_id = _store().import_config(Path(args.file), local_state())
     print(f"imported {args.file} as run {run_id}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from configs import InputError
+    from tasks import scoring
+    from tasks.state import local_state
+    from tasks.tracking import configure_mlflow
+
+    out = Path(args.out) if args.out else None
+    scoring.check_output(out)
+    uri = args.model
+    if not uri:
+        if not args.config:
+            raise InputError("--model: give a registered model (models:/NAME@champion) or --config CONFIG")
+        cfg = _config_by_name_or_path(args.config)
+        uri = f"models:/{cfg.registry.model_name or cfg.name}@{cfg.score.alias}"
+    data = Path(args.data)
+    frame = scoring.read_rows(data)
+    state = local_state()
+    scoring.check_registry(state)
+    configure_mlflow(state)
+    model = scoring.load_registered_model(uri)
+    scoring.check_rows(model, frame, args.rolling, data)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    predictions = scoring.score_rows(model, frame, args.rolling, scoring.progress_printer(str(data), say))
+    if out is not None:
+        scoring.write_predictions(predictions, out)
+        say(f"wrote {len(predictions)} predictions of {model.name} v{model.version} to {out}")
+    else:
+        predictions.to_csv(sys.stdout, index=False)
+    if args.json:
+        record = {
+            "rows": len(predictions),
+            "model_uri": uri,
+            "model_name": model.name,
+            "model_version": int(model.version),
+            "out": str(out) if out is not None else None,
+        }
+        print(json.dumps(record))
+    return 0
+
+
+def _config_by_name_or_path(value: str):
+    from pathlib import Path
+
+    from configs import config_file, load_config
+
+    path = Path(value)
+    return load_config(path if path.suffix in (".yaml", ".yml") else config_file(value, None))
+
+
+def _registry():
+    from mlflow.tracking import MlflowClient
+
+    from tasks.state import local_state
+    from tasks.tracking import configure_mlflow
+
+    state = local_state()
+    from tasks.scoring import check_registry
+
+    check_registry(state, key="champion")
+    configure_mlflow(state)
+    return MlflowClient()
+
+
+def _registered(client, name: str):
+    from mlflow.exceptions import MlflowException
+
+    from configs import InputError
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException:
+        raise InputError(f"champion: no registered model {name!r}") from None
+
+
+def _champion_history(args: argparse.Namespace) -> int:
+    from tasks.champion import champion_history
+
+    client = _registry()
+    _registered(client, args.name)
+    moves = champion_history(client, args.name)
+    if args.json:
+        for move in moves:
+            print(json.dumps(move.to_dict()))
+        return 0
+    if not moves:
+        print(f"{args.name}: no recorded champion moves")
+        return 0
+    print(f"{'when (UTC)':<25} {'from':>5} -> {'to':<4} {'metric':<10} {'value':>10} {'previous':>10}  by; note")
+    for m in moves:
+        value = f"{m.value:.5g}" if m.value is not None else "-"
+        previous = f"{m.previous_value:.5g}" if m.previous_value is not None else "-"
+        print(
+            f"{m.at:<25} {m.from_version or '-':>5} -> {'v' + m.to_version:<4} {m.metric or '-':<10} {value:>10} "
+            f"{previous:>10}  {m.by}{'; ' + m.note if m.note else ''}"
+        )
+    return 0
+
+
+def _champion_set(args: argparse.Namespace) -> int:
+    import getpass
+    import socket
+
+    from mlflow.exceptions import MlflowException
+
+    from configs import InputError
+    from tasks.champion import current_champion, move_champion
+
+    client = _registry()
+    _registered(client, args.name)
+    try:
+        client.get_model_version(args.name, args.version)
+    except MlflowException:
+        raise InputError(f"champion: model {args.name!r} has no version {args.version!r}") from None
+    current = current_champion(client, args.name)
+    if current is not None and str(current.version) == str(args.version):
+        print(f"{args.name}: version {args.version} is already the champion")
+        return 0
+    move = move_champion(
+        client,
+        args.name,
+        args.version,
+        by=f"automl champion set ({getpass.getuser()}@{socket.gethostname()})",
+        note=args.note,
+    )
+    print(f"{args.name}: champion v{move.from_version or '-'} -> v{move.to_version}")
     return 0
 
 

@@ -21,14 +21,19 @@ def artifact_key(config_name: str, what: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{config_name}-{what}".lower()).strip("-")
 
 
-def publish_summary(config_name: str, markdown: str, flow_run_id: str | None) -> None:
+def publish_markdown(config_name: str, what: str, markdown: str, title: str, flow_run_id: str | None = None) -> None:
+    """A Markdown artifact keyed ``<config>-<what>`` on the flow run (the current one unless given)."""
     if _in_prefect_run():
         MarkdownArtifact(
             markdown=markdown,
-            key=artifact_key(config_name, "summary"),
-            description=f"AutoML summary: {config_name}",
+            key=artifact_key(config_name, what),
+            description=f"{title}: {config_name}",
             flow_run_id=flow_run_id,
         ).create()
+
+
+def publish_summary(config_name: str, markdown: str, flow_run_id: str | None) -> None:
+    publish_markdown(config_name, "summary", markdown, "AutoML summary", flow_run_id)
 
 
 def publish_trials(config_name: str, records: list[Any], flow_run_id: str | None) -> None:

@@ -28,14 +28,18 @@ ARTIFACTS_DIR = REPO / "test-artifacts"
 
 
 def test_serve_builds_a_scheduled_deployment_per_shipped_config():
-    deployments = {d.name: d for d in pipeline_deployments(config_files(None))}
-    assert set(deployments) == {"lstm_baseline", "transformer_baseline", "mlp_tabular"}
+    built = pipeline_deployments(config_files(None))
+    deployments = {d.name: d for d in built if d.flow_name == "automl-pipeline"}
+    scoring = {d.name: d for d in built if d.flow_name == "automl-score"}
+    assert set(deployments) == set(scoring) == {"lstm_baseline", "transformer_baseline", "mlp_tabular"}
     for name, deployment in deployments.items():
         assert deployment.parameters == {"config": name}
         assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
         assert deployment.concurrency_limit == 1
         assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
         assert deployment.entrypoint == "flows.pipeline.automl_pipeline"
+        # the shipped configs set no scoring schedule: their score deployments run from the UI only
+        assert scoring[name].schedules == [] and scoring[name].entrypoint == "flows.score.automl_score"
     from prefect.utilities.callables import parameter_schema
 
     from flows.pipeline import automl_pipeline

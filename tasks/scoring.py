@@ -1,0 +1,273 @@
+"""Scoring with a registered model: find it in the registry (a ``models:/`` URI, or a config's champion), check
+a data file against the model's raw inputs, predict in chunks with progress, and write the predictions in one
+step (CSV or Parquet). ``automl predict`` and the ``score`` flow both use these; every problem with what the
+user gave is one ``InputError`` line, raised before any output is written or MLflow run is started.
+
+Example:
+    >>> model = load_registered_model("models:/mlp_tabular@champion")
+    >>> predictions = score_rows(model, read_rows(Path("new.csv")))
+    >>> write_predictions(predictions, Path("predictions.parquet"))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from configs import DataError, InputError
+from tasks.preprocessing import Preprocessing, RawInputError, SeriesPreprocessing, TabularPreprocessing
+from tasks.state import LocalState, sqlite_path
+
+logger = logging.getLogger("automl")
+CHUNK_ROWS = 50_000
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+@dataclass
+class RegisteredModel:
+    """A registered model version loaded for scoring, and how it was asked for."""
+
+    uri: str
+    name: str
+    version: str
+    pyfunc: Any  # mlflow.pyfunc.PyFuncModel
+    preprocessing: Preprocessing
+
+    @property
+    def kind(self) -> str:
+        return self.preprocessing.kind
+
+
+def check_registry(state: LocalState, key: str = "--model") -> None:
+    """Fail with one line when the default local registry does not exist yet (instead of creating an empty one)."""
+    path = sqlite_path(state.mlflow_uri)
+    if path is not None and not path.is_file():
+        raise InputError(
+            f"{key}: no MLflow registry at {path}; run a pipeline first, or set MLFLOW_TRACKING_URI or AUTOML_HOME"
+        )
+
+
+def load_registered_model(uri: str, key: str = "--model") -> RegisteredModel:
+    """Resolve ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` in the registry and load it. An unknown model,
+    alias or version, or a model that is not a raw-data model of this pipeline, is one ``InputError`` line."""
+    match = _MODEL_URI.match(uri or "")
+    if match is None:
+        raise InputError(
+            f"{key}: {uri!r} is not a registered model URI; use models:/NAME@ALIAS or models:/NAME/VERSION"
+        )
+    name, alias, number = match["name"], match["alias"], match["version"]
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        known = ", ".join(sorted(m.name for m in client.search_registered_models(max_results=50))) or "none"
+        raise InputError(f"{key}: no registered model {name!r} (registered: {known})") from None
+    try:
+        version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    except MlflowException:
+        what = f"alias {alias!r}" if alias else f"version {number}"
+        raise InputError(f"{key}: model {name!r} has no {what}") from None
+    from tasks.tracking import quiet_mlflow_warnings
+
+    with quiet_mlflow_warnings():
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+    try:
+        preprocessing = pyfunc.unwrap_python_model().preprocessing
+    except (AttributeError, MlflowException):
+        raise InputError(
+            f"{key}: {name} version {version.version} takes no raw rows (registered before raw-data models, or "
+            "not by this pipeline); run the pipeline again to register one"
+        ) from None
+    return RegisteredModel(uri, name, str(version.version), pyfunc, preprocessing)
+
+
+def read_rows(path: Path, key: str = "--data") -> pd.DataFrame:
+    """Read the rows to score (CSV or Parquet); an unreadable or empty file is one line naming it."""
+    from tasks.data_prep import read_table
+
+    return read_table(Path(path), key=key)
+
+
+def check_output(path: Path | None, key: str = "--out") -> None:
+    """Fail before scoring when predictions could not be written to ``path``."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InputError(f"{key}: {path}: the file name must end in .csv or .parquet")
+    if path.is_dir():
+        raise InputError(f"{key}: {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise InputError(f"{key}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{key}: folder {path.parent} is not writable")
+
+
+def check_rows(model: RegisteredModel, frame: pd.DataFrame, rolling: bool, path: Path) -> None:
+    """Every column, type and length problem as one ``DataError`` naming the file and column, before scoring."""
+    pre = model.preprocessing
+    try:
+        if isinstance(pre, TabularPreprocessing):
+            if rolling:
+                raise RawInputError("--rolling is for time-series models; this model scores table rows")
+            if pre.target in frame.columns:
+                raise RawInputError(
+                    f"column {pre.target!r} is the target this model predicts; drop it from the file to score"
+                )
+            pre.check(frame, extra_allowed=False)
+        else:
+            _, values = pre.clean(frame, extra_allowed=False)
+            need = pre.lookback + (pre.horizon if rolling else 0)
+            if len(values) < need:
+                raise RawInputError(
+                    f"too little history: {len(values)} rows; {model.name} needs at least {need} "
+                    f"(lookback {pre.lookback}{f' + horizon {pre.horizon}' if rolling else ''})"
+                )
+    except RawInputError as exc:
+        raise DataError(f"{path}: {exc}") from None
+
+
+def score_rows(
+    model: RegisteredModel,
+    frame: pd.DataFrame,
+    rolling: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Predictions for checked rows. Tables come back as their rows with the prediction columns appended, scored
+    in chunks of ``CHUNK_ROWS`` (``progress(done, total)`` after each); series as the forecast rows."""
+    params = {"rolling": True} if rolling else None
+    if isinstance(model.preprocessing, SeriesPreprocessing):
+        return model.pyfunc.predict(frame, params=params)
+    parts = []
+    for start in range(0, len(frame), CHUNK_ROWS):
+        chunk = frame.iloc[start : start + CHUNK_ROWS]
+        parts.append(model.pyfunc.predict(chunk).set_axis(chunk.index))
+        if progress is not None:
+            progress(min(start + CHUNK_ROWS, len(frame)), len(frame))
+    return pd.concat([frame, pd.concat(parts)], axis=1).reset_index(drop=True)
+
+
+def progress_printer(label: str, write: Callable[[str], Any]) -> Callable[[int, int], None]:
+    """A progress callback writing one line per chunk, only for inputs larger than one chunk."""
+
+    def report(done: int, total: int) -> None:
+        if total > CHUNK_ROWS:
+            write(f"{label}: scored {done:,} of {total:,} rows ({done / total:.0%})")
+
+    return report
+
+
+def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
+    """Write CSV or Parquet (by suffix) to a temporary file beside ``path`` and move it into place, so a failure
+    leaves no partial file and readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if path.suffix.lower() == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def default_output(state: LocalState, config_name: str) -> Path:
+    """A new Parquet file for a scoring run: ``$AUTOML_HOME/predictions/<config name>/<UTC time>.parquet``."""
+    folder = state.home / "predictions" / config_name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{time.monotonic_ns() % 10_000:04d}.parquet"
+
+
+@dataclass
+class ScoringResult:
+    """What one scoring run produced and where it went."""
+
+    rows: int
+    model_name: str
+    model_version: str
+    model_uri: str
+    output: str
+    mlflow_run_id: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def log_scoring_run(
+    experiment_id: str,
+    model: RegisteredModel,
+    data: Path,
+    frame: pd.DataFrame,
+    predictions: pd.DataFrame,
+    output: Path,
+    rolling: bool,
+    seconds: float,
+) -> str:
+    """One MLflow run (role ``score``) in the config's experiment: the model version used, the scored data as an
+    MLflow dataset input, and the predictions as ``predictions.parquet``. Returns its run id."""
+    import warnings
+
+    from tasks.tracking import ROLE, log_frame
+
+    tags = {ROLE: "score", "automl.model_name": model.name, "automl.model_version": model.version}
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"score-{datetime.now(UTC):%Y%m%d-%H%M%S}", tags=tags
+    ) as run:
+        mlflow.log_params(
+            {
+                "model_uri": model.uri,
+                "model_name": model.name,
+                "model_version": model.version,
+                "data_path": str(data),
+                "output_path": str(output),
+                "rolling": rolling,
+            }
+        )
+        mlflow.log_metrics({"rows_scored": len(frame), "predictions": len(predictions), "seconds": seconds})
+        with warnings.catch_warnings():  # MLflow finds two equivalent readers for a local file path
+            warnings.simplefilter("ignore", UserWarning)
+            mlflow.log_input(mlflow.data.from_pandas(frame, source=str(data), name=data.name), context="scoring")
+        log_frame(predictions, "predictions.parquet")
+    return run.info.run_id
+
+
+def scoring_markdown(config_name: str, result: ScoringResult, predictions: pd.DataFrame, preview_rows: int = 10) -> str:
+    """The scoring run as Markdown for the Prefect UI: rows, model version, where the output went, a preview."""
+    preview = predictions.head(preview_rows)
+    header = "| " + " | ".join(map(str, preview.columns)) + " |"
+    rule = "|" + "---|" * len(preview.columns)
+    body = "\n".join("| " + " | ".join(_cell(v) for v in row) + " |" for row in preview.itertuples(index=False))
+    return f"""# Scoring: {config_name}
+
+**Rows:** {result.rows} predictions with `{result.model_name}` version {result.model_version} (`{result.model_uri}`)
+in {result.seconds:.1f}s.
+
+**Output:** `{result.output}`; MLflow run `{result.mlflow_run_id}`.
+
+## Preview (first {len(preview)} rows)
+{header}
+{rule}
+{body}
+"""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.5g}"
+    return str(value).replace("|", "\\|")
