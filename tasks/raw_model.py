@@ -166,20 +166,19 @@ def log_raw_model(module: torch.nn.Module, pre: Preprocessing, raw_rows: pd.Data
     module = module.cpu().eval()
     example = input_example(pre, raw_rows)
     params = {"rolling": False} if isinstance(pre, SeriesPreprocessing) else None
-    with warnings.catch_warnings():  # MLflow's hint about integer columns concerns inputs; ours are "any"
+    with warnings.catch_warnings():  # MLflow's hint about integer columns concerns inputs; ours take "any"
         warnings.simplefilter("ignore", UserWarning)
         inferred = infer_signature(example, predict_raw(module, pre, example), params=params)
-    signature = ModelSignature(input_schema(pre), inferred.outputs, inferred.params)
-    return Model.log(
-        artifact_path=None,
-        name=name,
-        flavor=_RawModelFlavor,
-        flavor_name="python_function",
-        torch_module=module,
-        preprocessing=pre,
-        signature=signature,
-        input_example=example,
-    )
+        return Model.log(
+            artifact_path=None,
+            name=name,
+            flavor=_RawModelFlavor,
+            flavor_name="python_function",
+            torch_module=module,
+            preprocessing=pre,
+            signature=ModelSignature(input_schema(pre), inferred.outputs, inferred.params),
+            input_example=example,
+        )
 
 
 class _RawModelFlavor:

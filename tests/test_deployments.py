@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -130,13 +131,15 @@ def served(prefect_server, tmp_path_factory):
     work = tmp_path_factory.mktemp("served")
     data = work / "demand.csv"
     make_series(200).to_csv(data, index=False)
+    make_series(200).tail(40).to_csv(work / "latest.csv", index=False)
     config = write_config(
         work,
         data,
         name="tiny_served",
         search={"n_trials": 2, "epochs": 1},
         final={"epochs": 1, "patience": 1},
-        schedule={"cron": "30 1 * * *"},
+        schedule={"cron": "30 1 * * *", "score_cron": "45 3 * * *"},
+        score={"data": "latest.csv"},
     )
     env = {
         **os.environ,
@@ -156,15 +159,18 @@ def served(prefect_server, tmp_path_factory):
     )
     api = _Api(base_url=f"{prefect_server}/api", timeout=30)
 
-    def deployment():
-        response = api.get("/deployments/name/automl-pipeline/tiny_served")
+    def deployment(flow: str = "automl-pipeline"):
+        response = api.get(f"/deployments/name/{flow}/tiny_served")
         return response.json() if response.status_code == 200 else None
 
     try:
         found = _wait(deployment, 120, "automl serve to register its deployment")
+        scoring = _wait(lambda: deployment("automl-score"), 60, "automl serve to register its scoring deployment")
         yield {
             "api": api,
             "deployment": found,
+            "score_deployment": scoring,
+            "work": work,
             "config": config,
             "state": work / "state",
             "ui": prefect_server,
@@ -242,6 +248,45 @@ def test_a_custom_run_completes_and_lands_in_mlflow_and_prefect(served):
     }
     names = {t["name"].rsplit("-", 1)[0] for t in api.post("/task_runs/filter", json=body).json()}
     assert {"data_prep", "warm_start", "final_train"} <= names
+
+
+def test_a_scoring_run_writes_predictions_and_records_them_in_mlflow_and_prefect(served):
+    api, scoring = served["api"], served["score_deployment"]
+    assert [s["schedule"]["cron"] for s in scoring["schedules"]] == ["45 3 * * *"]
+    assert scoring["parameters"] == {"config_path": str(served["config"].resolve())}
+    properties = scoring["parameter_openapi_schema"]["properties"]
+    assert {"data_path", "output_path", "model_alias", "rolling"} <= set(properties)
+    assert "rows to score" in properties["data_path"]["description"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{served['state'] / 'mlflow.db'}")
+    if not _pipeline_runs(served["state"]):  # this test alone: make a champion first
+        assert _finished(api, _run(api, served["deployment"]["id"], {}))["state"]["type"] == "COMPLETED"
+    champion = client.get_model_version_by_alias("tiny_served", "champion")
+
+    out = served["work"] / "scored.parquet"
+    run_id = _run(api, scoring["id"], {"output_path": str(out), "rolling": True})
+    run = _finished(api, run_id)
+    assert run["state"]["type"] == "COMPLETED", (run["state"], served["log"].read_text()[-3000:])
+    predictions = pd.read_parquet(out)
+    assert len(predictions) == (40 - 8 - 2 + 1) * 2  # score.data (40 rows), rolling: every window, 2 steps each
+    assert {"origin", "week", "step", "prediction", "actual"} <= set(predictions.columns)
+
+    experiment = client.get_experiment_by_name("tiny_served").experiment_id
+    scored = client.search_runs([experiment], "tags.`automl.role` = 'score'")
+    assert len(scored) == 1 and scored[0].info.status == "FINISHED"
+    assert scored[0].data.params["model_version"] == str(champion.version)
+    assert scored[0].data.params["output_path"] == str(out) and scored[0].data.metrics["predictions"] == len(
+        predictions
+    )
+    assert "predictions.parquet" in {f.path for f in client.list_artifacts(scored[0].info.run_id)}
+
+    body = {"artifacts": {"flow_run_id": {"any_": [run_id]}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"}
+    markdown = {a["key"]: a for a in api.post("/artifacts/filter", json=body).json()}["tiny-served-scoring"]["data"]
+    assert f"**Rows:** {len(predictions)} predictions" in markdown and f"version {champion.version}" in markdown
+    assert "## Preview" in markdown
+
+    missing = _finished(api, _run(api, scoring["id"], {"data_path": str(served["work"] / "nope.csv")}))
+    assert missing["state"]["name"] == "InvalidInput" and "data_path: no such file" in missing["state"]["message"]
+    assert len(client.search_runs([experiment], "tags.`automl.role` = 'score'")) == 1  # no run for bad input
 
 
 def test_an_invalid_parameter_fails_with_one_line_and_leaves_no_run_running(served):

@@ -1,0 +1,551 @@
+"""Using the champion: the registered model takes raw rows (series history or table rows) and reproduces the
+test predictions and metrics the pipeline logged, in a fresh process, for an LSTM, a Transformer and an MLP;
+``automl predict`` scores files and rejects bad input with one line; ``mlflow models serve`` answers raw JSON
+rows; the champion alias has a history and can be moved back. Real MLflow registry, no mocks."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.cli import main
+from tests.helpers import REPO, make_series, write_config
+from tests.test_cli import AUTOML
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+
+TINY_TRANSFORMER_SPACE = {
+    "d_model": {"type": "categorical", "choices": [8, 16]},
+    "nhead": {"type": "categorical", "choices": [2]},
+    "num_layers": {"type": "categorical", "choices": [1]},
+    "dim_feedforward": {"type": "int", "low": 16, "high": 32, "step": 16},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.2},
+    "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    "batch_size": {"type": "categorical", "choices": [32]},
+}
+TINY_MLP_SPACE = {
+    "hidden_size": {"type": "int", "low": 16, "high": 32, "step": 16},
+    "num_layers": {"type": "int", "low": 1, "high": 2},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.2},
+    "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-4, "log": True},
+    "batch_size": {"type": "categorical", "choices": [32]},
+}
+
+
+@pytest.fixture(scope="module")
+def champions(prefect_api, tmp_path_factory):
+    """Three tiny pipelines (LSTM and Transformer on a series with a covariate and gaps, MLP on the penguins with
+    missing values and categories) in one state folder, the LSTM twice (two versions of one model)."""
+    from flows.pipeline import automl_pipeline
+
+    work = tmp_path_factory.mktemp("champions")
+    series = work / "sales.csv"
+    make_series(220).to_csv(series, index=False)
+    quick = {
+        "search": {"n_trials": 2, "epochs": 1},
+        "final": {"epochs": 2, "patience": 1},
+        "warm_start": {"enabled": False},
+    }
+    configs = {
+        "lstm": write_config(work, series, **quick),
+        "transformer": write_config(
+            work,
+            series,
+            name="tiny_transformer",
+            model={"family": "transformer"},
+            **{**quick, "search": {**quick["search"], "space": TINY_TRANSFORMER_SPACE}},
+        ),
+        "mlp": write_config(
+            work,
+            REPO / "configs" / "data" / "penguins.csv",
+            name="tiny_penguins",
+            model={"family": "mlp"},
+            data={"path": str(REPO / "configs" / "data" / "penguins.csv"), "target": "species", "time_column": None},
+            **{**quick, "search": {**quick["search"], "space": TINY_MLP_SPACE}},
+        ),
+    }
+    state = work / "state"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOML_HOME", str(state))
+        summaries = {family: automl_pipeline(config_path=str(path)) for family, path in configs.items()}
+        second = automl_pipeline(config_path=str(configs["lstm"]), overrides=["seed=8"])
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for summary in [*summaries.values(), second]:
+        assert isinstance(summary, dict) and summary["status"] == "completed", summary
+    return {
+        "work": work,
+        "state": state,
+        "series": series,
+        "configs": configs,
+        "summaries": summaries,
+        "second": second,
+    }
+
+
+def _client(champions) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{champions['state'] / 'mlflow.db'}")
+
+
+FRESH_PROCESS_CHECK = r"""
+import json, sys
+import mlflow, numpy as np, pandas as pd
+from mlflow.models import Model
+from mlflow.tracking import MlflowClient
+from sklearn import metrics
+
+cases, out = json.loads(sys.argv[1]), {}
+client = MlflowClient()
+for case in cases:
+    model = mlflow.pyfunc.load_model(case["uri"])
+    run = client.get_run(case["final_run_id"])
+    logged = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/test_predictions.parquet"))
+    rows = pd.read_parquet(case["rows"]) if case["rows"].endswith(".parquet") else pd.read_csv(case["rows"])
+    if case["kind"] == "series":
+        got = model.predict(rows, params={"rolling": True})
+        assert list(got.columns) == list(logged.columns), (got.columns, logged.columns)
+        error = got["prediction"].to_numpy() - got["actual"].to_numpy()
+        mine = {"rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error)))}
+        diff = float(np.max(np.abs(got["prediction"].to_numpy() - logged["prediction"].to_numpy())))
+        same_times = bool((got[case["time_column"]] == logged[case["time_column"]]).all())
+    else:
+        truth = rows.pop(case["target"])
+        got = model.predict(rows)
+        proba = [c for c in got.columns if c.startswith("proba_")]
+        diff = float(np.max(np.abs(got[proba].to_numpy() - logged[proba].to_numpy())))
+        mine = {
+            "accuracy": float(metrics.accuracy_score(truth, got["prediction"])),
+            "f1_macro": float(metrics.f1_score(truth, got["prediction"], average="macro")),
+        }
+        same_times = bool((got["prediction"].to_numpy() == logged["prediction"].to_numpy()).all())
+    torch_module = mlflow.pytorch.load_model(case["uri"])
+    local = mlflow.artifacts.download_artifacts(case["uri"])
+    out[case["family"]] = {
+        "rows": len(got), "logged_rows": len(logged), "max_abs_diff": diff, "metrics": mine,
+        "logged": {k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")},
+        "same_index": same_times, "torch": type(torch_module).__name__,
+        "inputs": model.metadata.get_input_schema().input_names(),
+        "example": Model.load(local).load_input_example(local).columns.tolist(),
+    }
+out["imported"] = sorted({"prefect", "optuna", "hyperopt"} & {m.split(".")[0] for m in sys.modules})
+print(json.dumps(out))
+"""
+
+
+def _series_test_history(champions, summary) -> Path:
+    """The raw rows that hold every test window: the CSV ordered by time, from ``lookback`` rows before the test
+    split (its size from the data card) to the end. Built here from the file, not taken from the pipeline."""
+    mlflow.set_tracking_uri(summary["mlflow_tracking_uri"])
+    client = _client(champions)
+    stage = client.search_runs(
+        [client.get_experiment_by_name(summary["experiment"]).experiment_id],
+        f"tags.`mlflow.parentRunId` = '{summary['pipeline_run_id']}' and tags.`automl.stage` = 'data_prep'",
+    )[0]
+    card = mlflow.artifacts.load_dict(f"runs:/{stage.info.run_id}/data_card.json")
+    frame = pd.read_csv(champions["series"]).sort_values("week")
+    start = card["rows"]["train"] + card["rows"]["val"] - card["lookback"]
+    path = champions["work"] / f"{summary['experiment']}-history.csv"
+    frame.iloc[start:].to_csv(path, index=False)
+    return path
+
+
+def _stage_run(champions, summary, stage: str):
+    client = _client(champions)
+    return client.search_runs(
+        [client.get_experiment_by_name(summary["experiment"]).experiment_id],
+        f"tags.`mlflow.parentRunId` = '{summary['pipeline_run_id']}' and tags.`automl.stage` = '{stage}'",
+    )[0]
+
+
+def test_the_champion_reproduces_the_logged_test_predictions_in_a_fresh_process(champions):
+    cases = []
+    client = _client(champions)
+    for family, summary in champions["summaries"].items():
+        name = summary["registered_model"]["name"]
+        champion = client.get_model_version_by_alias(name, "champion")  # its run: the final_train stage that made it
+        final = client.get_run(champion.run_id)
+        if family == "mlp":
+            prep = _stage_run(champions, summary, "data_prep")
+            rows = mlflow.artifacts.download_artifacts(
+                f"runs:/{prep.info.run_id}/splits/test.parquet", dst_path=str(champions["work"] / "mlp-test")
+            )
+            kind = "tabular"
+        else:
+            rows, kind = str(_series_test_history(champions, summary)), "series"
+        cases.append(
+            {
+                "family": family,
+                "uri": f"models:/{name}@champion",
+                "final_run_id": final.info.run_id,
+                "rows": rows,
+                "kind": kind,
+                "target": "species",
+                "time_column": "week",
+            }
+        )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{champions['state'] / 'mlflow.db'}"}
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS_CHECK, json.dumps(cases)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=champions["work"],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checked = json.loads(result.stdout.strip().splitlines()[-1])
+    assert checked.pop("imported") == []  # the served model needs neither Prefect nor Optuna nor hyperopt
+    for family, outcome in checked.items():
+        logged = outcome["logged"]
+        assert outcome["rows"] == outcome["logged_rows"] > 0, family
+        assert outcome["max_abs_diff"] < 1e-5, family
+        assert outcome["same_index"], family
+        for metric, value in outcome["metrics"].items():
+            assert value == pytest.approx(logged[metric], rel=1e-5, abs=1e-7), (family, metric)
+        assert outcome["torch"] in {"LSTMRegressor", "TransformerRegressor", "MLP"}
+    assert checked["lstm"]["inputs"] == checked["lstm"]["example"] == ["week", "sales", "temperature"]
+    assert (
+        checked["mlp"]["inputs"]
+        == checked["mlp"]["example"]
+        == [
+            "island",
+            "bill_length_mm",
+            "bill_depth_mm",
+            "flipper_length_mm",
+            "body_mass_g",
+            "sex",
+            "year",
+        ]
+    )
+    # the pipeline's experiments open on their runs in MLflow 3's UI (not its GenAI view)
+    experiment = _client(champions).get_experiment_by_name("tiny_lstm")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_automl_predict_writes_a_forecast_and_table_predictions(champions, tmp_path):
+    history = tmp_path / "recent.csv"
+    pd.read_csv(champions["series"]).tail(30).to_csv(history, index=False)
+    out = tmp_path / "forecast.parquet"
+    result = subprocess.run(
+        [
+            AUTOML,
+            "predict",
+            "--model",
+            "models:/tiny_lstm@champion",
+            "--data",
+            str(history),
+            "--out",
+            str(out),
+            "--json",
+        ],
+        env={**os.environ, "AUTOML_HOME": str(champions["state"])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    version = _client(champions).get_model_version_by_alias("tiny_lstm", "champion").version
+    assert record == {
+        "rows": 2,
+        "model_uri": "models:/tiny_lstm@champion",
+        "model_name": "tiny_lstm",
+        "model_version": int(version),
+        "out": str(out),
+    }
+    forecast = pd.read_parquet(out)
+    last = pd.Timestamp(pd.read_csv(history)["week"].iloc[-1])
+    assert list(forecast.columns) == ["origin", "week", "step", "prediction"]
+    assert forecast["week"].tolist() == [last + pd.Timedelta(days=7), last + pd.Timedelta(days=14)]
+    assert forecast["step"].tolist() == [1, 2] and forecast["prediction"].between(5, 20).all()
+
+
+def test_automl_predict_reads_the_config_champion_and_rolls_over_history(champions, monkeypatch, capsys):
+    monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
+    rows = champions["work"] / "some-penguins.csv"
+    pd.read_csv(REPO / "configs" / "data" / "penguins.csv").drop(columns="species").head(7).to_csv(rows, index=False)
+    assert main(["predict", "--config", str(champions["configs"]["mlp"]), "--data", str(rows)]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(table) == 7 and {"island", "prediction", "proba_Adelie", "proba_Chinstrap", "proba_Gentoo"} <= set(
+        table.columns
+    )
+    assert np.allclose(table.filter(like="proba_").sum(axis=1), 1.0, atol=1e-5)
+    assert set(table["prediction"]) <= {"Adelie", "Chinstrap", "Gentoo"}
+
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                "models:/tiny_lstm@champion",
+                "--data",
+                str(champions["series"]),
+                "--rolling",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(lines[-1])["rows"] == (220 - 8 - 2 + 1) * 2  # every window of the history, 2 steps each
+    rolled = pd.read_csv(io.StringIO("\n".join(lines[:-1])))
+    assert list(rolled.columns) == ["origin", "week", "step", "prediction", "actual"]
+
+
+def _write(path: Path, frame: pd.DataFrame | None) -> str:
+    if frame is None:
+        path.write_text("")
+    else:
+        frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _history(n: int = 30) -> pd.DataFrame:
+    return make_series(220).tail(n).reset_index(drop=True)
+
+
+PENGUINS = REPO / "configs" / "data" / "penguins.csv"
+LSTM = "models:/tiny_lstm@champion"
+MLP = "models:/tiny_penguins@champion"
+BAD_PREDICT_INPUTS = {
+    "missing column": (LSTM, lambda: _history().drop(columns="temperature"), [], "column 'temperature' is missing"),
+    "extra column": (LSTM, lambda: _history().assign(store=1), [], "column 'store' is not an input of this model"),
+    "wrong type": (
+        LSTM,
+        lambda: _history().astype({"sales": object}).assign(sales=lambda f: f["sales"].where(f.index != 3, "lots")),
+        [],
+        "column 'sales' must be numeric; found 'lots'",
+    ),
+    "too little history": (LSTM, lambda: _history(5), [], "too little history: 5 rows; tiny_lstm needs at least 8"),
+    "too little history to roll": (
+        LSTM,
+        lambda: _history(9),
+        ["--rolling"],
+        "needs at least 10 (lookback 8 + horizon 2)",
+    ),
+    "unparseable time": (
+        LSTM,
+        lambda: _history().assign(week=lambda f: f["week"].where(f.index != 2, "someday")),
+        [],
+        "column 'week' is not a date/time",
+    ),
+    "duplicate time": (
+        LSTM,
+        lambda: _history().assign(week=lambda f: f["week"].where(f.index != 2, f["week"][1])),
+        [],
+        "column 'week' has duplicate timestamps",
+    ),
+    "empty file": (LSTM, lambda: None, [], "the file is empty"),
+    "header only": (LSTM, lambda: _history().head(0), [], "no data rows"),
+    "unknown model": ("models:/no_such_model@champion", _history, [], "no registered model 'no_such_model'"),
+    "unknown alias": ("models:/tiny_lstm@gold", _history, [], "model 'tiny_lstm' has no alias 'gold'"),
+    "unknown version": ("models:/tiny_lstm/99", _history, [], "model 'tiny_lstm' has no version 99"),
+    "not a model uri": ("runs:/abc/model", _history, [], "is not a registered model URI"),
+    "target in a table": (
+        MLP,
+        lambda: pd.read_csv(PENGUINS).head(5),
+        [],
+        "column 'species' is the target this model predicts",
+    ),
+    "category model asked to roll": (
+        MLP,
+        lambda: pd.read_csv(PENGUINS).drop(columns="species").head(5),
+        ["--rolling"],
+        "--rolling is for time-series models",
+    ),
+    "text in a numeric column": (
+        MLP,
+        lambda: (
+            pd.read_csv(PENGUINS)
+            .drop(columns="species")
+            .head(5)
+            .astype({"body_mass_g": object})
+            .assign(body_mass_g="heavy")
+        ),
+        [],
+        "column 'body_mass_g' must be numeric; found 'heavy'",
+    ),
+    "output not csv or parquet": (LSTM, _history, ["--out", "{tmp}/preds.xlsx"], "must end in .csv or .parquet"),
+    "output in a missing folder": (LSTM, _history, ["--out", "{tmp}/nowhere/preds.csv"], "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PREDICT_INPUTS))
+def test_bad_predict_input_is_one_line_exit_2_and_writes_nothing(case, champions, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
+    model, frame, extra, message = BAD_PREDICT_INPUTS[case]
+    data = _write(tmp_path / "rows.csv", frame())
+    out = tmp_path / "preds.csv"
+    extra = [arg.format(tmp=tmp_path) for arg in extra]
+    args = ["predict", "--model", model, "--data", data, *(extra if "--out" in extra else [*extra, "--out", str(out)])]
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: "), captured.err
+    assert message in captured.err and "Traceback" not in captured.err
+    assert captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv"]  # nothing written, not even a temp file
+
+
+def test_predict_without_a_registry_creates_none(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "state"))
+    data = _write(tmp_path / "rows.csv", _history())
+    assert main(["predict", "--model", LSTM, "--data", data]) == 2
+    assert "no MLflow registry at" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+
+
+def test_champion_history_records_every_move_and_set_rolls_back(champions, monkeypatch, capsys):
+    monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
+    first, second = champions["summaries"]["lstm"], champions["second"]
+    assert (first["registered_model"]["version"], second["registered_model"]["version"]) == (1, 2)
+    client = _client(champions)
+    before = str(client.get_model_version_by_alias("tiny_lstm", "champion").version)
+    other = "1" if before == "2" else "2"
+
+    assert main(["champion", "set", "tiny_lstm", other, "--note", "trying it"]) == 0
+    assert main(["champion", "set", "tiny_lstm", before, "--note", "rollback"]) == 0
+    assert str(client.get_model_version_by_alias("tiny_lstm", "champion").version) == before
+    capsys.readouterr()
+
+    assert main(["champion", "history", "tiny_lstm", "--json"]) == 0
+    moves = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert moves[0]["from_version"] is None and moves[0]["to_version"] == "1"
+    assert moves[0]["by"] == f"pipeline run {first['pipeline_run_id']}"
+    assert moves[0]["pipeline_run_id"] == first["pipeline_run_id"]
+    assert moves[0]["metric"] == "rmse" and moves[0]["value"] == pytest.approx(first["test_metrics"]["rmse"])
+    if second["champion"]:  # the second run beat the first: its move is recorded with both metric values
+        assert moves[1]["from_version"] == "1" and moves[1]["to_version"] == "2"
+        assert moves[1]["previous_value"] == pytest.approx(first["test_metrics"]["rmse"])
+    assert [(m["from_version"], m["to_version"], m["note"]) for m in moves[-2:]] == [
+        (before, other, "trying it"),
+        (other, before, "rollback"),
+    ]
+    assert moves[-1]["by"].startswith("automl champion set (")
+    assert len(moves) == 1 + int(second["champion"]) + 2
+
+    assert main(["champion", "history", "tiny_lstm"]) == 0
+    table = capsys.readouterr().out
+    assert "rollback" in table and f"pipeline run {first['pipeline_run_id']}" in table
+
+    assert main(["champion", "set", "tiny_lstm", "42"]) == 2
+    assert "model 'tiny_lstm' has no version '42'" in capsys.readouterr().err
+    assert main(["champion", "history", "nobody"]) == 2
+    assert "no registered model 'nobody'" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(model_uri: str, champions) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{champions['state'] / 'mlflow.db'}",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # the server runs uvicorn from the venv
+    }
+    process = subprocess.Popen(
+        [
+            BIN / "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _wait_until_up(process: subprocess.Popen, url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"mlflow models serve exited: {process.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"mlflow models serve did not answer on {url}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    import signal
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_mlflow_models_serve_answers_raw_json_rows_for_both_kinds(champions):
+    servers = [_serve("models:/tiny_lstm@champion", champions), _serve("models:/tiny_penguins@champion", champions)]
+    try:
+        for process, url in servers:  # both start at once; wait for each
+            _wait_until_up(process, url)
+        (_, series_url), (_, table_url) = servers
+
+        history = _history(12)
+        records = json.loads(history.to_json(orient="records"))  # JSON as a client sends it
+        answer = httpx.post(f"{series_url}/invocations", json={"dataframe_records": records}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        forecast = answer.json()["predictions"]
+        assert [row["step"] for row in forecast] == [1, 2]
+        last = pd.Timestamp(history["week"].iloc[-1])
+        assert [pd.Timestamp(row["week"]) for row in forecast] == [last + pd.Timedelta(days=7 * k) for k in (1, 2)]
+        rolled = httpx.post(
+            f"{series_url}/invocations", json={"dataframe_records": records, "params": {"rolling": True}}, timeout=60
+        ).json()["predictions"]
+        assert len(rolled) == (12 - 8 - 2 + 1) * 2 and all("actual" in row for row in rolled)
+        bad = httpx.post(
+            f"{series_url}/invocations",
+            json={"dataframe_records": json.loads(history.drop(columns="temperature").to_json(orient="records"))},
+            timeout=60,
+        )
+        assert bad.status_code == 400 and "temperature" in bad.json()["message"]
+
+        penguins = pd.read_csv(PENGUINS).drop(columns="species").iloc[[0, 3, 150, 300]]  # row 3 has missing values
+        body = {"dataframe_split": json.loads(penguins.to_json(orient="split", index=False))}
+        answer = httpx.post(f"{table_url}/invocations", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        rows = answer.json()["predictions"]
+        assert len(rows) == 4 and all(row["prediction"] in {"Adelie", "Chinstrap", "Gentoo"} for row in rows)
+        assert all(abs(sum(v for k, v in row.items() if k.startswith("proba_")) - 1) < 1e-5 for row in rows)
+
+        mlflow.set_tracking_uri(f"sqlite:///{champions['state'] / 'mlflow.db'}")
+        local = mlflow.pyfunc.load_model("models:/tiny_penguins@champion").predict(penguins)
+        assert [row["proba_Gentoo"] for row in rows] == pytest.approx(local["proba_Gentoo"].tolist(), abs=1e-6)
+    finally:
+        for process, _ in servers:
+            _stop(process)
