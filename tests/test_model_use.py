@@ -278,8 +278,15 @@ def test_automl_predict_reads_the_config_champion_and_rolls_over_history(champio
     monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
     rows = champions["work"] / "some-penguins.csv"
     pd.read_csv(REPO / "configs" / "data" / "penguins.csv").drop(columns="species").head(7).to_csv(rows, index=False)
+    monkeypatch.setattr("tasks.scoring.CHUNK_ROWS", 3)  # a "large" file: scored in chunks, a progress line each
     assert main(["predict", "--config", str(champions["configs"]["mlp"]), "--data", str(rows)]) == 0
-    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    captured = capsys.readouterr()
+    assert [line.split(": ", 1)[1] for line in captured.err.strip().splitlines()] == [
+        "scored 3 of 7 rows (43%)",
+        "scored 6 of 7 rows (86%)",
+        "scored 7 of 7 rows (100%)",
+    ]
+    table = pd.read_csv(io.StringIO(captured.out))
     assert len(table) == 7 and {"island", "prediction", "proba_Adelie", "proba_Chinstrap", "proba_Gentoo"} <= set(
         table.columns
     )

@@ -35,12 +35,11 @@ def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
     """Log plots, importances and the trials table to the active MLflow run; returns the importances."""
     import optuna.visualization as interactive
     import optuna.visualization.matplotlib as static
-    from optuna.importance import FanovaImportanceEvaluator
 
     from tasks.plotting import plt
 
     importances = param_importances(study, seed)
-    evaluator = FanovaImportanceEvaluator(seed=seed)
+    evaluator = _computed(importances)  # the plots draw these instead of fitting fANOVA twice more
     plots = {
         "optimization_history": ({}, True),
         "param_importances": ({"evaluator": evaluator}, bool(importances)),
@@ -74,3 +73,14 @@ def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
         log_frame(table, "trials.parquet")
         log_frame(table, "trials.csv")
     return importances
+
+
+def _computed(importances: dict[str, float]):
+    """An Optuna importance evaluator that returns importances computed once already."""
+    from optuna.importance import BaseImportanceEvaluator
+
+    class Computed(BaseImportanceEvaluator):
+        def evaluate(self, study: optuna.Study, params: list[str] | None = None, *, target=None) -> dict[str, float]:
+            return {k: v for k, v in importances.items() if params is None or k in params}
+
+    return Computed()
