@@ -38,6 +38,7 @@ logger = logging.getLogger("automl")
 # Series need at least this many windows in each split to train, validate and test on.
 MIN_WINDOWS = {"train": 8, "val": 2, "test": 2}
 MAX_CATEGORIES = 30
+MAX_ABS_VALUE = 1e30  # larger numbers in a numeric column are data errors (overflow in float32 and in squared errors)
 AUTO_CLASSIFICATION_MAX_CLASSES = 10
 
 
@@ -131,7 +132,23 @@ def plan_data(frame: pd.DataFrame, cfg: PipelineConfig) -> DataPlan:
         if not features:
             raise DataError(f"data.path: no feature columns besides the target {data.target!r}")
         _check_tabular_size(frame, target, cfg, task)
+    numeric_inputs = [c for c in features if c not in categorical and c != data.target]
+    _check_finite(frame, ([data.target] if task == "regression" else []) + numeric_inputs)
     return DataPlan(kind=family.kind, task=task, features=features, categorical=categorical, dropped=dropped)
+
+
+def _check_finite(frame: pd.DataFrame, columns: list[str]) -> None:
+    """Infinite or absurdly large numbers overflow the float32 tensors and the squared errors (a NaN loss, a NaN
+    test metric): refuse them up front, naming the column and the data row."""
+    for name in columns:
+        values = pd.to_numeric(frame[name], errors="coerce").astype(float)
+        bad = values.index[values.notna() & ~(values.abs() <= MAX_ABS_VALUE)]
+        if len(bad):
+            row, value = frame.index.get_loc(bad[0]) + 1, float(values[bad[0]])
+            raise DataError(
+                f"column {name!r}: data row {row} holds {value!r}; values must be finite and at most "
+                f"{MAX_ABS_VALUE:g} in size"
+            )
 
 
 def prepare(

@@ -7,6 +7,7 @@ in: it carries data prep's fitted preprocessing), and register it.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +36,13 @@ from tasks.tracking import FINGERPRINT, PipelineRun, log_frame, quiet_mlflow_war
 
 logger = logging.getLogger("automl")
 TEST_PREDICTIONS = "test_predictions.parquet"
+MAX_CONFUSION_CLASSES = 30  # beyond this a confusion matrix is unreadable; per_class_metrics.csv says it all
 # The test metric that decides champions, and whether lower is better.
 PRIMARY_METRIC = {"regression": ("rmse", True), "classification": ("f1_macro", False)}
+
+
+class NonFiniteMetric(RuntimeError):
+    """The tuned model's test metric is NaN or infinite: nothing is registered."""
 
 
 @dataclass
@@ -161,12 +167,18 @@ def final_train(
             "naive": naive_predictions(prepared),
         }
         scores = {name: score(prepared.task, y_true, pred) for name, pred in predictions.items()}
-        _log_curves(fitted, default_fit)
-        _log_predictions(prepared, y_true, predictions)
         mlflow.log_metrics({f"test_{k}": v for k, v in scores["tuned"].items()})
         for baseline in ("default_config", "naive"):
             mlflow.log_metrics({f"baseline_{baseline}_{k}": v for k, v in scores[baseline].items()})
         mlflow.log_metrics({"val_loss": fitted.best_val_loss, "epochs_run": len(fitted.val_loss)})
+        primary, _ = PRIMARY_METRIC[prepared.task]
+        if not math.isfinite(scores["tuned"][primary]):
+            raise NonFiniteMetric(
+                f"test {primary} of the tuned model is {scores['tuned'][primary]}; a model whose test metric is not "
+                "finite is neither registered nor made champion"
+            )
+        _log_curves(fitted, default_fit)
+        _log_predictions(prepared, y_true, predictions)
         raw_predictions = raw_test_predictions(model, prepared, predictions["tuned"])
         log_frame(raw_predictions, TEST_PREDICTIONS)
         with quiet_mlflow_warnings():
@@ -176,7 +188,6 @@ def final_train(
             registered, champion, note = register(
                 model_info.model_uri, cfg.registry.model_name or cfg.name, prepared, scores["tuned"], pipeline
             )
-        primary, _ = PRIMARY_METRIC[prepared.task]
         logger.info(
             "test %s: tuned %.5g | default config %.5g | naive %.5g",
             primary,
@@ -273,14 +284,9 @@ def _log_curves(tuned: FitResult, default: FitResult) -> None:
 
 def _log_predictions(prepared: PreparedData, y_true: np.ndarray, predictions: dict[str, np.ndarray]) -> None:
     if prepared.task == "classification":
-        from sklearn.metrics import ConfusionMatrixDisplay
-
-        display = ConfusionMatrixDisplay.from_predictions(
-            y_true, predictions["tuned"].argmax(axis=1), display_labels=[str(c) for c in prepared.classes or []]
-        )
-        display.ax_.set_title("Test set: tuned model")
-        figure = display.figure_
-    elif prepared.kind == "series":
+        _log_classification(prepared, y_true, predictions["tuned"])
+        return
+    if prepared.kind == "series":
         figure, ax = plt.subplots(figsize=(10, 4.5))
         x = np.arange(len(y_true))
         ax.plot(x, y_true[:, 0], label="actual", color="black")
@@ -299,3 +305,26 @@ def _log_predictions(prepared: PreparedData, y_true: np.ndarray, predictions: di
     figure.tight_layout()
     mlflow.log_figure(figure, "plots/predicted_vs_actual.png")
     plt.close(figure)
+
+
+def _log_classification(prepared: PreparedData, y_true: np.ndarray, proba: np.ndarray) -> None:
+    """Per-class precision, recall, F1 and support (every class, also those absent from the test split or never
+    predicted), and a confusion matrix over all classes when there are at most ``MAX_CONFUSION_CLASSES``."""
+    from sklearn.metrics import ConfusionMatrixDisplay, classification_report
+
+    names = [str(c) for c in prepared.classes or []]
+    labels = list(range(len(names)))
+    chosen = proba.argmax(axis=1)
+    report = classification_report(y_true, chosen, labels=labels, target_names=names, output_dict=True, zero_division=0)
+    per_class = pd.DataFrame([{"class": name, **report[name]} for name in names])
+    log_frame(per_class, "per_class_metrics.csv")
+    if len(names) > MAX_CONFUSION_CLASSES:
+        return
+    display = ConfusionMatrixDisplay.from_predictions(
+        y_true, chosen, labels=labels, display_labels=names, xticks_rotation=45 if len(names) > 8 else "horizontal"
+    )
+    display.ax_.set_title("Test set: tuned model")
+    display.figure_.set_size_inches(max(5.5, 0.45 * len(names) + 2), max(5.5, 0.45 * len(names) + 2))
+    display.figure_.tight_layout()
+    mlflow.log_figure(display.figure_, "plots/predicted_vs_actual.png")
+    plt.close(display.figure_)

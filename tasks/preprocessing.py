@@ -31,12 +31,18 @@ def _coerce_numeric(column: pd.Series, name: str) -> pd.Series:
     if pd.api.types.is_bool_dtype(column):
         raise RawInputError(f"column {name!r} must be numeric (got booleans)")
     if pd.api.types.is_numeric_dtype(column):
-        return column.astype(float)
-    coerced = pd.to_numeric(column, errors="coerce")
-    bad = column[coerced.isna() & column.notna()]
-    if len(bad):
-        raise RawInputError(f"column {name!r} must be numeric; found {bad.iloc[0]!r} at row index {bad.index[0]}")
-    return coerced.astype(float)
+        numbers = column.astype(float)
+    else:
+        numbers = pd.to_numeric(column, errors="coerce").astype(float)
+        bad = column[numbers.isna() & column.notna()]
+        if len(bad):
+            raise RawInputError(f"column {name!r} must be numeric; found {bad.iloc[0]!r} at row index {bad.index[0]}")
+    infinite = numbers[numbers.notna() & ~np.isfinite(numbers)]
+    if len(infinite):
+        raise RawInputError(
+            f"column {name!r} holds {float(infinite.iloc[0])!r} at row index {infinite.index[0]}; not a number"
+        )
+    return numbers
 
 
 def _require_columns(frame: pd.DataFrame, expected: list[str], extra_allowed: bool) -> None:

@@ -134,6 +134,22 @@ CASES = {
         "data.path: cannot read",
     ),
     "unsupported file type": (_data(lambda t: _file(t, "data.xlsx", b"\x00\x01")), "unsupported file type '.xlsx'"),
+    "infinite target": (
+        _data(lambda t: _series(t, make_series().assign(sales=lambda f: f["sales"].where(f.index != 30, np.inf)))),
+        "column 'sales': data row 31 holds inf; values must be finite",
+    ),
+    "absurdly large target": (
+        _data(lambda t: _series(t, make_series().assign(sales=lambda f: f["sales"].where(f.index != 9, 1e308)))),
+        "column 'sales': data row 10 holds 1e+308",
+    ),
+    "infinite covariate": (
+        _data(
+            lambda t: _series(
+                t, make_series().assign(temperature=lambda f: f["temperature"].where(f.index != 4, -np.inf))
+            )
+        ),
+        "column 'temperature': data row 5 holds -inf",
+    ),
     "missing target column": (
         lambda t: ["--set", "data.target=price"],
         "data.target: column 'price' not found in co2_weekly.csv",

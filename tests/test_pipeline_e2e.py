@@ -194,3 +194,25 @@ def test_a_failed_late_stage_resumes_without_redoing_finished_stages(
         t.name.split("-")[0]: t.state.name for t in task_runs if t.name.split("-")[0] in ("data_prep", "warm_start")
     }
     assert by_name == {"data_prep": "Cached", "warm_start": "Cached"}
+
+
+def test_a_model_whose_test_metric_is_not_finite_is_not_registered(
+    prefect_api, home, series_csv, tmp_path, monkeypatch
+):
+    import tasks.final_train as final_train
+    from tests.helpers import write_config
+
+    config = write_config(tmp_path, series_csv, search={"n_trials": 1, "epochs": 1})
+    real_score = final_train.score
+    monkeypatch.setattr(final_train, "score", lambda *a: {k: float("nan") for k in real_score(*a)})
+    state = automl_pipeline(config_path=str(config), return_state=True)
+    assert state.is_failed() and "test rmse of the tuned model is nan" in state.message
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    assert client.search_registered_models() == []
+    runs = client.search_runs([client.get_experiment_by_name("tiny_lstm").experiment_id], "")
+    assert {r.info.status for r in runs if r.data.tags.get("automl.role") in ("pipeline", "stage")} <= {
+        "FINISHED",
+        "FAILED",
+    }
+    assert not [r for r in runs if r.info.status == "RUNNING"]

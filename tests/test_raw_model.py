@@ -1,0 +1,133 @@
+"""The fitted preprocessing and the raw-data model, without a pipeline: the raw path gives exactly the arrays and
+predictions of the tensor path (tabular regression with gaps, categories and integers), unseen categories
+encode as in training, bad raw rows are one line naming the column, and the classification report copes with
+absent and many classes."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from configs import load_config
+from models import ModelShape, build_model, get_family, predict
+from tasks.data_prep import load_and_check, prepare
+from tasks.preprocessing import RawInputError, TabularPreprocessing, preprocessing_from_dict
+from tasks.raw_model import predict_raw
+from tests.helpers import write_config
+
+
+def _table(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "size": rng.normal(50, 10, n),
+            "rooms": rng.integers(1, 6, n),  # integers in the file
+            "city": rng.choice(["north", "south", "east"], n),
+            "price": rng.normal(300, 50, n),
+        }
+    )
+    frame.loc[[3, 17], "size"] = np.nan
+    frame.loc[[5], "city"] = None
+    return frame
+
+
+def _prepared_table(tmp_path):
+    path = tmp_path / "houses.csv"
+    _table().to_csv(path, index=False)
+    config = write_config(
+        tmp_path,
+        path,
+        name="houses",
+        model={"family": "mlp"},
+        data={"path": str(path), "target": "price", "time_column": None, "task": "regression"},
+        search={"n_trials": 1, "epochs": 1, "space": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2}}},
+    )
+    cfg = load_config(config)
+    frame, plan, fp = load_and_check(cfg)
+    prepared, _ = prepare(frame, cfg, plan, fp)
+    family = get_family("mlp")
+    model = build_model(family, ModelShape(prepared.n_features, prepared.n_outputs), family.defaults, seed=0)
+    return prepared, model
+
+
+def test_the_raw_path_reproduces_the_tensor_path_for_a_regression_table(tmp_path):
+    prepared, model = _prepared_table(tmp_path)
+    pre = preprocessing_from_dict(json.loads(json.dumps(prepared.preprocessing)))  # as saved with the model
+    assert isinstance(pre, TabularPreprocessing) and pre.features == ["size", "rooms", "city"]
+    raw = prepared.raw_test_input
+    np.testing.assert_array_equal(pre.encode(pre.check(raw)), prepared.test.X)
+    expected = prepared.to_original_units(predict(model, prepared.test.X))[:, 0]
+    got = predict_raw(model, pre, raw)["prediction"].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+    # numbers as text (a JSON or CSV reader's choice) and integers in a float column are the same rows
+    as_text = raw.astype({"size": str, "rooms": float}).replace({"size": {"nan": None}})
+    np.testing.assert_allclose(predict_raw(model, pre, as_text)["prediction"].to_numpy(), expected, rtol=1e-6)
+
+
+def test_unseen_categories_and_missing_values_encode_as_in_training(tmp_path):
+    prepared, _ = _prepared_table(tmp_path)
+    pre = preprocessing_from_dict(prepared.preprocessing)
+    rows = pd.DataFrame({"size": [None, 40.0], "rooms": [2, 3], "city": ["atlantis", None]})
+    encoded = pre.encode(pre.check(rows))
+    city = [i for i, name in enumerate(pre.encoded_features) if name.startswith("city=")]
+    assert encoded[0, city].tolist() == [0.0] * len(city)  # unseen: all zeros, like a category cut in training
+    mode = pre.categorical["city"]["mode"]
+    assert encoded[1, city].tolist() == [1.0 if pre.encoded_features[i] == f"city={mode}" else 0.0 for i in city]
+    median = pre.numeric["size"]
+    assert encoded[0, 0] == pytest.approx((median["median"] - median["mean"]) / median["std"])
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (pd.DataFrame({"size": [1.0], "rooms": [2]}), "column 'city' is missing"),
+        (
+            pd.DataFrame({"size": ["big"], "rooms": [2], "city": ["north"]}),
+            "column 'size' must be numeric; found 'big'",
+        ),
+        (pd.DataFrame({"size": [np.inf], "rooms": [2], "city": ["north"]}), "column 'size' holds inf"),
+        (pd.DataFrame({"size": [True], "rooms": [2], "city": ["north"]}), "column 'size' must be numeric"),
+        (pd.DataFrame({"size": [], "rooms": [], "city": []}), "no rows to predict"),
+    ],
+)
+def test_bad_raw_rows_name_the_column(tmp_path, rows, message):
+    prepared, model = _prepared_table(tmp_path)
+    with pytest.raises(RawInputError, match=message.replace("(", r"\(")):
+        predict_raw(model, preprocessing_from_dict(prepared.preprocessing), rows)
+
+
+@pytest.mark.parametrize(("n_classes", "matrix"), [(4, True), (35, False)])
+def test_the_classification_report_copes_with_absent_and_many_classes(tmp_path, n_classes, matrix):
+    from tasks.final_train import _log_classification
+    from tasks.prepared_data import PreparedData, Split
+
+    y_true = np.array([0, 1, 1, 0, 1])  # classes 2.. never occur in the test split
+    proba = np.zeros((5, n_classes))
+    proba[:, 0] = 1.0  # and the model only ever predicts class 0
+    empty = Split(np.zeros((0, 1)), np.zeros(0))
+    prepared = PreparedData(
+        kind="tabular",
+        task="classification",
+        train=empty,
+        val=empty,
+        test=Split(np.zeros((5, 1)), y_true),
+        feature_names=["x"],
+        n_outputs=n_classes,
+        lookback=None,
+        target="label",
+        classes=[f"c{i}" for i in range(n_classes)],
+    )
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        _log_classification(prepared, y_true, proba)
+    client = mlflow.MlflowClient()
+    per_class = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/per_class_metrics.csv"))
+    assert per_class["class"].tolist() == [f"c{i}" for i in range(n_classes)]
+    assert per_class.loc[0, "recall"] == 1.0 and per_class["support"].sum() == 5
+    plots = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
+    assert ("plots/predicted_vs_actual.png" in plots) is matrix
