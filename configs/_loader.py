@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from configs._errors import ConfigError
-from configs._schema import FloatParam, PipelineConfig
+from configs._schema import CategoricalParam, FloatParam, PipelineConfig
 
 _UNION_TAGS = {"int", "float", "categorical"}
 # File paths in a config: relative ones resolve against the config file's folder (or the working directory
@@ -54,6 +54,7 @@ def validate_config(raw: Mapping[str, Any], source: str = "<config>") -> Pipelin
         raise ConfigError(f"{source}: {_describe(exc)}") from None
     try:
         _check_against_family(cfg)
+        _check_environment(cfg)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return cfg
@@ -159,15 +160,17 @@ def _check_against_family(cfg: PipelineConfig) -> None:
             f"model.family: unknown model family {cfg.model.family!r}; choose one of {', '.join(sorted(FAMILIES))}"
         )
     known = set(family.defaults)
-    for name in cfg.model.params:
+    for name, value in cfg.model.params.items():
         if name not in known:
             raise ValueError(f"model.params.{name}: not a parameter of {family.name} ({', '.join(sorted(known))})")
+        _check_value(family, name, value, f"model.params.{name}")
     space = cfg.search.space or {}
-    for name in space:
+    for name, spec in space.items():
         if name not in known:
             raise ValueError(f"search.space.{name}: not a parameter of {family.name} ({', '.join(sorted(known))})")
         if name in cfg.model.params:
             raise ValueError(f"search.space.{name}: also fixed in model.params; search it or fix it, not both")
+        _check_spec(family, name, spec)
     if not space:
         raise ValueError("search.space: the search space is empty; give at least one parameter to search")
     if cfg.search.sampler == "grid":
@@ -187,6 +190,73 @@ def _check_against_family(cfg: PipelineConfig) -> None:
         raise ValueError(f"training.loss: {cfg.training.loss!r} is a regression loss; use cross_entropy or auto")
     if cfg.data.task == "regression" and cfg.training.loss == "cross_entropy":
         raise ValueError("training.loss: cross_entropy needs data.task: classification")
+
+
+def _check_value(family: Any, name: str, value: Any, key: str) -> None:
+    """A value ``family`` can build and train with: the right kind of number, within the parameter's limits."""
+    limit = family.limits.get(name)
+    if limit is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key}: {value!r} is not a number; {name} takes {limit.describe()}")
+    if limit.kind == "int" and float(value) != int(value):
+        raise ValueError(f"{key}: {value!r} is not an integer; {name} takes {limit.describe()}")
+    if not limit.admits(float(value)):
+        raise ValueError(f"{key}: {value!r} is out of range; {name} takes {limit.describe()}")
+
+
+def _check_spec(family: Any, name: str, spec: Any) -> None:
+    """Every value a search-space entry can draw is one ``family`` can take."""
+    key = f"search.space.{name}"
+    limit = family.limits.get(name)
+    if limit is None:
+        return
+    if isinstance(spec, CategoricalParam):
+        for choice in spec.choices:
+            _check_value(family, name, choice, f"{key}.choices")
+        return
+    if limit.kind == "int" and isinstance(spec, FloatParam):
+        raise ValueError(f"{key}: {name} takes integers; use type: int")
+    for end in ("low", "high"):
+        _check_value(family, name, getattr(spec, end), f"{key}.{end}")
+
+
+def _check_environment(cfg: PipelineConfig) -> None:
+    """What the config asks of this machine and of other files, checked before any run starts."""
+    if cfg.training.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("training.device: cuda requested, but torch sees no CUDA device here; use auto or cpu")
+    if cfg.search.storage and not cfg.search.storage.startswith("journal:"):
+        _check_storage_driver(cfg.search.storage)
+    if cfg.warm_start.from_file is not None:
+        from configs._transfer import load_transferred_config
+
+        try:
+            load_transferred_config(cfg.warm_start.from_file)
+        except ConfigError as exc:
+            raise ValueError(f"warm_start.from_file: {exc}") from None
+
+
+def _check_storage_driver(url: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ValueError(f"search.storage: not a database URL SQLAlchemy can use ({exc})") from None
+    except ImportError as exc:
+        hint = (
+            " (postgresql+psycopg2://... uses the installed psycopg2)"
+            if parsed.get_backend_name() == "postgresql"
+            else ""
+        )
+        raise ValueError(
+            f"search.storage: the database driver for {parsed.drivername!r} is not installed ({exc.name or exc}){hint}"
+        ) from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -197,7 +198,15 @@ class RegistryConfig(_Strict):
     """Register the final model in the MLflow model registry; ``model_name`` defaults to the config's name."""
 
     enabled: bool = True
-    model_name: str | None = None
+    model_name: str | None = Field(None, min_length=1, max_length=256)
+
+    @field_validator("model_name")
+    @classmethod
+    def _registry_name(cls, name: str | None) -> str | None:
+        # MLflow's registry refuses these (after all the training, if not checked here)
+        if name is not None and (name.strip() != name or any(c in name for c in "/:") or ".." in name.split("/")):
+            raise ValueError(f"{name!r} is not a registered model name MLflow accepts (no '/', ':' or outer spaces)")
+        return name
 
 
 class ScheduleConfig(_Strict):
@@ -216,8 +225,15 @@ class ScoreConfig(_Strict):
 
     data: Path | None = None
     output: Path | None = None
-    alias: str = Field("champion", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+    alias: str = Field("champion", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$", max_length=255)
     rolling: bool = False
+
+    @field_validator("alias")
+    @classmethod
+    def _not_reserved(cls, alias: str) -> str:
+        if alias.lower() == "latest" or re.fullmatch(r"v\d+", alias):
+            raise ValueError(f"{alias!r} is reserved by MLflow's registry; use another alias")
+        return alias
 
     @field_validator("output")
     @classmethod

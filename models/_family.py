@@ -13,6 +13,38 @@ TRAINING_PARAMS = frozenset({"lr", "batch_size", "weight_decay"})
 
 
 @dataclass(frozen=True)
+class ParamLimit:
+    """The values a parameter can take: integers or floats in [low, high] (an open end when ``*_open``)."""
+
+    kind: Literal["int", "float"]
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        left = "(" if self.low_open else "["
+        right = ")" if self.high_open else "]"
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"{'an integer' if self.kind == 'int' else 'a number'} in {left}{low}, {high}{right}"
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
+
+
+# Limits shared by every family's training parameters (a family adds those of its builder).
+TRAINING_LIMITS = {
+    "lr": ParamLimit("float", 0.0, 10.0, low_open=True),
+    "batch_size": ParamLimit("int", 1),
+    "weight_decay": ParamLimit("float", 0.0),
+    "dropout": ParamLimit("float", 0.0, 1.0, high_open=True),
+}
+
+
+@dataclass(frozen=True)
 class ModelShape:
     """Sizes a builder needs: inputs per step (or per row), outputs, and the window length for series."""
 
@@ -35,3 +67,4 @@ class ModelFamily:
     defaults: Mapping[str, Any]
     default_space: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tasks: tuple[str, ...] = ("regression",)
+    limits: Mapping[str, ParamLimit] = field(default_factory=dict)  # what each parameter can take

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models._family import ModelFamily, ModelShape
+from models._family import TRAINING_LIMITS, ModelFamily, ModelShape, ParamLimit
 from models._series import relative_to_last
 
 
@@ -81,5 +81,12 @@ FAMILY = ModelFamily(
         "dropout": {"type": "float", "low": 0.0, "high": 0.3},
         "lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
         "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+    },
+    limits={
+        **TRAINING_LIMITS,
+        "d_model": ParamLimit("int", 1),
+        "nhead": ParamLimit("int", 1),
+        "num_layers": ParamLimit("int", 1),
+        "dim_feedforward": ParamLimit("int", 1),
     },
 )

@@ -100,6 +100,51 @@ CASES = {
         lambda t: ["--set", "search.n_trials"],
         "--set 'search.n_trials': expected dotted.key=value",
     ),
+    "dropout above 1": (
+        lambda t: ["--set", "search.space=null", "--set", "model.params.dropout=1.5"],
+        "model.params.dropout: 1.5 is out of range; dropout takes a number in [0, 1)",
+    ),
+    "space reaching past a limit": (
+        lambda t: ["--set", "search.space.dropout.high=1.0"],
+        "search.space.dropout.high: 1.0 is out of range; dropout takes a number in [0, 1)",
+    ),
+    "negative size": (
+        lambda t: ["--set", "search.space.num_layers.low=-1"],
+        "search.space.num_layers.low: -1 is out of range; num_layers takes an integer in [1, inf]",
+    ),
+    "boolean choice for a number": (
+        lambda t: ["--set", "search.space.batch_size.choices=[true, 16]"],
+        "search.space.batch_size.choices: True is not a number; batch_size takes an integer",
+    ),
+    "fractional choice for an integer": (
+        lambda t: ["--set", "search.space.batch_size.choices=[1.5, 16]"],
+        "search.space.batch_size.choices: 1.5 is not an integer",
+    ),
+    "float range for an integer": (
+        lambda t: ["--set", "search.space.hidden_size={type: float, low: 8, high: 64}"],
+        "search.space.hidden_size: hidden_size takes integers; use type: int",
+    ),
+    "storage without its driver": (
+        lambda t: ["--set", "search.storage=postgresql://postgres@127.0.0.1:5432/test"],
+        "search.storage: the database driver for 'postgresql' is not installed",
+    ),
+    "missing warm-start file": (
+        lambda t: ["--set", f"warm_start.from_file={t / 'best.json'}"],
+        "warm_start.from_file: ",
+    ),
+    "registry name MLflow refuses": (
+        lambda t: ["--set", "registry.model_name=team/model"],
+        "registry.model_name: 'team/model' is not a registered model name MLflow accepts",
+    ),
+    "reserved alias": (lambda t: ["--set", "score.alias=latest"], "score.alias: 'latest' is reserved"),
+    "scoring schedule without data": (
+        lambda t: ["--set", "schedule.score_cron=0 6 * * *"],
+        "schedule.score_cron: a scoring schedule needs score.data",
+    ),
+    "scoring output of another format": (
+        lambda t: ["--set", "score.output=preds.xlsx"],
+        "score.output: must end in .parquet or .csv",
+    ),
     # data
     "missing data file": (lambda t: ["--set", f"data.path={t / 'nope.csv'}"], "data.path: no such file"),
     "empty file": (_data(lambda t: _file(t, "empty.csv", "")), "the file is empty"),
@@ -184,4 +229,14 @@ def test_a_bad_config_file(home, tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: {broken}: not valid YAML at line")
     assert main(["run", str(tmp_path / "absent.yaml")]) == 2
     assert "no such config file" in capsys.readouterr().err
+    assert not home.exists()
+
+
+def test_a_cuda_device_that_is_not_there(home, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["run", LSTM, "--set", "training.device=cuda"]) == 2
+    assert "training.device: cuda requested, but torch sees no CUDA device here" in capsys.readouterr().err
     assert not home.exists()
