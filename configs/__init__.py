@@ -8,7 +8,14 @@ Example:
 from pathlib import Path
 
 from configs._errors import ConfigError, DataError, InputError
-from configs._loader import config_file, config_hash, load_config, typed_overrides, validate_config
+from configs._loader import (
+    check_environment,
+    config_file,
+    config_hash,
+    load_config,
+    typed_overrides,
+    validate_config,
+)
 from configs._schema import (
     CategoricalParam,
     DataConfig,
@@ -43,6 +50,7 @@ __all__ = [
     "PipelineConfig",
     "SearchConfig",
     "TransferredConfig",
+    "check_environment",
     "config_file",
     "config_hash",
     "load_config",

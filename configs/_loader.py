@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,18 @@ def validate_config(raw: Mapping[str, Any], source: str = "<config>") -> Pipelin
         raise ConfigError(f"{source}: {_describe(exc)}") from None
     try:
         _check_against_family(cfg)
-        _check_environment(cfg)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return cfg
+
+
+def check_environment(cfg: PipelineConfig) -> None:
+    """What a pipeline run asks of this machine and of other files (a CUDA device, the storage's database
+    driver, the warm-start file), checked before the run starts; scoring with the config needs none of them."""
+    try:
+        _check_environment(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def typed_overrides(**values: Any) -> list[str]:
@@ -199,7 +208,9 @@ def _check_value(family: Any, name: str, value: Any, key: str) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{key}: {value!r} is not a number; {name} takes {limit.describe()}")
-    if limit.kind == "int" and float(value) != int(value):
+    if not math.isfinite(value):
+        raise ValueError(f"{key}: {value!r} is not a finite number; {name} takes {limit.describe()}")
+    if limit.kind == "int" and not float(value).is_integer():
         raise ValueError(f"{key}: {value!r} is not an integer; {name} takes {limit.describe()}")
     if not limit.admits(float(value)):
         raise ValueError(f"{key}: {value!r} is out of range; {name} takes {limit.describe()}")
@@ -222,7 +233,6 @@ def _check_spec(family: Any, name: str, spec: Any) -> None:
 
 
 def _check_environment(cfg: PipelineConfig) -> None:
-    """What the config asks of this machine and of other files, checked before any run starts."""
     if cfg.training.device == "cuda":
         import torch
 

@@ -204,7 +204,7 @@ class RegistryConfig(_Strict):
     @classmethod
     def _registry_name(cls, name: str | None) -> str | None:
         # MLflow's registry refuses these (after all the training, if not checked here)
-        if name is not None and (name.strip() != name or any(c in name for c in "/:") or ".." in name.split("/")):
+        if name is not None and (name.strip() != name or any(c in name for c in "/:")):
             raise ValueError(f"{name!r} is not a registered model name MLflow accepts (no '/', ':' or outer spaces)")
         return name
 

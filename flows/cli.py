@@ -85,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--rolling", action="store_true", help="series: one-step-ahead predictions over the whole history"
     )
-    predict.add_argument("--json", action="store_true", help="print rows, model_uri, model_version, out as one line")
+    predict.add_argument(
+        "--json", action="store_true", help="with --out: print rows, model_uri, model_version, out as one JSON line"
+    )
     predict.set_defaults(handler=_predict)
 
     champion = sub.add_parser("champion", help="a registered model's champion alias: its history, and moving it")
@@ -188,13 +190,14 @@ def _predict(args: argparse.Namespace) -> int:
     from tasks.tracking import configure_mlflow
 
     out = Path(args.out) if args.out else None
+    if args.json and out is None:
+        raise InputError("--json: give --out too (without it the predictions themselves go to stdout as CSV)")
     scoring.check_output(out)
     uri = args.model
     if not uri:
         if not args.config:
             raise InputError("--model: give a registered model (models:/NAME@champion) or --config CONFIG")
-        cfg = _config_by_name_or_path(args.config)
-        uri = f"models:/{cfg.registry.model_name or cfg.name}@{cfg.score.alias}"
+        uri = scoring.model_uri(_config_by_name_or_path(args.config))
     data = Path(args.data)
     frame = scoring.read_rows(data)
     state = local_state()
@@ -207,18 +210,18 @@ def _predict(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     predictions = scoring.score_rows(model, frame, args.rolling, scoring.progress_printer(str(data), say))
-    if out is not None:
-        scoring.write_predictions(predictions, out)
-        say(f"wrote {len(predictions)} predictions of {model.name} v{model.version} to {out}")
-    else:
+    if out is None:
         predictions.to_csv(sys.stdout, index=False)
+        return 0
+    scoring.write_predictions(predictions, out)
+    say(f"wrote {len(predictions)} predictions of {model.name} v{model.version} to {out}")
     if args.json:
         record = {
             "rows": len(predictions),
             "model_uri": uri,
             "model_name": model.name,
             "model_version": int(model.version),
-            "out": str(out) if out is not None else None,
+            "out": str(out),
         }
         print(json.dumps(record))
     return 0
@@ -289,8 +292,10 @@ def _champion_set(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from configs import InputError
-    from tasks.champion import current_champion, move_champion
+    from tasks.champion import MAX_NOTE, current_champion, move_champion
 
+    if len(args.note) > MAX_NOTE:
+        raise InputError(f"--note: at most {MAX_NOTE} characters (got {len(args.note)})")
     client = _registry()
     _registered(client, args.name)
     try:

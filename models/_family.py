@@ -35,8 +35,8 @@ class ParamLimit:
         return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
 
 
-# Limits shared by every family's training parameters (a family adds those of its builder).
-TRAINING_LIMITS = {
+# Limits of the parameters several families share (each family adds those of its builder).
+COMMON_LIMITS = {
     "lr": ParamLimit("float", 0.0, 10.0, low_open=True),
     "batch_size": ParamLimit("int", 1),
     "weight_decay": ParamLimit("float", 0.0),

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from models._family import TRAINING_LIMITS, ModelFamily, ModelShape, ParamLimit
+from models._family import COMMON_LIMITS, ModelFamily, ModelShape, ParamLimit
 from models._series import relative_to_last
 
 
@@ -55,5 +55,5 @@ FAMILY = ModelFamily(
         "lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True},
         "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
     },
-    limits={**TRAINING_LIMITS, "hidden_size": ParamLimit("int", 1), "num_layers": ParamLimit("int", 1)},
+    limits={**COMMON_LIMITS, "hidden_size": ParamLimit("int", 1), "num_layers": ParamLimit("int", 1)},
 )

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from models._family import TRAINING_LIMITS, ModelFamily, ModelShape, ParamLimit
+from models._family import COMMON_LIMITS, ModelFamily, ModelShape, ParamLimit
 
 
 class MLP(nn.Module):
@@ -58,5 +58,5 @@ FAMILY = ModelFamily(
         "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
         "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
     },
-    limits={**TRAINING_LIMITS, "hidden_size": ParamLimit("int", 1), "num_layers": ParamLimit("int", 1)},
+    limits={**COMMON_LIMITS, "hidden_size": ParamLimit("int", 1), "num_layers": ParamLimit("int", 1)},
 )

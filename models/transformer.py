@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models._family import TRAINING_LIMITS, ModelFamily, ModelShape, ParamLimit
+from models._family import COMMON_LIMITS, ModelFamily, ModelShape, ParamLimit
 from models._series import relative_to_last
 
 
@@ -83,7 +83,7 @@ FAMILY = ModelFamily(
         "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
     },
     limits={
-        **TRAINING_LIMITS,
+        **COMMON_LIMITS,
         "d_model": ParamLimit("int", 1),
         "nhead": ParamLimit("int", 1),
         "num_layers": ParamLimit("int", 1),

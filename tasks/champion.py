@@ -22,11 +22,11 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from tasks.tracking import CHAMPION_MOVE_PREFIX as MOVE_PREFIX
+from tasks.tracking import PIPELINE_RUN_TAG, PRIMARY_METRIC_TAG, TEST_METRIC_PREFIX
+
 CHAMPION = "champion"
-MOVE_PREFIX = "automl.champion_move."
-PIPELINE_RUN_TAG = "pipeline_run_id"
-PRIMARY_METRIC_TAG = "automl.primary_metric"
-TEST_METRIC_PREFIX = "test_"
+MAX_NOTE = 1000
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,11 @@ def move_champion(
     client: MlflowClient, name: str, version: str, by: str, note: str = "", alias: str = CHAMPION
 ) -> ChampionMove:
     """Point ``alias`` at ``version`` and record the move on that version."""
+    if len(note) > MAX_NOTE:
+        raise ValueError(f"a note of at most {MAX_NOTE} characters, please (got {len(note)})")
     previous = current_champion(client, name, alias)
     target = client.get_model_version(name, str(version))
+    version = str(target.version)  # as the registry spells it ("01" -> "1")
     metric = target.tags.get(PRIMARY_METRIC_TAG)
     value = version_metrics(target).get(metric) if metric else None
     previous_value = version_metrics(previous).get(metric) if metric and previous is not None else None

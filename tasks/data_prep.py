@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from configs import DataConfig, DataError, PipelineConfig
+from configs import DataConfig, DataError, PipelineConfig, check_environment
 from models import get_family
 from tasks.caching import pipeline_stage_key
 from tasks.meta_features import series_meta_features, tabular_meta_features
@@ -27,6 +27,7 @@ from tasks.preprocessing import (
     RawInputError,
     SeriesPreprocessing,
     TabularPreprocessing,
+    check_magnitude,
     fill_gaps,
     make_windows,
     order_by_time,
@@ -38,7 +39,6 @@ logger = logging.getLogger("automl")
 # Series need at least this many windows in each split to train, validate and test on.
 MIN_WINDOWS = {"train": 8, "val": 2, "test": 2}
 MAX_CATEGORIES = 30
-MAX_ABS_VALUE = 1e30  # larger numbers in a numeric column are data errors (overflow in float32 and in squared errors)
 AUTO_CLASSIFICATION_MAX_CLASSES = 10
 
 
@@ -138,17 +138,12 @@ def plan_data(frame: pd.DataFrame, cfg: PipelineConfig) -> DataPlan:
 
 
 def _check_finite(frame: pd.DataFrame, columns: list[str]) -> None:
-    """Infinite or absurdly large numbers overflow the float32 tensors and the squared errors (a NaN loss, a NaN
-    test metric): refuse them up front, naming the column and the data row."""
+    """The rule rows to score follow too (``check_magnitude``): finite numbers of a sensible size."""
     for name in columns:
-        values = pd.to_numeric(frame[name], errors="coerce").astype(float)
-        bad = values.index[values.notna() & ~(values.abs() <= MAX_ABS_VALUE)]
-        if len(bad):
-            row, value = frame.index.get_loc(bad[0]) + 1, float(values[bad[0]])
-            raise DataError(
-                f"column {name!r}: data row {row} holds {value!r}; values must be finite and at most "
-                f"{MAX_ABS_VALUE:g} in size"
-            )
+        try:
+            check_magnitude(pd.to_numeric(frame[name], errors="coerce").astype(float), name)
+        except RawInputError as exc:
+            raise DataError(str(exc)) from None
 
 
 def prepare(
@@ -177,11 +172,10 @@ def prepare(
 def _check_series(frame: pd.DataFrame, cfg: PipelineConfig) -> None:
     data = cfg.data
     times = _parse_times(frame[data.time_column], data.time_column)
-    duplicated = times[times.duplicated()]
-    if len(duplicated):
-        raise DataError(
-            f"data.time_column: column {data.time_column!r} has duplicate timestamps (first: {duplicated.iloc[0]})"
-        )
+    try:
+        SeriesPreprocessing.check_unique(times, data.time_column)
+    except RawInputError as exc:
+        raise DataError(f"data.time_column: {exc}") from None
     if not pd.api.types.is_numeric_dtype(frame[data.target]):
         raise DataError(f"data.target: column {data.target!r} must be numeric to forecast it")
     windows = _window_counts(len(frame), data)
@@ -471,7 +465,8 @@ def _describe_target(y: np.ndarray, name: str) -> dict[str, Any]:
 
 
 def load_and_check(cfg: PipelineConfig) -> tuple[pd.DataFrame, DataPlan, str]:
-    """Read the data and check it against the config before any training or tracking happens."""
+    """Read the data and check it (and what the config asks of this machine) before any training or tracking."""
+    check_environment(cfg)
     frame = read_table(cfg.data.path)
     plan = plan_data(frame, cfg)
     return frame, plan, fingerprint(cfg.data.path)

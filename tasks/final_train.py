@@ -21,18 +21,20 @@ from prefect import task
 from configs import PipelineConfig
 from models import FitResult, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device, predict
 from tasks.caching import pipeline_stage_key
-from tasks.champion import (
-    PIPELINE_RUN_TAG,
-    PRIMARY_METRIC_TAG,
-    current_champion,
-    move_champion,
-    version_metrics,
-)
+from tasks.champion import current_champion, move_champion, version_metrics
 from tasks.plotting import plt
 from tasks.prepared_data import PreparedData
 from tasks.preprocessing import preprocessing_from_dict
 from tasks.raw_model import PROBA_PREFIX, log_raw_model, predict_raw
-from tasks.tracking import FINGERPRINT, PipelineRun, log_frame, quiet_mlflow_warnings, stage_run
+from tasks.tracking import (
+    FINGERPRINT,
+    PIPELINE_RUN_TAG,
+    PRIMARY_METRIC_TAG,
+    PipelineRun,
+    log_frame,
+    quiet_mlflow_warnings,
+    stage_run,
+)
 
 logger = logging.getLogger("automl")
 TEST_PREDICTIONS = "test_predictions.parquet"
@@ -223,13 +225,14 @@ def raw_test_predictions(model: torch.nn.Module, prepared: PreparedData, expecte
     if prepared.task == "classification":
         got = frame[[f"{PROBA_PREFIX}{c}" for c in prepared.classes or []]].to_numpy()
         frame["actual"] = [(prepared.classes or [])[i] for i in prepared.test.y]
-    elif prepared.kind == "series":
-        got = frame["prediction"].to_numpy().reshape(expected.shape)
     else:
-        got = frame["prediction"].to_numpy().reshape(expected.shape)
-        frame["actual"] = prepared.to_original_units(prepared.test.y)[:, 0]
+        got = frame["prediction"].to_numpy()
+        if prepared.kind == "tabular":
+            frame["actual"] = prepared.to_original_units(prepared.test.y)[:, 0]
     scale = max(1.0, float(np.nanmax(np.abs(expected))) if expected.size else 1.0)
-    if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-5, atol=1e-6 * scale, equal_nan=True):
+    if got.size != expected.size or not np.allclose(
+        got.reshape(expected.shape), expected, rtol=1e-5, atol=1e-6 * scale, equal_nan=True
+    ):
         raise RuntimeError("the raw-data model does not reproduce the test predictions; not registering it")
     return frame
 

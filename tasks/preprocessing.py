@@ -20,14 +20,21 @@ import numpy as np
 import pandas as pd
 
 FORMAT = "automl-preprocessing/v1"
+MAX_ABS_VALUE = 1e30  # larger numbers in a numeric column are data errors (overflow in float32 and in squared errors)
 
 
 class RawInputError(ValueError):
     """Rows that do not fit what the model was trained on. ``str(error)`` is one line naming the column."""
 
 
+def _row(column: pd.Series, label: Any) -> int:
+    """The 1-based position of a row (its line among the data rows of a file)."""
+    return int(column.index.get_loc(label)) + 1
+
+
 def _coerce_numeric(column: pd.Series, name: str) -> pd.Series:
-    """``column`` as float; a value that is present but not a number is a ``RawInputError`` naming it."""
+    """``column`` as float; a value that is present but not a number, or not finite, or larger than
+    ``MAX_ABS_VALUE``, is a ``RawInputError`` naming the column and the data row."""
     if pd.api.types.is_bool_dtype(column):
         raise RawInputError(f"column {name!r} must be numeric (got booleans)")
     if pd.api.types.is_numeric_dtype(column):
@@ -36,13 +43,22 @@ def _coerce_numeric(column: pd.Series, name: str) -> pd.Series:
         numbers = pd.to_numeric(column, errors="coerce").astype(float)
         bad = column[numbers.isna() & column.notna()]
         if len(bad):
-            raise RawInputError(f"column {name!r} must be numeric; found {bad.iloc[0]!r} at row index {bad.index[0]}")
-    infinite = numbers[numbers.notna() & ~np.isfinite(numbers)]
-    if len(infinite):
-        raise RawInputError(
-            f"column {name!r} holds {float(infinite.iloc[0])!r} at row index {infinite.index[0]}; not a number"
-        )
+            raise RawInputError(
+                f"column {name!r} must be numeric; found {bad.iloc[0]!r} in data row {_row(column, bad.index[0])}"
+            )
+    check_magnitude(numbers, name)
     return numbers
+
+
+def check_magnitude(numbers: pd.Series, name: str) -> None:
+    """Infinite or absurdly large numbers overflow the float32 tensors and squared errors (NaN losses and
+    predictions): refuse them, naming the column and the data row. One rule for training data and rows to score."""
+    bad = numbers.index[numbers.notna() & ~(numbers.abs() <= MAX_ABS_VALUE)]
+    if len(bad):
+        raise RawInputError(
+            f"column {name!r}: data row {_row(numbers, bad[0])} holds {float(numbers[bad[0]])!r}; values must be "
+            f"finite and at most {MAX_ABS_VALUE:g} in size"
+        )
 
 
 def _require_columns(frame: pd.DataFrame, expected: list[str], extra_allowed: bool) -> None:
@@ -120,6 +136,17 @@ class TabularPreprocessing:
     @property
     def encoded_features(self) -> list[str]:
         return [*self.numeric, *(f"{c}={v}" for c, s in self.categorical.items() for v in s["categories"])]
+
+    def validate(self, frame: pd.DataFrame, rolling: bool = False, extra_allowed: bool = True) -> pd.DataFrame:
+        """``check`` for rows to score: also refuses ``rolling`` (a series option) and names the target when a
+        file to score still has it."""
+        if rolling:
+            raise RawInputError("rolling predictions are for time-series models; this model scores table rows")
+        if not extra_allowed and self.target in getattr(frame, "columns", ()):
+            raise RawInputError(
+                f"column {self.target!r} is the target this model predicts; drop it from the rows to score"
+            )
+        return self.check(frame, extra_allowed)
 
     def check(self, frame: pd.DataFrame, extra_allowed: bool = True) -> pd.DataFrame:
         """The model's input columns of ``frame``, numeric ones as floats; a ``RawInputError`` names the first
@@ -221,6 +248,21 @@ class SeriesPreprocessing:
             raise RawInputError(f"column {name!r} has missing or unparseable values")
         return times
 
+    def validate(
+        self, frame: pd.DataFrame, rolling: bool = False, extra_allowed: bool = True
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``clean`` a history to predict from, and check it is long enough: ``lookback`` rows for a forecast,
+        ``lookback + horizon`` for rolling predictions (every window whose targets lie inside it)."""
+        ordered, values = self.clean(frame, extra_allowed)
+        need = self.lookback + self.horizon if rolling else self.lookback
+        if len(values) < need:
+            what = f"lookback {self.lookback} + horizon {self.horizon}" if rolling else f"lookback {self.lookback}"
+            raise RawInputError(
+                f"too little history: {len(values)} rows of {self.time_column!r}; this model needs at least {need} "
+                f"({what})"
+            )
+        return ordered, values
+
     def clean(self, frame: pd.DataFrame, extra_allowed: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Check, order by time and fill a history. Returns the ordered rows (times parsed) and the filled values
         of ``features`` as floats."""
@@ -230,9 +272,7 @@ class SeriesPreprocessing:
             raise RawInputError(f"column {self.time_column!r} must be numeric, as in training")
         if self.time_kind == "datetime" and not pd.api.types.is_datetime64_any_dtype(times):
             raise RawInputError(f"column {self.time_column!r} must hold dates/times, as in training")
-        duplicated = times[times.duplicated()]
-        if len(duplicated):
-            raise RawInputError(f"column {self.time_column!r} has duplicate timestamps (first: {duplicated.iloc[0]})")
+        self.check_unique(times, self.time_column)
         numbers = frame.assign(**{c: _coerce_numeric(frame[c], c) for c in self.features})
         ordered = order_by_time(numbers, self.time_column, times)
         values = ordered[self.features]
@@ -240,6 +280,12 @@ class SeriesPreprocessing:
         if empty:
             raise RawInputError(f"column {empty[0]!r} has no values")
         return ordered, fill_gaps(values)
+
+    @staticmethod
+    def check_unique(times: pd.Series, name: str) -> None:
+        duplicated = times[times.duplicated()]
+        if len(duplicated):
+            raise RawInputError(f"column {name!r} has duplicate timestamps (first: {duplicated.iloc[0]})")
 
     def scale(self, values: pd.DataFrame) -> np.ndarray:
         """Standardise with the training statistics: (rows, features), float32."""
@@ -249,11 +295,15 @@ class SeriesPreprocessing:
         return y * self.std[0] + self.mean[0]
 
     def future_times(self, last: Any, steps: int) -> list[Any]:
-        """The ``steps`` timestamps after ``last``, one interval apart (the training series' interval)."""
+        """The ``steps`` timestamps after ``last``, one training interval apart (whole numbers stay whole)."""
         if self.time_kind == "numeric":
-            return [last + (k + 1) * (self.step or 1.0) for k in range(steps)]
+            step = self.step or 1.0
+            if float(step).is_integer() and float(last).is_integer():
+                return [int(last) + (k + 1) * int(step) for k in range(steps)]
+            return [last + (k + 1) * step for k in range(steps)]
         if self.freq:
-            return list(pd.date_range(last, periods=steps + 1, freq=self.freq)[1:])
+            offset = pd.tseries.frequencies.to_offset(self.freq)
+            return [last + (k + 1) * offset for k in range(steps)]
         return [last + pd.Timedelta(seconds=(k + 1) * (self.step or 0.0)) for k in range(steps)]
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,7 +34,6 @@ import torch
 
 from tasks.preprocessing import (
     Preprocessing,
-    RawInputError,
     SeriesPreprocessing,
     TabularPreprocessing,
     make_windows,
@@ -56,10 +55,8 @@ def predict_raw(
     line naming the column.
     """
     if isinstance(pre, TabularPreprocessing):
-        if rolling:
-            raise RawInputError("rolling predictions are for time-series models; this model scores table rows")
-        return _predict_tabular(module, pre, frame, extra_allowed)
-    return _predict_series(module, pre, frame, rolling, extra_allowed)
+        return _predict_tabular(module, pre, pre.validate(frame, rolling, extra_allowed))
+    return _predict_series(module, pre, *pre.validate(frame, rolling, extra_allowed), rolling)
 
 
 @torch.no_grad()
@@ -70,10 +67,8 @@ def _forward(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     return torch.cat([module(xt[i : i + _BATCH]).cpu() for i in range(0, len(xt), _BATCH)]).numpy()
 
 
-def _predict_tabular(
-    module: torch.nn.Module, pre: TabularPreprocessing, frame: pd.DataFrame, extra_allowed: bool
-) -> pd.DataFrame:
-    X = pre.encode(pre.check(frame, extra_allowed))
+def _predict_tabular(module: torch.nn.Module, pre: TabularPreprocessing, frame: pd.DataFrame) -> pd.DataFrame:
+    X = pre.encode(frame)
     raw = _forward(module, X)
     if pre.task == "classification":
         classes = pre.classes or []
@@ -86,16 +81,9 @@ def _predict_tabular(
 
 
 def _predict_series(
-    module: torch.nn.Module, pre: SeriesPreprocessing, frame: pd.DataFrame, rolling: bool, extra_allowed: bool
+    module: torch.nn.Module, pre: SeriesPreprocessing, ordered: pd.DataFrame, values: pd.DataFrame, rolling: bool
 ) -> pd.DataFrame:
-    ordered, values = pre.clean(frame, extra_allowed)
     lb, h = pre.lookback, pre.horizon
-    need = lb + h if rolling else lb
-    if len(values) < need:
-        what = f"lookback {lb} + horizon {h}" if rolling else f"lookback {lb}"
-        raise RawInputError(
-            f"too little history: {len(values)} rows of {pre.time_column!r}; this model needs at least {need} ({what})"
-        )
     times = ordered[pre.time_column]
     scaled = pre.scale(values)
     if not rolling:
@@ -148,14 +136,13 @@ def input_example(pre: Preprocessing, raw_rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def input_schema(pre: Preprocessing):
-    """The raw input columns, in order. Category columns are strings; numeric and time columns admit any type
-    in MLflow's check (it refuses int64 for a double column, so a CSV of whole numbers would fail there), and
-    the model's own check converts them or names the column whose values are not numbers or times."""
-    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+    """The raw input columns, in order, each of MLflow's type "any": MLflow's own check refuses int64 for a double
+    column and numbers or booleans for a string one (a CSV of whole numbers, a True/False category), while the
+    model's check converts what it can and names the column whose values it cannot take."""
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    if isinstance(pre, SeriesPreprocessing):
-        return Schema([ColSpec(AnyType(), name) for name in pre.columns])
-    return Schema([ColSpec(DataType.string if name in pre.categorical else AnyType(), name) for name in pre.features])
+    columns = pre.columns if isinstance(pre, SeriesPreprocessing) else pre.features
+    return Schema([ColSpec(AnyType(), name) for name in columns])
 
 
 def log_raw_model(module: torch.nn.Module, pre: Preprocessing, raw_rows: pd.DataFrame, name: str = "model"):

@@ -1,7 +1,8 @@
 """Scoring with a registered model: find it in the registry (a ``models:/`` URI, or a config's champion), check
-a data file against the model's raw inputs, predict in chunks with progress, and write the predictions in one
-step (CSV or Parquet). ``automl predict`` and the ``score`` flow both use these; every problem with what the
-user gave is one ``InputError`` line, raised before any output is written or MLflow run is started.
+a data file against the model's raw inputs, predict in chunks with progress, write the predictions in one step
+(CSV or Parquet), and record a scoring run. ``automl predict`` and the ``score`` flow both use these; every
+problem with what the user gave is one ``InputError`` line, raised before any output is written or MLflow run
+is started.
 
 Example:
     >>> model = load_registered_model("models:/mlp_tabular@champion")
@@ -15,6 +16,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,10 +27,13 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from configs import DataError, InputError
-from tasks.preprocessing import Preprocessing, RawInputError, SeriesPreprocessing, TabularPreprocessing
+from configs import DataError, InputError, PipelineConfig
+from tasks.preprocessing import Preprocessing, RawInputError, SeriesPreprocessing
 from tasks.state import LocalState, sqlite_path
+from tasks.tracking import MODEL_NAME, MODEL_VERSION, ROLE, log_frame, quiet_mlflow_warnings
 
 logger = logging.getLogger("automl")
 CHUNK_ROWS = 50_000
@@ -46,10 +51,6 @@ class RegisteredModel:
     pyfunc: Any  # mlflow.pyfunc.PyFuncModel
     preprocessing: Preprocessing
 
-    @property
-    def kind(self) -> str:
-        return self.preprocessing.kind
-
 
 def check_registry(state: LocalState, key: str = "--model") -> None:
     """Fail with one line when the default local registry does not exist yet (instead of creating an empty one)."""
@@ -60,9 +61,15 @@ def check_registry(state: LocalState, key: str = "--model") -> None:
         )
 
 
+def model_uri(cfg: PipelineConfig, alias: str | None = None) -> str:
+    """``models:/NAME@ALIAS`` for a config's registered model (its ``registry.model_name`` or name)."""
+    return f"models:/{cfg.registry.model_name or cfg.name}@{alias or cfg.score.alias}"
+
+
 def load_registered_model(uri: str, key: str = "--model") -> RegisteredModel:
     """Resolve ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` in the registry and load it. An unknown model,
-    alias or version, or a model that is not a raw-data model of this pipeline, is one ``InputError`` line."""
+    alias or version, an unreachable registry, or a model that is not a raw-data model of this pipeline, is one
+    ``InputError`` line."""
     match = _MODEL_URI.match(uri or "")
     if match is None:
         raise InputError(
@@ -71,19 +78,29 @@ def load_registered_model(uri: str, key: str = "--model") -> RegisteredModel:
     name, alias, number = match["name"], match["alias"], match["version"]
     client = MlflowClient()
     try:
-        client.get_registered_model(name)
-    except MlflowException:
-        known = ", ".join(sorted(m.name for m in client.search_registered_models(max_results=50))) or "none"
-        raise InputError(f"{key}: no registered model {name!r} (registered: {known})") from None
-    try:
-        version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
-    except MlflowException:
-        what = f"alias {alias!r}" if alias else f"version {number}"
-        raise InputError(f"{key}: model {name!r} has no {what}") from None
-    from tasks.tracking import quiet_mlflow_warnings
-
-    with quiet_mlflow_warnings():
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+        try:
+            client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            known = ", ".join(sorted(m.name for m in client.search_registered_models(max_results=50))) or "none"
+            raise InputError(f"{key}: no registered model {name!r} (registered: {known})") from None
+        try:
+            version = (
+                client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+            )
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            what = f"alias {alias!r}" if alias else f"version {number}"
+            raise InputError(f"{key}: model {name!r} has no {what}") from None
+        with quiet_mlflow_warnings():
+            pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+    except InputError:
+        raise
+    except Exception as exc:  # an unreachable registry, missing artifacts, code that no longer imports
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{key}: cannot load {uri} from {mlflow.get_tracking_uri()}: {reason}") from None
     try:
         preprocessing = pyfunc.unwrap_python_model().preprocessing
     except (AttributeError, MlflowException):
@@ -117,25 +134,11 @@ def check_output(path: Path | None, key: str = "--out") -> None:
 
 
 def check_rows(model: RegisteredModel, frame: pd.DataFrame, rolling: bool, path: Path) -> None:
-    """Every column, type and length problem as one ``DataError`` naming the file and column, before scoring."""
-    pre = model.preprocessing
+    """Every column, type and length problem as one ``DataError`` naming the file and column, before scoring.
+    Stricter than the served model, which ignores extra columns (MLflow drops them): a file to score with an
+    extra or misnamed column is refused, so a typo does not pass unnoticed."""
     try:
-        if isinstance(pre, TabularPreprocessing):
-            if rolling:
-                raise RawInputError("--rolling is for time-series models; this model scores table rows")
-            if pre.target in frame.columns:
-                raise RawInputError(
-                    f"column {pre.target!r} is the target this model predicts; drop it from the file to score"
-                )
-            pre.check(frame, extra_allowed=False)
-        else:
-            _, values = pre.clean(frame, extra_allowed=False)
-            need = pre.lookback + (pre.horizon if rolling else 0)
-            if len(values) < need:
-                raise RawInputError(
-                    f"too little history: {len(values)} rows; {model.name} needs at least {need} "
-                    f"(lookback {pre.lookback}{f' + horizon {pre.horizon}' if rolling else ''})"
-                )
+        model.preprocessing.validate(frame, rolling, extra_allowed=False)
     except RawInputError as exc:
         raise DataError(f"{path}: {exc}") from None
 
@@ -189,8 +192,58 @@ def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
 def default_output(state: LocalState, config_name: str) -> Path:
     """A new Parquet file for a scoring run: ``$AUTOML_HOME/predictions/<config name>/<UTC time>.parquet``."""
     folder = state.home / "predictions" / config_name
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"AUTOML_HOME: cannot create {folder} for the predictions ({exc.strerror})") from None
     return folder / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{time.monotonic_ns() % 10_000:04d}.parquet"
+
+
+@dataclass
+class ScoringRequest:
+    """A checked scoring job: the rows, the model, where the predictions go."""
+
+    data: Path
+    output: Path
+    rolling: bool
+    frame: pd.DataFrame
+    model: RegisteredModel
+
+
+def prepare_scoring(
+    cfg: PipelineConfig,
+    state: LocalState,
+    data_path: str | None = None,
+    output_path: str | None = None,
+    model_alias: str | None = None,
+    rolling: bool | None = None,
+) -> ScoringRequest:
+    """Everything the score flow checks before it scores, each problem one ``InputError`` naming the parameter
+    or, where the value came from the config, the config key. Empty parameters take the ``score`` section."""
+    from tasks.tracking import configure_mlflow
+
+    data = Path(data_path).resolve() if data_path else cfg.score.data
+    if data is None:
+        raise InputError("data_path: no file to score; give data_path or set score.data in the config")
+    output = Path(output_path).resolve() if output_path else cfg.score.output
+    check_output(output, key="output_path" if output_path else "score.output")
+    frame = read_rows(data, key="data_path" if data_path else "score.data")
+    check_registry(state, key="model_alias")
+    configure_mlflow(state)
+    model = load_registered_model(model_uri(cfg, model_alias), key="model_alias")
+    rolling = cfg.score.rolling if rolling is None else rolling
+    check_rows(model, frame, rolling, data)
+    return ScoringRequest(data, output or default_output(state, cfg.name), rolling, frame, model)
+
+
+@task(name="score", cache_policy=NO_CACHE)
+def score(request: ScoringRequest) -> pd.DataFrame:
+    """Prefect task: the predictions for a checked request (a progress line per chunk in the run's log)."""
+    from prefect import get_run_logger
+
+    return score_rows(
+        request.model, request.frame, request.rolling, progress_printer(str(request.data), get_run_logger().info)
+    )
 
 
 @dataclass
@@ -209,23 +262,11 @@ class ScoringResult:
         return dict(self.__dict__)
 
 
-def log_scoring_run(
-    experiment_id: str,
-    model: RegisteredModel,
-    data: Path,
-    frame: pd.DataFrame,
-    predictions: pd.DataFrame,
-    output: Path,
-    rolling: bool,
-    seconds: float,
-) -> str:
+def log_scoring_run(experiment_id: str, request: ScoringRequest, predictions: pd.DataFrame, seconds: float) -> str:
     """One MLflow run (role ``score``) in the config's experiment: the model version used, the scored data as an
     MLflow dataset input, and the predictions as ``predictions.parquet``. Returns its run id."""
-    import warnings
-
-    from tasks.tracking import ROLE, log_frame
-
-    tags = {ROLE: "score", "automl.model_name": model.name, "automl.model_version": model.version}
+    model, data, frame, output, rolling = request.model, request.data, request.frame, request.output, request.rolling
+    tags = {ROLE: "score", MODEL_NAME: model.name, MODEL_VERSION: model.version}
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"score-{datetime.now(UTC):%Y%m%d-%H%M%S}", tags=tags
     ) as run:

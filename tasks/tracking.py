@@ -37,6 +37,13 @@ META_FEATURES = "automl.meta_features"
 SPACE_SIGNATURE = "automl.space_signature"
 HOST = "automl.host"
 PID = "automl.pid"
+MODEL_NAME = "automl.model_name"  # on scoring runs: the registered model and version that scored
+MODEL_VERSION = "automl.model_version"
+# Model version tags: the pipeline run that registered it, its primary test metric, and the champion's history.
+PIPELINE_RUN_TAG = "pipeline_run_id"
+PRIMARY_METRIC_TAG = "automl.primary_metric"
+TEST_METRIC_PREFIX = "test_"
+CHAMPION_MOVE_PREFIX = "automl.champion_move."
 STAGES = ("data_prep", "warm_start", "search", "final_train")
 # MLflow 3's UI shows an experiment in its GenAI view unless this tag says it trains models (the UI's own
 # "experiment type" switch writes the same tag and value).

@@ -130,7 +130,7 @@ CASES = {
     ),
     "missing warm-start file": (
         lambda t: ["--set", f"warm_start.from_file={t / 'best.json'}"],
-        "warm_start.from_file: ",
+        "warm_start.from_file: {tmp}/best.json: no such file",
     ),
     "registry name MLflow refuses": (
         lambda t: ["--set", "registry.model_name=team/model"],
@@ -213,7 +213,7 @@ def test_bad_input(case, home, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert expected in err
+    assert expected.format(tmp=tmp_path) in err
     assert out == ""
     assert not home.exists(), "a rejected run must not create the state folder"
 

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -197,9 +199,36 @@ def _finished(api: httpx.Client, flow_run_id: str, timeout: float = 300) -> dict
     return _wait(done, timeout, f"flow run {flow_run_id}", interval=1)
 
 
-def _logs(api: httpx.Client, flow_run_id: str) -> list[dict]:
-    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "offset": 0, "sort": "TIMESTAMP_ASC"}
-    return api.post("/logs/filter", json=body).json()
+@contextmanager
+def _prefect(served: dict) -> Iterator:
+    """Prefect's own Python client on the test server, as a user scripting Prefect would use it."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: f"{served['ui']}/api"}), get_client(sync_client=True) as client:
+        yield client
+
+
+def _logs(served: dict, flow_run_id: str) -> list:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    with _prefect(served) as client:
+        return client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+            limit=200,
+            sort=LogSort.TIMESTAMP_ASC,
+        )
+
+
+def _artifacts(served: dict, flow_run_id: str) -> dict:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with _prefect(served) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])), limit=50
+        )
+    return {a.key: a for a in found}
 
 
 def _pipeline_runs(state: Path) -> list:
@@ -233,21 +262,36 @@ def test_a_custom_run_completes_and_lands_in_mlflow_and_prefect(served):
     assert len(mine) == 1 and mine[0].info.status == "FINISHED"
     assert mine[0].data.params["n_trials"] == "3" and mine[0].data.metrics["trials_complete"] == 3
 
-    body = {"artifacts": {"flow_run_id": {"any_": [run_id]}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"}
-    kinds = {a["key"]: a for a in api.post("/artifacts/filter", json=body).json()}
-    assert mine[0].info.run_id in kinds["tiny-served-summary"]["data"]
-    assert kinds["tiny-served-trials"]["type"] == "table"
-    assert kinds["tiny-served-search-progress"]["type"] == "progress"
-    assert kinds["tiny-served-search-progress"]["data"] == 100.0  # updated as trials finished, full at the end
+    kinds = _artifacts(served, run_id)
+    assert mine[0].info.run_id in kinds["tiny-served-summary"].data
+    assert kinds["tiny-served-trials"].type == "table"
+    assert kinds["tiny-served-search-progress"].type == "progress"
+    assert kinds["tiny-served-search-progress"].data == 100.0  # updated as trials finished, full at the end
 
-    body = {
-        "task_runs": {"flow_run_id": {"any_": [run_id]}},
-        "limit": 50,
-        "offset": 0,
-        "sort": "EXPECTED_START_TIME_ASC",
-    }
-    names = {t["name"].rsplit("-", 1)[0] for t in api.post("/task_runs/filter", json=body).json()}
-    assert {"data_prep", "warm_start", "final_train"} <= names
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with _prefect(served) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=50)
+    assert {"data_prep", "warm_start", "final_train"} <= {t.name.rsplit("-", 1)[0] for t in task_runs}
+
+
+def test_prefects_own_cli_and_client_work_against_the_server(served):
+    """Users script Prefect with its CLI and Python client: both must work against the pinned server stack."""
+    env = {**os.environ, "PREFECT_API_URL": f"{served['ui']}/api", "COLUMNS": "200"}
+    outputs = {}
+    for command in ("deployment ls", "flow-run ls", "artifact ls"):
+        result = subprocess.run(
+            [BIN / "prefect", *command.split()], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0 and "422" not in result.stdout + result.stderr, (command, result.stderr[-2000:])
+        outputs[command] = result.stdout
+    assert "tiny_served" in outputs["deployment ls"]
+    with _prefect(served) as client:
+        deployments = {d.name for d in client.read_deployments()}
+        assert {"tiny_served"} <= deployments
+        assert client.read_flow_runs(limit=5) and client.read_flows()
+        client.read_artifacts(limit=5)
+        client.read_task_runs(limit=5)
 
 
 def test_a_scoring_run_writes_predictions_and_records_them_in_mlflow_and_prefect(served):
@@ -279,8 +323,7 @@ def test_a_scoring_run_writes_predictions_and_records_them_in_mlflow_and_prefect
     )
     assert "predictions.parquet" in {f.path for f in client.list_artifacts(scored[0].info.run_id)}
 
-    body = {"artifacts": {"flow_run_id": {"any_": [run_id]}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"}
-    markdown = {a["key"]: a for a in api.post("/artifacts/filter", json=body).json()}["tiny-served-scoring"]["data"]
+    markdown = _artifacts(served, run_id)["tiny-served-scoring"].data
     assert f"**Rows:** {len(predictions)} predictions" in markdown and f"version {champion.version}" in markdown
     assert "## Preview" in markdown
 
@@ -299,11 +342,11 @@ def test_an_invalid_parameter_fails_with_one_line_and_leaves_no_run_running(serv
     assert expected in run["state"]["message"] and "\n" not in run["state"]["message"]
     # the run's logs reach the API in batches, shortly after its state
     _wait(
-        lambda: any(expected in log["message"] for log in _logs(api, run_id) if log["level"] >= 40),
+        lambda: any(expected in log.message for log in _logs(served, run_id) if log.level >= 40),
         60,
         "the error to reach the run's logs",
     )
-    errors = [log["message"] for log in _logs(api, run_id) if log["level"] >= 40]
+    errors = [log.message for log in _logs(served, run_id) if log.level >= 40]
     # The first error is ours, one line; Prefect's engine then adds its own traceback for any failed run.
     assert expected in errors[0] and "\n" not in errors[0]
     runs = _pipeline_runs(served["state"])
@@ -335,10 +378,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)")
 def test_quick_run_from_the_prefect_ui(served):
     from playwright.sync_api import sync_playwright
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     api, deployment = served["api"], served["deployment"]
-    body = {"deployments": {"id": {"any_": [deployment["id"]]}}, "limit": 200, "offset": 0, "sort": "ID_DESC"}
-    before = {r["id"] for r in api.post("/flow_runs/filter", json=body).json()}
+
+    def runs_of_the_deployment() -> set[str]:
+        with _prefect(served) as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment["id"]])), limit=200
+            )
+        return {str(r.id) for r in runs}
+
+    before = runs_of_the_deployment()
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     args = [
         "--no-sandbox",
@@ -373,14 +424,10 @@ def test_quick_run_from_the_prefect_ui(served):
             page.screenshot(path=str(ARTIFACTS_DIR / "ui-quick-run-failed.png"), full_page=True)
             raise
 
-        def new_run():
-            runs = api.post("/flow_runs/filter", json=body).json()
-            return [r for r in runs if r["id"] not in before]
-
-        created = _wait(new_run, 60, "the Quick run to create a flow run")[0]
-        assert created["id"] == response.json()["id"]
-        run = _finished(api, created["id"])
-        page.goto(f"{served['ui']}/runs/flow-run/{created['id']}", wait_until="networkidle")
+        created = _wait(lambda: sorted(runs_of_the_deployment() - before), 60, "the Quick run to create a flow run")[0]
+        assert created == response.json()["id"]
+        run = _finished(api, created)
+        page.goto(f"{served['ui']}/runs/flow-run/{created}", wait_until="networkidle")
         page.get_by_text("Completed").first.wait_for(timeout=30000)
         page.screenshot(path=str(ARTIFACTS_DIR / "ui-quick-run.png"), full_page=True)
         browser.close()

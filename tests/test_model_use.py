@@ -121,7 +121,7 @@ for case in cases:
         error = got["prediction"].to_numpy() - got["actual"].to_numpy()
         mine = {"rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error)))}
         diff = float(np.max(np.abs(got["prediction"].to_numpy() - logged["prediction"].to_numpy())))
-        same_times = bool((got[case["time_column"]] == logged[case["time_column"]]).all())
+        same_rows = bool((got[case["time_column"]] == logged[case["time_column"]]).all())
     else:
         truth = rows.pop(case["target"])
         got = model.predict(rows)
@@ -131,13 +131,13 @@ for case in cases:
             "accuracy": float(metrics.accuracy_score(truth, got["prediction"])),
             "f1_macro": float(metrics.f1_score(truth, got["prediction"], average="macro")),
         }
-        same_times = bool((got["prediction"].to_numpy() == logged["prediction"].to_numpy()).all())
+        same_rows = bool((got["prediction"].to_numpy() == logged["prediction"].to_numpy()).all())
     torch_module = mlflow.pytorch.load_model(case["uri"])
     local = mlflow.artifacts.download_artifacts(case["uri"])
     out[case["family"]] = {
         "rows": len(got), "logged_rows": len(logged), "max_abs_diff": diff, "metrics": mine,
         "logged": {k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")},
-        "same_index": same_times, "torch": type(torch_module).__name__,
+        "same_rows": same_rows, "torch": type(torch_module).__name__,
         "inputs": model.metadata.get_input_schema().input_names(),
         "example": Model.load(local).load_input_example(local).columns.tolist(),
     }
@@ -213,7 +213,7 @@ def test_the_champion_reproduces_the_logged_test_predictions_in_a_fresh_process(
         logged = outcome["logged"]
         assert outcome["rows"] == outcome["logged_rows"] > 0, family
         assert outcome["max_abs_diff"] < 1e-5, family
-        assert outcome["same_index"], family
+        assert outcome["same_rows"], family  # the same times (series) or labels (tables)
         for metric, value in outcome["metrics"].items():
             assert value == pytest.approx(logged[metric], rel=1e-5, abs=1e-7), (family, metric)
         assert outcome["torch"] in {"LSTMRegressor", "TransformerRegressor", "MLP"}
@@ -293,24 +293,14 @@ def test_automl_predict_reads_the_config_champion_and_rolls_over_history(champio
     assert np.allclose(table.filter(like="proba_").sum(axis=1), 1.0, atol=1e-5)
     assert set(table["prediction"]) <= {"Adelie", "Chinstrap", "Gentoo"}
 
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                "models:/tiny_lstm@champion",
-                "--data",
-                str(champions["series"]),
-                "--rolling",
-                "--json",
-            ]
-        )
-        == 0
-    )
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert json.loads(lines[-1])["rows"] == (220 - 8 - 2 + 1) * 2  # every window of the history, 2 steps each
-    rolled = pd.read_csv(io.StringIO("\n".join(lines[:-1])))
+    rolled_csv = champions["work"] / "rolled.csv"
+    args = ["--model", "models:/tiny_lstm@champion", "--data", str(champions["series"]), "--rolling"]
+    assert main(["predict", *args, "--out", str(rolled_csv), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == (220 - 8 - 2 + 1) * 2
+    rolled = pd.read_csv(rolled_csv)  # every window of the history, 2 steps each
     assert list(rolled.columns) == ["origin", "week", "step", "prediction", "actual"]
+    assert main(["predict", *args, "--json"]) == 2  # JSON and CSV on one stdout would be neither
+    assert "--json: give --out too" in capsys.readouterr().err
 
 
 def _write(path: Path, frame: pd.DataFrame | None) -> str:
@@ -374,6 +364,12 @@ BAD_PREDICT_INPUTS = {
         ["--rolling"],
         "--rolling is for time-series models",
     ),
+    "absurdly large number": (
+        MLP,
+        lambda: pd.read_csv(PENGUINS).drop(columns="species").head(5).assign(body_mass_g=1e300),
+        [],
+        "column 'body_mass_g': data row 1 holds 1e+300; values must be finite",
+    ),
     "text in a numeric column": (
         MLP,
         lambda: (
@@ -406,6 +402,19 @@ def test_bad_predict_input_is_one_line_exit_2_and_writes_nothing(case, champions
     assert message in captured.err and "Traceback" not in captured.err
     assert captured.out == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv"]  # nothing written, not even a temp file
+
+
+def test_categories_given_as_numbers_or_all_missing_are_scored_as_in_training(champions, tmp_path, monkeypatch):
+    """MLflow's own schema check would refuse numbers or an all-missing (float) column for a category; the
+    model's inputs are of type "any" and it converts categories to text as data prep did."""
+    rows = pd.read_csv(PENGUINS).drop(columns="species").head(5).assign(sex=np.nan, island=3)
+    mlflow.set_tracking_uri(f"sqlite:///{champions['state'] / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/tiny_penguins@champion")
+    assert model.predict(rows)["prediction"].isin(["Adelie", "Chinstrap", "Gentoo"]).all()
+    monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
+    data = _write(tmp_path / "rows.csv", rows)
+    assert main(["predict", "--model", MLP, "--data", data, "--out", str(tmp_path / "p.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "p.parquet")) == 5
 
 
 def test_predict_without_a_registry_creates_none(tmp_path, monkeypatch, capsys):

@@ -17,17 +17,13 @@ from tasks.tracking import STAGES
 pytestmark = pytest.mark.e2e
 
 
-def prefect_artifacts(key: str) -> list[dict]:
-    """Prefect artifacts with ``key``, newest first (posted directly: the client sends nulls the API rejects)."""
+def prefect_artifacts(key: str) -> list:
+    """Prefect artifacts with ``key``, read with Prefect's own client as a user would."""
     from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as prefect:
-        response = prefect.request(
-            "POST",
-            "/artifacts/filter",
-            json={"artifacts": {"key": {"any_": [key]}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"},
-        )
-    return response.json()
+        return prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
 
 def _children(client, experiment_id, parent_id):
@@ -117,7 +113,7 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     assert loaded(__import__("torch").zeros(2, 8, 2)).shape == (2, 2)
 
     artifacts = prefect_artifacts("tiny-lstm-summary")
-    assert any(summary["pipeline_run_id"] in a["data"] for a in artifacts)
+    assert any(summary["pipeline_run_id"] in a.data for a in artifacts)
 
 
 def test_second_run_warm_starts_from_the_first(prefect_api, home, series_csv, tmp_path):

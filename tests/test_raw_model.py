@@ -6,6 +6,7 @@ absent and many classes."""
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -90,15 +91,47 @@ def test_unseen_categories_and_missing_values_encode_as_in_training(tmp_path):
             pd.DataFrame({"size": ["big"], "rooms": [2], "city": ["north"]}),
             "column 'size' must be numeric; found 'big'",
         ),
-        (pd.DataFrame({"size": [np.inf], "rooms": [2], "city": ["north"]}), "column 'size' holds inf"),
+        (pd.DataFrame({"size": [np.inf], "rooms": [2], "city": ["north"]}), "column 'size': data row 1 holds inf"),
+        (pd.DataFrame({"size": [1e300], "rooms": [2], "city": ["north"]}), "data row 1 holds 1e+300; values must be"),
         (pd.DataFrame({"size": [True], "rooms": [2], "city": ["north"]}), "column 'size' must be numeric"),
         (pd.DataFrame({"size": [], "rooms": [], "city": []}), "no rows to predict"),
     ],
 )
 def test_bad_raw_rows_name_the_column(tmp_path, rows, message):
     prepared, model = _prepared_table(tmp_path)
-    with pytest.raises(RawInputError, match=message.replace("(", r"\(")):
+    with pytest.raises(RawInputError, match=re.escape(message)):
         predict_raw(model, preprocessing_from_dict(prepared.preprocessing), rows)
+
+
+def test_a_logged_model_takes_boolean_and_category_columns(tmp_path):
+    """A True/False column and a pandas category column (from Parquet) are categories for data prep; the logged
+    model takes them as they are and predicts what the tensor path predicts."""
+    from tasks.raw_model import log_raw_model
+
+    path = tmp_path / "houses.parquet"
+    _table().assign(garden=lambda f: f.index % 2 == 0, city=lambda f: f["city"].astype("category")).to_parquet(path)
+    config = write_config(
+        tmp_path,
+        path,
+        name="houses",
+        model={"family": "mlp"},
+        data={"path": str(path), "target": "price", "time_column": None, "task": "regression"},
+        search={"n_trials": 1, "epochs": 1, "space": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2}}},
+    )
+    cfg = load_config(config)
+    frame, plan, fp = load_and_check(cfg)
+    assert set(plan.categorical) == {"city", "garden"}
+    prepared, _ = prepare(frame, cfg, plan, fp)
+    family = get_family("mlp")
+    model = build_model(family, ModelShape(prepared.n_features, prepared.n_outputs), family.defaults, seed=0)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run():
+        info = log_raw_model(model, preprocessing_from_dict(prepared.preprocessing), prepared.raw_test_input)
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    expected = prepared.to_original_units(predict(model, prepared.test.X))[:, 0]
+    got = served.predict(prepared.raw_test_input)["prediction"].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert mlflow.pytorch.load_model(info.model_uri)(__import__("torch").zeros(2, prepared.n_features)).shape == (2, 1)
 
 
 @pytest.mark.parametrize(("n_classes", "matrix"), [(4, True), (35, False)])
