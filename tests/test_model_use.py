@@ -327,7 +327,7 @@ BAD_PREDICT_INPUTS = {
         [],
         "column 'sales' must be numeric; found 'lots'",
     ),
-    "too little history": (LSTM, lambda: _history(5), [], "too little history: 5 rows; tiny_lstm needs at least 8"),
+    "too little history": (LSTM, lambda: _history(5), [], "too little history: 5 rows of 'week'; this model needs at least 8"),
     "too little history to roll": (
         LSTM,
         lambda: _history(9),
@@ -362,7 +362,7 @@ BAD_PREDICT_INPUTS = {
         MLP,
         lambda: pd.read_csv(PENGUINS).drop(columns="species").head(5),
         ["--rolling"],
-        "--rolling is for time-series models",
+        "rolling predictions are for time-series models",
     ),
     "absurdly large number": (
         MLP,
