@@ -37,22 +37,32 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> PipelineConf
     for section, key in _PATH_KEYS:
         node = raw.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str):
-            node[key] = str((path.parent / node[key]).resolve())
+            node[key] = _resolved(path.parent / node[key], f"{path}: {section}.{key}")
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
         if tuple(key.split(".")) in _PATH_KEYS and isinstance(value, str):
-            raw[key.split(".")[0]][key.split(".")[1]] = str(Path(value).resolve())
+            raw[key.split(".")[0]][key.split(".")[1]] = _resolved(Path(value), f"--set {key}")
     return validate_config(raw, source=str(path))
+
+
+def _resolved(path: Path, key: str) -> str:
+    """An absolute path; a symlink loop (``resolve`` raises RuntimeError for one) is a one-line error."""
+    try:
+        return str(path.resolve())
+    except (RuntimeError, OSError) as exc:
+        raise ConfigError(f"{key}: cannot resolve {path} ({exc})") from None
 
 
 def validate_config(raw: Mapping[str, Any], source: str = "<config>") -> PipelineConfig:
     """Validate a config dict (already read and overridden) into a ``PipelineConfig``."""
-    raw = copy.deepcopy(dict(raw))
     try:
+        raw = copy.deepcopy(dict(raw))
         cfg = PipelineConfig.model_validate(_with_default_space(raw))
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not a config: nested too deeply") from None
     try:
         _check_against_family(cfg)
     except ValueError as exc:
@@ -112,6 +122,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such config file")
     try:
         raw = yaml.safe_load(path.read_text())
+    except RecursionError:
+        raise ConfigError(f"{path}: not a config: its YAML is nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -137,6 +137,9 @@ def _store():
 
 
 def _configs_list(args: argparse.Namespace) -> int:
+    from tasks.config_store import check_filters
+
+    check_filters(args.model, args.task)
     store = _store()
     rows = [store.describe(run) for run in store.stored_runs(args.model, args.task)]
     if not rows:
@@ -331,10 +334,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from configs import load_config
     from tasks.data_prep import load_and_check
+    from tasks.state import local_state
 
     setup_console()
     cfg = load_config(args.config, args.overrides)
     load_and_check(cfg)  # every input error surfaces here, before Prefect, MLflow or torch do any work
+    local_state().ensure()  # and an unusable state folder
 
     from flows.pipeline import INVALID_INPUT, automl_pipeline
     from tasks.search import SearchFailed

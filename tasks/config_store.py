@@ -5,6 +5,7 @@ warm start finds like any other. MLflow is the store; there is no other database
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ IMPORTED_EXPERIMENT = "imported-configs"
 
 def stored_runs(family: str | None = None, task_type: str | None = None) -> list[Run]:
     """Finished pipeline runs and imported configs, newest first, optionally of one family and task type."""
+    check_filters(family, task_type)
     client = MlflowClient()
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     if not experiment_ids:
@@ -46,6 +48,13 @@ def stored_runs(family: str | None = None, task_type: str | None = None) -> list
         query += f" and tags.`{TASK_TYPE}` = '{task_type}'"
     runs = client.search_runs(experiment_ids, query, max_results=1000, order_by=["attributes.start_time DESC"])
     return [r for r in runs if r.data.tags.get(ROLE) in ("pipeline", "imported")]
+
+
+def check_filters(family: str | None, task_type: str | None) -> None:
+    """Filter values are names (they go into an MLflow search query): anything else is a one-line error."""
+    for key, value in (("--model", family), ("--task", task_type)):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ConfigError(f"{key}: {value!r} is not a model family or task name (letters, digits, _ . -)")
 
 
 def describe(run: Run) -> dict[str, Any]:
@@ -86,11 +95,18 @@ def export_config(run_id: str) -> TransferredConfig:
 
 
 def write_export(config: TransferredConfig, path: Path) -> None:
-    """Write the file in one step, so a failure leaves no partial file behind."""
+    """Write the file in one step, so a failure leaves no partial file behind (nor a temporary one)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--output: {path} is a directory; give a file name")
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise ConfigError(f"--output: cannot write {path} ({exc.strerror or exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def import_config(path: Path, state: LocalState) -> str:

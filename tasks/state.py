@@ -41,7 +41,17 @@ class LocalState:
         return self.home / "prefect-results"
 
     def ensure(self) -> LocalState:
-        self.home.mkdir(parents=True, exist_ok=True)
+        """Create the folder; one that cannot be (a file in the way, no permission) is a one-line input error."""
+        from configs import InputError
+
+        if self.home.exists() and not self.home.is_dir():
+            raise InputError(f"AUTOML_HOME: {self.home} is a file, not a folder for the state")
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"AUTOML_HOME: cannot create {self.home} ({exc.strerror or exc})") from None
+        if not os.access(self.home, os.W_OK):
+            raise InputError(f"AUTOML_HOME: {self.home} is not writable")
         return self
 
 

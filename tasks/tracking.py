@@ -65,12 +65,36 @@ class PipelineRun:
 
 def configure_mlflow(state: LocalState) -> None:
     """Point MLflow at the state folder's SQLite database (or at ``MLFLOW_TRACKING_URI``)."""
-    state.ensure()
     uri = state.mlflow_uri
+    _check_reachable(uri)
+    state.ensure()
     mlflow.set_tracking_uri(uri)
-    with first_use_lock(uri):
-        enable_wal(uri)
-        MlflowClient().search_experiments(max_results=1)  # creates or migrates the schema, one process at a time
+    try:
+        with first_use_lock(uri):
+            enable_wal(uri)
+            MlflowClient().search_experiments(max_results=1)  # creates or migrates the schema, one at a time
+    except Exception as exc:  # not a database, a locked or read-only file, a schema MLflow cannot migrate
+        from configs import InputError
+
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"MLflow tracking store {uri} cannot be used: {reason}") from None
+
+
+def _check_reachable(uri: str, timeout: float = 10.0) -> None:
+    """A tracking server that does not answer fails here in seconds, naming it (MLflow's own client retries for
+    minutes before it gives up)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import httpx
+
+    try:
+        httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except httpx.HTTPError as exc:
+        from configs import InputError
+
+        raise InputError(
+            f"MLFLOW_TRACKING_URI: the MLflow server at {uri} does not answer ({type(exc).__name__})"
+        ) from None
 
 
 def ensure_experiment(name: str, state: LocalState) -> str:

@@ -240,3 +240,50 @@ def test_a_cuda_device_that_is_not_there(home, capsys):
     assert main(["run", LSTM, "--set", "training.device=cuda"]) == 2
     assert "training.device: cuda requested, but torch sees no CUDA device here" in capsys.readouterr().err
     assert not home.exists()
+
+
+def test_odd_files_and_folders_are_one_line(home, tmp_path, capsys):
+    """A symlink loop for data.path, YAML nested too deeply, a state folder that is a file, a tracking database
+    that is not one, an unreachable tracking server: one line each, exit 2, no traceback."""
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(tmp_path / "loop.csv")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 2000 + "]" * 2000 + "\n")
+    cases = [
+        (["run", LSTM, "--set", f"data.path={loop}"], {}, "data.path"),
+        (["run", str(deep)], {}, "nested too deeply"),
+        (["run", LSTM], {"AUTOML_HOME": str(REPO / "README.md")}, "is a file, not a folder for the state"),
+        (["configs", "list", "--model", "lstm' or 1=1 --"], {}, '--model: "lstm\' or 1=1 --" is not a model family'),
+        (["configs", "list"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "the MLflow server at http://127.0.0.1:9"),
+    ]
+    for args, env, message in cases:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            if "MLFLOW_TRACKING_URI" in env:
+                patch.setattr("tasks.state._USER_MLFLOW_URI", env["MLFLOW_TRACKING_URI"])
+            code = main(args)
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err, (args, err)
+    assert not home.exists()  # not even the state folder
+
+
+def test_a_tracking_database_that_is_not_one(home, capsys):
+    home.mkdir()
+    (home / "mlflow.db").write_text("this is not a database")
+    assert main(["configs", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MLflow tracking store sqlite:///") and "cannot be used" in err
+    assert err.count("\n") == 1
+
+
+def test_an_export_to_a_folder_leaves_nothing_behind(home, tmp_path, capsys, monkeypatch):
+    from tasks import config_store
+
+    monkeypatch.setattr(config_store, "export_config", lambda run_id: None)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    assert main(["configs", "export", "some-run", "-o", str(folder)]) == 2
+    assert f"--output: {folder} is a directory" in capsys.readouterr().err
+    assert list(folder.iterdir()) == [] and not list(tmp_path.glob(".*.tmp"))

@@ -327,7 +327,12 @@ BAD_PREDICT_INPUTS = {
         [],
         "column 'sales' must be numeric; found 'lots'",
     ),
-    "too little history": (LSTM, lambda: _history(5), [], "too little history: 5 rows of 'week'; this model needs at least 8"),
+    "too little history": (
+        LSTM,
+        lambda: _history(5),
+        [],
+        "too little history: 5 rows of 'week'; this model needs at least 8",
+    ),
     "too little history to roll": (
         LSTM,
         lambda: _history(9),
