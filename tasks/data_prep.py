@@ -317,7 +317,8 @@ def _resolve_task(target: pd.Series, data: DataConfig, allowed: tuple[str, ...])
     if data.task == "classification" or not numeric:
         task = "classification"
     else:
-        integral = np.all(np.equal(np.mod(values.to_numpy(dtype=float), 1), 0))
+        with np.errstate(invalid="ignore"):  # an inf is reported by the finite-value check, naming its row
+            integral = np.all(np.equal(np.mod(values.to_numpy(dtype=float), 1), 0))
         few = values.nunique() <= AUTO_CLASSIFICATION_MAX_CLASSES
         task = "classification" if (integral and few and "classification" in allowed) else "regression"
     if task not in allowed:

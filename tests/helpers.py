@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +55,21 @@ def write_config(folder: Path, data_path: Path, **sections) -> Path:
     path = folder / f"{cfg['name']}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process_group(process: subprocess.Popen, first: signal.Signals = signal.SIGINT) -> None:
+    """Stop a server started with ``start_new_session=True``: ``first`` to its process group, SIGKILL after 20 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, first)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

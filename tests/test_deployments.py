@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from deployments.serve import config_files, pipeline_deployments
-from tests.helpers import REPO, make_series, write_config
+from tests.helpers import REPO, free_port, make_series, stop_process_group, write_config
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -52,12 +50,6 @@ def test_serve_builds_a_scheduled_deployment_per_shipped_config():
     assert {"n_trials", "timeout", "backend", "fidelity", "warm_start_enabled", "seed", "overrides"} <= set(schema)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait(check, timeout: float, what: str, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,21 +73,11 @@ class _Api(httpx.Client):
         return response
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """``prefect server start`` on a free loopback port with its own PREFECT_HOME."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
@@ -123,7 +105,7 @@ def prefect_server(tmp_path_factory):
         _wait(healthy, 180, "the Prefect server")
         yield url
     finally:
-        _stop(process)
+        stop_process_group(process)
         log.close()
 
 
@@ -179,7 +161,7 @@ def served(prefect_server, tmp_path_factory):
             "log": work / "serve.log",
         }
     finally:
-        _stop(process)
+        stop_process_group(process)
         log.close()
         api.close()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main
-from tests.helpers import REPO, make_series, write_config
+from tests.helpers import REPO, free_port, make_series, stop_process_group, write_config
 from tests.test_cli import AUTOML
 
 pytestmark = pytest.mark.e2e
@@ -469,14 +469,8 @@ def test_champion_history_records_every_move_and_set_rolls_back(champions, monke
     assert "no registered model 'nobody'" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(model_uri: str, champions) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{champions['state'] / 'mlflow.db'}",
@@ -518,18 +512,6 @@ def _wait_until_up(process: subprocess.Popen, url: str, timeout: float = 120) ->
     raise TimeoutError(f"mlflow models serve did not answer on {url}")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    import signal
-
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def test_mlflow_models_serve_answers_raw_json_rows_for_both_kinds(champions):
     servers = [_serve("models:/tiny_lstm@champion", champions), _serve("models:/tiny_penguins@champion", champions)]
     try:
@@ -569,4 +551,4 @@ def test_mlflow_models_serve_answers_raw_json_rows_for_both_kinds(champions):
         assert [row["proba_Gentoo"] for row in rows] == pytest.approx(local["proba_Gentoo"].tolist(), abs=1e-6)
     finally:
         for process, _ in servers:
-            _stop(process)
+            stop_process_group(process, signal.SIGTERM)

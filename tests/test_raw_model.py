@@ -36,10 +36,9 @@ def _table(n: int = 120, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
-def _prepared_table(tmp_path):
-    path = tmp_path / "houses.csv"
-    _table().to_csv(path, index=False)
-    config = write_config(
+def _houses_config(tmp_path, path):
+    """An MLP regression config for the ``_table`` data at ``path``."""
+    return write_config(
         tmp_path,
         path,
         name="houses",
@@ -47,6 +46,12 @@ def _prepared_table(tmp_path):
         data={"path": str(path), "target": "price", "time_column": None, "task": "regression"},
         search={"n_trials": 1, "epochs": 1, "space": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2}}},
     )
+
+
+def _prepared_table(tmp_path):
+    path = tmp_path / "houses.csv"
+    _table().to_csv(path, index=False)
+    config = _houses_config(tmp_path, path)
     cfg = load_config(config)
     frame, plan, fp = load_and_check(cfg)
     prepared, _ = prepare(frame, cfg, plan, fp)
@@ -110,14 +115,7 @@ def test_a_logged_model_takes_boolean_and_category_columns(tmp_path):
 
     path = tmp_path / "houses.parquet"
     _table().assign(garden=lambda f: f.index % 2 == 0, city=lambda f: f["city"].astype("category")).to_parquet(path)
-    config = write_config(
-        tmp_path,
-        path,
-        name="houses",
-        model={"family": "mlp"},
-        data={"path": str(path), "target": "price", "time_column": None, "task": "regression"},
-        search={"n_trials": 1, "epochs": 1, "space": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2}}},
-    )
+    config = _houses_config(tmp_path, path)
     cfg = load_config(config)
     frame, plan, fp = load_and_check(cfg)
     assert set(plan.categorical) == {"city", "garden"}
