@@ -15,6 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect import task
 
@@ -190,6 +191,7 @@ def final_train(
             registered, champion, note = register(
                 model_info.model_uri, cfg.registry.model_name or cfg.name, prepared, scores["tuned"], pipeline
             )
+        model_uri = registered.pop("source") if registered else model_info.model_uri
         logger.info(
             "test %s: tuned %.5g | default config %.5g | naive %.5g",
             primary,
@@ -202,7 +204,7 @@ def final_train(
         test_metrics=scores["tuned"],
         baseline_metrics={"default_config": scores["default_config"], "naive": scores["naive"]},
         primary_metric=primary,
-        model_uri=model_info.model_uri,
+        model_uri=model_uri,
         registered_model=registered,
         champion=champion,
         champion_note=note,
@@ -242,7 +244,9 @@ def register(
 ) -> tuple[dict[str, Any], bool, str]:
     """Register the model; move the ``champion`` alias to it when it beats the champion on the same data."""
     client = MlflowClient()
-    version = mlflow.register_model(model_uri, name, tags={PIPELINE_RUN_TAG: pipeline.run_id})
+    version = _registered_by(client, name, pipeline.run_id) or mlflow.register_model(
+        model_uri, name, tags={PIPELINE_RUN_TAG: pipeline.run_id}
+    )
     primary, _ = PRIMARY_METRIC[prepared.task]
     tags = {
         FINGERPRINT: prepared.fingerprint,
@@ -252,8 +256,11 @@ def register(
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, str(value))
     current = current_champion(client, name)
+    moved = False  # this version may be champion already (a rerun after a kill): no second move then
     if current is None:
         champion, note = True, "first version of this model: champion"
+    elif str(current.version) == str(version.version):
+        champion, note, moved = True, "champion already (moved before the run was interrupted)", True
     elif current.tags.get(FINGERPRINT) != prepared.fingerprint:
         champion, note = False, f"champion v{current.version} was trained on other data; not compared"
     else:
@@ -262,11 +269,22 @@ def register(
         verb = "beats" if champion else "does not beat"
         theirs = old.get(primary, float("nan"))
         note = f"{verb} champion v{current.version} on test {primary} ({metrics[primary]:.5g} vs {theirs:.5g})"
-    if champion:
+    if champion and not moved:
         move_champion(client, name, version.version, by=f"pipeline run {pipeline.run_id}", note=note)
     mlflow.set_tags({"registered_model": name, "registered_version": version.version, "champion": str(champion)})
     logger.info("registry: %s version %s; %s", name, version.version, note)
-    return {"name": name, "version": int(version.version)}, champion, note
+    return {"name": name, "version": int(version.version), "source": version.source}, champion, note
+
+
+def _registered_by(client: MlflowClient, name: str, pipeline_run_id: str):
+    """The version this pipeline run registered already (a rerun after a kill between registering and the end
+    of the stage): reused, so a resumed run never adds a second version. Training is seeded, so its weights are
+    the ones the rerun trained again."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'", max_results=10_000)
+    except MlflowException:
+        return None
+    return next((v for v in versions if v.tags.get(PIPELINE_RUN_TAG) == pipeline_run_id), None)
 
 
 def _log_curves(tuned: FitResult, default: FitResult) -> None:

@@ -162,3 +162,25 @@ def test_the_classification_report_copes_with_absent_and_many_classes(tmp_path, 
     assert per_class.loc[0, "recall"] == 1.0 and per_class["support"].sum() == 5
     plots = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
     assert ("plots/predicted_vs_actual.png" in plots) is matrix
+
+
+def test_a_rerun_after_a_kill_in_registration_reuses_the_version_and_its_champion(tmp_path):
+    """Killed after registering (and even after moving the alias), the resumed stage registers again: it finds
+    the version its pipeline run made and neither adds a second one nor records a second move."""
+    from tasks.champion import champion_history
+    from tasks.final_train import register
+    from tasks.raw_model import log_raw_model
+    from tasks.tracking import PipelineRun
+
+    prepared, model = _prepared_table(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        info = log_raw_model(model, preprocessing_from_dict(prepared.preprocessing), prepared.raw_test_input)
+        pipeline = PipelineRun(run.info.run_id, run.info.experiment_id, "houses", "study")
+        first = register(info.model_uri, "houses", prepared, {"rmse": 1.0, "mae": 1.0, "mse": 1.0}, pipeline)
+        again = register(info.model_uri, "houses", prepared, {"rmse": 1.0, "mae": 1.0, "mse": 1.0}, pipeline)
+    client = mlflow.MlflowClient()
+    assert [v.version for v in client.search_model_versions("name = 'houses'")] == [1]
+    assert first[0] == again[0] == {"name": "houses", "version": 1, "source": info.model_uri}
+    assert first[1] is again[1] is True and "champion already" in again[2]
+    assert len(champion_history(client, "houses")) == 1
