@@ -190,7 +190,6 @@ def _predict(args: argparse.Namespace) -> int:
     from configs import InputError
     from tasks import scoring
     from tasks.state import local_state
-    from tasks.tracking import configure_mlflow
 
     out = Path(args.out) if args.out else None
     if args.json and out is None:
@@ -204,8 +203,7 @@ def _predict(args: argparse.Namespace) -> int:
     data = Path(args.data)
     frame = scoring.read_rows(data)
     state = local_state()
-    scoring.check_registry(state)
-    configure_mlflow(state)
+    scoring.open_registry(state)
     model = scoring.load_registered_model(uri)
     scoring.check_rows(model, frame, args.rolling, data)
 
@@ -240,17 +238,10 @@ def _config_by_name_or_path(value: str):
 
 
 def _registry():
-    from mlflow.tracking import MlflowClient
-
+    from tasks.scoring import open_registry
     from tasks.state import local_state
-    from tasks.tracking import configure_mlflow
 
-    state = local_state()
-    from tasks.scoring import check_registry
-
-    check_registry(state, key="champion")
-    configure_mlflow(state)
-    return MlflowClient()
+    return open_registry(local_state(), key="champion")
 
 
 def _registered(client, name: str):

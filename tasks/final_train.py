@@ -25,7 +25,7 @@ from tasks.caching import pipeline_stage_key
 from tasks.champion import current_champion, move_champion, version_metrics
 from tasks.plotting import plt
 from tasks.prepared_data import PreparedData
-from tasks.preprocessing import preprocessing_from_dict
+from tasks.preprocessing import Preprocessing, preprocessing_from_dict
 from tasks.raw_model import PROBA_PREFIX, log_raw_model, predict_raw
 from tasks.tracking import (
     FINGERPRINT,
@@ -182,10 +182,10 @@ def final_train(
             )
         _log_curves(fitted, default_fit)
         _log_predictions(prepared, y_true, predictions)
-        raw_predictions = raw_test_predictions(model, prepared, predictions["tuned"])
-        log_frame(raw_predictions, TEST_PREDICTIONS)
+        pre = preprocessing_from_dict(prepared.preprocessing)
+        log_frame(raw_test_predictions(model, pre, prepared, predictions["tuned"]), TEST_PREDICTIONS)
         with quiet_mlflow_warnings():
-            model_info = log_raw_model(model, preprocessing_from_dict(prepared.preprocessing), prepared.raw_test_input)
+            model_info = log_raw_model(model, pre, prepared.raw_test_input)
         registered, champion, note = (None, False, "registry disabled")
         if cfg.registry.enabled:
             registered, champion, note = register(
@@ -216,13 +216,14 @@ def final_train(
     )
 
 
-def raw_test_predictions(model: torch.nn.Module, prepared: PreparedData, expected: np.ndarray) -> pd.DataFrame:
+def raw_test_predictions(
+    model: torch.nn.Module, pre: Preprocessing, prepared: PreparedData, expected: np.ndarray
+) -> pd.DataFrame:
     """The test predictions as the registered model gives them from the raw test rows, with the actual values.
 
     They must equal the ones the test metrics were computed from (``expected``): the raw model applies the same
     fitted preprocessing to the same rows. A difference is a bug in the preprocessing, so it fails the stage.
     """
-    pre = preprocessing_from_dict(prepared.preprocessing)
     frame = predict_raw(model, pre, prepared.raw_test_input, rolling=prepared.kind == "series")
     if prepared.task == "classification":
         got = frame[[f"{PROBA_PREFIX}{c}" for c in prepared.classes or []]].to_numpy()

@@ -52,13 +52,18 @@ class RegisteredModel:
     preprocessing: Preprocessing
 
 
-def check_registry(state: LocalState, key: str = "--model") -> None:
-    """Fail with one line when the default local registry does not exist yet (instead of creating an empty one)."""
+def open_registry(state: LocalState, key: str = "--model") -> MlflowClient:
+    """Point MLflow at the state folder's registry (or ``MLFLOW_TRACKING_URI``). When the default local registry
+    does not exist yet, fail with one line instead of creating an empty one."""
+    from tasks.tracking import configure_mlflow
+
     path = sqlite_path(state.mlflow_uri)
     if path is not None and not path.is_file():
         raise InputError(
             f"{key}: no MLflow registry at {path}; run a pipeline first, or set MLFLOW_TRACKING_URI or AUTOML_HOME"
         )
+    configure_mlflow(state)
+    return MlflowClient()
 
 
 def model_uri(cfg: PipelineConfig, alias: str | None = None) -> str:
@@ -220,16 +225,13 @@ def prepare_scoring(
 ) -> ScoringRequest:
     """Everything the score flow checks before it scores, each problem one ``InputError`` naming the parameter
     or, where the value came from the config, the config key. Empty parameters take the ``score`` section."""
-    from tasks.tracking import configure_mlflow
-
     data = Path(data_path).resolve() if data_path else cfg.score.data
     if data is None:
         raise InputError("data_path: no file to score; give data_path or set score.data in the config")
     output = Path(output_path).resolve() if output_path else cfg.score.output
     check_output(output, key="output_path" if output_path else "score.output")
     frame = read_rows(data, key="data_path" if data_path else "score.data")
-    check_registry(state, key="model_alias")
-    configure_mlflow(state)
+    open_registry(state, key="model_alias")
     model = load_registered_model(model_uri(cfg, model_alias), key="model_alias")
     rolling = cfg.score.rolling if rolling is None else rolling
     check_rows(model, frame, rolling, data)

@@ -150,11 +150,7 @@ def _series_test_history(champions, summary) -> Path:
     """The raw rows that hold every test window: the CSV ordered by time, from ``lookback`` rows before the test
     split (its size from the data card) to the end. Built here from the file, not taken from the pipeline."""
     mlflow.set_tracking_uri(summary["mlflow_tracking_uri"])
-    client = _client(champions)
-    stage = client.search_runs(
-        [client.get_experiment_by_name(summary["experiment"]).experiment_id],
-        f"tags.`mlflow.parentRunId` = '{summary['pipeline_run_id']}' and tags.`automl.stage` = 'data_prep'",
-    )[0]
+    stage = _stage_run(champions, summary, "data_prep")
     card = mlflow.artifacts.load_dict(f"runs:/{stage.info.run_id}/data_card.json")
     frame = pd.read_csv(champions["series"]).sort_values("week")
     start = card["rows"]["train"] + card["rows"]["val"] - card["lookback"]
