@@ -169,7 +169,7 @@ def test_sigkill_mid_search_then_the_same_command_resumes(tmp_path):
         tmp_path,
         csv,
         name="crashy",
-        search={"n_trials": 6, "epochs": 3, "fidelity": "successive_halving", "eta": 2, "min_fraction": 0.25},
+        search={"n_trials": 6, "epochs": 3, "fidelity": "hyperband", "eta": 2, "min_fraction": 0.25},
     )
     args = ("run", str(config), "--json")
     first = _cli(*args, state=state, cwd=tmp_path)

@@ -36,6 +36,7 @@ REUSED_ATTR = "reused_evaluations"
 SOURCE_ATTR = "source"  # set when a config is enqueued: "warm_start:<run id>", "retry:<trial number>"
 FULL_FIDELITY_ATTR = "full_fidelity"  # set on enqueued configs that skip the low-fidelity rungs
 OWNER_ATTR = "owner"  # host:pid:token of the engine evaluating a RUNNING trial
+SCHEDULED_AS_ATTR = "scheduled_as"  # set on retries: the trial number whose rung schedule (bracket) they keep
 INTERRUPTED = "interrupted"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _LIVE_TOKENS: set[str] = set()  # engines running in this process
@@ -136,12 +137,25 @@ class NullObserver:
         return None
 
 
+class _AsScheduled:
+    """A trial as the fidelity scheduler sees it: under the number its config was first scheduled with, so a
+    config retried after an interruption keeps its bracket and rungs (Hyperband assigns brackets by number)."""
+
+    def __init__(self, trial: Any):
+        self._trial = trial
+        self.number: int = trial.user_attrs.get(SCHEDULED_AS_ATTR, trial.number)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+
 @dataclass
 class _Running:
     trial: optuna.Trial
     record: TrialRecord
     rungs: tuple[int, ...]
     position: int  # index into rungs
+    scheduled: _AsScheduled
 
 
 class SearchEngine:
@@ -179,6 +193,7 @@ class SearchEngine:
         self.run_id = run_id
         self._known: dict[tuple[str, int], float] = {}
         self._records: list[TrialRecord] = []
+        self._best_before: TrialRecord | None = None  # the study's best when this invocation started
         self._evaluation_seconds = 0.0
         self._last_heartbeat = 0.0
         self._token = uuid.uuid4().hex[:12]
@@ -250,7 +265,11 @@ class SearchEngine:
                     self._known.setdefault((key, step), value)
                     rung = self._rung_of_step(step)
                     if rung is not None and frozen.state in (TrialState.COMPLETE, TrialState.PRUNED):
-                        history.append((frozen, rung, value))
+                        history.append((_AsScheduled(frozen), rung, value))
+            if _finite_complete(frozen) and (self._best_before is None or frozen.value < self._best_before.value):
+                self._best_before = TrialRecord(
+                    frozen.number, dict(frozen.params), state="complete", value=frozen.value
+                )
             if self.run_id and frozen.user_attrs.get(RUN_ATTR) == self.run_id:
                 already += frozen.state in _FINISHED and frozen.user_attrs.get(OUTCOME_ATTR) in COUNTED
         self.scheduler.restore(history)
@@ -282,10 +301,11 @@ class SearchEngine:
         )
         self._records.append(record)
         self.observer.trial_started(trial, record)
-        rungs = self.scheduler.rungs(trial)
+        scheduled = _AsScheduled(trial)
+        rungs = self.scheduler.rungs(scheduled)
         if trial.user_attrs.get(FULL_FIDELITY_ATTR):
             rungs = rungs[-1:]
-        return _Running(trial, record, rungs, 0)
+        return _Running(trial, record, rungs, 0, scheduled)
 
     def _submit(self, item: _Running, running: dict[Any, _Running]) -> None:
         """Evaluate the item's current rung, or reuse a result the ledger already holds for it."""
@@ -324,7 +344,7 @@ class SearchEngine:
         item.trial.report(evaluation.loss, step)
         item.record.rungs.append((fraction, evaluation.loss))
         item.record.curves.append(evaluation.curve)
-        verdict = self.scheduler.decide(item.trial, rung, evaluation.loss)
+        verdict = self.scheduler.decide(item.scheduled, rung, evaluation.loss)
         if verdict == Verdict.PROMOTE and item.position == len(item.rungs) - 1:
             verdict = Verdict.COMPLETE
         self.observer.rung_finished(item.record, fraction, step, evaluation, verdict)
@@ -350,7 +370,10 @@ class SearchEngine:
         self.observer.trial_finished(record, self._best_record())
 
     def _best_record(self) -> TrialRecord | None:
+        """The best so far over the whole study (trials of earlier runs and of a killed run included)."""
         done = [r for r in self._records if r.state == "complete" and r.value is not None]
+        if self._best_before is not None:
+            done.append(self._best_before)
         return min(done, key=lambda r: r.value) if done else None
 
     # --- result -----------------------------------------------------------------------------------------
@@ -378,7 +401,10 @@ class SearchEngine:
 def requeue_stale_trial(study: optuna.Study, frozen: FrozenTrial) -> None:
     """Queue an interrupted trial's config again, as the same pipeline's ``retry:<number>``. Also Optuna's
     heartbeat callback (``RDBStorage(failed_trial_callback=...)``) for trials whose engine went silent."""
-    attrs = {SOURCE_ATTR: f"retry:{frozen.number}"}
+    attrs = {
+        SOURCE_ATTR: f"retry:{frozen.number}",
+        SCHEDULED_AS_ATTR: frozen.user_attrs.get(SCHEDULED_AS_ATTR, frozen.number),
+    }
     for key in (RUN_ATTR, FULL_FIDELITY_ATTR):
         if key in frozen.user_attrs:
             attrs[key] = frozen.user_attrs[key]
@@ -396,6 +422,10 @@ def owner_alive(owner: str | None) -> bool:
     if host == socket.gethostname() and pid == os.getpid():
         return token in _LIVE_TOKENS
     return process_alive(host, pid)
+
+
+def _finite_complete(frozen: FrozenTrial) -> bool:
+    return frozen.state == TrialState.COMPLETE and frozen.value is not None and math.isfinite(frozen.value)
 
 
 def _params_key(params: Mapping[str, Any]) -> str:

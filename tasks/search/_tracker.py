@@ -35,6 +35,7 @@ class MlflowTrialObserver:
             for run in child_runs(experiment_id, search_run_id, role="trial")
             if TRIAL_NUMBER in run.data.tags
         }
+        self._rungs_logged: dict[str, set[str]] = {}  # reopened runs: rung params logged before the interruption
         self._started = time.monotonic()
 
     def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None:
@@ -63,6 +64,7 @@ class MlflowTrialObserver:
         if run_id is None:
             return None
         self.client.update_run(run_id, status="RUNNING")
+        self._rungs_logged[run_id] = {k for k in self.client.get_run(run_id).data.params if k.startswith("rung")}
         self.client.log_batch(
             run_id,
             tags=[
@@ -78,14 +80,18 @@ class MlflowTrialObserver:
         self, record: TrialRecord, fraction: float, step: int, evaluation: Evaluation, verdict: Verdict
     ) -> None:
         rung = len(record.rungs) - 1
+        run_id = self._runs[record.number]
+        verdict_tag = [RunTag(f"automl.rung{rung}_verdict", verdict.value)]
+        if f"rung{rung}_fraction" in self._rungs_logged.get(run_id, ()):
+            # A retried config reusing a rung it finished before the interruption: its run has that rung already
+            # (a retry keeps its rung schedule, so rung k is the same fraction).
+            self.client.log_batch(run_id, tags=verdict_tag)
+            return
         now = int(time.time() * 1000)
         metrics = [Metric("rung_val_loss", evaluation.loss, now, step)]
         metrics += [Metric(f"val_loss_rung{rung}", v, now, epoch) for epoch, v in enumerate(evaluation.curve)]
         self.client.log_batch(
-            self._runs[record.number],
-            metrics=metrics,
-            params=[Param(f"rung{rung}_fraction", f"{fraction:.6g}")],
-            tags=[RunTag(f"automl.rung{rung}_verdict", verdict.value)],
+            run_id, metrics=metrics, params=[Param(f"rung{rung}_fraction", f"{fraction:.6g}")], tags=verdict_tag
         )
 
     def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
