@@ -252,6 +252,9 @@ def _check_environment(cfg: PipelineConfig) -> None:
             raise ValueError("training.device: cuda requested, but torch sees no CUDA device here; use auto or cpu")
     if cfg.search.storage and not cfg.search.storage.startswith("journal:"):
         _check_storage_driver(cfg.search.storage)
+        _check_storage_reachable(cfg.search.storage)
+    if cfg.search.cluster_address:
+        _check_scheduler_reachable(cfg.search.cluster_address)
     if cfg.warm_start.from_file is not None:
         from configs._transfer import load_transferred_config
 
@@ -279,6 +282,54 @@ def _check_storage_driver(url: str) -> None:
         raise ValueError(
             f"search.storage: the database driver for {parsed.drivername!r} is not installed ({exc.name or exc}){hint}"
         ) from None
+
+
+REACH_TIMEOUT_SECONDS = 10
+
+
+def _check_storage_reachable(url: str) -> None:
+    """A database server that does not answer fails here within seconds, naming it (drivers wait minutes)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return
+    shown = parsed.render_as_string(hide_password=True)
+    timeout = {"connect_timeout": REACH_TIMEOUT_SECONDS} if parsed.get_backend_name() in ("postgresql", "mysql") else {}
+    engine = create_engine(parsed, connect_args=timeout, poolclass=NullPool)
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        first = reason[0] if reason else type(exc).__name__
+        raise ValueError(f"search.storage: cannot connect to {shown} ({first})") from None
+    finally:
+        engine.dispose()
+
+
+def _check_scheduler_reachable(address: str) -> None:
+    """``search.cluster_address`` must be a Dask scheduler that accepts connections (checked in seconds)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls"):
+        return  # other Dask transports (ucx, ws, inproc) are left to Dask
+    try:
+        host, port = parts.hostname, parts.port or 8786
+    except ValueError as exc:
+        raise ValueError(f"search.cluster_address: not a scheduler address {address!r} ({exc})") from None
+    if not host:
+        raise ValueError(f"search.cluster_address: not a scheduler address {address!r}; use tcp://host:port")
+    try:
+        with socket.create_connection((host, port), timeout=REACH_TIMEOUT_SECONDS):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(f"search.cluster_address: no Dask scheduler answers at {address} ({reason})") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -11,7 +11,7 @@ from configs import InputError, config_file, load_config, shipped_configs, typed
 from tasks.data_prep import data_prep, load_and_check
 from tasks.final_train import final_train
 from tasks.pipeline_run import pipeline_run, record_summary
-from tasks.search.stage import search_stage
+from tasks.search.stage import check_study, search_stage
 from tasks.warm_start import warm_start
 
 # The shipped configs, offered as a choice in the Prefect UI's run form.
@@ -57,6 +57,7 @@ def automl_pipeline(
         )
         cfg = load_config(config_file(config, config_path), typed + list(overrides or []))
         frame, plan, fingerprint = load_and_check(cfg)
+        check_study(cfg, study_name)
         with pipeline_run(cfg, fingerprint, plan.task, study_name) as (pipeline, clock):
             with clock("data_prep"):
                 prepared = data_prep(cfg, frame, plan, fingerprint, pipeline)

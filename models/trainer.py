@@ -43,6 +43,10 @@ class TimeLimitExceeded(RuntimeError):
     """Training ran past ``TrainSettings.time_limit``."""
 
 
+class TrainingStopped(RuntimeError):
+    """``should_stop`` asked training to stop (the search it belongs to was interrupted)."""
+
+
 @dataclass
 class FitResult:
     """The model with its best weights restored, and the curves that led there."""
@@ -70,8 +74,10 @@ def fit(
     settings: TrainSettings,
     device: torch.device | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``train`` and keep the weights with the lowest loss on ``val``.
+    """Train ``model`` on ``train`` and keep the weights with the lowest loss on ``val``. ``should_stop`` is
+    asked between batches; when it answers True training raises ``TrainingStopped``.
 
     Example:
         >>> result = fit(model, (X, y), (Xv, yv), TrainSettings(epochs=5, lr=1e-3, batch_size=32))
@@ -99,6 +105,8 @@ def fit(
                 raise TimeLimitExceeded(
                     f"trial_timeout of {settings.time_limit:g}s exceeded in epoch {epoch + 1} of {settings.epochs}"
                 )
+            if should_stop is not None and should_stop():
+                raise TrainingStopped(f"stopped in epoch {epoch + 1} of {settings.epochs}")
             idx = order[start : start + settings.batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = criterion(model(x_train[idx]), y_train[idx])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,8 +338,21 @@ def _check_tabular_size(frame: pd.DataFrame, target: pd.Series, cfg: PipelineCon
             f"data.path: too few rows with a target ({rows}) for a {split.train:g}/{split.val:g}/{split.test:g} split;"
             " need at least 20"
         )
-    if task == "classification" and target.nunique() < 2:
+    if task != "classification":
+        return
+    classes = target.nunique()
+    if classes < 2:
         raise DataError(f"data.target: column {cfg.data.target!r} has a single class; nothing to classify")
+    holdout = split.val + split.test
+    rest = math.ceil(holdout * rows)  # as train_test_split sizes them in _prepare_tabular
+    sizes = {"test": math.ceil(rest * split.test / holdout)}
+    sizes["val"] = rest - sizes["test"]
+    for name, size in sizes.items():
+        if size < classes:
+            raise DataError(
+                f"data.split: the {name} split gets {size} of {rows} rows, fewer than the {classes} classes of "
+                f"{cfg.data.target!r}; raise data.split.{name} or give more rows"
+            )
 
 
 def _prepare_tabular(

@@ -29,6 +29,7 @@ from tasks.tracking import (
     DATA_SOURCE,
     FAMILY,
     FINGERPRINT,
+    INTERRUPTED_NOTE,
     META_FEATURES,
     SPACE_SIGNATURE,
     STAGES,
@@ -40,6 +41,7 @@ from tasks.tracking import (
     ensure_experiment,
     find_resumable_run,
     open_pipeline_run,
+    was_interrupted,
 )
 from tasks.warm_start import BEST_CONFIG_FILE, BEST_VAL_LOSS, WarmStartPlan
 
@@ -99,11 +101,13 @@ def pipeline_run(
     clock = StageClock()
     try:
         yield pipeline, clock
-    except KeyboardInterrupt:
-        close_run(pipeline.run_id, "KILLED", "interrupted; run the same command again to resume")
-        raise
     except BaseException as exc:
-        close_run(pipeline.run_id, "FAILED", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        if was_interrupted(exc):
+            close_run(pipeline.run_id, "KILLED", INTERRUPTED_NOTE)
+        else:
+            close_run(
+                pipeline.run_id, "FAILED", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
         raise
     close_run(pipeline.run_id, "FINISHED")
 

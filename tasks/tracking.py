@@ -157,6 +157,16 @@ def open_pipeline_run(
     return PipelineRun(run.info.run_id, experiment_id, experiment_name, name)
 
 
+INTERRUPTED_NOTE = "interrupted; run the same command again to resume"
+
+
+def was_interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, or SIGTERM (the CLI turns it into KeyboardInterrupt; inside a flow Prefect raises its own)."""
+    from prefect.exceptions import TerminationSignal
+
+    return isinstance(exc, KeyboardInterrupt | TerminationSignal)
+
+
 def close_run(run_id: str, status: str, note: str | None = None) -> None:
     client = MlflowClient()
     if note:
@@ -187,12 +197,14 @@ def stage_run(pipeline: PipelineRun, stage: str) -> Iterator[mlflow.ActiveRun]:
     try:
         yield run
     except BaseException as exc:
-        mlflow.set_tag(
-            MLFLOW_RUN_NOTE, f"{stage} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        )
-        mlflow.end_run(
-            RunStatus.to_string(RunStatus.KILLED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED)
-        )
+        if was_interrupted(exc):
+            mlflow.set_tag(MLFLOW_RUN_NOTE, f"{stage} {INTERRUPTED_NOTE}")
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        else:
+            mlflow.set_tag(
+                MLFLOW_RUN_NOTE, f"{stage} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
+            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         raise
     mlflow.end_run("FINISHED")
 

@@ -32,7 +32,7 @@ SPACE = SearchSpace.from_config(
     }
 )
 PIPELINE_RUN = "pipeline-1"
-N_TRIALS = 12
+N_TRIALS = 8
 
 
 def _kill() -> None:
@@ -77,6 +77,9 @@ class _Observer:
         self.tracker.rung_finished(record, fraction, step, evaluation, verdict)
         if verdict == Verdict.PROMOTE:
             self.faults.promoted()
+
+    def trial_interrupted(self, record, reason):
+        self.tracker.trial_interrupted(record, reason)
 
     def trial_finished(self, record, best):
         self.tracker.trial_finished(record, best)

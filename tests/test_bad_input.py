@@ -128,6 +128,14 @@ CASES = {
         lambda t: ["--set", "search.storage=postgresql://postgres@127.0.0.1:5432/test"],
         "search.storage: the database driver for 'postgresql' is not installed",
     ),
+    "storage database not answering": (
+        lambda t: ["--set", "search.storage=postgresql+psycopg2://postgres:secret@127.0.0.1:9/test"],
+        "search.storage: cannot connect to postgresql+psycopg2://postgres:***@127.0.0.1:9/test",
+    ),
+    "Dask scheduler not answering": (
+        lambda t: ["--set", "search.cluster_address=tcp://127.0.0.1:9"],
+        "search.cluster_address: no Dask scheduler answers at tcp://127.0.0.1:9",
+    ),
     "missing warm-start file": (
         lambda t: ["--set", f"warm_start.from_file={t / 'best.json'}"],
         "warm_start.from_file: {tmp}/best.json: no such file",
@@ -220,6 +228,31 @@ def test_bad_input(case, home, tmp_path, capsys):
 
 def test_the_matrix_is_at_least_twenty_cases():
     assert len(CASES) >= 20
+
+
+def test_more_classes_than_a_split_has_rows(home, tmp_path, capsys):
+    rows = pd.DataFrame({"x": np.arange(30.0), "kind": [f"c{i % 6}" for i in range(30)]})
+    path = _series(tmp_path, rows, "kinds.csv")
+    args = ["--set", f"data.path={path}", "--set", "data.target=kind"]
+    assert main(["run", str(REPO / "configs" / "mlp_tabular.yaml"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "data.split: the test split gets 5 of 30 rows, fewer than the 6 classes of 'kind'" in err
+    assert err.count("\n") == 1 and not home.exists()
+
+
+def test_a_study_continued_with_other_fidelity_settings(home, tmp_path, capsys):
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.create_study(study_name="earlier", storage=storage)
+    study.set_user_attr("rung_fractions", [1.0])
+    args = ["--set", f"search.storage={storage}", "--set", "search.fidelity=hyperband", "--study-name", "earlier"]
+    assert main(["run", LSTM, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: search.fidelity: study 'earlier' was run with rungs [1.0]") and err.count("\n") == 1
+    assert optuna.get_all_study_names(storage) == ["earlier"] and not study.trials
+    assert not (home / "mlflow.db").exists() or not MlflowClient(f"sqlite:///{home / 'mlflow.db'}").search_runs(["0"])
 
 
 def test_a_bad_config_file(home, tmp_path, capsys):

@@ -1,10 +1,12 @@
 """Scaling out and surviving faults: parallel trials on Dask worker processes, trial timeouts, two pipelines at
-once on the default SQLite stores, and a pipeline killed with SIGKILL mid-search that the same command resumes."""
+once on the default SQLite stores, and a pipeline stopped by Ctrl-C, SIGTERM and SIGKILL that the same command
+resumes."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -143,81 +145,115 @@ def test_two_pipelines_at_once_on_the_default_sqlite_stores(tmp_path):
     assert len(optuna.get_all_study_summaries(f"sqlite:///{state / 'optuna.db'}")) == 2
 
 
-def _finished_and_partial(db: Path) -> tuple[int, int]:
-    """(finished trials, running trials with at least one rung reported) in the Optuna SQLite database."""
+def _evaluation_running_for(db: Path) -> float | None:
+    """Seconds since the RUNNING trial in the Optuna SQLite database started (None while there is none)."""
     if not db.exists():
-        return 0, 0
+        return None
     try:
         with sqlite3.connect(db, timeout=1) as connection:
-            finished = connection.execute(
-                "select count(*) from trials where state in ('COMPLETE', 'PRUNED')"
-            ).fetchone()[0]
-            partial = connection.execute(
-                "select count(distinct t.trial_id) from trials t join trial_intermediate_values v "
-                "on t.trial_id = v.trial_id where t.state = 'RUNNING'"
-            ).fetchone()[0]
-            return finished, partial
+            row = connection.execute("select datetime_start from trials where state = 'RUNNING'").fetchone()
     except sqlite3.Error:
-        return 0, 0
+        return None
+    return (datetime.now() - datetime.fromisoformat(row[0])).total_seconds() if row and row[0] else None
 
 
-def test_sigkill_mid_search_then_the_same_command_resumes(tmp_path):
+def _processes_of(state: Path) -> list[str]:
+    """Processes whose environment names this state folder: the CLI and every process it started."""
+    marker = f"AUTOML_HOME={state}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+        except OSError:
+            continue
+    return found
+
+
+def _gone(state: Path, within: float = 15) -> list[str]:
+    deadline = time.monotonic() + within
+    while (left := _processes_of(state)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+STOPS = {  # how a run is stopped -> (signal, to the whole process group as a terminal's Ctrl-C is, exit code)
+    "ctrl-c": (signal.SIGINT, True, 130),
+    "sigterm": (signal.SIGTERM, False, 143),
+    "kill -9": (signal.SIGKILL, False, -9),
+}
+INTERRUPTED_LINE = "interrupted; run the same command again to resume"
+
+
+def test_ctrl_c_sigterm_and_kill_9_stop_the_run_and_the_same_command_finishes(tmp_path):
+    """Each way of stopping lands while an evaluation runs; the next run of the same command resumes, and after
+    the three a last run finishes the pipeline with nothing RUNNING, nothing duplicated, nothing recomputed."""
     state = tmp_path / "state"
     csv = tmp_path / "data.csv"
-    make_series(300).to_csv(csv, index=False)
+    make_series(3000).to_csv(csv, index=False)
     config = write_config(
         tmp_path,
         csv,
-        name="crashy",
-        search={"n_trials": 6, "epochs": 3, "fidelity": "hyperband", "eta": 2, "min_fraction": 0.25},
+        name="stoppable",
+        search={"n_trials": 1, "epochs": 12, "fidelity": "none"},
+        final={"epochs": 1, "patience": 1},
     )
     args = ("run", str(config), "--json")
-    first = _cli(*args, state=state, cwd=tmp_path)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        finished, partial = _finished_and_partial(state / "optuna.db")
-        if finished >= 2 and partial >= 1:
-            break
-        assert first.poll() is None, "the run ended before it could be killed: " + first.stderr.read()[-2000:]
-        time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
-
-    client = _mlflow(state)
-    before = {r.data.tags.get("automl.stage"): r for r in _all_runs(client, "tags.`automl.role` = 'stage'")}
-    pipeline_before = _all_runs(client, "tags.`automl.role` = 'pipeline'")
-    assert [r.info.status for r in pipeline_before] == ["RUNNING"]  # left behind by the kill
-    study_name = pipeline_before[0].data.tags["automl.study_name"]
     storage = f"sqlite:///{state / 'optuna.db'}"
-    killed = {t.number: t for t in optuna.load_study(study_name=study_name, storage=storage).trials}
-    finished_before = {n: t for n, t in killed.items() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
-    interrupted = [t for t in killed.values() if t.state == TrialState.RUNNING]
+    client = _mlflow(state)
+    stopped_after = {}
+    for how, (signum, group, code) in STOPS.items():
+        process = _cli(*args, state=state, cwd=tmp_path)
+        deadline = time.monotonic() + 240
+        while (running_for := _evaluation_running_for(state / "optuna.db")) is None or running_for < 0.5:
+            assert process.poll() is None, f"{how}: the run ended first: " + process.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, f"{how}: no evaluation started"
+            time.sleep(0.1)
+        signalled = time.monotonic()
+        os.killpg(process.pid, signum) if group else os.kill(process.pid, signum)
+        process.wait(timeout=120)
+        stopped_after[how] = (running_for, time.monotonic() - signalled)
+        err = process.stderr.read()
+        assert process.returncode == code, (how, err[-3000:])
+        assert not _gone(state), f"{how}: processes left behind"  # the temporary Prefect server included
+        if signum == signal.SIGKILL:
+            continue
+        # one line besides the progress lines ("HH:MM:SS message"), no traceback, no Prefect crash report
+        assert [line for line in err.splitlines() if not re.match(r"\d\d:\d\d:\d\d ", line)] == [INTERRUPTED_LINE], err
+        assert not [r for r in _all_runs(client) if r.info.status == "RUNNING"]
+        statuses = {
+            r.data.tags.get("automl.role"): r.info.status for r in _all_runs(client) if r.info.status == "KILLED"
+        }
+        assert statuses == {"pipeline": "KILLED", "stage": "KILLED", "trial": "KILLED"}
+        study = optuna.load_study(
+            study_name=_all_runs(client, "tags.`automl.role` = 'pipeline'")[0].data.tags["automl.study_name"],
+            storage=storage,
+        )
+        assert not study.get_trials(states=(TrialState.RUNNING,))
+        assert study.trials[-2].user_attrs["outcome"] == "interrupted" and study.trials[-1].state == TrialState.WAITING
 
-    second = _cli(*args, state=state, cwd=tmp_path)
-    out, err = second.communicate(timeout=600)
-    assert second.returncode == 0, err[-3000:]
+    pipeline_before = _all_runs(client, "tags.`automl.role` = 'pipeline'")
+    stages_before = {r.data.tags["automl.stage"]: r for r in _all_runs(client, "tags.`automl.role` = 'stage'")}
+    last = _cli(*args, state=state, cwd=tmp_path)
+    out, err = last.communicate(timeout=600)
+    assert last.returncode == 0, err[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["resumed"] is True and summary["pipeline_run_id"] == pipeline_before[0].info.run_id
-    assert sum(summary["trials"].values()) == 6  # the budget holds across the crash
-
-    trials = {t.number: t for t in optuna.load_study(study_name=study_name, storage=storage).trials}
-    for number, trial in finished_before.items():  # finished evaluations kept as they were
-        assert trials[number].state == trial.state and trials[number].intermediate_values == trial.intermediate_values
-    for trial in interrupted:
-        assert trials[trial.number].state == TrialState.FAIL
-        assert trials[trial.number].user_attrs["outcome"] == "interrupted"
-        retry = [t for t in trials.values() if t.user_attrs.get("source") == f"retry:{trial.number}"]
-        assert len(retry) == 1 and retry[0].params == trial.params
-        # rungs the killed trial had finished were reused, not computed again
-        assert retry[0].user_attrs.get("reused_evaluations", 0) == len(trial.intermediate_values)
+    assert summary["trials"] == {"complete": 1, "pruned": 0, "failed": 0}
 
     runs = _all_runs(client)
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    stages = [r for r in runs if r.data.tags.get("automl.role") == "stage"]
-    assert sorted(r.data.tags["automl.stage"] for r in stages) == ["data_prep", "final_train", "search", "warm_start"]
+    assert len([r for r in runs if r.data.tags.get("automl.role") == "pipeline"]) == 1
+    stages = {r.data.tags["automl.stage"]: r for r in runs if r.data.tags.get("automl.role") == "stage"}
+    assert sorted(stages) == ["data_prep", "final_train", "search", "warm_start"]
     for name in ("data_prep", "warm_start"):  # finished stages were not redone
-        after = next(r for r in stages if r.data.tags["automl.stage"] == name)
-        assert after.info.end_time == before[name].info.end_time
+        assert stages[name].info.end_time == stages_before[name].info.end_time
     trial_runs = [r for r in runs if r.data.tags.get("automl.role") == "trial"]
-    assert len(trial_runs) == 6, "one MLflow run per config: the retried config continues the interrupted run"
-    assert all(r.info.status in ("FINISHED", "FAILED") for r in trial_runs)
+    assert [r.info.status for r in trial_runs] == ["FINISHED"], "one MLflow run for the one config, reopened"
+    study = optuna.load_study(study_name=summary["study_name"], storage=storage)
+    assert [t.user_attrs.get("outcome") for t in study.trials] == ["interrupted"] * 3 + ["complete"]
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 1
+    evaluation = study.trials[-1].user_attrs["train_seconds"]
+    for how in ("ctrl-c", "sigterm"):  # the evaluation in flight was stopped, not waited for
+        running_for, stopping = stopped_after[how]
+        assert running_for + stopping < evaluation, (how, stopped_after, evaluation)

@@ -7,6 +7,7 @@ It optimises any ``objective(params, fidelity) -> loss`` (fidelity in (0, 1]), s
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -26,6 +27,8 @@ from tasks.search._backends import SamplerBackend
 from tasks.search._executors import Executor, LocalExecutor
 from tasks.search._scheduler import FidelityScheduler, Verdict
 from tasks.state import process_alive
+
+logger = logging.getLogger("automl")
 
 # User attributes the engine keeps on ledger trials.
 RUN_ATTR = "pipeline_run_id"
@@ -123,6 +126,8 @@ class SearchObserver(Protocol):
 
     def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None: ...
 
+    def trial_interrupted(self, record: TrialRecord, reason: str) -> None: ...
+
 
 class NullObserver:
     def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None:
@@ -134,6 +139,9 @@ class NullObserver:
         return None
 
     def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
+        return None
+
+    def trial_interrupted(self, record: TrialRecord, reason: str) -> None:
         return None
 
 
@@ -193,6 +201,7 @@ class SearchEngine:
         self.run_id = run_id
         self._known: dict[tuple[str, int], float] = {}
         self._records: list[TrialRecord] = []
+        self._active: dict[int, _Running] = {}  # trials started and not finished, by number
         self._best_before: TrialRecord | None = None  # the study's best when this invocation started
         self._evaluation_seconds = 0.0
         self._last_heartbeat = 0.0
@@ -202,10 +211,10 @@ class SearchEngine:
     def run(self) -> SearchResult:
         started = time.monotonic()
         _LIVE_TOKENS.add(self._token)
+        running: dict[Any, _Running] = {}
         try:
             self.requeue_interrupted()
             previous = self._restore()
-            running: dict[Any, _Running] = {}
             while True:
                 while len(running) < self.executor.parallelism and self._may_start(started, previous):
                     self._submit(self._start_trial(), running)
@@ -215,6 +224,9 @@ class SearchEngine:
                     self._on_result(running.pop(future), future, running)
                 if time.monotonic() - self._last_heartbeat >= HEARTBEAT_SECONDS / 2:
                     self._heartbeat({item.trial for item in running.values()})
+        except BaseException as exc:
+            self._interrupt(exc)
+            raise
         finally:
             _LIVE_TOKENS.discard(self._token)
         return self._result(time.monotonic() - started)
@@ -242,6 +254,30 @@ class SearchEngine:
             requeue_stale_trial(self.study, frozen)
             requeued.append(frozen.number)
         return requeued
+
+    def _interrupt(self, exc: BaseException) -> None:
+        """The search is being stopped (Ctrl-C, SIGTERM, an error outside the objective): ask the objective to
+        stop its evaluations in flight (``objective.interrupt()``, when it has one) instead of waiting for them,
+        record each running trial as interrupted and queue its config again, as a killed engine's would be on
+        the next run. Finished rungs stay in the ledger and are reused."""
+        stop = getattr(self.objective, "interrupt", None)
+        if callable(stop):
+            stop()
+        if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal":
+            reason = "interrupted: the search was stopped; queued again"
+        else:
+            reason = f"interrupted: the search failed ({type(exc).__name__}); queued again"
+        for item in list(self._active.values()):
+            del self._active[item.record.number]
+            item.record.state, item.record.reason = INTERRUPTED, reason
+            try:
+                item.trial.set_user_attr(OUTCOME_ATTR, INTERRUPTED)
+                item.trial.set_user_attr(REASON_ATTR, reason)
+                self.backend.tell(item.trial, TrialState.FAIL)
+                requeue_stale_trial(self.study, item.trial)
+                self.observer.trial_interrupted(item.record, reason)
+            except Exception as error:  # the storage may be what failed: the next run requeues the trial then
+                logger.warning("trial %d: could not record the interruption (%s)", item.record.number, error)
 
     def _heartbeat(self, trials: set[optuna.Trial]) -> None:
         """Tell a heartbeat-enabled storage (RDB, with ``heartbeat_interval``) that these trials are alive."""
@@ -300,12 +336,13 @@ class SearchEngine:
             number=trial.number, params=dict(trial.params), source=trial.user_attrs.get(SOURCE_ATTR, "sampler")
         )
         self._records.append(record)
-        self.observer.trial_started(trial, record)
         scheduled = _AsScheduled(trial)
         rungs = self.scheduler.rungs(scheduled)
         if trial.user_attrs.get(FULL_FIDELITY_ATTR):
             rungs = rungs[-1:]
-        return _Running(trial, record, rungs, 0, scheduled)
+        item = self._active[trial.number] = _Running(trial, record, rungs, 0, scheduled)
+        self.observer.trial_started(trial, record)
+        return item
 
     def _submit(self, item: _Running, running: dict[Any, _Running]) -> None:
         """Evaluate the item's current rung, or reuse a result the ledger already holds for it."""
@@ -362,6 +399,7 @@ class SearchEngine:
 
     def _finish(self, item: _Running, state: TrialState, value: float | None) -> None:
         record = item.record
+        self._active.pop(record.number, None)
         record.state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(state, "failed")
         record.value = value
         item.trial.set_user_attr(OUTCOME_ATTR, record.state)
@@ -398,7 +436,7 @@ class SearchEngine:
         return result
 
 
-def requeue_stale_trial(study: optuna.Study, frozen: FrozenTrial) -> None:
+def requeue_stale_trial(study: optuna.Study, frozen: FrozenTrial | optuna.Trial) -> None:
     """Queue an interrupted trial's config again, as the same pipeline's ``retry:<number>``. Also Optuna's
     heartbeat callback (``RDBStorage(failed_trial_callback=...)``) for trials whose engine went silent."""
     attrs = {

@@ -109,6 +109,15 @@ class MlflowTrialObserver:
         if self.progress is not None:
             self.progress(record, best)
 
+    def trial_interrupted(self, record: TrialRecord, reason: str) -> None:
+        """Closed KILLED; a retry of the config reopens this run when the search resumes."""
+        run_id = self._runs.get(record.number)
+        if run_id is None:
+            return
+        self.client.log_batch(run_id, tags=[RunTag(OUTCOME, "interrupted"), RunTag(MLFLOW_RUN_NOTE, reason)])
+        self.client.set_terminated(run_id, "KILLED")
+        logger.info("trial %3d | %s", record.number, reason)
+
 
 def _progress_line(record: TrialRecord, best: TrialRecord | None) -> str:
     params = " ".join(f"{k}={_short(v)}" for k, v in record.params.items())

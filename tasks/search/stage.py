@@ -162,17 +162,38 @@ def open_study(cfg: PipelineConfig, study_name: str, url: str) -> optuna.Study:
     study = optuna.create_study(
         study_name=study_name, storage=storage, direction="minimize", pruner=pruner, load_if_exists=True
     )
-    rungs = list(rung_fractions(search.eta, search.min_fraction)) if search.fidelity != "none" else [1.0]
     recorded = study.user_attrs.get("rung_fractions")
     if recorded is None:
-        study.set_user_attr("rung_fractions", rungs)
+        study.set_user_attr("rung_fractions", _rungs(search))
         study.set_user_attr("backend", search.backend)
-    elif [round(r, 9) for r in recorded] != [round(r, 9) for r in rungs]:
+    _check_rungs(search, study_name, recorded)
+    return study
+
+
+def check_study(cfg: PipelineConfig, study_name: str | None) -> None:
+    """A study continued by name (``--study-name``) must have been run with this config's rungs: checked before
+    any run or trial exists, without creating the study."""
+    if not study_name:
+        return
+    storage = make_storage(storage_url(cfg))
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return  # a new study of that name will be created
+    _check_rungs(cfg.search, study_name, storage.get_study_user_attrs(study_id).get("rung_fractions"))
+
+
+def _rungs(search: SearchConfig) -> list[float]:
+    return list(rung_fractions(search.eta, search.min_fraction)) if search.fidelity != "none" else [1.0]
+
+
+def _check_rungs(search: SearchConfig, study_name: str, recorded: list[float] | None) -> None:
+    rungs = _rungs(search)
+    if recorded is not None and [round(r, 9) for r in recorded] != [round(r, 9) for r in rungs]:
         raise ConfigError(
             f"search.fidelity: study {study_name!r} was run with rungs {recorded}; this config gives {rungs}. "
             "Use another --study-name or the same fidelity settings"
         )
-    return study
 
 
 def enqueue_warm_start(study: optuna.Study, plan: WarmStartPlan) -> int:

@@ -10,6 +10,7 @@ from one seeded, class-interleaved permutation.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,18 @@ class TrainerObjective:
         self.device = device
         self.threads = threads
         self.time_limit = time_limit
+        self._stop = threading.Event()
+
+    def interrupt(self) -> None:
+        """Stop the evaluations running in this process at their next batch (the search is being stopped)."""
+        self._stop.set()
+
+    def __getstate__(self) -> dict[str, Any]:  # shipped to Dask workers: an Event does not pickle
+        return {k: v for k, v in self.__dict__.items() if k != "_stop"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._stop = threading.Event()
 
     def subsample(self, fraction: float) -> np.ndarray:
         return subsample_indices(len(self.train[0]), fraction, self.kind, self.seed, self.labels)
@@ -100,5 +113,12 @@ class TrainerObjective:
             seed=self.seed,
             time_limit=self.time_limit,
         )
-        result = fit(model, (self.train[0][idx], self.train[1][idx]), self.val, settings, pick_device(self.device))
+        result = fit(
+            model,
+            (self.train[0][idx], self.train[1][idx]),
+            self.val,
+            settings,
+            pick_device(self.device),
+            should_stop=self._stop.is_set,
+        )
         return Evaluation(loss=result.best_val_loss, curve=tuple(result.val_loss), seconds=result.seconds)
