@@ -70,7 +70,7 @@ def test_run_on_a_users_own_csv_prints_json_that_matches_mlflow(tmp_path):
         "--set",
         "final.epochs=2",
         "--set",
-        "search.space.hidden_size.high=64",
+        "search.space.hidden_size.high=128",
         "--json",
         cwd=tmp_path,
     )
