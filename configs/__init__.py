@@ -24,6 +24,7 @@ from configs._schema import (
     ParamSpec,
     PipelineConfig,
     SearchConfig,
+    SplitConfig,
 )
 from configs._transfer import FORMAT as TRANSFER_FORMAT
 from configs._transfer import TransferredConfig, load_transferred_config
@@ -49,6 +50,7 @@ __all__ = [
     "ParamSpec",
     "PipelineConfig",
     "SearchConfig",
+    "SplitConfig",
     "TransferredConfig",
     "check_environment",
     "config_file",

@@ -297,7 +297,14 @@ def _check_storage_reachable(url: str) -> None:
     if parsed.get_backend_name() == "sqlite":
         return
     shown = parsed.render_as_string(hide_password=True)
-    timeout = {"connect_timeout": REACH_TIMEOUT_SECONDS} if parsed.get_backend_name() in ("postgresql", "mysql") else {}
+    timeout_arg = {
+        "psycopg2": "connect_timeout",
+        "psycopg": "connect_timeout",
+        "pymysql": "connect_timeout",
+        "mysqldb": "connect_timeout",
+        "pg8000": "timeout",
+    }.get(parsed.get_driver_name())
+    timeout = {timeout_arg: REACH_TIMEOUT_SECONDS} if timeout_arg else {}
     engine = create_engine(parsed, connect_args=timeout, poolclass=NullPool)
     try:
         with engine.connect():

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,16 +21,22 @@ from tasks.state import configure_environment
 
 EXIT_INPUT = 2
 EXIT_FAILED = 1
+_FREEZE_AT_EXIT = True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     configure_environment()  # before anything imports prefect
-    signal.signal(signal.SIGTERM, _terminate)
-    # Registered first, so it runs last: the interpreter's final garbage collection then skips the objects alive
-    # at exit (Prefect, MLflow, torch...), which took about 3 s of every run's exit on 2 cores.
-    atexit.register(gc.freeze)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    global _FREEZE_AT_EXIT
+    if _FREEZE_AT_EXIT:
+        # Registered before the pipeline's modules register theirs, so it runs after them: the interpreter's
+        # final garbage collection then skips the objects alive at exit (Prefect, MLflow, torch...), which took
+        # about 3 s of every run's exit on 2 cores.
+        atexit.register(gc.freeze)
+        _FREEZE_AT_EXIT = False
     try:
         return args.handler(args)
     except KeyboardInterrupt as exc:
@@ -42,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_INPUT
         raise
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 class Terminated(KeyboardInterrupt):

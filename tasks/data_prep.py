@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from configs import DataConfig, DataError, PipelineConfig, check_environment
+from configs import DataConfig, DataError, PipelineConfig, SplitConfig, check_environment
 from models import get_family
 from tasks.caching import pipeline_stage_key
 from tasks.meta_features import series_meta_features, tabular_meta_features
@@ -329,6 +329,19 @@ def _resolve_task(target: pd.Series, data: DataConfig, allowed: tuple[str, ...])
     return task
 
 
+def holdout_sizes(rows: int, split: SplitConfig) -> dict[str, int]:
+    """Rows the test and val splits of a table get, as ``train_test_split`` sizes them in ``_prepare_tabular``.
+
+    Example:
+        >>> holdout_sizes(44, SplitConfig(train=0.7, val=0.15, test=0.15))
+        {'test': 7, 'val': 7}
+    """
+    holdout = split.val + split.test
+    rest = math.ceil(holdout * rows)
+    test = math.ceil(split.test / holdout * rest)
+    return {"test": test, "val": rest - test}
+
+
 def _check_tabular_size(frame: pd.DataFrame, target: pd.Series, cfg: PipelineConfig, task: str) -> None:
     rows = int(target.notna().sum())
     split = cfg.data.split
@@ -343,11 +356,7 @@ def _check_tabular_size(frame: pd.DataFrame, target: pd.Series, cfg: PipelineCon
     classes = target.nunique()
     if classes < 2:
         raise DataError(f"data.target: column {cfg.data.target!r} has a single class; nothing to classify")
-    holdout = split.val + split.test
-    rest = math.ceil(holdout * rows)  # as train_test_split sizes them in _prepare_tabular
-    sizes = {"test": math.ceil(rest * split.test / holdout)}
-    sizes["val"] = rest - sizes["test"]
-    for name, size in sizes.items():
+    for name, size in holdout_sizes(rows, split).items():
         if size < classes:
             raise DataError(
                 f"data.split: the {name} split gets {size} of {rows} rows, fewer than the {classes} classes of "

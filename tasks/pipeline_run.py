@@ -102,12 +102,15 @@ def pipeline_run(
     try:
         yield pipeline, clock
     except BaseException as exc:
-        if was_interrupted(exc):
-            close_run(pipeline.run_id, "KILLED", INTERRUPTED_NOTE)
-        else:
-            close_run(
-                pipeline.run_id, "FAILED", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            )
+        try:
+            if was_interrupted(exc):
+                close_run(pipeline.run_id, "KILLED", INTERRUPTED_NOTE)
+            else:
+                close_run(
+                    pipeline.run_id, "FAILED", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                )
+        except Exception as error:  # the original failure matters more; a rerun closes the run as stale
+            logger.warning("could not close pipeline run %s (%s)", pipeline.run_id, error)
         raise
     close_run(pipeline.run_id, "FINISHED")
 

@@ -56,6 +56,9 @@ def launch_temporary_server() -> TemporaryServer | None:
 
     if PREFECT_API_URL.value():
         return None
+    prefect_server = sys.modules.get("prefect.server.api.server")  # not imported: no ephemeral server yet
+    if prefect_server is not None and None in prefect_server.SubprocessASGIServer._instances:
+        return None  # one runs in this process already (a second run in one process): Prefect reuses it
     port = _free_port()
     return TemporaryServer(port, _spawn(port))
 

@@ -197,14 +197,17 @@ def stage_run(pipeline: PipelineRun, stage: str) -> Iterator[mlflow.ActiveRun]:
     try:
         yield run
     except BaseException as exc:
-        if was_interrupted(exc):
-            mlflow.set_tag(MLFLOW_RUN_NOTE, f"{stage} {INTERRUPTED_NOTE}")
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-        else:
-            mlflow.set_tag(
-                MLFLOW_RUN_NOTE, f"{stage} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            )
-            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        interrupted = was_interrupted(exc)
+        note = (
+            INTERRUPTED_NOTE
+            if interrupted
+            else f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
+        try:
+            mlflow.set_tag(MLFLOW_RUN_NOTE, f"{stage} {note}")
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED if interrupted else RunStatus.FAILED))
+        except Exception as error:  # the original failure matters more; a rerun closes the run as stale
+            logging.getLogger("automl").warning("could not close the %s run (%s)", stage, error)
         raise
     mlflow.end_run("FINISHED")
 

@@ -19,6 +19,21 @@ def _prepared(tmp_path, frame, **data):
     return cfg, *prepare(table, cfg, plan, fp)
 
 
+@pytest.mark.parametrize(("val", "test"), [(0.15, 0.15), (0.2, 0.1), (0.1, 0.25)])
+def test_holdout_sizes_are_the_sizes_train_test_split_gives(val, test):
+    """The classes-per-split check predicts the split sizes: they must be the ones the split really has."""
+    from sklearn.model_selection import train_test_split
+
+    from configs import SplitConfig
+    from tasks.data_prep import holdout_sizes
+
+    split = SplitConfig(train=round(1 - val - test, 10), val=val, test=test)
+    for rows in range(20, 400):
+        _, rest = train_test_split(np.arange(rows), test_size=val + test, random_state=0)
+        val_rows, test_rows = train_test_split(rest, test_size=test / (val + test), random_state=0)
+        assert holdout_sizes(rows, split) == {"test": len(test_rows), "val": len(val_rows)}, rows
+
+
 def test_series_windows_follow_lookback_and_horizon(tmp_path):
     frame = make_series(200)
     frame["sales"] = np.arange(200, dtype=float)  # the target is its own row index

@@ -234,11 +234,27 @@ def test_the_deployment_has_its_schedule_and_a_typed_form(served):
     assert "configs to try" in properties["n_trials"]["description"]
 
 
-def test_a_custom_run_completes_and_lands_in_mlflow_and_prefect(served):
+def test_custom_runs_complete_one_at_a_time_and_land_in_mlflow_and_prefect(served):
+    """Two runs of one pipeline queue instead of overlapping; the custom one lands in MLflow and Prefect."""
     api = served["api"]
     run_id = _run(api, served["deployment"]["id"], {"n_trials": 3, "backend": "hyperopt", "seed": 11})
-    run = _finished(api, run_id)
+    second = _run(api, served["deployment"]["id"], {"seed": 22})
+    seen_waiting = _wait(
+        lambda: (
+            api.get(f"/flow_runs/{second}").json()["state"]["name"] == "AwaitingConcurrencySlot"
+            or api.get(f"/flow_runs/{second}").json()["state"]["type"] in FINAL
+        ),
+        120,
+        "the second run to wait for a slot",
+    )
+    assert seen_waiting
+    run, other = _finished(api, run_id), _finished(api, second)
     assert run["state"]["type"] == "COMPLETED", (run["state"], served["log"].read_text()[-3000:])
+    assert other["state"]["type"] == "COMPLETED", (other["state"], served["log"].read_text()[-3000:])
+    spans = sorted(
+        (datetime.fromisoformat(r["start_time"]), datetime.fromisoformat(r["end_time"])) for r in (run, other)
+    )
+    assert spans[1][0] >= spans[0][1], "the two runs overlapped"
     assert run["parameters"]["n_trials"] == 3 and run["parameters"]["backend"] == "hyperopt"
 
     mine = [r for r in _pipeline_runs(served["state"]) if r.data.params.get("backend") == "hyperopt"]
@@ -336,25 +352,6 @@ def test_an_invalid_parameter_fails_with_one_line_and_leaves_no_run_running(serv
     assert expected in errors[0] and "\n" not in errors[0]
     runs = _pipeline_runs(served["state"])
     assert len(runs) == before and not [r for r in runs if r.info.status == "RUNNING"]
-
-
-def test_two_runs_of_one_pipeline_queue_instead_of_overlapping(served):
-    api = served["api"]
-    first = _run(api, served["deployment"]["id"], {"seed": 21})
-    second = _run(api, served["deployment"]["id"], {"seed": 22})
-    seen_waiting = _wait(
-        lambda: (
-            api.get(f"/flow_runs/{second}").json()["state"]["name"] == "AwaitingConcurrencySlot"
-            or api.get(f"/flow_runs/{second}").json()["state"]["type"] in FINAL
-        ),
-        120,
-        "the second run to wait for a slot",
-    )
-    assert seen_waiting
-    runs = [_finished(api, first), _finished(api, second)]
-    assert [r["state"]["type"] for r in runs] == ["COMPLETED", "COMPLETED"]
-    spans = sorted((datetime.fromisoformat(r["start_time"]), datetime.fromisoformat(r["end_time"])) for r in runs)
-    assert spans[1][0] >= spans[0][1], "the two runs overlapped"
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 import optuna
@@ -155,6 +156,39 @@ def test_a_stopped_search_resumes_without_recomputing_finished_evaluations(tmp_p
     assert len(counted) == 10  # the budget of run-1 holds across the stop
     assert not engine.study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     assert result.best_value == min(t.value for t in trials if t.state == TrialState.COMPLETE)
+
+
+def test_a_stop_interrupts_the_evaluation_in_flight_instead_of_waiting_for_it():
+    class Blocking:
+        """An evaluation that runs until it is interrupted (or for a minute)."""
+
+        def __init__(self):
+            self.started, self.stop = threading.Event(), threading.Event()
+
+        def interrupt(self):
+            self.stop.set()
+
+        def __call__(self, params, fidelity):
+            self.started.set()
+            if self.stop.wait(60):
+                raise RuntimeError("stopped")
+            return 0.0
+
+    class StopWhileWaiting(LocalExecutor):  # Ctrl-C reaching the engine while it waits for a result
+        def wait_any(self, futures, timeout=None):
+            objective.started.wait(10)
+            raise Stopped
+
+    objective, executor = Blocking(), StopWhileWaiting(1)
+    engine = _engine(objective, n_trials=3, executor=executor)
+    with pytest.raises(Stopped):
+        engine.run()
+    waited = time.monotonic()
+    executor._pool.shutdown(wait=True, cancel_futures=True)  # returns once the evaluation has ended
+    assert objective.stop.is_set() and time.monotonic() - waited < 30  # not the evaluation's minute
+    first, retry = engine.study.trials
+    assert first.state == TrialState.FAIL and first.user_attrs["outcome"] == "interrupted"
+    assert retry.state == TrialState.WAITING and retry.user_attrs["source"] == f"retry:{first.number}"
 
 
 def test_the_same_seed_gives_the_same_configs():

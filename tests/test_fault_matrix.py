@@ -19,6 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from tasks.search import OptunaPruning
 from tests.fault_worker import N_TRIALS, PIPELINE_RUN, prepare_stores, run_search
 
 CASES = [
@@ -79,7 +80,10 @@ def test_killed_anywhere_then_one_rerun_finishes(processes, tmp_path, backend, f
     interrupted = set(started_before) - set(done_before)
     assert len(interrupted) <= 1 and set(started) - set(done) <= interrupted
 
-    trials = optuna.load_study(study_name="faults", storage=storage).trials
+    study = optuna.load_study(study_name="faults", storage=storage)
+    trials = study.trials
+    pruner = OptunaPruning.make_pruner("hyperband", 3, 1 / 9)
+    pruner._try_initialization(study)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     outcomes = Counter(
         t.user_attrs.get("outcome") for t in trials if t.user_attrs.get("pipeline_run_id") == PIPELINE_RUN
@@ -93,8 +97,12 @@ def test_killed_anywhere_then_one_rerun_finishes(processes, tmp_path, backend, f
             retries = [t for t in trials if t.user_attrs.get("source") == f"retry:{number}"]
             assert len(retries) == 1 and retries[0].params == before.params
             retry = retries[0]
-            # the retried config kept its rung schedule: the rungs it had reached, at the same steps
+            # the retried config kept its rung schedule (its bracket): the same first rung, the rungs it had reached
+            if before.intermediate_values:
+                assert min(retry.intermediate_values) == min(before.intermediate_values)
             assert set(before.intermediate_values) <= set(retry.intermediate_values)
+            # and Optuna's Hyperband judges it in that bracket (Optuna would pick one from its new trial number)
+            assert pruner._get_bracket_id(study, retry) == pruner._get_bracket_id(study, before)
             assert all(retry.intermediate_values[s] == v for s, v in before.intermediate_values.items())
         else:
             assert after.state == before.state and after.intermediate_values == before.intermediate_values

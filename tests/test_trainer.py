@@ -54,6 +54,24 @@ def test_early_stopping_restores_the_best_epoch_and_is_seeded():
     assert first.val_loss == second.val_loss  # same seed, same curve
 
 
+def test_should_stop_ends_training_at_the_next_batch():
+    from models.trainer import TrainingStopped
+
+    family = get_family("mlp")
+    model = build_model(family, ModelShape(n_features=2, n_outputs=1), family.defaults, seed=0)
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    asked = []
+    with pytest.raises(TrainingStopped, match="stopped in epoch 1 of 50"):
+        fit(
+            model,
+            (x, x[:, :1]),
+            (x, x[:, :1]),
+            TrainSettings(epochs=50, lr=1e-2, batch_size=8),
+            should_stop=lambda: asked.append(1) or len(asked) > 2,
+        )
+    assert len(asked) == 3  # asked before each batch, stopped at the third
+
+
 def test_diverging_training_reports_nan():
     train, val = _linear_task()
     family = get_family("mlp")

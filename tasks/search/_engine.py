@@ -10,12 +10,15 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -25,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tasks.search._backends import SamplerBackend
 from tasks.search._executors import Executor, LocalExecutor
-from tasks.search._scheduler import FidelityScheduler, Verdict
+from tasks.search._scheduler import SCHEDULED_AS_ATTR, FidelityScheduler, Verdict
 from tasks.state import process_alive
 
 logger = logging.getLogger("automl")
@@ -39,7 +42,6 @@ REUSED_ATTR = "reused_evaluations"
 SOURCE_ATTR = "source"  # set when a config is enqueued: "warm_start:<run id>", "retry:<trial number>"
 FULL_FIDELITY_ATTR = "full_fidelity"  # set on enqueued configs that skip the low-fidelity rungs
 OWNER_ATTR = "owner"  # host:pid:token of the engine evaluating a RUNNING trial
-SCHEDULED_AS_ATTR = "scheduled_as"  # set on retries: the trial number whose rung schedule (bracket) they keep
 INTERRUPTED = "interrupted"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _LIVE_TOKENS: set[str] = set()  # engines running in this process
@@ -211,10 +213,10 @@ class SearchEngine:
     def run(self) -> SearchResult:
         started = time.monotonic()
         _LIVE_TOKENS.add(self._token)
-        running: dict[Any, _Running] = {}
         try:
             self.requeue_interrupted()
             previous = self._restore()
+            running: dict[Any, _Running] = {}
             while True:
                 while len(running) < self.executor.parallelism and self._may_start(started, previous):
                     self._submit(self._start_trial(), running)
@@ -263,21 +265,26 @@ class SearchEngine:
         stop = getattr(self.objective, "interrupt", None)
         if callable(stop):
             stop()
+        # Prefect's TerminationSignal (SIGTERM inside a flow) is named, not imported: the engine needs no Prefect.
         if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal":
             reason = "interrupted: the search was stopped; queued again"
         else:
             reason = f"interrupted: the search failed ({type(exc).__name__}); queued again"
-        for item in list(self._active.values()):
-            del self._active[item.record.number]
-            item.record.state, item.record.reason = INTERRUPTED, reason
-            try:
-                item.trial.set_user_attr(OUTCOME_ATTR, INTERRUPTED)
-                item.trial.set_user_attr(REASON_ATTR, reason)
-                self.backend.tell(item.trial, TrialState.FAIL)
-                requeue_stale_trial(self.study, item.trial)
-                self.observer.trial_interrupted(item.record, reason)
-            except Exception as error:  # the storage may be what failed: the next run requeues the trial then
-                logger.warning("trial %d: could not record the interruption (%s)", item.record.number, error)
+        with _signals_held():  # a second Ctrl-C must not cut this short (a trial failed but not queued again)
+            for item in list(self._active.values()):
+                del self._active[item.record.number]
+                item.record.state, item.record.reason = INTERRUPTED, reason
+                try:
+                    item.trial.set_user_attr(OUTCOME_ATTR, INTERRUPTED)
+                    item.trial.set_user_attr(REASON_ATTR, reason)
+                    self.backend.tell(item.trial, TrialState.FAIL)
+                    requeue_stale_trial(self.study, item.trial)
+                except Exception as error:  # the storage may be what failed; a RUNNING trial is requeued next run
+                    logger.warning("trial %d: could not record the interruption (%s)", item.record.number, error)
+                try:
+                    self.observer.trial_interrupted(item.record, reason)
+                except Exception as error:  # a resumed pipeline closes runs its process left RUNNING
+                    logger.warning("trial %d: could not close its run (%s)", item.record.number, error)
 
     def _heartbeat(self, trials: set[optuna.Trial]) -> None:
         """Tell a heartbeat-enabled storage (RDB, with ``heartbeat_interval``) that these trials are alive."""
@@ -328,19 +335,19 @@ class SearchEngine:
 
     def _start_trial(self) -> _Running:
         trial = self.backend.ask()
-        trial.set_user_attr(OWNER_ATTR, self._owner)
-        self._heartbeat({trial})
-        if self.run_id:
-            trial.set_user_attr(RUN_ATTR, self.run_id)
         record = TrialRecord(
             number=trial.number, params=dict(trial.params), source=trial.user_attrs.get(SOURCE_ATTR, "sampler")
         )
-        self._records.append(record)
         scheduled = _AsScheduled(trial)
         rungs = self.scheduler.rungs(scheduled)
         if trial.user_attrs.get(FULL_FIDELITY_ATTR):
             rungs = rungs[-1:]
         item = self._active[trial.number] = _Running(trial, record, rungs, 0, scheduled)
+        self._records.append(record)
+        if self.run_id:
+            trial.set_user_attr(RUN_ATTR, self.run_id)
+        trial.set_user_attr(OWNER_ATTR, self._owner)
+        self._heartbeat({trial})
         self.observer.trial_started(trial, record)
         return item
 
@@ -434,6 +441,19 @@ class SearchEngine:
             parallelism=self.executor.parallelism,
         )
         return result
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (in the main thread, where Python handles them)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def requeue_stale_trial(study: optuna.Study, frozen: FrozenTrial | optuna.Trial) -> None:

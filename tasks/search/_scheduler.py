@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import optuna
 
+SCHEDULED_AS_ATTR = "scheduled_as"  # on retried trials: the trial number whose bracket they keep
+
 
 class Verdict(StrEnum):
     PROMOTE = "promote"
@@ -168,7 +170,7 @@ class OptunaPruning(FidelityScheduler):
         if kind == "successive_halving":
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta)
         if kind == "hyperband":
-            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_step, reduction_factor=eta)
+            return _BracketKeepingHyperband(min_resource=1, max_resource=max_step, reduction_factor=eta)
         return optuna.pruners.NopPruner()
 
     def rungs(self, trial: Any) -> tuple[int, ...]:
@@ -186,6 +188,23 @@ class OptunaPruning(FidelityScheduler):
         if not math.isfinite(loss):
             return Verdict.STOP
         return Verdict.STOP if trial.should_prune() else Verdict.PROMOTE
+
+
+class _BracketKeepingHyperband(optuna.pruners.HyperbandPruner):
+    """Optuna's HyperbandPruner, except that a retried trial is placed, and judged, in the bracket of the trial it
+    retries (Optuna derives the bracket from the trial number, and a retry has a new one). The bracket is computed
+    in this one private method, for every trial the pruner looks at."""
+
+    def _get_bracket_id(self, study: optuna.Study, trial: Any) -> int:
+        number = trial.user_attrs.get(SCHEDULED_AS_ATTR, trial.number)
+        if number == trial.number:
+            return super()._get_bracket_id(study, trial)
+        return super()._get_bracket_id(study, _Numbered(number))
+
+
+class _Numbered:
+    def __init__(self, number: int):
+        self.number = number
 
 
 def make_scheduler(kind: str, eta: int, min_fraction: float, study: optuna.Study | None = None) -> FidelityScheduler:
