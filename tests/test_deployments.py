@@ -238,7 +238,7 @@ def test_custom_runs_complete_one_at_a_time_and_land_in_mlflow_and_prefect(serve
     """Two runs of one pipeline queue instead of overlapping; the custom one lands in MLflow and Prefect."""
     api = served["api"]
     run_id = _run(api, served["deployment"]["id"], {"n_trials": 3, "backend": "hyperopt", "seed": 11})
-    second = _run(api, served["deployment"]["id"], {"seed": 22})
+    second = _run(api, served["deployment"]["id"], {"seed": 22, "n_trials": 1})
     seen_waiting = _wait(
         lambda: (
             api.get(f"/flow_runs/{second}").json()["state"]["name"] == "AwaitingConcurrencySlot"
