@@ -56,7 +56,7 @@ def test_run_on_a_users_own_csv_prints_json_that_matches_mlflow(tmp_path):
         "run",
         str(REPO / "configs" / "lstm_baseline.yaml"),
         "--set",
-        "search.n_trials=3",
+        "search.n_trials=2",
         "--set",
         f"data.path={csv.name}",
         "--set",
@@ -97,7 +97,7 @@ def test_run_on_a_users_own_csv_prints_json_that_matches_mlflow(tmp_path):
         "total_seconds",
     ):
         assert key in summary
-    assert summary["status"] == "completed" and sum(summary["trials"].values()) == 3
+    assert summary["status"] == "completed" and sum(summary["trials"].values()) == 2
     assert summary["mlflow_tracking_uri"] == f"sqlite:///{tmp_path / '.automl' / 'mlflow.db'}"
     assert (tmp_path / ".automl" / "optuna.db").is_file()
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
@@ -111,7 +111,7 @@ def test_run_on_a_users_own_csv_prints_json_that_matches_mlflow(tmp_path):
     assert len(stages) == 4
     search = next(r for r in stages if r.data.tags["automl.stage"] == "search")
     trials = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{search.info.run_id}'")
-    assert len(trials) == 3
+    assert len(trials) == 2
     mlflow.set_tracking_uri(summary["mlflow_tracking_uri"])
     version = client.get_model_version(summary["registered_model"]["name"], str(summary["registered_model"]["version"]))
     assert version.source == summary["model_uri"]
