@@ -250,10 +250,7 @@ class SearchEngine:
             if owner is not None and owner_alive(owner):
                 continue
             trial = optuna.Trial(self.study, frozen._trial_id)
-            trial.set_user_attr(OUTCOME_ATTR, INTERRUPTED)
-            trial.set_user_attr(REASON_ATTR, "interrupted: the process evaluating it stopped; queued again")
-            self.backend.tell(trial, TrialState.FAIL)
-            requeue_stale_trial(self.study, frozen)
+            self._fail_and_requeue(trial, "interrupted: the process evaluating it stopped; queued again")
             requeued.append(frozen.number)
         return requeued
 
@@ -275,16 +272,20 @@ class SearchEngine:
                 del self._active[item.record.number]
                 item.record.state, item.record.reason = INTERRUPTED, reason
                 try:
-                    item.trial.set_user_attr(OUTCOME_ATTR, INTERRUPTED)
-                    item.trial.set_user_attr(REASON_ATTR, reason)
-                    self.backend.tell(item.trial, TrialState.FAIL)
-                    requeue_stale_trial(self.study, item.trial)
+                    self._fail_and_requeue(item.trial, reason)
                 except Exception as error:  # the storage may be what failed; a RUNNING trial is requeued next run
                     logger.warning("trial %d: could not record the interruption (%s)", item.record.number, error)
                 try:
                     self.observer.trial_interrupted(item.record, reason)
                 except Exception as error:  # a resumed pipeline closes runs its process left RUNNING
                     logger.warning("trial %d: could not close its run (%s)", item.record.number, error)
+
+    def _fail_and_requeue(self, trial: optuna.Trial, reason: str) -> None:
+        """Record ``trial`` as interrupted (FAIL, not counted in the budget) and queue its config again."""
+        trial.set_user_attr(OUTCOME_ATTR, INTERRUPTED)
+        trial.set_user_attr(REASON_ATTR, reason)
+        self.backend.tell(trial, TrialState.FAIL)
+        requeue_stale_trial(self.study, trial)
 
     def _heartbeat(self, trials: set[optuna.Trial]) -> None:
         """Tell a heartbeat-enabled storage (RDB, with ``heartbeat_interval``) that these trials are alive."""
