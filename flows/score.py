@@ -13,6 +13,7 @@ from configs import InputError, config_file, load_config
 from flows.pipeline import INVALID_INPUT, ShippedConfig
 from tasks import scoring
 from tasks.artifacts import publish_markdown
+from tasks.catalog import SCORING_ARTIFACT
 from tasks.state import local_state
 from tasks.tracking import ensure_experiment
 
@@ -52,7 +53,7 @@ def automl_score(
     run_id = scoring.log_scoring_run(ensure_experiment(cfg.name, state), request, predictions, seconds)
     model = request.model
     result = scoring.ScoringResult(len(predictions), model.name, model.version, model.uri, str(output), run_id, seconds)
-    publish_markdown(cfg.name, "scoring", scoring.scoring_markdown(cfg.name, result, predictions), "Scoring")
+    publish_markdown(cfg.name, SCORING_ARTIFACT, scoring.scoring_markdown(cfg.name, result, predictions), "Scoring")
     get_run_logger().info(
         "scored %d rows with %s v%s -> %s (MLflow run %s)",
         len(request.frame),

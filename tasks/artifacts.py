@@ -11,6 +11,8 @@ from typing import Any
 from prefect.artifacts import MarkdownArtifact, ProgressArtifact, TableArtifact, update_progress_artifact
 from prefect.context import FlowRunContext
 
+from tasks.catalog import SEARCH_PROGRESS_ARTIFACT, SUMMARY_ARTIFACT, TRIALS_ARTIFACT
+
 
 def _in_prefect_run() -> bool:
     return FlowRunContext.get() is not None
@@ -33,7 +35,7 @@ def publish_markdown(config_name: str, what: str, markdown: str, title: str, flo
 
 
 def publish_summary(config_name: str, markdown: str, flow_run_id: str | None) -> None:
-    publish_markdown(config_name, "summary", markdown, "AutoML summary", flow_run_id)
+    publish_markdown(config_name, SUMMARY_ARTIFACT, markdown, "AutoML summary", flow_run_id)
 
 
 def publish_trials(config_name: str, records: list[Any], flow_run_id: str | None) -> None:
@@ -43,7 +45,7 @@ def publish_trials(config_name: str, records: list[Any], flow_run_id: str | None
     rows = [
         {
             "trial": r.number,
-            "outcome": r.state,
+            "outcome": r.outcome,
             "val_loss": None if r.value is None else round(r.value, 6),
             "last_rung_fraction": round(r.rungs[-1][0], 4) if r.rungs else None,
             "last_rung_loss": round(r.rungs[-1][1], 6) if r.rungs else None,
@@ -56,7 +58,7 @@ def publish_trials(config_name: str, records: list[Any], flow_run_id: str | None
     ]
     TableArtifact(
         table=rows,
-        key=artifact_key(config_name, "trials"),
+        key=artifact_key(config_name, TRIALS_ARTIFACT),
         description=f"Trials of the search: {config_name}",
         flow_run_id=flow_run_id,
     ).create()
@@ -74,7 +76,7 @@ class SearchProgress:
             self.artifact_id = (
                 ProgressArtifact(
                     progress=0.0,
-                    key=artifact_key(config_name, "search-progress"),
+                    key=artifact_key(config_name, SEARCH_PROGRESS_ARTIFACT),
                     description=f"Search progress: {config_name}",
                     flow_run_id=flow_run_id,
                 )

@@ -22,10 +22,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tasks.tracking import CHAMPION_MOVE_PREFIX as MOVE_PREFIX
-from tasks.tracking import PIPELINE_RUN_TAG, PRIMARY_METRIC_TAG, TEST_METRIC_PREFIX
+from tasks.catalog import CHAMPION_ALIAS, CHAMPION_MOVE_PREFIX, PIPELINE_RUN_TAG, PRIMARY_METRIC_TAG, TEST_METRIC_PREFIX
 
-CHAMPION = "champion"
 MAX_NOTE = 1000
 
 
@@ -47,7 +45,7 @@ class ChampionMove:
         return asdict(self)
 
 
-def current_champion(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelVersion | None:
+def current_champion(client: MlflowClient, name: str, alias: str = CHAMPION_ALIAS) -> ModelVersion | None:
     """The version ``alias`` points at, or None."""
     try:
         return client.get_model_version_by_alias(name, alias)
@@ -68,7 +66,7 @@ def version_metrics(version: ModelVersion) -> dict[str, float]:
 
 
 def move_champion(
-    client: MlflowClient, name: str, version: str, by: str, note: str = "", alias: str = CHAMPION
+    client: MlflowClient, name: str, version: str, by: str, note: str = "", alias: str = CHAMPION_ALIAS
 ) -> ChampionMove:
     """Point ``alias`` at ``version`` and record the move on that version."""
     if len(note) > MAX_NOTE:
@@ -92,7 +90,9 @@ def move_champion(
         previous_value=previous_value,
         note=note,
     )
-    client.set_model_version_tag(name, str(version), f"{MOVE_PREFIX}{int(now * 1000)}", json.dumps(move.to_dict()))
+    client.set_model_version_tag(
+        name, str(version), f"{CHAMPION_MOVE_PREFIX}{int(now * 1000)}", json.dumps(move.to_dict())
+    )
     return move
 
 
@@ -101,9 +101,9 @@ def champion_history(client: MlflowClient, name: str) -> list[ChampionMove]:
     moves: list[tuple[str, ChampionMove]] = []
     for version in client.search_model_versions(f"name = '{_quoted(name)}'", max_results=10_000):
         for key, value in version.tags.items():
-            if key.startswith(MOVE_PREFIX):
+            if key.startswith(CHAMPION_MOVE_PREFIX):
                 try:
-                    moves.append((key.removeprefix(MOVE_PREFIX).zfill(16), ChampionMove(**json.loads(value))))
+                    moves.append((key.removeprefix(CHAMPION_MOVE_PREFIX).zfill(16), ChampionMove(**json.loads(value))))
                 except (json.JSONDecodeError, TypeError):
                     continue
     return [move for _, move in sorted(moves, key=lambda item: item[0])]

@@ -16,22 +16,28 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from configs import ConfigError, TransferredConfig, load_transferred_config
-from tasks.state import LocalState
-from tasks.tracking import (
+from tasks.catalog import (
+    BEST_CONFIG_FILE,
+    BEST_PARAM_PREFIX,
+    BEST_VAL_LOSS,
     DATA_SOURCE,
     FAMILY,
     FINGERPRINT,
+    IMPORTED_EXPERIMENT,
+    IMPORTED_FROM,
+    IMPORTED_ROLE,
     META_FEATURES,
+    PIPELINE_ROLE,
     ROLE,
+    SOURCE_RUN_ID,
     SPACE_SIGNATURE,
     TASK_TYPE,
-    configure_mlflow,
-    ensure_experiment,
-    json_tag,
+    TEST_METRIC_PREFIX,
+    TRANSFERRED_CONFIG_FILE,
 )
-from tasks.warm_start import BEST_CONFIG_FILE, BEST_VAL_LOSS, load_best_config
-
-IMPORTED_EXPERIMENT = "imported-configs"
+from tasks.state import LocalState
+from tasks.tracking import configure_mlflow, ensure_experiment, json_tag
+from tasks.warm_start import load_best_config
 
 
 def stored_runs(family: str | None = None, task_type: str | None = None) -> list[Run]:
@@ -47,7 +53,7 @@ def stored_runs(family: str | None = None, task_type: str | None = None) -> list
     if task_type:
         query += f" and tags.`{TASK_TYPE}` = '{task_type}'"
     runs = client.search_runs(experiment_ids, query, max_results=1000, order_by=["attributes.start_time DESC"])
-    return [r for r in runs if r.data.tags.get(ROLE) in ("pipeline", "imported")]
+    return [r for r in runs if r.data.tags.get(ROLE) in (PIPELINE_ROLE, IMPORTED_ROLE)]
 
 
 def check_filters(family: str | None, task_type: str | None) -> None:
@@ -60,7 +66,7 @@ def check_filters(family: str | None, task_type: str | None) -> None:
 def describe(run: Run) -> dict[str, Any]:
     """One row of ``automl configs list``."""
     tags, metrics = run.data.tags, run.data.metrics
-    test = {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
+    test = {k.removeprefix(TEST_METRIC_PREFIX): v for k, v in metrics.items() if k.startswith(TEST_METRIC_PREFIX)}
     return {
         "run_id": run.info.run_id,
         "experiment": MlflowClient().get_experiment(run.info.experiment_id).name,
@@ -78,7 +84,7 @@ def export_config(run_id: str) -> TransferredConfig:
     """The best config of a finished run with what is known about where it won."""
     run = _get_run(run_id)
     tags = run.data.tags
-    if tags.get(ROLE) not in ("pipeline", "imported") or run.info.status != "FINISHED":
+    if tags.get(ROLE) not in (PIPELINE_ROLE, IMPORTED_ROLE) or run.info.status != "FINISHED":
         raise ConfigError(f"run {run_id}: not a finished pipeline run; nothing to export")
     return TransferredConfig(
         model_family=tags[FAMILY],
@@ -86,7 +92,7 @@ def export_config(run_id: str) -> TransferredConfig:
         params=load_best_config(run_id),
         space_signature=json_tag(run, SPACE_SIGNATURE),
         meta_features=json_tag(run, META_FEATURES) or {},
-        metrics={k: v for k, v in run.data.metrics.items() if k == BEST_VAL_LOSS or k.startswith("test_")},
+        metrics={k: v for k, v in run.data.metrics.items() if k == BEST_VAL_LOSS or k.startswith(TEST_METRIC_PREFIX)},
         source_run_id=run_id,
         experiment=MlflowClient().get_experiment(run.info.experiment_id).name,
         dataset_fingerprint=tags.get(FINGERPRINT),
@@ -119,24 +125,24 @@ def import_config(path: Path, state: LocalState) -> str:
     configure_mlflow(state)
     experiment_id = ensure_experiment(IMPORTED_EXPERIMENT, state)
     tags = {
-        ROLE: "imported",
+        ROLE: IMPORTED_ROLE,
         FAMILY: config.model_family,
         TASK_TYPE: config.task_type,
         META_FEATURES: json.dumps(config.meta_features, sort_keys=True),
-        "automl.imported_from": str(Path(path).resolve()),
+        IMPORTED_FROM: str(Path(path).resolve()),
     }
     if config.space_signature is not None:
         tags[SPACE_SIGNATURE] = json.dumps(config.space_signature, sort_keys=True, default=str)
     if config.dataset_fingerprint:
         tags[FINGERPRINT] = config.dataset_fingerprint
     if config.source_run_id:
-        tags["automl.source_run_id"] = config.source_run_id
+        tags[SOURCE_RUN_ID] = config.source_run_id
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"imported-{Path(path).stem}", tags=tags) as run:
-        mlflow.log_params({f"best_{k}": v for k, v in config.params.items()})
+        mlflow.log_params({f"{BEST_PARAM_PREFIX}{k}": v for k, v in config.params.items()})
         if config.metrics:
             mlflow.log_metrics(config.metrics)
         mlflow.log_dict(dict(config.params), BEST_CONFIG_FILE)
-        mlflow.log_dict(config.model_dump(mode="json"), "transferred_config.json")
+        mlflow.log_dict(config.model_dump(mode="json"), TRANSFERRED_CONFIG_FILE)
     return run.info.run_id
 
 

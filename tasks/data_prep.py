@@ -22,6 +22,16 @@ from prefect import task
 from configs import DataConfig, DataError, PipelineConfig, SplitConfig, check_environment
 from models import get_family
 from tasks.caching import pipeline_stage_key
+from tasks.catalog import (
+    DATA_CARD_FILE,
+    FEATURES_PARAM,
+    KIND_PARAM,
+    MISSING_FILLED_METRIC,
+    ROWS_PARAM,
+    SPLIT_FILE,
+    SPLIT_SIZE_METRIC,
+    TASK_PARAM,
+)
 from tasks.meta_features import series_meta_features, tabular_meta_features
 from tasks.prepared_data import PreparedData, Split
 from tasks.preprocessing import (
@@ -506,18 +516,23 @@ def data_prep(
         prepared, split_rows = prepare(frame, cfg, plan, source_fingerprint)
         card = prepared.card
         mlflow.log_params(
-            {"rows": card["n_rows"], "features": card["n_features"], "task": prepared.task, "kind": prepared.kind}
+            {
+                ROWS_PARAM: card["n_rows"],
+                FEATURES_PARAM: card["n_features"],
+                TASK_PARAM: prepared.task,
+                KIND_PARAM: prepared.kind,
+            }
         )
         filled = card.get("missing_filled_total", card.get("missing_imputed_total", 0))
         mlflow.log_metrics(
             {
-                "missing_values_filled": filled,
-                **{f"{k}_size": len(getattr(prepared, k)) for k in ("train", "val", "test")},
+                MISSING_FILLED_METRIC: filled,
+                **{SPLIT_SIZE_METRIC.format(split=k): len(getattr(prepared, k)) for k in ("train", "val", "test")},
             }
         )
-        mlflow.log_dict(card, "data_card.json")
+        mlflow.log_dict(card, DATA_CARD_FILE)
         for name, rows in split_rows.items():
-            log_frame(rows, f"splits/{name}.parquet")
+            log_frame(rows, SPLIT_FILE.format(split=name))
             with warnings.catch_warnings():  # MLflow finds two equivalent readers for a local file path
                 warnings.simplefilter("ignore", UserWarning)
                 dataset = mlflow.data.from_pandas(

@@ -22,23 +22,35 @@ from prefect import task
 from configs import PipelineConfig
 from models import FitResult, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device, predict
 from tasks.caching import pipeline_stage_key
+from tasks.catalog import (
+    BASELINE_METRIC_PREFIX,
+    CHAMPION_TAG,
+    EPOCH_TRAIN_LOSS_METRIC,
+    EPOCH_VAL_LOSS_METRIC,
+    EPOCHS_PARAM,
+    EPOCHS_RUN_METRIC,
+    FINGERPRINT,
+    LEARNING_CURVES_PLOT,
+    LOGGED_MODEL,
+    PATIENCE_PARAM,
+    PER_CLASS_METRICS_FILE,
+    PIPELINE_RUN_TAG,
+    PREDICTED_VS_ACTUAL_PLOT,
+    PRIMARY_METRIC_TAG,
+    REGISTERED_MODEL_TAG,
+    REGISTERED_VERSION_TAG,
+    TEST_METRIC_PREFIX,
+    TEST_PREDICTIONS_FILE,
+    VAL_LOSS_METRIC,
+)
 from tasks.champion import current_champion, move_champion, version_metrics
 from tasks.plotting import plt
 from tasks.prepared_data import PreparedData
 from tasks.preprocessing import Preprocessing, preprocessing_from_dict
 from tasks.raw_model import PROBA_PREFIX, log_raw_model, predict_raw
-from tasks.tracking import (
-    FINGERPRINT,
-    PIPELINE_RUN_TAG,
-    PRIMARY_METRIC_TAG,
-    PipelineRun,
-    log_frame,
-    quiet_mlflow_warnings,
-    stage_run,
-)
+from tasks.tracking import PipelineRun, log_frame, quiet_mlflow_warnings, stage_run
 
 logger = logging.getLogger("automl")
-TEST_PREDICTIONS = "test_predictions.parquet"
 MAX_CONFUSION_CLASSES = 30  # beyond this a confusion matrix is unreadable; per_class_metrics.csv says it all
 # The test metric that decides champions, and whether lower is better.
 PRIMARY_METRIC = {"regression": ("rmse", True), "classification": ("f1_macro", False)}
@@ -153,7 +165,7 @@ def final_train(
     """Prefect stage: retrain, evaluate against the baselines, log plots and the model, register it."""
     family = get_family(cfg.model.family)
     with stage_run(pipeline, "final_train") as run:
-        mlflow.log_params({**best_params, "epochs": cfg.final.epochs, "patience": cfg.final.patience})
+        mlflow.log_params({**best_params, EPOCHS_PARAM: cfg.final.epochs, PATIENCE_PARAM: cfg.final.patience})
         model, fitted = train_config(cfg, prepared, best_params)
         logger.info(
             "final training: %d epochs (best %d, val_loss %.5g)%s",
@@ -170,10 +182,10 @@ def final_train(
             "naive": naive_predictions(prepared),
         }
         scores = {name: score(prepared.task, y_true, pred) for name, pred in predictions.items()}
-        mlflow.log_metrics({f"test_{k}": v for k, v in scores["tuned"].items()})
+        mlflow.log_metrics({f"{TEST_METRIC_PREFIX}{k}": v for k, v in scores["tuned"].items()})
         for baseline in ("default_config", "naive"):
-            mlflow.log_metrics({f"baseline_{baseline}_{k}": v for k, v in scores[baseline].items()})
-        mlflow.log_metrics({"val_loss": fitted.best_val_loss, "epochs_run": len(fitted.val_loss)})
+            mlflow.log_metrics({f"{BASELINE_METRIC_PREFIX}{baseline}_{k}": v for k, v in scores[baseline].items()})
+        mlflow.log_metrics({VAL_LOSS_METRIC: fitted.best_val_loss, EPOCHS_RUN_METRIC: len(fitted.val_loss)})
         primary, _ = PRIMARY_METRIC[prepared.task]
         if not math.isfinite(scores["tuned"][primary]):
             raise NonFiniteMetric(
@@ -183,9 +195,9 @@ def final_train(
         _log_curves(fitted, default_fit)
         _log_predictions(prepared, y_true, predictions)
         pre = preprocessing_from_dict(prepared.preprocessing)
-        log_frame(raw_test_predictions(model, pre, prepared, predictions["tuned"]), TEST_PREDICTIONS)
+        log_frame(raw_test_predictions(model, pre, prepared, predictions["tuned"]), TEST_PREDICTIONS_FILE)
         with quiet_mlflow_warnings():
-            model_info = log_raw_model(model, pre, prepared.raw_test_input)
+            model_info = log_raw_model(model, pre, prepared.raw_test_input, name=LOGGED_MODEL)
         registered, champion, note = (None, False, "registry disabled")
         if cfg.registry.enabled:
             registered, champion, note = register(
@@ -252,7 +264,7 @@ def register(
     tags = {
         FINGERPRINT: prepared.fingerprint,
         PRIMARY_METRIC_TAG: primary,
-        **{f"test_{k}": v for k, v in metrics.items()},
+        **{f"{TEST_METRIC_PREFIX}{k}": v for k, v in metrics.items()},
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, str(value))
@@ -272,7 +284,7 @@ def register(
         note = f"{verb} champion v{current.version} on test {primary} ({metrics[primary]:.5g} vs {theirs:.5g})"
     if champion and not moved:
         move_champion(client, name, version.version, by=f"pipeline run {pipeline.run_id}", note=note)
-    mlflow.set_tags({"registered_model": name, "registered_version": version.version, "champion": str(champion)})
+    mlflow.set_tags({REGISTERED_MODEL_TAG: name, REGISTERED_VERSION_TAG: version.version, CHAMPION_TAG: str(champion)})
     logger.info("registry: %s version %s; %s", name, version.version, note)
     return {"name": name, "version": int(version.version), "source": version.source}, champion, note
 
@@ -298,10 +310,10 @@ def _log_curves(tuned: FitResult, default: FitResult) -> None:
     ax.set_yscale("log")
     ax.legend()
     figure.tight_layout()
-    mlflow.log_figure(figure, "plots/learning_curves.png")
+    mlflow.log_figure(figure, LEARNING_CURVES_PLOT)
     plt.close(figure)
     for epoch, (train_loss, val_loss) in enumerate(zip(tuned.train_loss, tuned.val_loss, strict=True)):
-        mlflow.log_metrics({"epoch_train_loss": train_loss, "epoch_val_loss": val_loss}, step=epoch)
+        mlflow.log_metrics({EPOCH_TRAIN_LOSS_METRIC: train_loss, EPOCH_VAL_LOSS_METRIC: val_loss}, step=epoch)
 
 
 def _log_predictions(prepared: PreparedData, y_true: np.ndarray, predictions: dict[str, np.ndarray]) -> None:
@@ -325,7 +337,7 @@ def _log_predictions(prepared: PreparedData, y_true: np.ndarray, predictions: di
         ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
         ax.set(xlabel=f"actual {prepared.target}", ylabel="predicted", title="Test set: predicted vs actual")
     figure.tight_layout()
-    mlflow.log_figure(figure, "plots/predicted_vs_actual.png")
+    mlflow.log_figure(figure, PREDICTED_VS_ACTUAL_PLOT)
     plt.close(figure)
 
 
@@ -339,7 +351,7 @@ def _log_classification(prepared: PreparedData, y_true: np.ndarray, proba: np.nd
     chosen = proba.argmax(axis=1)
     report = classification_report(y_true, chosen, labels=labels, target_names=names, output_dict=True, zero_division=0)
     per_class = pd.DataFrame([{"class": name, **report[name]} for name in names])
-    log_frame(per_class, "per_class_metrics.csv")
+    log_frame(per_class, PER_CLASS_METRICS_FILE)
     if len(names) > MAX_CONFUSION_CLASSES:
         return
     display = ConfusionMatrixDisplay.from_predictions(
@@ -348,5 +360,5 @@ def _log_classification(prepared: PreparedData, y_true: np.ndarray, proba: np.nd
     display.ax_.set_title("Test set: tuned model")
     display.figure_.set_size_inches(max(5.5, 0.45 * len(names) + 2), max(5.5, 0.45 * len(names) + 2))
     display.figure_.tight_layout()
-    mlflow.log_figure(display.figure_, "plots/predicted_vs_actual.png")
+    mlflow.log_figure(display.figure_, PREDICTED_VS_ACTUAL_PLOT)
     plt.close(display.figure_)

@@ -31,9 +31,26 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from configs import DataError, InputError, PipelineConfig
+from tasks.catalog import (
+    DATA_PATH_PARAM,
+    MODEL_NAME,
+    MODEL_NAME_PARAM,
+    MODEL_URI_PARAM,
+    MODEL_VERSION,
+    MODEL_VERSION_PARAM,
+    OUTPUT_PATH_PARAM,
+    PREDICTIONS_FILE,
+    PREDICTIONS_METRIC,
+    ROLE,
+    ROLLING_PARAM,
+    ROWS_SCORED_METRIC,
+    SCORE_ROLE,
+    SCORING_INPUT_CONTEXT,
+    SECONDS_METRIC,
+)
 from tasks.preprocessing import Preprocessing, RawInputError, SeriesPreprocessing
 from tasks.state import LocalState, sqlite_path
-from tasks.tracking import MODEL_NAME, MODEL_VERSION, ROLE, log_frame, quiet_mlflow_warnings
+from tasks.tracking import log_frame, quiet_mlflow_warnings
 
 logger = logging.getLogger("automl")
 CHUNK_ROWS = 50_000
@@ -268,25 +285,28 @@ def log_scoring_run(experiment_id: str, request: ScoringRequest, predictions: pd
     """One MLflow run (role ``score``) in the config's experiment: the model version used, the scored data as an
     MLflow dataset input, and the predictions as ``predictions.parquet``. Returns its run id."""
     model, data, frame, output, rolling = request.model, request.data, request.frame, request.output, request.rolling
-    tags = {ROLE: "score", MODEL_NAME: model.name, MODEL_VERSION: model.version}
+    tags = {ROLE: SCORE_ROLE, MODEL_NAME: model.name, MODEL_VERSION: model.version}
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"score-{datetime.now(UTC):%Y%m%d-%H%M%S}", tags=tags
     ) as run:
         mlflow.log_params(
             {
-                "model_uri": model.uri,
-                "model_name": model.name,
-                "model_version": model.version,
-                "data_path": str(data),
-                "output_path": str(output),
-                "rolling": rolling,
+                MODEL_URI_PARAM: model.uri,
+                MODEL_NAME_PARAM: model.name,
+                MODEL_VERSION_PARAM: model.version,
+                DATA_PATH_PARAM: str(data),
+                OUTPUT_PATH_PARAM: str(output),
+                ROLLING_PARAM: rolling,
             }
         )
-        mlflow.log_metrics({"rows_scored": len(frame), "predictions": len(predictions), "seconds": seconds})
+        mlflow.log_metrics(
+            {ROWS_SCORED_METRIC: len(frame), PREDICTIONS_METRIC: len(predictions), SECONDS_METRIC: seconds}
+        )
         with warnings.catch_warnings():  # MLflow finds two equivalent readers for a local file path
             warnings.simplefilter("ignore", UserWarning)
-            mlflow.log_input(mlflow.data.from_pandas(frame, source=str(data), name=data.name), context="scoring")
-        log_frame(predictions, "predictions.parquet")
+            dataset = mlflow.data.from_pandas(frame, source=str(data), name=data.name)
+            mlflow.log_input(dataset, context=SCORING_INPUT_CONTEXT)
+        log_frame(predictions, PREDICTIONS_FILE)
     return run.info.run_id
 
 

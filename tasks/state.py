@@ -8,9 +8,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment (for subprocesses), so the
-# user's own setting is read once, before this process configures MLflow.
-_USER_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI")
+# mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment (for subprocesses): a value this
+# process wrote there is not the user's setting.
+_MLFLOW_URIS_SET_HERE: set[str] = set()
+
+
+def mlflow_uri_set_here(uri: str) -> None:
+    """Note that this process points MLflow at ``uri``: when that is not the user's own MLFLOW_TRACKING_URI, the
+    variable MLflow writes from now on is not the user's either."""
+    if uri != _user_mlflow_uri():
+        _MLFLOW_URIS_SET_HERE.add(uri)
+
+
+def _user_mlflow_uri() -> str | None:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return uri if uri and uri not in _MLFLOW_URIS_SET_HERE else None
 
 
 @dataclass(frozen=True)
@@ -21,7 +33,7 @@ class LocalState:
 
     @property
     def mlflow_uri(self) -> str:
-        return _USER_MLFLOW_URI or f"sqlite:///{self.home / 'mlflow.db'}"
+        return _user_mlflow_uri() or f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
     def artifacts_in_home(self) -> bool:

@@ -1,5 +1,6 @@
 """MLflow edges of the pipeline: one experiment per config, one parent run per pipeline execution, one child
-run per stage, and the tags later runs look things up by. Stages call these; the maths never does."""
+run per stage, and lookups by the tags later runs find them by (every name is in tasks/catalog.py). Stages call
+these; the maths never does."""
 
 from __future__ import annotations
 
@@ -22,33 +23,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
-from tasks.state import LocalState, enable_wal, first_use_lock, process_alive
-
-ROLE = "automl.role"  # pipeline | stage | trial | imported
-STAGE = "automl.stage"
-FAMILY = "automl.model_family"
-TASK_TYPE = "automl.task_type"
-FINGERPRINT = "automl.dataset_fingerprint"
-STUDY = "automl.study_name"
-CONFIG_HASH = "automl.config_hash"
-CONFIG_NAME = "automl.config_name"
-DATA_SOURCE = "automl.data_source"
-META_FEATURES = "automl.meta_features"
-SPACE_SIGNATURE = "automl.space_signature"
-HOST = "automl.host"
-PID = "automl.pid"
-MODEL_NAME = "automl.model_name"  # on scoring runs: the registered model and version that scored
-MODEL_VERSION = "automl.model_version"
-# Model version tags: the pipeline run that registered it, its primary test metric, and the champion's history.
-PIPELINE_RUN_TAG = "pipeline_run_id"
-PRIMARY_METRIC_TAG = "automl.primary_metric"
-TEST_METRIC_PREFIX = "test_"
-CHAMPION_MOVE_PREFIX = "automl.champion_move."
-STAGES = ("data_prep", "warm_start", "search", "final_train")
-# MLflow 3's UI shows an experiment in its GenAI view unless this tag says it trains models (the UI's own
-# "experiment type" switch writes the same tag and value).
-EXPERIMENT_KIND = "mlflow.experimentKind"
-MODEL_TRAINING_KIND = "custom_model_development"
+from tasks.catalog import (
+    CONFIG_HASH,
+    EXPERIMENT_KIND,
+    FINGERPRINT,
+    HOST,
+    MODEL_TRAINING_KIND,
+    PID,
+    PIPELINE_ROLE,
+    ROLE,
+    STAGE,
+    STAGE_ROLE,
+    STUDY,
+)
+from tasks.state import LocalState, enable_wal, first_use_lock, mlflow_uri_set_here, process_alive
 
 
 @dataclass(frozen=True)
@@ -68,6 +56,7 @@ def configure_mlflow(state: LocalState) -> None:
     uri = state.mlflow_uri
     _check_reachable(uri)
     state.ensure()
+    mlflow_uri_set_here(uri)
     mlflow.set_tracking_uri(uri)
     try:
         with first_use_lock(uri):
@@ -120,7 +109,7 @@ def find_resumable_run(experiment_id: str, config_hash: str, fingerprint: str, s
     client = MlflowClient()
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{ROLE}` = 'pipeline' and tags.`{CONFIG_HASH}` = '{config_hash}' "
+        filter_string=f"tags.`{ROLE}` = '{PIPELINE_ROLE}' and tags.`{CONFIG_HASH}` = '{config_hash}' "
         f"and tags.`{FINGERPRINT}` = '{fingerprint}'",
         order_by=["attributes.start_time DESC"],
         max_results=20,
@@ -152,7 +141,7 @@ def open_pipeline_run(
     run = client.create_run(
         experiment_id,
         run_name=name,
-        tags={**tags, **owner, ROLE: "pipeline", STUDY: name},
+        tags={**tags, **owner, ROLE: PIPELINE_ROLE, STUDY: name},
     )
     return PipelineRun(run.info.run_id, experiment_id, experiment_name, name)
 
@@ -192,7 +181,7 @@ def stage_run(pipeline: PipelineRun, stage: str) -> Iterator[mlflow.ActiveRun]:
             run_name=stage,
             parent_run_id=pipeline.run_id,
             nested=True,
-            tags={ROLE: "stage", STAGE: stage},
+            tags={ROLE: STAGE_ROLE, STAGE: stage},
         )
     try:
         yield run

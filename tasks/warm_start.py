@@ -25,18 +25,25 @@ from prefect import task
 from configs import PipelineConfig, TransferredConfig, load_transferred_config
 from models import get_family
 from tasks.caching import pipeline_stage_key
-from tasks.search import SearchSpace
-from tasks.tracking import (
+from tasks.catalog import (
+    BEST_CONFIG_FILE,
+    BEST_VAL_LOSS,
+    CANDIDATES_FILE,
+    CANDIDATES_METRIC,
+    ENABLED_PARAM,
+    ENQUEUED_METRIC,
     FAMILY,
+    IMPORTED_ROLE,
     META_FEATURES,
+    PIPELINE_ROLE,
+    QUEUED_CONFIGS_FILE,
     ROLE,
     SPACE_SIGNATURE,
     TASK_TYPE,
-    PipelineRun,
-    json_tag,
-    log_frame,
-    stage_run,
+    TOP_K_PARAM,
 )
+from tasks.search import SearchSpace
+from tasks.tracking import PipelineRun, json_tag, log_frame, stage_run
 
 logger = logging.getLogger("automl")
 
@@ -44,8 +51,6 @@ logger = logging.getLogger("automl")
 LOG_SCALED = {"n_rows", "n_features", "step_seconds", "n_classes", "seasonal_period"}
 # Target level and spread depend on units, so they never count towards similarity.
 NOT_COMPARED = {"target_mean", "target_std"}
-BEST_CONFIG_FILE = "best_config.json"
-BEST_VAL_LOSS = "best_val_loss"
 
 
 @dataclass
@@ -216,7 +221,7 @@ def find_past_runs(family: str, task_type: str, exclude: set[str] = frozenset())
     query = f"tags.`{FAMILY}` = '{family}' and tags.`{TASK_TYPE}` = '{task_type}' and attributes.status = 'FINISHED'"
     runs = []
     for run in client.search_runs(experiment_ids, query, max_results=1000):
-        if run.data.tags.get(ROLE) in ("pipeline", "imported") and run.info.run_id not in exclude:
+        if run.data.tags.get(ROLE) in (PIPELINE_ROLE, IMPORTED_ROLE) and run.info.run_id not in exclude:
             runs.append(run)
     return runs
 
@@ -239,16 +244,16 @@ def warm_start(
         else:
             plan = plan_warm_start(cfg, meta_features, task_type, space, exclude_run_id=pipeline.run_id)
         table = plan.table()
-        mlflow.log_params({"enabled": cfg.warm_start.enabled, "top_k": cfg.warm_start.top_k})
-        mlflow.log_metrics({"candidates": len(plan.candidates), "enqueued": len(plan.queued)})
-        log_frame(table, "candidates.csv")
+        mlflow.log_params({ENABLED_PARAM: cfg.warm_start.enabled, TOP_K_PARAM: cfg.warm_start.top_k})
+        mlflow.log_metrics({CANDIDATES_METRIC: len(plan.candidates), ENQUEUED_METRIC: len(plan.queued)})
+        log_frame(table, CANDIDATES_FILE)
         mlflow.log_dict(
             {
                 "queued": [
                     {"source_run_id": c.run_id, "params": c.queued, "adaptations": c.adaptations} for c in plan.queued
                 ]
             },
-            "queued_configs.json",
+            QUEUED_CONFIGS_FILE,
         )
         if not plan.candidates and cfg.warm_start.enabled:
             logger.info("warm start: no past runs of %s/%s found; starting cold", cfg.model.family, task_type)

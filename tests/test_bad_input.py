@@ -293,8 +293,6 @@ def test_odd_files_and_folders_are_one_line(home, tmp_path, capsys):
         with pytest.MonkeyPatch.context() as patch:
             for key, value in env.items():
                 patch.setenv(key, value)
-            if "MLFLOW_TRACKING_URI" in env:
-                patch.setattr("tasks.state._USER_MLFLOW_URI", env["MLFLOW_TRACKING_URI"])
             code = main(args)
         err = capsys.readouterr().err
         assert code == 2, (args, err)

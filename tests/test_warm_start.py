@@ -10,9 +10,10 @@ import mlflow
 import pytest
 
 from configs import CategoricalParam, FloatParam, IntParam, load_config
+from tasks.catalog import FAMILY, META_FEATURES, ROLE, SPACE_SIGNATURE, TASK_TYPE
 from tasks.search import SearchSpace
 from tasks.state import local_state
-from tasks.tracking import FAMILY, META_FEATURES, ROLE, SPACE_SIGNATURE, TASK_TYPE, configure_mlflow, ensure_experiment
+from tasks.tracking import configure_mlflow, ensure_experiment
 from tasks.warm_start import Candidate, choose, meta_distance, plan_warm_start
 from tests.helpers import REPO
 

@@ -1,0 +1,153 @@
+"""Every name the pipeline writes to and reads from MLflow (tags, params, metrics, artifacts, aliases), and the keys
+of its Prefect artifacts: the tracking layout in one place, as Kedro's catalog is. Plain constants, no imports.
+
+Names with ``{...}`` are templates (``SPLIT_FILE.format(split="train")``); ``*_PREFIX`` names are followed by a
+metric, param or timestamp. The registered model's own directory (``torch_model``, ``preprocessing.json``) is named
+in tasks/raw_model.py, which ships inside the model and so imports nothing of this package.
+"""
+
+# --- experiments ----------------------------------------------------------------------------------------------
+# MLflow 3's UI shows an experiment in its GenAI view unless this tag says it trains models (the UI's own
+# "experiment type" switch writes the same tag and value).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+IMPORTED_EXPERIMENT = "imported-configs"  # where ``automl configs import`` stores configs
+
+# --- run roles: tag ROLE on every run, and its values ---------------------------------------------------------
+ROLE = "automl.role"
+PIPELINE_ROLE = "pipeline"
+STAGE_ROLE = "stage"
+TRIAL_ROLE = "trial"
+IMPORTED_ROLE = "imported"
+SCORE_ROLE = "score"
+STAGE = "automl.stage"  # on stage runs: one of STAGES
+STAGES = ("data_prep", "warm_start", "search", "final_train")
+
+# --- pipeline (parent) run tags: what later runs look it up by -------------------------------------------------
+FAMILY = "automl.model_family"
+TASK_TYPE = "automl.task_type"
+FINGERPRINT = "automl.dataset_fingerprint"  # also on imported runs and on model versions
+STUDY = "automl.study_name"
+CONFIG_HASH = "automl.config_hash"
+CONFIG_NAME = "automl.config_name"
+DATA_SOURCE = "automl.data_source"
+META_FEATURES = "automl.meta_features"
+SPACE_SIGNATURE = "automl.space_signature"
+HOST = "automl.host"  # the process that owns a RUNNING pipeline run
+PID = "automl.pid"
+
+# --- pipeline run params, metrics and artifacts: the summary --------------------------------------------------
+BEST_PARAM_PREFIX = "best_"  # best_<param>, also on imported runs
+MODEL_FAMILY_PARAM = "model_family"
+BACKEND_PARAM = "backend"  # also on the search run
+SAMPLER_PARAM = "sampler"
+FIDELITY_PARAM = "fidelity"
+N_TRIALS_PARAM = "n_trials"
+BEST_VAL_LOSS = "best_val_loss"  # also on the search run and on imported runs
+TEST_METRIC_PREFIX = "test_"  # test_<metric>: on the pipeline and final_train runs, and as model version tags
+BASELINE_METRIC_PREFIX = "baseline_"  # baseline_<baseline>_<metric>: on the pipeline and final_train runs
+TRIALS_METRIC_PREFIX = "trials_"  # trials_<outcome>: on the pipeline and search runs
+TOTAL_SECONDS_METRIC = "total_seconds"
+BEST_CONFIG_FILE = "best_config.json"  # what warm start and ``automl configs`` read; also on imported runs
+SUMMARY_JSON_FILE = "summary.json"
+SUMMARY_MD_FILE = "summary.md"
+CONFIG_FILE = "config.yaml"
+
+# --- imported runs (``automl configs import``) -----------------------------------------------------------------
+IMPORTED_FROM = "automl.imported_from"
+SOURCE_RUN_ID = "automl.source_run_id"
+TRANSFERRED_CONFIG_FILE = "transferred_config.json"
+
+# --- data_prep stage run ----------------------------------------------------------------------------------------
+ROWS_PARAM = "rows"
+FEATURES_PARAM = "features"
+TASK_PARAM = "task"
+KIND_PARAM = "kind"
+MISSING_FILLED_METRIC = "missing_values_filled"
+SPLIT_SIZE_METRIC = "{split}_size"
+DATA_CARD_FILE = "data_card.json"
+SPLIT_FILE = "splits/{split}.parquet"  # each split is also an MLflow dataset input, its context the split's name
+
+# --- warm_start stage run ---------------------------------------------------------------------------------------
+ENABLED_PARAM = "enabled"
+TOP_K_PARAM = "top_k"
+CANDIDATES_METRIC = "candidates"
+ENQUEUED_METRIC = "enqueued"
+CANDIDATES_FILE = "candidates.csv"
+QUEUED_CONFIGS_FILE = "queued_configs.json"
+
+# --- search stage run (besides BACKEND_PARAM ... N_TRIALS_PARAM, BEST_VAL_LOSS and TRIALS_METRIC_PREFIX) ------------
+RUNG_FRACTIONS_PARAM = "rung_fractions"
+SCHEDULER_PARAM = "scheduler"
+TIMEOUT_PARAM = "timeout"
+EPOCHS_PARAM = "epochs"  # also on the final_train run
+N_STARTUP_TRIALS_PARAM = "n_startup_trials"
+STUDY_NAME_PARAM = "study_name"
+PARALLELISM_PARAM = "parallelism"
+TRIAL_TIMEOUT_PARAM = "trial_timeout"
+BEST_TRIAL_METRIC = "best_trial"
+SEARCH_SECONDS_METRIC = "search_seconds"
+ENGINE_OVERHEAD_SHARE_METRIC = "engine_overhead_share"
+IMPORTANCE_METRIC_PREFIX = "importance_"  # importance_<param>
+BEST_PARAMS_FILE = "best_params.json"
+PARAM_IMPORTANCES_FILE = "param_importances.json"
+TRIALS_PARQUET_FILE = "trials.parquet"
+TRIALS_CSV_FILE = "trials.csv"
+SEARCH_PLOT_FILE = "plots/{plot}.{format}"  # Optuna's plots, html and png
+
+# --- trial runs (nested under the search run) ----------------------------------------------------------------
+TRIAL_NUMBER = "automl.trial_number"
+OUTCOME = "automl.outcome"  # complete | pruned | failed | interrupted
+TRIAL_SOURCE = "automl.source"  # sampler | warm_start:<run id> | retry:<trial number>
+RETRIED_FROM_TRIAL = "automl.retried_from_trial"
+PROMOTIONS = "automl.promotions"
+FAIL_REASON = "automl.fail_reason"
+RUNG_VERDICT = "automl.rung{rung}_verdict"
+RUNG_FRACTION_PARAM = "rung{rung}_fraction"
+RUNG_VAL_LOSS_METRIC = "rung_val_loss"
+RUNG_CURVE_METRIC = "val_loss_rung{rung}"  # one step per epoch
+TRAIN_SECONDS_METRIC = "train_seconds"
+RUNGS_REACHED_METRIC = "rungs_reached"
+VAL_LOSS_METRIC = "val_loss"  # also on the final_train run
+MLFLOW_RUN_ATTR = "mlflow_run_id"  # not in MLflow: the Optuna trial's user attr naming its MLflow run
+
+# --- final_train stage run (besides TEST_METRIC_PREFIX, BASELINE_METRIC_PREFIX, EPOCHS_PARAM, VAL_LOSS_METRIC) ----
+PATIENCE_PARAM = "patience"
+EPOCHS_RUN_METRIC = "epochs_run"
+EPOCH_TRAIN_LOSS_METRIC = "epoch_train_loss"  # one step per epoch
+EPOCH_VAL_LOSS_METRIC = "epoch_val_loss"
+REGISTERED_MODEL_TAG = "registered_model"
+REGISTERED_VERSION_TAG = "registered_version"
+CHAMPION_TAG = "champion"  # "True" | "False"
+LOGGED_MODEL = "model"
+TEST_PREDICTIONS_FILE = "test_predictions.parquet"
+PER_CLASS_METRICS_FILE = "per_class_metrics.csv"
+LEARNING_CURVES_PLOT = "plots/learning_curves.png"
+PREDICTED_VS_ACTUAL_PLOT = "plots/predicted_vs_actual.png"
+
+# --- registered model versions ------------------------------------------------------------------------------------
+CHAMPION_ALIAS = "champion"
+PIPELINE_RUN_TAG = "pipeline_run_id"  # the pipeline run that registered the version
+PRIMARY_METRIC_TAG = "automl.primary_metric"  # besides FINGERPRINT and test_<metric> (TEST_METRIC_PREFIX)
+CHAMPION_MOVE_PREFIX = "automl.champion_move."  # <epoch ms>: a JSON record of one move of the champion alias
+
+# --- scoring runs (ROLE score, in the config's experiment) ----------------------------------------------------------
+MODEL_NAME = "automl.model_name"  # the registered model and version that scored
+MODEL_VERSION = "automl.model_version"
+MODEL_URI_PARAM = "model_uri"
+MODEL_NAME_PARAM = "model_name"
+MODEL_VERSION_PARAM = "model_version"
+DATA_PATH_PARAM = "data_path"
+OUTPUT_PATH_PARAM = "output_path"
+ROLLING_PARAM = "rolling"
+ROWS_SCORED_METRIC = "rows_scored"
+PREDICTIONS_METRIC = "predictions"
+SECONDS_METRIC = "seconds"
+SCORING_INPUT_CONTEXT = "scoring"  # the scored rows as an MLflow dataset input
+PREDICTIONS_FILE = "predictions.parquet"
+
+# --- Prefect artifacts on the flow run: keys <config>-<suffix> -----------------------------------------------------
+SUMMARY_ARTIFACT = "summary"
+TRIALS_ARTIFACT = "trials"
+SEARCH_PROGRESS_ARTIFACT = "search-progress"
+SCORING_ARTIFACT = "scoring"
