@@ -117,7 +117,7 @@ def _worker(url: str, study_name: str, objective: str, n_trials: int, threads: i
 
     from configs import CategoricalParam, FloatParam, IntParam
     from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
-    from tasks.search.stage import make_storage
+    from tasks.studies import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(threads)
@@ -152,7 +152,7 @@ def _trainer_objective(threads: int):
     from configs import load_config
     from models import get_family
     from tasks.data_prep import load_and_check, prepare
-    from tasks.search.trainer_objective import TrainerObjective
+    from tasks.trainer_objective import TrainerObjective
 
     cfg = load_config(REPO / "configs" / "lstm_baseline.yaml")
     frame, plan, fp = load_and_check(cfg)
@@ -170,7 +170,7 @@ def run_workers(url: str, objective: str, n_trials: int, workers: int) -> float:
     study_name = f"{objective}-{workers}-{uuid.uuid4().hex[:6]}"
     import optuna
 
-    from tasks.search.stage import make_storage
+    from tasks.studies import make_storage
 
     optuna.create_study(study_name=study_name, storage=make_storage(url))  # created once, before workers race
     share = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
@@ -194,7 +194,7 @@ def storage_overhead(url: str, n: int = 60) -> float:
 
     from configs import FloatParam
     from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
-    from tasks.search.stage import make_storage
+    from tasks.studies import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace.from_config({"x": FloatParam(type="float", low=-5, high=5)})
@@ -247,9 +247,9 @@ def pipeline_parallelism(trials: dict[str, int], repeats: int) -> list[dict]:
                 )
                 runs[parallelism].append(
                     {
-                        "stage": summary["stage_seconds"]["search"],
-                        "loop": summary["search_seconds"],
-                        "trials": sum(summary["trials"].values()),
+                        "stage": summary.stage_seconds["search"],
+                        "loop": summary.search_seconds,
+                        "trials": sum(summary.trials.as_dict().values()),
                     }
                 )
                 print(

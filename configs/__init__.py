@@ -5,37 +5,34 @@ Example:
     >>> cfg = load_config("configs/lstm_baseline.yaml", overrides=["search.n_trials=6"])
 """
 
-from pathlib import Path
-
 from configs._errors import ConfigError, DataError, InputError
 from configs._loader import (
+    CONFIG_DIR,
     check_environment,
     config_file,
     config_hash,
     load_config,
+    shipped_configs,
     typed_overrides,
     validate_config,
 )
 from configs._schema import (
     CategoricalParam,
     DataConfig,
+    FinalConfig,
     FloatParam,
     IntParam,
+    ModelConfig,
     ParamSpec,
     PipelineConfig,
+    RegistryConfig,
     SearchConfig,
     SplitConfig,
+    TrainingConfig,
+    WarmStartConfig,
 )
 from configs._transfer import FORMAT as TRANSFER_FORMAT
 from configs._transfer import TransferredConfig, load_transferred_config
-
-CONFIG_DIR = Path(__file__).resolve().parent
-
-
-def shipped_configs() -> dict[str, Path]:
-    """The pipeline configs shipped in this folder, by name."""
-    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
-
 
 __all__ = [
     "CONFIG_DIR",
@@ -44,14 +41,19 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DataError",
+    "FinalConfig",
     "FloatParam",
     "InputError",
     "IntParam",
+    "ModelConfig",
     "ParamSpec",
     "PipelineConfig",
+    "RegistryConfig",
     "SearchConfig",
     "SplitConfig",
+    "TrainingConfig",
     "TransferredConfig",
+    "WarmStartConfig",
     "check_environment",
     "config_file",
     "config_hash",

@@ -17,13 +17,17 @@ from configs._errors import ConfigError
 from configs._schema import CategoricalParam, FloatParam, PipelineConfig
 
 _UNION_TAGS = {"int", "float", "categorical"}
+CONFIG_DIR = Path(__file__).resolve().parent
 # File paths in a config: relative ones resolve against the config file's folder (or the working directory
 # when given with --set).
 _PATH_KEYS = (("data", "path"), ("warm_start", "from_file"), ("score", "data"), ("score", "output"))
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> PipelineConfig:
-    """Read, override and validate the config at ``path``.
+def load_config(
+    path: str | Path, overrides: Iterable[str] = (), values: Mapping[str, Any] | None = None
+) -> PipelineConfig:
+    """Read, override and validate the config at ``path``: ``values`` (dotted key -> typed value, e.g. from the
+    Prefect form) first, then the ``--set`` style ``overrides`` (dotted.key=YAML scalar).
 
     Relative paths in the file (``data.path``, ``warm_start.from_file``) resolve against the file's folder; one
     given with ``--set`` resolves against the working directory, as a path typed on the command line would.
@@ -38,6 +42,8 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> PipelineConf
         node = raw.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str):
             node[key] = _resolved(path.parent / node[key], f"{path}: {section}.{key}")
+    for key, value in (values or {}).items():
+        _set_dotted(raw, key, value)
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
@@ -79,12 +85,13 @@ def check_environment(cfg: PipelineConfig) -> None:
         raise ConfigError(str(exc)) from None
 
 
-def typed_overrides(**values: Any) -> list[str]:
-    """``--set`` style overrides for the pipeline's typed parameters (the Prefect form); ``None`` means unset.
+def typed_overrides(**values: Any) -> dict[str, Any]:
+    """Config keys for the pipeline's typed parameters (the Prefect form), with their values as given; ``None``
+    means unset.
 
     Example:
         >>> typed_overrides(n_trials=6, backend="hyperopt", warm_start=False, seed=None)
-        ['search.n_trials=6', 'search.backend=hyperopt', 'warm_start.enabled=false']
+        {'search.n_trials': 6, 'search.backend': 'hyperopt', 'warm_start.enabled': False}
     """
     keys = {
         "n_trials": "search.n_trials",
@@ -94,17 +101,18 @@ def typed_overrides(**values: Any) -> list[str]:
         "warm_start": "warm_start.enabled",
         "seed": "seed",
     }
-    return [
-        f"{keys[name]}={yaml.safe_dump(value).splitlines()[0]}" for name, value in values.items() if value is not None
-    ]
+    return {keys[name]: value for name, value in values.items() if value is not None}
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The pipeline configs shipped in this folder, by name."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
 
 
 def config_file(name: str | None, path: str | Path | None) -> Path:
     """The config file to run: ``path`` when given, else the shipped config called ``name``."""
     if path:
         return Path(path)
-    from configs import shipped_configs
-
     shipped = shipped_configs()
     if name not in shipped:
         raise ConfigError(f"config: unknown shipped config {name!r}; choose one of {', '.join(shipped)}")

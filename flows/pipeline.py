@@ -11,7 +11,8 @@ from configs import InputError, config_file, load_config, shipped_configs, typed
 from tasks.data_prep import data_prep, load_and_check
 from tasks.final_train import final_train
 from tasks.pipeline_run import pipeline_run, record_summary
-from tasks.search.stage import check_study, search_stage
+from tasks.search_stage import SearchJob, search_stage
+from tasks.studies import check_study
 from tasks.warm_start import warm_start
 
 # The shipped configs, offered as a choice in the Prefect UI's run form.
@@ -55,16 +56,16 @@ def automl_pipeline(
             warm_start=warm_start_enabled,
             seed=seed,
         )
-        cfg = load_config(config_file(config, config_path), typed + list(overrides or []))
+        cfg = load_config(config_file(config, config_path), overrides or [], values=typed)
         frame, plan, fingerprint = load_and_check(cfg)
-        check_study(cfg, study_name)
+        check_study(cfg.search, study_name)
         with pipeline_run(cfg, fingerprint, plan.task, study_name) as (pipeline, clock):
             with clock("data_prep"):
                 prepared = data_prep(cfg, frame, plan, fingerprint, pipeline)
             with clock("warm_start"):
                 candidates = warm_start(cfg, prepared.meta_features, prepared.task, pipeline)
             with clock("search"):
-                search = search_stage(cfg, prepared, candidates, pipeline)
+                search = search_stage(SearchJob.of(cfg), prepared, candidates, pipeline)
             with clock("final_train"):
                 final = final_train(cfg, prepared, search.best_params, pipeline)
             return record_summary(cfg, pipeline, prepared, candidates, search, final, clock)

@@ -13,6 +13,13 @@ import mlflow
 import optuna
 from optuna.trial import TrialState
 
+from tasks.catalog import (
+    IMPORTANCE_METRIC_PREFIX,
+    PARAM_IMPORTANCES_FILE,
+    SEARCH_PLOT_FILE,
+    TRIALS_CSV_FILE,
+    TRIALS_PARQUET_FILE,
+)
 from tasks.tracking import log_frame
 
 logger = logging.getLogger("automl")
@@ -52,26 +59,29 @@ def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
             if not wanted:
                 continue
             try:
-                mlflow.log_figure(getattr(interactive, f"plot_{name}")(study, **kwargs), f"plots/{name}.html")
+                mlflow.log_figure(
+                    getattr(interactive, f"plot_{name}")(study, **kwargs),
+                    SEARCH_PLOT_FILE.format(plot=name, format="html"),
+                )
                 axes = getattr(static, f"plot_{name}")(study, **kwargs)
                 figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
                 figure.set_size_inches(9, 5.5)
                 figure.tight_layout()
-                mlflow.log_figure(figure, f"plots/{name}.png")
+                mlflow.log_figure(figure, SEARCH_PLOT_FILE.format(plot=name, format="png"))
                 plt.close(figure)
             except (ValueError, RuntimeError, IndexError) as exc:
                 logger.warning("search report: could not draw %s (%s)", name, exc)
     if importances:
-        mlflow.log_dict(importances, "param_importances.json")
-        mlflow.log_metrics({f"importance_{k}": v for k, v in importances.items()})
+        mlflow.log_dict(importances, PARAM_IMPORTANCES_FILE)
+        mlflow.log_metrics({f"{IMPORTANCE_METRIC_PREFIX}{k}": v for k, v in importances.items()})
     table = study.trials_dataframe()
     if not table.empty:
         table = table.map(lambda v: v.total_seconds() if hasattr(v, "total_seconds") else v)
         for column in table.columns:
             if table[column].dtype == object:
                 table[column] = table[column].astype(str)
-        log_frame(table, "trials.parquet")
-        log_frame(table, "trials.csv")
+        log_frame(table, TRIALS_PARQUET_FILE)
+        log_frame(table, TRIALS_CSV_FILE)
     return importances
 
 

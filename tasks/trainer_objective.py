@@ -18,7 +18,7 @@ import torch
 
 from models import ModelShape, TrainSettings, build_model, fit, get_family, pick_device
 from tasks.prepared_data import PreparedData
-from tasks.search._engine import Evaluation
+from tasks.search import Evaluation
 
 
 def subsample_indices(n: int, fraction: float, kind: str, seed: int, labels: np.ndarray | None = None) -> np.ndarray:

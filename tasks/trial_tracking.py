@@ -12,14 +12,28 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
-from tasks.search._engine import Evaluation, TrialRecord
-from tasks.search._scheduler import Verdict
-from tasks.tracking import ROLE, child_runs
+from tasks.catalog import (
+    FAIL_REASON,
+    MLFLOW_RUN_ATTR,
+    OUTCOME,
+    PROMOTIONS,
+    RETRIED_FROM_TRIAL,
+    ROLE,
+    RUNG_CURVE_METRIC,
+    RUNG_FRACTION_PARAM,
+    RUNG_VAL_LOSS_METRIC,
+    RUNG_VERDICT,
+    RUNGS_REACHED_METRIC,
+    TRAIN_SECONDS_METRIC,
+    TRIAL_NUMBER,
+    TRIAL_ROLE,
+    TRIAL_SOURCE,
+    VAL_LOSS_METRIC,
+)
+from tasks.search import FAILED, INTERRUPTED, Evaluation, TrialRecord, Verdict
+from tasks.tracking import child_runs
 
 logger = logging.getLogger("automl")
-TRIAL_NUMBER = "automl.trial_number"
-OUTCOME = "automl.outcome"
-MLFLOW_RUN_ATTR = "mlflow_run_id"
 
 
 class MlflowTrialObserver:
@@ -32,7 +46,7 @@ class MlflowTrialObserver:
         self.progress = progress
         self._runs = {
             int(run.data.tags[TRIAL_NUMBER]): run.info.run_id
-            for run in child_runs(experiment_id, search_run_id, role="trial")
+            for run in child_runs(experiment_id, search_run_id, role=TRIAL_ROLE)
             if TRIAL_NUMBER in run.data.tags
         }
         self._rungs_logged: dict[str, set[str]] = {}  # reopened runs: rung params logged before the interruption
@@ -46,9 +60,9 @@ class MlflowTrialObserver:
                 tags={
                     MLFLOW_PARENT_RUN_ID: self.search_run_id,
                     MLFLOW_RUN_NAME: f"trial-{record.number:03d}",
-                    ROLE: "trial",
+                    ROLE: TRIAL_ROLE,
                     TRIAL_NUMBER: str(record.number),
-                    "automl.source": record.source,
+                    TRIAL_SOURCE: record.source,
                 },
             )
             run_id = self._runs[record.number] = run.info.run_id
@@ -64,12 +78,13 @@ class MlflowTrialObserver:
         if run_id is None:
             return None
         self.client.update_run(run_id, status="RUNNING")
-        self._rungs_logged[run_id] = {k for k in self.client.get_run(run_id).data.params if k.startswith("rung")}
+        logged = self.client.get_run(run_id).data.params
+        self._rungs_logged[run_id] = set(logged) & {RUNG_FRACTION_PARAM.format(rung=k) for k in range(len(logged))}
         self.client.log_batch(
             run_id,
             tags=[
                 RunTag(TRIAL_NUMBER, str(record.number)),
-                RunTag("automl.retried_from_trial", str(previous)),
+                RunTag(RETRIED_FROM_TRIAL, str(previous)),
                 RunTag(MLFLOW_RUN_NOTE, f"interrupted as trial {previous}; resumed as trial {record.number}"),
             ],
         )
@@ -81,30 +96,37 @@ class MlflowTrialObserver:
     ) -> None:
         rung = len(record.rungs) - 1
         run_id = self._runs[record.number]
-        verdict_tag = [RunTag(f"automl.rung{rung}_verdict", verdict.value)]
-        if f"rung{rung}_fraction" in self._rungs_logged.get(run_id, ()):
+        verdict_tag = [RunTag(RUNG_VERDICT.format(rung=rung), verdict.value)]
+        if RUNG_FRACTION_PARAM.format(rung=rung) in self._rungs_logged.get(run_id, ()):
             # A retried config reusing a rung it finished before the interruption: its run has that rung already
             # (a retry keeps its rung schedule, so rung k is the same fraction).
             self.client.log_batch(run_id, tags=verdict_tag)
             return
         now = int(time.time() * 1000)
-        metrics = [Metric("rung_val_loss", evaluation.loss, now, step)]
-        metrics += [Metric(f"val_loss_rung{rung}", v, now, epoch) for epoch, v in enumerate(evaluation.curve)]
+        metrics = [Metric(RUNG_VAL_LOSS_METRIC, evaluation.loss, now, step)]
+        curve = RUNG_CURVE_METRIC.format(rung=rung)
+        metrics += [Metric(curve, v, now, epoch) for epoch, v in enumerate(evaluation.curve)]
         self.client.log_batch(
-            run_id, metrics=metrics, params=[Param(f"rung{rung}_fraction", f"{fraction:.6g}")], tags=verdict_tag
+            run_id,
+            metrics=metrics,
+            params=[Param(RUNG_FRACTION_PARAM.format(rung=rung), f"{fraction:.6g}")],
+            tags=verdict_tag,
         )
 
     def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
         run_id = self._runs[record.number]
         now = int(time.time() * 1000)
-        metrics = [Metric("train_seconds", record.seconds, now, 0), Metric("rungs_reached", len(record.rungs), now, 0)]
+        metrics = [
+            Metric(TRAIN_SECONDS_METRIC, record.seconds, now, 0),
+            Metric(RUNGS_REACHED_METRIC, len(record.rungs), now, 0),
+        ]
         if record.rungs:
-            metrics.append(Metric("val_loss", record.rungs[-1][1], now, 0))
-        tags = [RunTag(OUTCOME, record.state), RunTag("automl.promotions", str(max(len(record.rungs) - 1, 0)))]
+            metrics.append(Metric(VAL_LOSS_METRIC, record.rungs[-1][1], now, 0))
+        tags = [RunTag(OUTCOME, record.outcome), RunTag(PROMOTIONS, str(max(len(record.rungs) - 1, 0)))]
         if record.reason:
-            tags.append(RunTag("automl.fail_reason", record.reason[:4000]))
+            tags.append(RunTag(FAIL_REASON, record.reason[:4000]))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
-        self.client.set_terminated(run_id, "FAILED" if record.state == "failed" else "FINISHED")
+        self.client.set_terminated(run_id, "FAILED" if record.outcome == FAILED else "FINISHED")
         logger.info(_progress_line(record, best))
         if self.progress is not None:
             self.progress(record, best)
@@ -114,19 +136,19 @@ class MlflowTrialObserver:
         run_id = self._runs.get(record.number)
         if run_id is None:
             return
-        self.client.log_batch(run_id, tags=[RunTag(OUTCOME, "interrupted"), RunTag(MLFLOW_RUN_NOTE, reason)])
+        self.client.log_batch(run_id, tags=[RunTag(OUTCOME, INTERRUPTED), RunTag(MLFLOW_RUN_NOTE, reason)])
         self.client.set_terminated(run_id, "KILLED")
         logger.info("trial %3d | %s", record.number, reason)
 
 
 def _progress_line(record: TrialRecord, best: TrialRecord | None) -> str:
     params = " ".join(f"{k}={_short(v)}" for k, v in record.params.items())
-    if record.state == "failed":
+    if record.outcome == FAILED:
         outcome = f"failed: {record.reason}"
     else:
         fraction, loss = record.rungs[-1]
         where = "" if fraction >= 1 else f" at {fraction:.0%} of the data"
-        outcome = f"{record.state:<8} val_loss {loss:.5g}{where}"
+        outcome = f"{record.outcome:<8} val_loss {loss:.5g}{where}"
     best_text = f"best {best.value:.5g} (#{best.number})" if best else "best -"
     return f"trial {record.number:>3} | {outcome} | {best_text} | {params} | {record.seconds:.1f}s"
 

@@ -19,10 +19,10 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from configs import CategoricalParam, FloatParam, IntParam
-from tasks.search import OptunaPruning, SearchEngine, SearchSpace, Verdict, make_backend, make_scheduler
-from tasks.search._tracker import MlflowTrialObserver
-from tasks.search.stage import make_storage
-from tasks.tracking import ROLE
+from tasks.search import SearchEngine, SearchSpace, Verdict, make_backend, make_scheduler
+from tasks.studies import make_storage
+from tasks.catalog import ROLE
+from tasks.trial_tracking import MlflowTrialObserver
 
 SPACE = SearchSpace.from_config(
     {
@@ -107,12 +107,8 @@ def run_search(root: str, backend: str, fidelity: str, kill: tuple[str, int] | N
         marker.write_text(client.create_run(experiment_id, tags={ROLE: "stage"}).info.run_id)
     search_run_id = marker.read_text()
 
-    study = optuna.create_study(
-        study_name="faults",
-        storage=make_storage(f"sqlite:///{root_path / 'optuna.db'}"),
-        pruner=OptunaPruning.make_pruner(fidelity if backend == "optuna" else "none", 3, 1 / 9),
-        load_if_exists=True,
-    )
+    storage = make_storage(f"sqlite:///{root_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="faults", storage=storage, load_if_exists=True)
     faults = _Faults(kill)
     log = root_path / "evaluations.log"
 
@@ -129,10 +125,11 @@ def run_search(root: str, backend: str, fidelity: str, kill: tuple[str, int] | N
     engine = SearchEngine(
         objective,
         make_backend(backend, "tpe", study, SPACE, len(study.trials), 3),
-        make_scheduler(fidelity, 3, 1 / 9, study),
+        make_scheduler(fidelity, 3, 1 / 9),
         n_trials=N_TRIALS,
         observer=_Observer(MlflowTrialObserver(experiment_id, search_run_id), faults, root_path / "best.log"),
         run_id=PIPELINE_RUN,
+        storage=storage,
     )
     result = engine.run()
     (root_path / "result.json").write_text(json.dumps({"best_value": result.best_value, "best": result.best_trial}))

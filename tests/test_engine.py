@@ -15,14 +15,13 @@ from optuna.trial import TrialState
 from configs import CategoricalParam, FloatParam, IntParam
 from tasks.search import (
     LocalExecutor,
-    OptunaPruning,
     SearchEngine,
     SearchFailed,
     SearchSpace,
     make_backend,
     make_scheduler,
 )
-from tasks.search.trainer_objective import subsample_indices
+from tasks.trainer_objective import subsample_indices
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = SearchSpace.from_config(
@@ -40,10 +39,9 @@ def quadratic(params, fidelity):
 
 
 def _engine(objective, backend="optuna", fidelity="none", storage=None, study_name="s", n_trials=30, seed=0, **kw):
-    pruner = OptunaPruning.make_pruner(fidelity if backend == "optuna" else "none", 3, 1 / 9)
-    study = optuna.create_study(storage=storage, study_name=study_name, pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True)
     backend_ = make_backend(backend, "tpe", study, SPACE, seed, 5)
-    return SearchEngine(objective, backend_, make_scheduler(fidelity, 3, 1 / 9, study), n_trials=n_trials, **kw)
+    return SearchEngine(objective, backend_, make_scheduler(fidelity, 3, 1 / 9), n_trials=n_trials, **kw)
 
 
 @pytest.mark.parametrize("backend", ["optuna", "hyperopt"])
@@ -52,10 +50,10 @@ def test_a_plain_function_is_optimised(backend, fidelity):
     result = _engine(quadratic, backend, fidelity, n_trials=40).run()
     assert result.best_value < 0.6
     assert result.best_params["kind"] == "a"
-    assert sum(result.counts.values()) == 40
+    assert sum(result.counts.as_dict().values()) == 40
     if fidelity != "none":
-        assert result.counts["pruned"] > 0
-        full = [t for t in result.trials if t.state == "complete"]
+        assert result.counts.pruned > 0
+        full = [t for t in result.trials if t.outcome == "complete"]
         assert all(t.rungs[-1][0] == 1.0 for t in full)
 
 
@@ -70,7 +68,7 @@ def test_failures_are_recorded_with_their_reason_and_the_search_goes_on():
     engine = _engine(objective, n_trials=25)
     result = engine.run()
     failed = engine.study.get_trials(states=(TrialState.FAIL,))
-    assert result.counts["failed"] == len(failed) > 0 and result.counts["complete"] > 0
+    assert result.counts.failed == len(failed) > 0 and result.counts.complete > 0
     reasons = {t.user_attrs["fail_reason"] for t in failed}
     assert any(r.startswith("ValueError: x too large") for r in reasons)
     assert all(r.startswith("ValueError") or r == "loss is nan" for r in reasons)
@@ -111,7 +109,7 @@ def test_parallel_evaluations_keep_the_budget():
         return quadratic(params, fidelity)
 
     result = _engine(objective, fidelity="hyperband", n_trials=20, executor=LocalExecutor(3)).run()
-    assert sum(result.counts.values()) == 20 and peak[0] == 3
+    assert sum(result.counts.as_dict().values()) == 20 and peak[0] == 3
 
 
 class Stopped(BaseException):
@@ -248,4 +246,4 @@ def test_the_grid_sampler_stops_when_the_grid_is_done():
         n_trials=100,
     )
     result = engine.run()
-    assert result.counts["complete"] == 12 and result.best_params == {"k": 6, "kind": "a"}
+    assert result.counts.complete == 12 and result.best_params == {"k": 6, "kind": "a"}

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tasks.search import OptunaPruning
+from tasks.search import SCHEDULED_AS_ATTR, Hyperband
 from tests.fault_worker import N_TRIALS, PIPELINE_RUN, prepare_stores, run_search
 
 CASES = [  # every kill point and every backend x fidelity pair at least once
@@ -27,7 +27,7 @@ CASES = [  # every kill point and every backend x fidelity pair at least once
     ("hyperopt", "none", ("after_trial", 4)),
     ("optuna", "successive_halving", ("during_rung", 2)),
     ("hyperopt", "successive_halving", ("between_rungs", 2)),
-    ("optuna", "hyperband", ("between_rungs", 2)),  # its retry's own number falls in another Optuna bracket
+    ("optuna", "hyperband", ("between_rungs", 2)),  # its retry's own number falls in another bracket
     ("hyperopt", "hyperband", ("during_rung", 3)),
 ]
 
@@ -80,8 +80,7 @@ def test_killed_anywhere_then_one_rerun_finishes(processes, tmp_path, backend, f
 
     study = optuna.load_study(study_name="faults", storage=storage)
     trials = study.trials
-    pruner = OptunaPruning.make_pruner("hyperband", 3, 1 / 9)
-    pruner._try_initialization(study)
+    hyperband = Hyperband(3, 1 / 9)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     outcomes = Counter(
         t.user_attrs.get("outcome") for t in trials if t.user_attrs.get("pipeline_run_id") == PIPELINE_RUN
@@ -99,8 +98,9 @@ def test_killed_anywhere_then_one_rerun_finishes(processes, tmp_path, backend, f
             if before.intermediate_values:
                 assert min(retry.intermediate_values) == min(before.intermediate_values)
             assert set(before.intermediate_values) <= set(retry.intermediate_values)
-            # and Optuna's Hyperband judges it in that bracket (Optuna would pick one from its new trial number)
-            assert pruner._get_bracket_id(study, retry) == pruner._get_bracket_id(study, before)
+            # and Hyperband judges it in that bracket (its own new trial number may fall in another)
+            assert retry.user_attrs[SCHEDULED_AS_ATTR] == number
+            assert hyperband.bracket(_Numbered(retry.user_attrs[SCHEDULED_AS_ATTR])) == hyperband.bracket(before)
             assert all(retry.intermediate_values[s] == v for s, v in before.intermediate_values.items())
         else:
             assert after.state == before.state and after.intermediate_values == before.intermediate_values
@@ -123,3 +123,8 @@ def test_killed_anywhere_then_one_rerun_finishes(processes, tmp_path, backend, f
         assert rerun_bests[0] <= best_before
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["best_value"] == min(t.value for t in trials if t.state == TrialState.COMPLETE)
+
+
+class _Numbered:
+    def __init__(self, number: int):
+        self.number = number

@@ -44,8 +44,8 @@ def test_parallel_trials_share_one_study_and_one_parent_run(prefect_api, home, s
     config = write_config(tmp_path, series_csv, search={"n_trials": 4, "parallelism": 2, "epochs": 3})
     started = datetime.now(UTC)
     summary = automl_pipeline(config_path=str(config))
-    assert sum(summary["trials"].values()) == 4
-    study = optuna.load_study(study_name=summary["study_name"], storage=summary["storage"])
+    assert sum(summary.trials.as_dict().values()) == 4
+    study = optuna.load_study(study_name=summary.study_name, storage=summary.storage)
     trials = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(trials) == 4
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
@@ -53,9 +53,9 @@ def test_parallel_trials_share_one_study_and_one_parent_run(prefect_api, home, s
 
     client = _mlflow(home)
     pipelines = _all_runs(client, "tags.`automl.role` = 'pipeline'")
-    assert [r.info.run_id for r in pipelines] == [summary["pipeline_run_id"]]
+    assert [r.info.run_id for r in pipelines] == [summary.pipeline_run_id]
     search = _all_runs(
-        client, f"tags.`mlflow.parentRunId` = '{summary['pipeline_run_id']}' and tags.`automl.stage` = 'search'"
+        client, f"tags.`mlflow.parentRunId` = '{summary.pipeline_run_id}' and tags.`automl.stage` = 'search'"
     )[0]
     assert search.data.params["parallelism"] == "2"
     assert len(_all_runs(client, f"tags.`mlflow.parentRunId` = '{search.info.run_id}'")) == 4
@@ -76,7 +76,7 @@ def test_dask_settings_of_one_parallel_search_leave_dask_defaults_for_the_next()
     # A fresh process where distributed is not imported yet, as `automl serve` before its first parallel run.
     code = (
         "import sys, dask\n"
-        "from tasks.search.stage import local_dask_settings\n"
+        "from tasks.search_stage import local_dask_settings\n"
         "assert 'distributed' not in sys.modules\n"
         "with local_dask_settings():\n"
         "    assert dask.config.get('distributed.worker.profile.enabled') is False\n"

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from tasks.search import Hyperband, OptunaPruning, SuccessiveHalving, Verdict, rung_fractions
+from tasks.search import Hyperband, SuccessiveHalving, Verdict, rung_fractions
 
 
 @dataclass
@@ -41,16 +41,18 @@ def test_successive_halving_promotes_the_top_third_so_far():
     assert scheduler.decide(T(0), 2, 0.5) == Verdict.COMPLETE
 
 
-def test_optunas_pruner_makes_the_same_decisions():
+def test_our_successive_halving_decides_as_optunas_pruner_does():
+    """The one scheduler both backends use makes the decisions Optuna's SuccessiveHalvingPruner would."""
     study = optuna.create_study(pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
-    scheduler = OptunaPruning(study, eta=3, min_fraction=1 / 9)
-    decisions = []
+    scheduler = SuccessiveHalving(eta=3, min_fraction=1 / 9)
+    ours, optunas = [], []
     for loss in LOSSES:
         trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
         trial.report(loss, scheduler.step(0))
-        decisions.append(scheduler.decide(trial, 0, loss) == Verdict.PROMOTE)
+        optunas.append(not trial.should_prune())
+        ours.append(scheduler.decide(trial, 0, loss) == Verdict.PROMOTE)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    assert decisions == PROMOTED
+    assert ours == optunas == PROMOTED
 
 
 def test_rung_sizes_shrink_by_eta_and_the_best_config_reaches_full_fidelity():

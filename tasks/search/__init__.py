@@ -1,5 +1,7 @@
-"""The search engine: one search space for two sampler backends (Optuna, hyperopt), fidelity schedulers
-(none, successive halving, Hyperband) that know nothing of samplers, and executors that run evaluations.
+"""The search engine, a library: one search space for two sampler backends (Optuna, hyperopt), fidelity
+schedulers (none, successive halving, Hyperband) that know nothing of samplers, executors that run evaluations,
+and the ledger (an Optuna study) that records them. It imports neither torch, MLflow nor Prefect; the pipeline's
+search stage (tasks/search_stage.py) plugs the torch objective, MLflow tracking and Prefect in.
 
 Example:
     >>> import optuna
@@ -7,27 +9,27 @@ Example:
     >>> space = SearchSpace.from_config(cfg.search.space)
     >>> study = optuna.create_study()
     >>> engine = SearchEngine(objective, make_backend("optuna", "tpe", study, space, 0, 5),
-    ...                       make_scheduler("none", 3, 1 / 9), n_trials=20)
+    ...                       make_scheduler("hyperband", 3, 1 / 9), n_trials=20)
     >>> engine.run().best_params
 """
 
 from tasks.search._backends import HyperoptBackend, OptunaBackend, SamplerBackend, make_backend, make_optuna_sampler
-from tasks.search._engine import (
-    Evaluation,
-    NullObserver,
-    Objective,
-    SearchEngine,
-    SearchFailed,
-    SearchObserver,
-    SearchResult,
-    TrialRecord,
+from tasks.search._engine import SearchEngine
+from tasks.search._executors import Executor, LocalExecutor, PrefectExecutor
+from tasks.search._ledger import (
+    FULL_FIDELITY_ATTR,
+    HEARTBEAT_SECONDS,
+    OUTCOME_ATTR,
+    RUN_ATTR,
+    SCHEDULED_AS_ATTR,
+    SOURCE_ATTR,
+    Ledger,
+    requeue_stale_trial,
 )
-from tasks.search._executors import LocalExecutor, PrefectExecutor
 from tasks.search._scheduler import (
     FidelityScheduler,
     FullFidelity,
     Hyperband,
-    OptunaPruning,
     SuccessiveHalving,
     Verdict,
     make_scheduler,
@@ -35,19 +37,44 @@ from tasks.search._scheduler import (
     rung_fractions,
 )
 from tasks.search._space import Dimension, SearchSpace
+from tasks.search._types import (
+    COMPLETE,
+    FAILED,
+    INTERRUPTED,
+    PRUNED,
+    Evaluation,
+    NullObserver,
+    Objective,
+    SearchFailed,
+    SearchObserver,
+    SearchResult,
+    TrialCounts,
+    TrialRecord,
+)
 
 __all__ = [
+    "COMPLETE",
+    "FAILED",
+    "FULL_FIDELITY_ATTR",
+    "HEARTBEAT_SECONDS",
+    "INTERRUPTED",
+    "OUTCOME_ATTR",
+    "PRUNED",
+    "RUN_ATTR",
+    "SCHEDULED_AS_ATTR",
+    "SOURCE_ATTR",
     "Dimension",
     "Evaluation",
+    "Executor",
     "FidelityScheduler",
     "FullFidelity",
     "Hyperband",
     "HyperoptBackend",
+    "Ledger",
     "LocalExecutor",
     "NullObserver",
     "Objective",
     "OptunaBackend",
-    "OptunaPruning",
     "PrefectExecutor",
     "SamplerBackend",
     "SearchEngine",
@@ -56,11 +83,13 @@ __all__ = [
     "SearchResult",
     "SearchSpace",
     "SuccessiveHalving",
+    "TrialCounts",
     "TrialRecord",
     "Verdict",
     "make_backend",
     "make_optuna_sampler",
     "make_scheduler",
     "promotable",
+    "requeue_stale_trial",
     "rung_fractions",
 ]

@@ -20,8 +20,6 @@ from optuna.trial import FrozenTrial, TrialState
 from tasks.search._space import SearchSpace
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-# The engine records heartbeats itself while it drives trials with ask/tell, which Optuna warns about.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def make_optuna_sampler(name: str, seed: int, n_startup: int, space: SearchSpace) -> optuna.samplers.BaseSampler:

@@ -6,145 +6,51 @@ It optimises any ``objective(params, fidelity) -> loss`` (fidelity in (0, 1]), s
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import signal
-import socket
 import threading
 import time
-import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tasks.search._backends import SamplerBackend
 from tasks.search._executors import Executor, LocalExecutor
-from tasks.search._scheduler import SCHEDULED_AS_ATTR, FidelityScheduler, Verdict
-from tasks.state import process_alive
+from tasks.search._ledger import (
+    FULL_FIDELITY_ATTR,
+    HEARTBEAT_SECONDS,
+    OUTCOME_ATTR,
+    REASON_ATTR,
+    REUSED_ATTR,
+    SCHEDULED_AS_ATTR,
+    SECONDS_ATTR,
+    SOURCE_ATTR,
+    Ledger,
+)
+from tasks.search._scheduler import FidelityScheduler, Verdict
+from tasks.search._types import (
+    COMPLETE,
+    FAILED,
+    INTERRUPTED,
+    PRUNED,
+    Evaluation,
+    NullObserver,
+    Objective,
+    SearchFailed,
+    SearchObserver,
+    SearchResult,
+    TrialCounts,
+    TrialRecord,
+)
 
 logger = logging.getLogger("automl")
-
-# User attributes the engine keeps on ledger trials.
-RUN_ATTR = "pipeline_run_id"
-OUTCOME_ATTR = "outcome"
-REASON_ATTR = "fail_reason"
-SECONDS_ATTR = "train_seconds"
-REUSED_ATTR = "reused_evaluations"
-SOURCE_ATTR = "source"  # set when a config is enqueued: "warm_start:<run id>", "retry:<trial number>"
-FULL_FIDELITY_ATTR = "full_fidelity"  # set on enqueued configs that skip the low-fidelity rungs
-OWNER_ATTR = "owner"  # host:pid:token of the engine evaluating a RUNNING trial
-INTERRUPTED = "interrupted"
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-_LIVE_TOKENS: set[str] = set()  # engines running in this process
-COUNTED = ("complete", "pruned", "failed")  # outcomes that use up the trial budget
-HEARTBEAT_SECONDS = 30.0
-ORPHAN_AFTER = timedelta(seconds=4 * HEARTBEAT_SECONDS)  # a RUNNING trial without an owner this old was abandoned
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """What one evaluation of a config at one fidelity produced; ``error`` marks a failed evaluation."""
-
-    loss: float
-    curve: tuple[float, ...] = ()
-    seconds: float = 0.0
-    error: str | None = None
-
-    @classmethod
-    def of(cls, result: Any) -> Evaluation:
-        """Accept an ``Evaluation`` or a bare number from a user's objective."""
-        if isinstance(result, Evaluation):
-            return result
-        return cls(loss=float(result))
-
-
-Objective = Callable[[dict[str, Any], float], "float | Evaluation"]
-
-
-@dataclass
-class TrialRecord:
-    """One config's story in this search: the rungs it reached and how it ended."""
-
-    number: int
-    params: dict[str, Any]
-    state: str = "running"  # complete | pruned | failed
-    value: float | None = None
-    rungs: list[tuple[float, float]] = field(default_factory=list)  # (fraction, loss)
-    curves: list[tuple[float, ...]] = field(default_factory=list)
-    seconds: float = 0.0
-    reason: str | None = None
-    reused: int = 0
-    source: str = "sampler"
-
-
-@dataclass
-class SearchResult:
-    """The outcome of one search invocation (``trials`` are this invocation's, ``best_*`` the study's)."""
-
-    study_name: str
-    best_params: dict[str, Any]
-    best_value: float
-    best_trial: int
-    trials: list[TrialRecord]
-    seconds: float
-    evaluation_seconds: float
-    parallelism: int = 1
-
-    @property
-    def counts(self) -> dict[str, int]:
-        counts = Counter(t.state for t in self.trials)
-        return {"complete": counts["complete"], "pruned": counts["pruned"], "failed": counts["failed"]}
-
-    @property
-    def overhead_share(self) -> float:
-        """Share of the search's wall-clock not spent inside evaluations (sampling, scheduling, tracking)."""
-        if self.seconds <= 0:
-            return 0.0
-        busy = self.evaluation_seconds / max(self.parallelism, 1)
-        return max(0.0, 1 - busy / self.seconds)
-
-
-class SearchFailed(RuntimeError):
-    """No config could be evaluated: every trial failed."""
-
-
-class SearchObserver(Protocol):
-    """Hooks for tracking and progress; all optional (see ``NullObserver``)."""
-
-    def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None: ...
-
-    def rung_finished(
-        self, record: TrialRecord, fraction: float, step: int, evaluation: Evaluation, verdict: Verdict
-    ) -> None: ...
-
-    def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None: ...
-
-    def trial_interrupted(self, record: TrialRecord, reason: str) -> None: ...
-
-
-class NullObserver:
-    def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None:
-        return None
-
-    def rung_finished(
-        self, record: TrialRecord, fraction: float, step: int, evaluation: Evaluation, verdict: Verdict
-    ) -> None:
-        return None
-
-    def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
-        return None
-
-    def trial_interrupted(self, record: TrialRecord, reason: str) -> None:
-        return None
 
 
 class _AsScheduled:
@@ -171,10 +77,14 @@ class _Running:
 class SearchEngine:
     """Runs a search to its budget. Promotion is asynchronous: a finished rung is judged at once.
 
+    ``storage`` is the study's storage, for heartbeats (see ``Ledger``); ``run_id`` marks the trials of one
+    pipeline execution, whose budget a resumed search continues.
+
     Example:
         >>> study = optuna.create_study()
         >>> space = SearchSpace.from_config({"x": FloatParam(type="float", low=-3, high=3)})
-        >>> engine = SearchEngine(lambda p, f: (p["x"] - 1) ** 2, space_backend, FullFidelity(), n_trials=20)
+        >>> backend = make_backend("optuna", "tpe", study, space, seed=0, n_startup=5)
+        >>> engine = SearchEngine(lambda p, f: (p["x"] - 1) ** 2, backend, FullFidelity(), n_trials=20)
         >>> engine.run().best_params
     """
 
@@ -189,6 +99,7 @@ class SearchEngine:
         executor: Executor | None = None,
         observer: SearchObserver | None = None,
         run_id: str | None = None,
+        storage: optuna.storages.BaseStorage | None = None,
     ):
         if n_trials is None and timeout is None:
             raise ValueError("give n_trials, timeout or both")
@@ -200,58 +111,44 @@ class SearchEngine:
         self.timeout = timeout
         self.executor = executor or LocalExecutor(1)
         self.observer = observer or NullObserver()
-        self.run_id = run_id
-        self._known: dict[tuple[str, int], float] = {}
+        self.ledger = Ledger(self.study, storage, run_id)
         self._records: list[TrialRecord] = []
         self._active: dict[int, _Running] = {}  # trials started and not finished, by number
         self._best_before: TrialRecord | None = None  # the study's best when this invocation started
         self._evaluation_seconds = 0.0
         self._last_heartbeat = 0.0
-        self._token = uuid.uuid4().hex[:12]
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{self._token}"
 
     def run(self) -> SearchResult:
         started = time.monotonic()
-        _LIVE_TOKENS.add(self._token)
-        try:
-            self.requeue_interrupted()
-            previous = self._restore()
-            running: dict[Any, _Running] = {}
-            while True:
-                while len(running) < self.executor.parallelism and self._may_start(started, previous):
-                    self._submit(self._start_trial(), running)
-                if not running:
-                    break
-                for future in self.executor.wait_any(list(running), timeout=HEARTBEAT_SECONDS / 2):
-                    self._on_result(running.pop(future), future, running)
-                if time.monotonic() - self._last_heartbeat >= HEARTBEAT_SECONDS / 2:
-                    self._heartbeat({item.trial for item in running.values()})
-        except BaseException as exc:
-            self._interrupt(exc)
-            raise
-        finally:
-            _LIVE_TOKENS.discard(self._token)
+        with self.ledger.engine_alive():
+            try:
+                self.requeue_interrupted()
+                restored = self.ledger.restore(self._rung_of_step, _AsScheduled)
+                self.scheduler.restore(restored.history)
+                self._best_before = restored.best
+                in_flight: dict[Any, _Running] = {}
+                while True:
+                    while len(in_flight) < self.executor.parallelism and self._may_start(started, restored.counted):
+                        self._submit(self._start_trial(), in_flight)
+                    if not in_flight:
+                        break
+                    for future in self.executor.wait_any(list(in_flight), timeout=HEARTBEAT_SECONDS / 2):
+                        self._on_result(in_flight.pop(future), future, in_flight)
+                    if time.monotonic() - self._last_heartbeat >= HEARTBEAT_SECONDS / 2:
+                        self._last_heartbeat = time.monotonic()
+                        self.ledger.heartbeat([item.trial for item in in_flight.values()])
+            except BaseException as exc:
+                self._interrupt(exc)
+                raise
         return self._result(time.monotonic() - started)
 
     def requeue_interrupted(self) -> list[int]:
         """Fail the trials left RUNNING by engines that are gone and queue their configs again; their finished
-        rungs stay in the ledger and are reused, not recomputed.
-
-        On this host an engine is gone when its process is; elsewhere, when its heartbeat in the storage went
-        stale (Optuna's heartbeat, for RDB storages created with ``heartbeat_interval``)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)  # calls requeue_stale_trial for each stale trial
+        rungs stay in the ledger and are reused, not recomputed."""
         requeued = []
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = frozen.user_attrs.get(OWNER_ATTR)
-            if owner is None and frozen.datetime_start and datetime.now() - frozen.datetime_start < ORPHAN_AFTER:
-                continue  # another engine has just asked for it and is about to write its owner
-            if owner is not None and owner_alive(owner):
-                continue
-            trial = optuna.Trial(self.study, frozen._trial_id)
+        for trial in self.ledger.abandoned_trials():
             self._fail_and_requeue(trial, "interrupted: the process evaluating it stopped; queued again")
-            requeued.append(frozen.number)
+            requeued.append(trial.number)
         return requeued
 
     def _interrupt(self, exc: BaseException) -> None:
@@ -270,7 +167,7 @@ class SearchEngine:
         with _signals_held():  # a second Ctrl-C must not cut this short (a trial failed but not queued again)
             for item in list(self._active.values()):
                 del self._active[item.record.number]
-                item.record.state, item.record.reason = INTERRUPTED, reason
+                item.record.outcome, item.record.reason = INTERRUPTED, reason
                 try:
                     self._fail_and_requeue(item.trial, reason)
                 except Exception as error:  # the storage may be what failed; a RUNNING trial is requeued next run
@@ -282,49 +179,18 @@ class SearchEngine:
 
     def _fail_and_requeue(self, trial: optuna.Trial, reason: str) -> None:
         """Record ``trial`` as interrupted (FAIL, not counted in the budget) and queue its config again."""
-        trial.set_user_attr(OUTCOME_ATTR, INTERRUPTED)
-        trial.set_user_attr(REASON_ATTR, reason)
+        self.ledger.mark_interrupted(trial, reason)
         self.backend.tell(trial, TrialState.FAIL)
-        requeue_stale_trial(self.study, trial)
+        self.ledger.requeue(trial)
 
-    def _heartbeat(self, trials: set[optuna.Trial]) -> None:
-        """Tell a heartbeat-enabled storage (RDB, with ``heartbeat_interval``) that these trials are alive."""
-        self._last_heartbeat = time.monotonic()
-        storage = self.study._storage
-        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-        if trials and interval:
-            for trial in trials:
-                storage.record_heartbeat(trial._trial_id)
+    # --- budget -----------------------------------------------------------------------------------------------
 
-    # --- budget and restore ------------------------------------------------------------------------------
-
-    def _restore(self) -> int:
-        """Rebuild the scheduler and the table of known evaluations from the ledger; count this run's trials."""
-        history = []
-        already = 0
-        for frozen in self.study.get_trials(deepcopy=False):
-            key = _params_key(frozen.params)
-            for step, value in frozen.intermediate_values.items():
-                if value is not None and math.isfinite(value):
-                    self._known.setdefault((key, step), value)
-                    rung = self._rung_of_step(step)
-                    if rung is not None and frozen.state in (TrialState.COMPLETE, TrialState.PRUNED):
-                        history.append((_AsScheduled(frozen), rung, value))
-            if _finite_complete(frozen) and (self._best_before is None or frozen.value < self._best_before.value):
-                self._best_before = TrialRecord(
-                    frozen.number, dict(frozen.params), state="complete", value=frozen.value
-                )
-            if self.run_id and frozen.user_attrs.get(RUN_ATTR) == self.run_id:
-                already += frozen.state in _FINISHED and frozen.user_attrs.get(OUTCOME_ATTR) in COUNTED
-        self.scheduler.restore(history)
-        return already
-
-    def _may_start(self, started: float, previous: int) -> bool:
+    def _may_start(self, started: float, counted_before: int) -> bool:
         if self.timeout is not None and time.monotonic() - started >= self.timeout:
             return False
         if self.backend.exhausted:
             return False
-        return self.n_trials is None or previous + len(self._records) < self.n_trials
+        return self.n_trials is None or counted_before + len(self._records) < self.n_trials
 
     def _rung_of_step(self, step: int) -> int | None:
         for rung in range(len(self.scheduler.fractions)):
@@ -332,10 +198,13 @@ class SearchEngine:
                 return rung
         return None
 
-    # --- trials ------------------------------------------------------------------------------------------
+    # --- trials -----------------------------------------------------------------------------------------------
 
     def _start_trial(self) -> _Running:
-        trial = self.backend.ask()
+        with warnings.catch_warnings():
+            # The engine drives trials with ask/tell and records heartbeats itself (Optuna expects optimize()).
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+            trial = self.backend.ask()
         record = TrialRecord(
             number=trial.number, params=dict(trial.params), source=trial.user_attrs.get(SOURCE_ATTR, "sampler")
         )
@@ -345,30 +214,26 @@ class SearchEngine:
             rungs = rungs[-1:]
         item = self._active[trial.number] = _Running(trial, record, rungs, 0, scheduled)
         self._records.append(record)
-        if self.run_id:
-            trial.set_user_attr(RUN_ATTR, self.run_id)
-        trial.set_user_attr(OWNER_ATTR, self._owner)
-        self._heartbeat({trial})
+        self.ledger.claim(trial)
         self.observer.trial_started(trial, record)
         return item
 
-    def _submit(self, item: _Running, running: dict[Any, _Running]) -> None:
+    def _submit(self, item: _Running, in_flight: dict[Any, _Running]) -> None:
         """Evaluate the item's current rung, or reuse a result the ledger already holds for it."""
         while True:
             rung = item.rungs[item.position]
-            step = self.scheduler.step(rung)
-            known = self._known.get((_params_key(item.record.params), step))
+            known = self.ledger.known(item.record.params, self.scheduler.step(rung))
             if known is None:
                 fraction = self.scheduler.fractions[rung]
                 label = f"trial-{item.record.number}-rung-{rung}"
-                running[self.executor.submit(self.objective, item.record.params, fraction, label)] = item
+                in_flight[self.executor.submit(self.objective, item.record.params, fraction, label)] = item
                 return
             item.record.reused += 1
             item.trial.set_user_attr(REUSED_ATTR, item.record.reused)
             if not self._advance(item, Evaluation(loss=known)):
                 return
 
-    def _on_result(self, item: _Running, future: Any, running: dict[Any, _Running]) -> None:
+    def _on_result(self, item: _Running, future: Any, in_flight: dict[Any, _Running]) -> None:
         evaluation = self.executor.outcome(future)
         self._evaluation_seconds += evaluation.seconds
         item.record.seconds += evaluation.seconds
@@ -377,9 +242,9 @@ class SearchEngine:
         if evaluation.error is not None:
             self._fail(item, evaluation.error)
             return
-        self._known[(_params_key(item.record.params), self.scheduler.step(item.rungs[item.position]))] = evaluation.loss
+        self.ledger.remember(item.record.params, self.scheduler.step(item.rungs[item.position]), evaluation.loss)
         if self._advance(item, evaluation):
-            self._submit(item, running)
+            self._submit(item, in_flight)
 
     def _advance(self, item: _Running, evaluation: Evaluation) -> bool:
         """Report the rung to the ledger and the scheduler; True when the trial goes on to its next rung."""
@@ -408,21 +273,21 @@ class SearchEngine:
     def _finish(self, item: _Running, state: TrialState, value: float | None) -> None:
         record = item.record
         self._active.pop(record.number, None)
-        record.state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(state, "failed")
+        record.outcome = {TrialState.COMPLETE: COMPLETE, TrialState.PRUNED: PRUNED}.get(state, FAILED)
         record.value = value
-        item.trial.set_user_attr(OUTCOME_ATTR, record.state)
+        item.trial.set_user_attr(OUTCOME_ATTR, record.outcome)
         item.trial.set_user_attr(SECONDS_ATTR, round(record.seconds, 3))
         self.backend.tell(item.trial, state, value)
         self.observer.trial_finished(record, self._best_record())
 
     def _best_record(self) -> TrialRecord | None:
         """The best so far over the whole study (trials of earlier runs and of a killed run included)."""
-        done = [r for r in self._records if r.state == "complete" and r.value is not None]
+        done = [r for r in self._records if r.outcome == COMPLETE and r.value is not None]
         if self._best_before is not None:
             done.append(self._best_before)
         return min(done, key=lambda r: r.value) if done else None
 
-    # --- result -----------------------------------------------------------------------------------------
+    # --- result -----------------------------------------------------------------------------------------------
 
     def _result(self, seconds: float) -> SearchResult:
         try:
@@ -431,17 +296,22 @@ class SearchEngine:
             reasons = Counter(r.reason for r in self._records if r.reason)
             detail = f"; most common reason: {reasons.most_common(1)[0][0]}" if reasons else ""
             raise SearchFailed(f"no trial completed in study {self.study.study_name!r}{detail}") from None
-        result = SearchResult(
+        if self.ledger.run_id:
+            counts = self.ledger.counts()
+        else:
+            outcomes = Counter(r.outcome for r in self._records)
+            counts = TrialCounts(outcomes[COMPLETE], outcomes[PRUNED], outcomes[FAILED])
+        return SearchResult(
             study_name=self.study.study_name,
             best_params=dict(best.params),
             best_value=float(best.value),
             best_trial=best.number,
             trials=list(self._records),
+            counts=counts,
             seconds=seconds,
             evaluation_seconds=self._evaluation_seconds,
             parallelism=self.executor.parallelism,
         )
-        return result
 
 
 @contextmanager
@@ -455,37 +325,3 @@ def _signals_held() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-def requeue_stale_trial(study: optuna.Study, frozen: FrozenTrial | optuna.Trial) -> None:
-    """Queue an interrupted trial's config again, as the same pipeline's ``retry:<number>``. Also Optuna's
-    heartbeat callback (``RDBStorage(failed_trial_callback=...)``) for trials whose engine went silent."""
-    attrs = {
-        SOURCE_ATTR: f"retry:{frozen.number}",
-        SCHEDULED_AS_ATTR: frozen.user_attrs.get(SCHEDULED_AS_ATTR, frozen.number),
-    }
-    for key in (RUN_ATTR, FULL_FIDELITY_ATTR):
-        if key in frozen.user_attrs:
-            attrs[key] = frozen.user_attrs[key]
-    study.enqueue_trial(frozen.params, user_attrs=attrs)
-
-
-def owner_alive(owner: str | None) -> bool:
-    """Whether the engine that owns a RUNNING trial may still be running. Owners on other hosts are assumed
-    alive; on this host a dead process, or a finished engine of this process, is not."""
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid_text, _, token = rest.partition(":")
-    pid = int(pid_text or 0)
-    if host == socket.gethostname() and pid == os.getpid():
-        return token in _LIVE_TOKENS
-    return process_alive(host, pid)
-
-
-def _finite_complete(frozen: FrozenTrial) -> bool:
-    return frozen.state == TrialState.COMPLETE and frozen.value is not None and math.isfinite(frozen.value)
-
-
-def _params_key(params: Mapping[str, Any]) -> str:
-    return json.dumps({k: params[k] for k in sorted(params)}, default=str)

@@ -1,16 +1,17 @@
 """Executors run evaluations: locally in threads (tests, benchmarks, library use) or as Prefect tasks through
-the flow's task runner (the pipeline). The engine only submits and waits."""
+the flow's task runner (the pipeline). The engine only submits and waits. Prefect is imported by the executor
+that uses it, so the engine runs where Prefect is not installed."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from tasks.search._types import Evaluation
 
 
 class Executor(Protocol):
@@ -21,13 +22,11 @@ class Executor(Protocol):
     def wait_any(self, futures: list[Any], timeout: float | None = None) -> list[Any]:
         """The futures that finished; waits for at least one, or until ``timeout`` (then possibly none)."""
 
-    def outcome(self, future: Any) -> Any: ...
+    def outcome(self, future: Any) -> Evaluation: ...
 
 
-def evaluate(objective: Callable, params: dict[str, Any], fraction: float):
+def evaluate(objective: Callable, params: dict[str, Any], fraction: float) -> Evaluation:
     """Run ``objective(params, fraction)`` and turn any error into a failed ``Evaluation`` with its reason."""
-    from tasks.search._engine import Evaluation
-
     started = time.perf_counter()
     try:
         evaluation = Evaluation.of(objective(dict(params), fraction))
@@ -52,15 +51,18 @@ class LocalExecutor:
         done, _ = cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)
         return list(done)
 
-    def outcome(self, future: cf.Future):
+    def outcome(self, future: cf.Future) -> Evaluation:
         return future.result()
 
 
-@task(name="evaluate", cache_policy=NO_CACHE, persist_result=False)
-def evaluate_config(objective: Callable, params: dict[str, Any], fraction: float):
-    """One evaluation of a config at one fidelity, as a Prefect task. A failing objective does not fail the
-    task: its one-line reason travels in the ``Evaluation`` and is recorded on the trial (Optuna, MLflow)."""
-    return evaluate(objective, params, fraction)
+@functools.cache
+def evaluation_task() -> Any:
+    """``evaluate`` as a Prefect task. A failing objective does not fail the task: its one-line reason travels
+    in the ``Evaluation`` and is recorded on the trial (Optuna, MLflow)."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(evaluate, name="evaluate", cache_policy=NO_CACHE, persist_result=False)
 
 
 class PrefectExecutor:
@@ -70,7 +72,7 @@ class PrefectExecutor:
         self.parallelism = parallelism
 
     def submit(self, objective: Callable, params: dict[str, Any], fraction: float, label: str) -> Any:
-        return evaluate_config.with_options(task_run_name=label).submit(objective, params, fraction)
+        return evaluation_task().with_options(task_run_name=label).submit(objective, params, fraction)
 
     def wait_any(self, futures: list[Any], timeout: float | None = None) -> list[Any]:
         from prefect.futures import as_completed
@@ -80,9 +82,7 @@ class PrefectExecutor:
         except TimeoutError:
             return []
 
-    def outcome(self, future: Any):
-        from tasks.search._engine import Evaluation
-
+    def outcome(self, future: Any) -> Evaluation:
         value = future.result(raise_on_failure=False)
         if isinstance(value, Evaluation):
             return value

@@ -1,5 +1,6 @@
 """Fidelity schedulers: how much budget (fraction of the training data) a config gets. They know nothing of
-samplers; the engine tells them each rung's result and they answer promote, stop or complete.
+samplers, so one implementation serves every backend; the engine tells them each rung's result and they answer
+promote, stop or complete (and records it in the ledger, where the sampler learns from pruned trials too).
 
 Rungs are fractions ``eta**-k`` of the training data, from the smallest not below ``min_fraction`` up to 1.
 A rung's *step* (what is reported to the ledger) is ``fraction / smallest fraction``: 1, 3, 9 for eta=3.
@@ -12,11 +13,7 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, Protocol
-
-import optuna
-
-SCHEDULED_AS_ATTR = "scheduled_as"  # on retried trials: the trial number whose bracket they keep
+from typing import Protocol
 
 
 class Verdict(StrEnum):
@@ -154,68 +151,15 @@ class Hyperband(SuccessiveHalving):
         return self._pattern[trial.number % len(self._pattern)]
 
 
-class OptunaPruning(FidelityScheduler):
-    """Lets the study's own Optuna pruner (SuccessiveHalvingPruner or HyperbandPruner) decide, from the
-    intermediate values already reported to the study, so Optuna's sampler learns from pruned trials."""
+def make_scheduler(kind: str, eta: int, min_fraction: float) -> FidelityScheduler:
+    """The scheduler for ``search.fidelity``, the same whichever sampler backend proposes the configs.
 
-    def __init__(self, study: optuna.Study, eta: int = 3, min_fraction: float = 1 / 9):
-        super().__init__(eta, min_fraction)
-        self.study = study
-        self.name = type(study.pruner).__name__
-
-    @staticmethod
-    def make_pruner(kind: str, eta: int, min_fraction: float) -> optuna.pruners.BasePruner:
-        """The Optuna pruner for ``kind`` whose rungs fall on this scheduler's steps."""
-        max_step = round(1 / rung_fractions(eta, min_fraction)[0])
-        if kind == "successive_halving":
-            return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta)
-        if kind == "hyperband":
-            return _BracketKeepingHyperband(min_resource=1, max_resource=max_step, reduction_factor=eta)
-        return optuna.pruners.NopPruner()
-
-    def rungs(self, trial: Any) -> tuple[int, ...]:
-        pruner = self.study.pruner
-        if isinstance(pruner, optuna.pruners.HyperbandPruner):
-            # The bracket decides the first rung the pruner will look at; lower rungs would be wasted work.
-            # Optuna exposes it only privately, so it is read in this one place.
-            if not pruner._pruners:
-                pruner._try_initialization(self.study)
-            bracket = pruner._get_bracket_id(self.study, trial)
-            return tuple(range(min(bracket, len(self.fractions) - 1), len(self.fractions)))
-        return tuple(range(len(self.fractions)))
-
-    def _decide(self, trial: Any, rung: int, loss: float) -> Verdict:
-        if not math.isfinite(loss):
-            return Verdict.STOP
-        return Verdict.STOP if trial.should_prune() else Verdict.PROMOTE
-
-
-class _BracketKeepingHyperband(optuna.pruners.HyperbandPruner):
-    """Optuna's HyperbandPruner, except that a retried trial is placed, and judged, in the bracket of the trial it
-    retries (Optuna derives the bracket from the trial number, and a retry has a new one). The bracket is computed
-    in this one private method, for every trial the pruner looks at."""
-
-    def _get_bracket_id(self, study: optuna.Study, trial: Any) -> int:
-        number = trial.user_attrs.get(SCHEDULED_AS_ATTR, trial.number)
-        if number == trial.number:
-            return super()._get_bracket_id(study, trial)
-        return super()._get_bracket_id(study, _Numbered(number))
-
-
-class _Numbered:
-    def __init__(self, number: int):
-        self.number = number
-
-
-def make_scheduler(kind: str, eta: int, min_fraction: float, study: optuna.Study | None = None) -> FidelityScheduler:
-    """The scheduler for ``search.fidelity``. When ``study`` carries Optuna's SuccessiveHalvingPruner or
-    HyperbandPruner (the Optuna backend), that pruner decides; otherwise our own ASHA/Hyperband do."""
+    Example:
+        >>> make_scheduler("hyperband", 3, 1 / 9).fractions
+        (0.1111111111111111, 0.3333333333333333, 1.0)
+    """
     if kind == "none":
         return FullFidelity(eta, min_fraction)
-    if study is not None and isinstance(
-        study.pruner, optuna.pruners.SuccessiveHalvingPruner | optuna.pruners.HyperbandPruner
-    ):
-        return OptunaPruning(study, eta, min_fraction)
     if kind == "successive_halving":
         return SuccessiveHalving(eta, min_fraction)
     if kind == "hyperband":

@@ -1,0 +1,126 @@
+"""Optuna studies of the pipeline: the storage (SQLite by default, PostgreSQL/MySQL or a journal file when
+scaled out), opening or continuing a run's study, checking a continued study's rungs, and queueing warm-start
+configs as its first trials."""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
+
+from configs import ConfigError, SearchConfig
+from tasks.search import FULL_FIDELITY_ATTR, HEARTBEAT_SECONDS, SOURCE_ATTR, requeue_stale_trial, rung_fractions
+from tasks.state import enable_wal, first_use_lock, local_state
+from tasks.warm_start import WarmStartPlan
+
+# Study user attrs: what the study was first run with.
+RUNG_FRACTIONS_ATTR = "rung_fractions"
+BACKEND_ATTR = "backend"
+
+
+def storage_url(search: SearchConfig) -> str:
+    """``search.storage``, or the state folder's SQLite database."""
+    return search.storage or local_state().ensure().optuna_storage
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``: SQLite (the default, in WAL mode and waiting on locks), PostgreSQL/MySQL,
+    or ``journal:///path/file.log`` (Optuna's journal file). RDB storages keep a heartbeat per running trial,
+    so trials of an engine that died on another machine are failed and queued again."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:").removeprefix("//")))
+    if url.startswith("sqlite"):
+        enable_wal(url)
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    kwargs = {
+        "engine_kwargs": engine_kwargs,
+        "heartbeat_interval": int(HEARTBEAT_SECONDS),
+        "grace_period": int(4 * HEARTBEAT_SECONDS),
+        "heartbeat_stale_trial_callback": requeue_stale_trial,
+    }
+    with first_use_lock(url), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+        for attempt in range(3):
+            try:
+                return RDBStorage(url, **kwargs)
+            except SQLAlchemyError:
+                # Workers on other machines may be creating the same schema right now: let them finish.
+                if attempt == 2:
+                    raise
+                time.sleep(1 + random.random())
+
+
+def open_study(search: SearchConfig, study_name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create or continue the study. Fidelity is the engine's scheduler's business, whichever the backend, so the
+    study has no pruner of its own."""
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="minimize",
+        pruner=optuna.pruners.NopPruner(),
+        load_if_exists=True,
+    )
+    recorded = study.user_attrs.get(RUNG_FRACTIONS_ATTR)
+    if recorded is None:
+        study.set_user_attr(RUNG_FRACTIONS_ATTR, _rungs(search))
+        study.set_user_attr(BACKEND_ATTR, search.backend)
+    _check_rungs(search, study_name, recorded)
+    return study
+
+
+def check_study(search: SearchConfig, study_name: str | None) -> None:
+    """A study continued by name (``--study-name``) must have been run with this config's rungs: checked before
+    any run or trial exists, without creating the study."""
+    if not study_name:
+        return
+    storage = make_storage(storage_url(search))
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return  # a new study of that name will be created
+    _check_rungs(search, study_name, storage.get_study_user_attrs(study_id).get(RUNG_FRACTIONS_ATTR))
+
+
+def _rungs(search: SearchConfig) -> list[float]:
+    return list(rung_fractions(search.eta, search.min_fraction)) if search.fidelity != "none" else [1.0]
+
+
+def _check_rungs(search: SearchConfig, study_name: str, recorded: list[float] | None) -> None:
+    rungs = _rungs(search)
+    if recorded is not None and [round(r, 9) for r in recorded] != [round(r, 9) for r in rungs]:
+        raise ConfigError(
+            f"search.fidelity: study {study_name!r} was run with rungs {recorded}; this config gives {rungs}. "
+            "Use another --study-name or the same fidelity settings"
+        )
+
+
+def enqueue_warm_start(study: optuna.Study, plan: WarmStartPlan) -> int:
+    """Queue the plan's configs as the study's next trials (skipping ones the study already has)."""
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    for candidate in plan.queued:
+        study.enqueue_trial(
+            candidate.queued,
+            user_attrs={SOURCE_ATTR: f"warm_start:{candidate.run_id}", FULL_FIDELITY_ATTR: plan.skip_low_fidelity},
+            skip_if_exists=True,
+        )
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - before
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
