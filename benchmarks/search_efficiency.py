@@ -94,7 +94,7 @@ def run_once(config: str, method: str, seed: int, n_configs: int, overrides: lis
             *overrides,
         ],
     )
-    study = optuna.load_study(study_name=summary["study_name"], storage=summary["storage"])
+    study = optuna.load_study(study_name=summary.study_name, storage=summary.storage)
     trials = study.get_trials(deepcopy=False)
     start = min(t.datetime_start for t in trials if t.datetime_start)
     best, trajectory = float("inf"), []
@@ -103,18 +103,18 @@ def run_once(config: str, method: str, seed: int, n_configs: int, overrides: lis
     ):  # only full-fidelity results count as "reached"
         best = min(best, trial.value)
         trajectory.append(((trial.datetime_complete - start).total_seconds(), best))
-    n = sum(summary["trials"].values())
+    n = sum(summary.trials.as_dict().values())
     return {
         "method": method,
         "seed": seed,
         "configs": n,
-        "complete": summary["trials"]["complete"],
-        "pruned": summary["trials"]["pruned"],
-        "search_seconds": summary["search_seconds"],
-        "best_val_loss": summary["best_val_loss"],
-        "test_rmse": summary["test_metrics"]["rmse"],
-        "overhead_share": summary["search_overhead_share"],
-        "overhead_per_trial": summary["search_seconds"] * summary["search_overhead_share"] / max(n, 1),
+        "complete": summary.trials.complete,
+        "pruned": summary.trials.pruned,
+        "search_seconds": summary.search_seconds,
+        "best_val_loss": summary.best_val_loss,
+        "test_rmse": summary.test_metrics["rmse"],
+        "overhead_share": summary.search_overhead_share,
+        "overhead_per_trial": summary.search_seconds * summary.search_overhead_share / max(n, 1),
         "trajectory": trajectory,
     }
 

@@ -104,18 +104,18 @@ def search(data: Path, seed: int, n_trials: int, overrides: list[str]) -> dict:
         config_path=str(REPO / "configs" / "lstm_baseline.yaml"),
         overrides=[f"data.path={data}", f"seed={seed}", f"search.n_trials={n_trials}", *SETTINGS, *overrides],
     )
-    study = optuna.load_study(study_name=summary["study_name"], storage=summary["storage"])
+    study = optuna.load_study(study_name=summary.study_name, storage=summary.storage)
     losses = [t.value for t in sorted(study.trials, key=lambda t: t.number) if t.state == TrialState.COMPLETE]
     best, curve = float("inf"), []
     for loss in losses:
         best = min(best, loss)
         curve.append(best)
     return {
-        "run_id": summary["pipeline_run_id"],
+        "run_id": summary.pipeline_run_id,
         "curve": curve,
         "first": losses[0],
         "best": best,
-        "enqueued": summary["warm_start"]["enqueued"],
+        "enqueued": summary.warm_start.enqueued,
     }
 
 

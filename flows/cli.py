@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tasks.state import configure_environment
+from tasks.summary import render_table
 
 EXIT_INPUT = 2
 EXIT_FAILED = 1
@@ -365,9 +366,9 @@ def _run(args: argparse.Namespace) -> int:
 
         from flows.pipeline import INVALID_INPUT, automl_pipeline
         from tasks.search import SearchFailed
-        from tasks.search.stage import check_study
+        from tasks.studies import check_study
 
-        check_study(cfg, args.study_name)  # and a --study-name run with other fidelity settings
+        check_study(cfg.search, args.study_name)  # and a --study-name run with other fidelity settings
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its own handler; our "search: study" line says it
         wait_until_up(server)
     except BaseException:
@@ -389,9 +390,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: the pipeline failed: {state.message} (details in the log above)", file=sys.stderr)
         return EXIT_FAILED
     summary = state.result()
-    print(_summary_table(summary))
+    print(render_table(summary))
     if args.json:
-        print(json.dumps(summary, default=str))
+        print(json.dumps(summary.to_json(), default=str))
     return 0
 
 
@@ -423,42 +424,6 @@ def setup_console(progress: bool = True) -> None:
                     h.addFilter(_quiet_interrupt)
     for noisy in ("mlflow", "alembic", "optuna", "hyperopt", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _summary_table(summary: dict[str, Any]) -> str:
-    metrics = summary["test_metrics"]
-    baselines = summary["baseline_metrics"]
-    trials = summary["trials"]
-    model = summary["registered_model"]
-    lines = [
-        "",
-        f"Pipeline {summary['experiment']} completed in {summary['total_seconds']:.1f}s "
-        f"(MLflow run {summary['pipeline_run_id']})",
-        f"  study {summary['study_name']} ({summary['backend']}/{summary['sampler']}, fidelity {summary['fidelity']}): "
-        f"{trials['complete']} complete, {trials['pruned']} pruned, {trials['failed']} failed; "
-        f"{summary['warm_start']['enqueued']} warm-start configs queued",
-        f"  best params: {' '.join(f'{k}={_fmt(v)}' for k, v in summary['best_params'].items())}",
-        f"  best validation loss: {summary['best_val_loss']:.5g}",
-        "",
-        f"  {'test metric':<12} {'tuned':>12} {'default cfg':>12} {'naive':>12}",
-    ]
-    for name, value in metrics.items():
-        lines.append(
-            f"  {name:<12} {value:>12.5g} {baselines['default_config'][name]:>12.5g} {baselines['naive'][name]:>12.5g}"
-        )
-    registry = f"{model['name']} v{model['version']}" if model else "not registered"
-    champion = " (champion)" if summary["champion"] else ""
-    lines += [
-        "",
-        f"  model: {summary['model_uri']} -> {registry}{champion}",
-        "  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()),
-        f"  MLflow UI: mlflow ui --backend-store-uri {summary['mlflow_tracking_uri']}",
-    ]
-    return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

@@ -18,22 +18,40 @@ from prefect.context import FlowRunContext
 
 from configs import PipelineConfig, config_hash
 from tasks.artifacts import publish_summary
-from tasks.final_train import FinalResult
-from tasks.prepared_data import PreparedData
-from tasks.search import SearchSpace
-from tasks.search.stage import SearchSummary
-from tasks.state import local_state
-from tasks.tracking import (
+from tasks.catalog import (
+    BACKEND_PARAM,
+    BASELINE_METRIC_PREFIX,
+    BEST_CONFIG_FILE,
+    BEST_PARAM_PREFIX,
+    BEST_VAL_LOSS,
+    CONFIG_FILE,
     CONFIG_HASH,
     CONFIG_NAME,
     DATA_SOURCE,
     FAMILY,
+    FIDELITY_PARAM,
     FINGERPRINT,
-    INTERRUPTED_NOTE,
     META_FEATURES,
+    MODEL_FAMILY_PARAM,
+    N_TRIALS_PARAM,
+    SAMPLER_PARAM,
     SPACE_SIGNATURE,
     STAGES,
+    SUMMARY_JSON_FILE,
+    SUMMARY_MD_FILE,
     TASK_TYPE,
+    TEST_METRIC_PREFIX,
+    TOTAL_SECONDS_METRIC,
+    TRIALS_METRIC_PREFIX,
+)
+from tasks.final_train import FinalResult
+from tasks.prepared_data import PreparedData
+from tasks.search import SearchSpace
+from tasks.search_stage import SearchOutcome
+from tasks.state import local_state
+from tasks.summary import PipelineSummary, RegisteredVersion, WarmStartSummary, render_markdown
+from tasks.tracking import (
+    INTERRUPTED_NOTE,
     PipelineRun,
     close_run,
     close_stale_children,
@@ -43,7 +61,7 @@ from tasks.tracking import (
     open_pipeline_run,
     was_interrupted,
 )
-from tasks.warm_start import BEST_CONFIG_FILE, BEST_VAL_LOSS, WarmStartPlan
+from tasks.warm_start import WarmStartPlan
 
 logger = logging.getLogger("automl")
 
@@ -120,43 +138,44 @@ def record_summary(
     pipeline: PipelineRun,
     prepared: PreparedData,
     plan: WarmStartPlan,
-    search: SearchSummary,
+    search: SearchOutcome,
     final: FinalResult,
     clock: StageClock,
-) -> dict[str, Any]:
-    """Log the summary on the parent run and as a Prefect artifact; return it as the CLI's JSON."""
-    summary = {
-        "status": "completed",
-        "experiment": pipeline.experiment_name,
-        "pipeline_run_id": pipeline.run_id,
-        "resumed": pipeline.resumed,
-        "study_name": search.study_name,
-        "storage": search.storage,
-        "backend": cfg.search.backend,
-        "sampler": cfg.search.sampler,
-        "fidelity": cfg.search.fidelity,
-        "model_family": cfg.model.family,
-        "task_type": prepared.task,
-        "dataset_fingerprint": prepared.fingerprint,
-        "trials": search.trials,
-        "best_trial": search.best_trial,
-        "best_params": search.best_params,
-        "best_val_loss": search.best_value,
-        "warm_start": {"enqueued": search.enqueued, "source_run_ids": plan.source_run_ids},
-        "test_metrics": final.test_metrics,
-        "primary_metric": final.primary_metric,
-        "baseline_metrics": final.baseline_metrics,
-        "model_uri": final.model_uri,
-        "registered_model": final.registered_model,
-        "champion": final.champion,
-        "champion_note": final.champion_note,
-        "search_seconds": round(search.seconds, 3),
-        "search_overhead_share": round(search.overhead_share, 4),
-        "param_importances": search.importances,
-        "stage_seconds": {stage: clock.seconds.get(stage, 0.0) for stage in STAGES},
-        "total_seconds": clock.total,
-        "mlflow_tracking_uri": mlflow.get_tracking_uri(),
-    }
+) -> PipelineSummary:
+    """Log the summary on the parent run and as a Prefect artifact; return it (the flow's result)."""
+    registered = final.registered_model
+    summary = PipelineSummary(
+        experiment=pipeline.experiment_name,
+        pipeline_run_id=pipeline.run_id,
+        resumed=pipeline.resumed,
+        study_name=search.study_name,
+        storage=search.storage,
+        backend=cfg.search.backend,
+        sampler=cfg.search.sampler,
+        fidelity=cfg.search.fidelity,
+        model_family=cfg.model.family,
+        task_type=prepared.task,
+        dataset_fingerprint=prepared.fingerprint,
+        trials=search.trials,
+        best_trial=search.best_trial,
+        best_params=search.best_params,
+        best_val_loss=search.best_value,
+        warm_start=WarmStartSummary(enqueued=search.enqueued, source_run_ids=plan.source_run_ids),
+        test_metrics=final.test_metrics,
+        primary_metric=final.primary_metric,
+        baseline_metrics=final.baseline_metrics,
+        model_uri=final.model_uri,
+        registered_model=RegisteredVersion(registered["name"], registered["version"]) if registered else None,
+        champion=final.champion,
+        champion_note=final.champion_note,
+        search_seconds=round(search.seconds, 3),
+        search_overhead_share=round(search.overhead_share, 4),
+        param_importances=search.importances,
+        stage_seconds={stage: clock.seconds.get(stage, 0.0) for stage in STAGES},
+        total_seconds=clock.total,
+        mlflow_tracking_uri=mlflow.get_tracking_uri(),
+    )
+    markdown = render_markdown(summary)
     space = SearchSpace.from_config(cfg.search.space)
     client = MlflowClient()
     run_id = pipeline.run_id
@@ -164,72 +183,35 @@ def record_summary(
         mlflow.log_params(
             {
                 **_prefixed(search.best_params),
-                "model_family": cfg.model.family,
-                "backend": cfg.search.backend,
-                "sampler": cfg.search.sampler,
-                "fidelity": cfg.search.fidelity,
-                "n_trials": cfg.search.n_trials,
+                MODEL_FAMILY_PARAM: cfg.model.family,
+                BACKEND_PARAM: cfg.search.backend,
+                SAMPLER_PARAM: cfg.search.sampler,
+                FIDELITY_PARAM: cfg.search.fidelity,
+                N_TRIALS_PARAM: cfg.search.n_trials,
             }
         )
         mlflow.log_metrics(
             {
                 BEST_VAL_LOSS: search.best_value,
-                **{f"test_{k}": v for k, v in final.test_metrics.items()},
+                **{f"{TEST_METRIC_PREFIX}{k}": v for k, v in final.test_metrics.items()},
                 **{
-                    f"baseline_{name}_{k}": v
+                    f"{BASELINE_METRIC_PREFIX}{name}_{k}": v
                     for name, metrics in final.baseline_metrics.items()
                     for k, v in metrics.items()
                 },
-                **{f"trials_{k}": v for k, v in search.trials.items()},
-                "total_seconds": clock.total,
+                **{f"{TRIALS_METRIC_PREFIX}{k}": v for k, v in search.trials.as_dict().items()},
+                TOTAL_SECONDS_METRIC: clock.total,
             }
         )
         mlflow.log_dict(search.best_params, BEST_CONFIG_FILE)
-        mlflow.log_dict(summary, "summary.json")
-        mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
-        mlflow.log_text(summary_markdown(summary), "summary.md")
+        mlflow.log_dict(summary.to_json(), SUMMARY_JSON_FILE)
+        mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), CONFIG_FILE)
+        mlflow.log_text(markdown, SUMMARY_MD_FILE)
     client.set_tag(run_id, META_FEATURES, json.dumps(prepared.meta_features, sort_keys=True))
     client.set_tag(run_id, SPACE_SIGNATURE, json.dumps(space.signature(), sort_keys=True, default=str))
-    publish_summary(cfg.name, summary_markdown(summary), pipeline.prefect_flow_run_id)
+    publish_summary(cfg.name, markdown, pipeline.prefect_flow_run_id)
     return summary
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """The run summary as Markdown (Prefect artifact, MLflow ``summary.md``)."""
-    trials = summary["trials"]
-    metric_names = list(summary["test_metrics"])
-    baselines = summary["baseline_metrics"]
-    rows = "\n".join(
-        f"| {name} | {summary['test_metrics'][name]:.5g} | {baselines['default_config'][name]:.5g} "
-        f"| {baselines['naive'][name]:.5g} |"
-        for name in metric_names
-    )
-    params = "\n".join(
-        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in summary["best_params"].items()
-    )
-    model = summary["registered_model"]
-    registry = f"`{model['name']}` version {model['version']}" if model else "not registered"
-    return f"""# AutoML pipeline: {summary["experiment"]}
-
-MLflow run `{summary["pipeline_run_id"]}` in experiment `{summary["experiment"]}`; study `{summary["study_name"]}`
-({summary["backend"]}/{summary["sampler"]}, fidelity {summary["fidelity"]}).
-
-**Trials:** {trials["complete"]} complete, {trials["pruned"]} pruned, {trials["failed"]} failed;
-{summary["warm_start"]["enqueued"]} warm-start configs queued. **Best validation loss:** {summary["best_val_loss"]:.5g}
-
-## Best params
-| param | value |
-|---|---|
-{params}
-
-## Test metrics vs baselines
-| metric | tuned | default config | naive |
-|---|---|---|---|
-{rows}
-
-**Model:** {registry}{" (champion)" if summary["champion"] else ""}; {summary["champion_note"]}.
-"""
-
-
 def _prefixed(params: dict[str, Any]) -> dict[str, Any]:
-    return {f"best_{k}": v for k, v in params.items()}
+    return {f"{BEST_PARAM_PREFIX}{k}": v for k, v in params.items()}

@@ -22,6 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main
+from tasks.summary import PipelineSummary
 from tests.helpers import REPO, free_port, make_series, stop_process_group, write_config
 from tests.test_cli import AUTOML
 
@@ -86,7 +87,7 @@ def champions(prefect_api, tmp_path_factory):
         second = automl_pipeline(config_path=str(configs["lstm"]), overrides=["seed=8"])
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     for summary in [*summaries.values(), second]:
-        assert isinstance(summary, dict) and summary["status"] == "completed", summary
+        assert isinstance(summary, PipelineSummary) and summary.status == "completed", summary
     return {
         "work": work,
         "state": state,
@@ -149,12 +150,12 @@ print(json.dumps(out))
 def _series_test_history(champions, summary) -> Path:
     """The raw rows that hold every test window: the CSV ordered by time, from ``lookback`` rows before the test
     split (its size from the data card) to the end. Built here from the file, not taken from the pipeline."""
-    mlflow.set_tracking_uri(summary["mlflow_tracking_uri"])
+    mlflow.set_tracking_uri(summary.mlflow_tracking_uri)
     stage = _stage_run(champions, summary, "data_prep")
     card = mlflow.artifacts.load_dict(f"runs:/{stage.info.run_id}/data_card.json")
     frame = pd.read_csv(champions["series"]).sort_values("week")
     start = card["rows"]["train"] + card["rows"]["val"] - card["lookback"]
-    path = champions["work"] / f"{summary['experiment']}-history.csv"
+    path = champions["work"] / f"{summary.experiment}-history.csv"
     frame.iloc[start:].to_csv(path, index=False)
     return path
 
@@ -162,8 +163,8 @@ def _series_test_history(champions, summary) -> Path:
 def _stage_run(champions, summary, stage: str):
     client = _client(champions)
     return client.search_runs(
-        [client.get_experiment_by_name(summary["experiment"]).experiment_id],
-        f"tags.`mlflow.parentRunId` = '{summary['pipeline_run_id']}' and tags.`automl.stage` = '{stage}'",
+        [client.get_experiment_by_name(summary.experiment).experiment_id],
+        f"tags.`mlflow.parentRunId` = '{summary.pipeline_run_id}' and tags.`automl.stage` = '{stage}'",
     )[0]
 
 
@@ -171,7 +172,7 @@ def test_the_champion_reproduces_the_logged_test_predictions_in_a_fresh_process(
     cases = []
     client = _client(champions)
     for family, summary in champions["summaries"].items():
-        name = summary["registered_model"]["name"]
+        name = summary.registered_model.name
         champion = client.get_model_version_by_alias(name, "champion")  # its run: the final_train stage that made it
         final = client.get_run(champion.run_id)
         if family == "mlp":
@@ -429,7 +430,7 @@ def test_predict_without_a_registry_creates_none(tmp_path, monkeypatch, capsys):
 def test_champion_history_records_every_move_and_set_rolls_back(champions, monkeypatch, capsys):
     monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
     first, second = champions["summaries"]["lstm"], champions["second"]
-    assert (first["registered_model"]["version"], second["registered_model"]["version"]) == (1, 2)
+    assert (first.registered_model.version, second.registered_model.version) == (1, 2)
     client = _client(champions)
     before = str(client.get_model_version_by_alias("tiny_lstm", "champion").version)
     other = "1" if before == "2" else "2"
@@ -442,22 +443,22 @@ def test_champion_history_records_every_move_and_set_rolls_back(champions, monke
     assert main(["champion", "history", "tiny_lstm", "--json"]) == 0
     moves = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert moves[0]["from_version"] is None and moves[0]["to_version"] == "1"
-    assert moves[0]["by"] == f"pipeline run {first['pipeline_run_id']}"
-    assert moves[0]["pipeline_run_id"] == first["pipeline_run_id"]
-    assert moves[0]["metric"] == "rmse" and moves[0]["value"] == pytest.approx(first["test_metrics"]["rmse"])
-    if second["champion"]:  # the second run beat the first: its move is recorded with both metric values
+    assert moves[0]["by"] == f"pipeline run {first.pipeline_run_id}"
+    assert moves[0]["pipeline_run_id"] == first.pipeline_run_id
+    assert moves[0]["metric"] == "rmse" and moves[0]["value"] == pytest.approx(first.test_metrics["rmse"])
+    if second.champion:  # the second run beat the first: its move is recorded with both metric values
         assert moves[1]["from_version"] == "1" and moves[1]["to_version"] == "2"
-        assert moves[1]["previous_value"] == pytest.approx(first["test_metrics"]["rmse"])
+        assert moves[1]["previous_value"] == pytest.approx(first.test_metrics["rmse"])
     assert [(m["from_version"], m["to_version"], m["note"]) for m in moves[-2:]] == [
         (before, other, "trying it"),
         (other, before, "rollback"),
     ]
     assert moves[-1]["by"].startswith("automl champion set (")
-    assert len(moves) == 1 + int(second["champion"]) + 2
+    assert len(moves) == 1 + int(second.champion) + 2
 
     assert main(["champion", "history", "tiny_lstm"]) == 0
     table = capsys.readouterr().out
-    assert "rollback" in table and f"pipeline run {first['pipeline_run_id']}" in table
+    assert "rollback" in table and f"pipeline run {first.pipeline_run_id}" in table
 
     assert main(["champion", "set", "tiny_lstm", "42"]) == 2
     assert "model 'tiny_lstm' has no version '42'" in capsys.readouterr().err

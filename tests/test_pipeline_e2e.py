@@ -12,7 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.pipeline import automl_pipeline
-from tasks.tracking import STAGES
+from tasks.catalog import STAGES
+from tasks.summary import WarmStartSummary, render_markdown
 
 pytestmark = pytest.mark.e2e
 
@@ -40,30 +41,31 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     config = write_config(tmp_path, series_csv, search={"fidelity": "successive_halving", "n_trials": 5})
     summary = _run(config)
 
-    assert summary["status"] == "completed"
-    assert summary["experiment"] == "tiny_lstm" and summary["backend"] == "optuna"
-    assert sum(summary["trials"].values()) == 5 and summary["trials"]["complete"] >= 1
-    assert set(summary["stage_seconds"]) == set(STAGES) and summary["total_seconds"] > 0
-    assert summary["warm_start"] == {"enqueued": 0, "source_run_ids": []}
-    assert set(summary["test_metrics"]) == {"rmse", "mae", "mse"}
-    assert set(summary["baseline_metrics"]) == {"default_config", "naive"}
-    assert summary["test_metrics"]["rmse"] == pytest.approx(summary["test_metrics"]["mse"] ** 0.5)
+    assert summary.status == "completed"
+    assert summary.experiment == "tiny_lstm" and summary.backend == "optuna"
+    assert sum(summary.trials.as_dict().values()) == 5 and summary.trials.complete >= 1
+    assert set(summary.stage_seconds) == set(STAGES) and summary.total_seconds > 0
+    assert summary.warm_start == WarmStartSummary(enqueued=0, source_run_ids=[])
+    assert set(summary.test_metrics) == {"rmse", "mae", "mse"}
+    assert set(summary.baseline_metrics) == {"default_config", "naive"}
+    assert summary.test_metrics["rmse"] == pytest.approx(summary.test_metrics["mse"] ** 0.5)
 
-    mlflow.set_tracking_uri(summary["mlflow_tracking_uri"])
+    mlflow.set_tracking_uri(summary.mlflow_tracking_uri)
     client = MlflowClient()
-    parent = client.get_run(summary["pipeline_run_id"])
+    parent = client.get_run(summary.pipeline_run_id)
     assert parent.info.status == "FINISHED"
     tags = parent.data.tags
     assert tags["automl.role"] == "pipeline" and tags["automl.model_family"] == "lstm"
-    assert tags["automl.task_type"] == "regression" and tags["automl.study_name"] == summary["study_name"]
+    assert tags["automl.task_type"] == "regression" and tags["automl.study_name"] == summary.study_name
     assert len(tags["automl.dataset_fingerprint"]) == 16 and json.loads(tags["automl.meta_features"])["n_rows"] == 240
-    assert parent.data.metrics["best_val_loss"] == pytest.approx(summary["best_val_loss"])
-    assert parent.data.metrics["test_rmse"] == pytest.approx(summary["test_metrics"]["rmse"])
-    assert parent.data.metrics["baseline_naive_rmse"] == pytest.approx(summary["baseline_metrics"]["naive"]["rmse"])
-    assert mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/best_config.json") == summary["best_params"]
-    assert (
-        mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/summary.json")["pipeline_run_id"] == parent.info.run_id
-    )
+    assert parent.data.metrics["best_val_loss"] == pytest.approx(summary.best_val_loss)
+    assert parent.data.metrics["test_rmse"] == pytest.approx(summary.test_metrics["rmse"])
+    assert parent.data.metrics["baseline_naive_rmse"] == pytest.approx(summary.baseline_metrics["naive"]["rmse"])
+    assert mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/best_config.json") == summary.best_params
+    logged = mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/summary.json")
+    assert logged["pipeline_run_id"] == parent.info.run_id
+    assert logged == json.loads(json.dumps(summary.to_json(), default=str))  # what automl run --json prints
+    assert mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/summary.md") == render_markdown(summary)
 
     stages = {r.data.tags["automl.stage"]: r for r in _children(client, parent.info.experiment_id, parent.info.run_id)}
     assert set(stages) == set(STAGES)
@@ -93,27 +95,27 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     trials = _children(client, parent.info.experiment_id, stages["search"].info.run_id)
     assert len(trials) == 5 and all(t.data.tags["automl.role"] == "trial" for t in trials)
     outcomes = sorted(t.data.tags["automl.outcome"] for t in trials)
-    assert outcomes.count("complete") == summary["trials"]["complete"]
-    assert outcomes.count("pruned") == summary["trials"]["pruned"]
+    assert outcomes.count("complete") == summary.trials.complete
+    assert outcomes.count("pruned") == summary.trials.pruned
     a_trial = trials[0]
     assert {"hidden_size", "num_layers", "dropout", "lr", "batch_size", "rung0_fraction"} <= set(a_trial.data.params)
     history = client.get_metric_history(a_trial.info.run_id, "val_loss_rung0")
     assert len(history) == 2  # validation loss per epoch (2 epochs per trial)
     assert client.get_metric_history(a_trial.info.run_id, "rung_val_loss")[0].step == 1
 
-    study = optuna.load_study(study_name=summary["study_name"], storage=summary["storage"])
-    assert len(study.trials) == 5 and study.best_value == pytest.approx(summary["best_val_loss"])
-    assert study.best_params == summary["best_params"]
+    study = optuna.load_study(study_name=summary.study_name, storage=summary.storage)
+    assert len(study.trials) == 5 and study.best_value == pytest.approx(summary.best_val_loss)
+    assert study.best_params == summary.best_params
 
-    model = summary["registered_model"]
-    version = client.get_model_version(model["name"], str(model["version"]))
+    model = summary.registered_model
+    version = client.get_model_version(model.name, str(model.version))
     assert version.run_id == stages["final_train"].info.run_id
-    assert client.get_model_version_by_alias(model["name"], "champion").version == version.version
-    loaded = mlflow.pytorch.load_model(summary["model_uri"])
+    assert client.get_model_version_by_alias(model.name, "champion").version == version.version
+    loaded = mlflow.pytorch.load_model(summary.model_uri)
     assert loaded(__import__("torch").zeros(2, 8, 2)).shape == (2, 2)
 
     artifacts = prefect_artifacts("tiny-lstm-summary")
-    assert any(summary["pipeline_run_id"] in a.data for a in artifacts)
+    assert any(summary.pipeline_run_id in a.data for a in artifacts)
 
 
 def test_second_run_warm_starts_from_the_first(prefect_api, home, series_csv, tmp_path):
@@ -122,21 +124,21 @@ def test_second_run_warm_starts_from_the_first(prefect_api, home, series_csv, tm
     config = write_config(tmp_path, series_csv, search={"n_trials": 3})
     first = _run(config)
     second = _run(config)
-    assert second["warm_start"]["enqueued"] == 1
-    assert second["warm_start"]["source_run_ids"] == [first["pipeline_run_id"]]
-    assert second["study_name"] != first["study_name"]
-    study = optuna.load_study(study_name=second["study_name"], storage=second["storage"])
-    assert study.trials[0].params == first["best_params"]
-    assert study.trials[0].user_attrs["source"] == f"warm_start:{first['pipeline_run_id']}"
+    assert second.warm_start.enqueued == 1
+    assert second.warm_start.source_run_ids == [first.pipeline_run_id]
+    assert second.study_name != first.study_name
+    study = optuna.load_study(study_name=second.study_name, storage=second.storage)
+    assert study.trials[0].params == first.best_params
+    assert study.trials[0].user_attrs["source"] == f"warm_start:{first.pipeline_run_id}"
 
-    client = MlflowClient(tracking_uri=second["mlflow_tracking_uri"])
+    client = MlflowClient(tracking_uri=second.mlflow_tracking_uri)
     stage = client.search_runs(
         [client.get_experiment_by_name("tiny_lstm").experiment_id],
-        f"tags.`mlflow.parentRunId` = '{second['pipeline_run_id']}' and tags.`automl.stage` = 'warm_start'",
+        f"tags.`mlflow.parentRunId` = '{second.pipeline_run_id}' and tags.`automl.stage` = 'warm_start'",
     )[0]
-    mlflow.set_tracking_uri(second["mlflow_tracking_uri"])
+    mlflow.set_tracking_uri(second.mlflow_tracking_uri)
     table = mlflow.artifacts.load_text(f"runs:/{stage.info.run_id}/candidates.csv")
-    assert first["pipeline_run_id"] in table and "queued" in table
+    assert first.pipeline_run_id in table and "queued" in table
     assert stage.data.metrics["enqueued"] == 1
 
 
@@ -168,12 +170,12 @@ def test_a_failed_late_stage_resumes_without_redoing_finished_stages(
 
     state = automl_pipeline(config_path=str(config), return_state=True)
     summary = state.result()
-    assert summary["resumed"] is True and summary["pipeline_run_id"] == failed[0].info.run_id
-    assert sum(summary["trials"].values()) == 3
+    assert summary.resumed is True and summary.pipeline_run_id == failed[0].info.run_id
+    assert sum(summary.trials.as_dict().values()) == 3
 
     runs = mlflow_client.search_runs([experiment], "tags.`automl.role` = 'pipeline'")
     assert [r.info.status for r in runs] == ["FINISHED"]  # the same parent run, now finished
-    stages = _children(mlflow_client, experiment, summary["pipeline_run_id"])
+    stages = _children(mlflow_client, experiment, summary.pipeline_run_id)
     assert sorted(r.data.tags["automl.stage"] for r in stages) == sorted(STAGES)  # one run per stage, no duplicates
     trials = _children(
         mlflow_client, experiment, next(r.info.run_id for r in stages if r.data.tags["automl.stage"] == "search")

@@ -19,20 +19,20 @@ def test_multi_fidelity_search_in_the_pipeline(prefect_api, home, series_csv, tm
     summary = automl_pipeline(
         config_path=str(config), overrides=[f"search.backend={backend}", f"search.fidelity={fidelity}"]
     )
-    assert summary["backend"] == backend and summary["fidelity"] == fidelity
-    assert summary["trials"]["pruned"] >= 1 and sum(summary["trials"].values()) == 9
-    assert 0 <= summary["search_overhead_share"] < 1
+    assert summary.backend == backend and summary.fidelity == fidelity
+    assert summary.trials.pruned >= 1 and sum(summary.trials.as_dict().values()) == 9
+    assert 0 <= summary.search_overhead_share < 1
 
-    mlflow.set_tracking_uri(summary["mlflow_tracking_uri"])
+    mlflow.set_tracking_uri(summary.mlflow_tracking_uri)
     client = MlflowClient()
     experiment = client.get_experiment_by_name("tiny_lstm").experiment_id
     search = client.search_runs(
-        [experiment], f"tags.`mlflow.parentRunId` = '{summary['pipeline_run_id']}' and tags.`automl.stage` = 'search'"
+        [experiment], f"tags.`mlflow.parentRunId` = '{summary.pipeline_run_id}' and tags.`automl.stage` = 'search'"
     )[0]
     assert search.data.params["fidelity"] == fidelity and search.data.params["rung_fractions"] == "0.1111,0.3333,1"
     trials = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{search.info.run_id}'", max_results=50)
     outcomes = [t.data.tags["automl.outcome"] for t in trials]
-    assert outcomes.count("pruned") == summary["trials"]["pruned"]
+    assert outcomes.count("pruned") == summary.trials.pruned
     promoted = [t for t in trials if int(t.data.tags["automl.promotions"]) >= 1]
     assert promoted, "at least one config should have been promoted to a higher rung"
     for trial in promoted:

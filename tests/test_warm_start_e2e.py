@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.cli import main
 from flows.pipeline import automl_pipeline
+from tasks.summary import WarmStartSummary
 from tests.helpers import make_series, write_config
 
 pytestmark = pytest.mark.e2e
@@ -28,33 +29,33 @@ def test_related_data_gets_the_first_runs_config_adapted_to_its_space(prefect_ap
     config = write_config(tmp_path, second_csv, name="tiny_lstm_b", search={"n_trials": 3})
     second = automl_pipeline(config_path=str(config), overrides=[f"search.space.lr={json.dumps(narrower)}"])
 
-    assert second["warm_start"]["enqueued"] >= 1
-    assert second["warm_start"]["source_run_ids"][0] == first["pipeline_run_id"]
-    study = optuna.load_study(study_name=second["study_name"], storage=second["storage"])
-    expected = {**first["best_params"], "lr": 0.02}
+    assert second.warm_start.enqueued >= 1
+    assert second.warm_start.source_run_ids[0] == first.pipeline_run_id
+    study = optuna.load_study(study_name=second.study_name, storage=second.storage)
+    expected = {**first.best_params, "lr": 0.02}
     assert study.trials[0].params == pytest.approx(expected)
 
-    mlflow.set_tracking_uri(second["mlflow_tracking_uri"])
+    mlflow.set_tracking_uri(second.mlflow_tracking_uri)
     client = MlflowClient()
     experiment = client.get_experiment_by_name("tiny_lstm_b").experiment_id
     stage = client.search_runs(
         [experiment],
-        f"tags.`mlflow.parentRunId` = '{second['pipeline_run_id']}' and tags.`automl.stage` = 'warm_start'",
+        f"tags.`mlflow.parentRunId` = '{second.pipeline_run_id}' and tags.`automl.stage` = 'warm_start'",
     )[0]
     table = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{stage.info.run_id}/candidates.csv"))
-    row = table.set_index("run_id").loc[first["pipeline_run_id"]]
+    row = table.set_index("run_id").loc[first.pipeline_run_id]
     assert row["verdict"] == "queued (adapted)" and row["source"] == "similar"
     assert 0 <= row["distance"] < 1  # two stores of the same kind of series are close
     assert "lr:" in row["adaptations"] and "clipped -> 0.02" in row["adaptations"]
     queued = mlflow.artifacts.load_dict(f"runs:/{stage.info.run_id}/queued_configs.json")["queued"][0]
-    assert queued["source_run_id"] == first["pipeline_run_id"] and queued["params"]["lr"] == 0.02
+    assert queued["source_run_id"] == first.pipeline_run_id and queued["params"]["lr"] == 0.02
 
 
 def test_configs_export_import_round_trip_and_a_bad_file_changes_nothing(
     prefect_api, home, series_csv, tmp_path, capsys
 ):
     first = automl_pipeline(config_path=str(write_config(tmp_path, series_csv, search={"n_trials": 3})))
-    run_id = first["pipeline_run_id"]
+    run_id = first.pipeline_run_id
 
     def cli(*args):
         code = main(list(args))
@@ -64,9 +65,9 @@ def test_configs_export_import_round_trip_and_a_bad_file_changes_nothing(
     code, listing, _ = cli("configs", "list", "--model", "lstm")
     assert code == 0 and run_id in listing and "tiny_lstm" in listing and "sales.csv" in listing
     shown = json.loads(cli("configs", "show", run_id)[1])
-    assert shown["params"] == first["best_params"] and shown["model_family"] == "lstm"
+    assert shown["params"] == first.best_params and shown["model_family"] == "lstm"
     assert shown["meta_features"]["n_rows"] == 240
-    assert shown["metrics"]["best_val_loss"] == pytest.approx(first["best_val_loss"])
+    assert shown["metrics"]["best_val_loss"] == pytest.approx(first.best_val_loss)
 
     exported = tmp_path / "best.json"
     assert cli("configs", "export", run_id, "-o", str(exported))[0] == 0
@@ -98,4 +99,4 @@ def test_configs_export_import_round_trip_and_a_bad_file_changes_nothing(
         config_path=str(write_config(tmp_path, series_csv, name="from_file", search={"n_trials": 2})),
         overrides=[f"warm_start.from_file={exported}", "warm_start.top_k=0"],
     )
-    assert second["warm_start"] == {"enqueued": 1, "source_run_ids": [run_id]}
+    assert second.warm_start == WarmStartSummary(enqueued=1, source_run_ids=[run_id])

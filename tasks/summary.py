@@ -1,0 +1,144 @@
+"""What a completed pipeline run returns (``PipelineSummary``) and its three renderings, each made here and nowhere
+else: the JSON (``automl run --json``, MLflow ``summary.json``), the Markdown (MLflow ``summary.md``, the Prefect
+artifact) and the table ``automl run`` prints.
+
+Example:
+    >>> summary = automl_pipeline(config="lstm_baseline")
+    >>> summary.trials.complete, summary.best_val_loss
+    >>> print(render_table(summary))
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # only for the annotation: the CLI imports this module without loading the search's Optuna
+    from tasks.search import TrialCounts
+
+
+@dataclass(frozen=True)
+class WarmStartSummary:
+    """How many past configs the search queued first, and the MLflow runs they came from."""
+
+    enqueued: int
+    source_run_ids: list[str]
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """The registered model version a pipeline run made."""
+
+    name: str
+    version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineSummary:
+    """One completed pipeline execution: where it is tracked, what the search found, how the tuned model tested
+    against its baselines, and where the model went. Fields are in the order of the JSON's keys."""
+
+    status: Literal["completed"] = "completed"
+    experiment: str
+    pipeline_run_id: str
+    resumed: bool
+    study_name: str
+    storage: str  # the Optuna storage URL, password redacted
+    backend: str
+    sampler: str
+    fidelity: str
+    model_family: str
+    task_type: str
+    dataset_fingerprint: str
+    trials: TrialCounts  # this pipeline execution's trials, across resumes
+    best_trial: int
+    best_params: dict[str, Any]
+    best_val_loss: float
+    warm_start: WarmStartSummary
+    test_metrics: dict[str, float]
+    primary_metric: str
+    baseline_metrics: dict[str, dict[str, float]]  # default_config and naive, each with the test metrics' names
+    model_uri: str
+    registered_model: RegisteredVersion | None  # None when the registry is disabled
+    champion: bool
+    champion_note: str
+    search_seconds: float
+    search_overhead_share: float
+    param_importances: dict[str, float]
+    stage_seconds: dict[str, float]
+    total_seconds: float
+    mlflow_tracking_uri: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as a JSON object (``automl run --json``, ``summary.json``): its fields in order, the
+        sub-parts as nested objects, no registered model as null."""
+        return asdict(self)
+
+
+def render_markdown(summary: PipelineSummary) -> str:
+    """The summary as Markdown (Prefect artifact, MLflow ``summary.md``)."""
+    trials = summary.trials
+    baselines = summary.baseline_metrics
+    rows = "\n".join(
+        f"| {name} | {value:.5g} | {baselines['default_config'][name]:.5g} | {baselines['naive'][name]:.5g} |"
+        for name, value in summary.test_metrics.items()
+    )
+    params = "\n".join(f"| {k} | {_short(v)} |" for k, v in summary.best_params.items())
+    model = summary.registered_model
+    registry = f"`{model.name}` version {model.version}" if model else "not registered"
+    return f"""# AutoML pipeline: {summary.experiment}
+
+MLflow run `{summary.pipeline_run_id}` in experiment `{summary.experiment}`; study `{summary.study_name}`
+({summary.backend}/{summary.sampler}, fidelity {summary.fidelity}).
+
+**Trials:** {trials.complete} complete, {trials.pruned} pruned, {trials.failed} failed;
+{summary.warm_start.enqueued} warm-start configs queued. **Best validation loss:** {summary.best_val_loss:.5g}
+
+## Best params
+| param | value |
+|---|---|
+{params}
+
+## Test metrics vs baselines
+| metric | tuned | default config | naive |
+|---|---|---|---|
+{rows}
+
+**Model:** {registry}{" (champion)" if summary.champion else ""}; {summary.champion_note}.
+"""
+
+
+def render_table(summary: PipelineSummary) -> str:
+    """The summary as the plain-text table ``automl run`` prints on stdout."""
+    baselines = summary.baseline_metrics
+    trials = summary.trials
+    model = summary.registered_model
+    lines = [
+        "",
+        f"Pipeline {summary.experiment} completed in {summary.total_seconds:.1f}s "
+        f"(MLflow run {summary.pipeline_run_id})",
+        f"  study {summary.study_name} ({summary.backend}/{summary.sampler}, fidelity {summary.fidelity}): "
+        f"{trials.complete} complete, {trials.pruned} pruned, {trials.failed} failed; "
+        f"{summary.warm_start.enqueued} warm-start configs queued",
+        f"  best params: {' '.join(f'{k}={_short(v)}' for k, v in summary.best_params.items())}",
+        f"  best validation loss: {summary.best_val_loss:.5g}",
+        "",
+        f"  {'test metric':<12} {'tuned':>12} {'default cfg':>12} {'naive':>12}",
+    ]
+    for name, value in summary.test_metrics.items():
+        lines.append(
+            f"  {name:<12} {value:>12.5g} {baselines['default_config'][name]:>12.5g} {baselines['naive'][name]:>12.5g}"
+        )
+    registry = f"{model.name} v{model.version}" if model else "not registered"
+    champion = " (champion)" if summary.champion else ""
+    lines += [
+        "",
+        f"  model: {summary.model_uri} -> {registry}{champion}",
+        "  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_seconds.items()),
+        f"  MLflow UI: mlflow ui --backend-store-uri {summary.mlflow_tracking_uri}",
+    ]
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

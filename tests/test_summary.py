@@ -1,0 +1,142 @@
+"""The pipeline summary and its renderings: the JSON keeps the keys README documents, in order; the table and the
+Markdown read as they always have."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+
+import pytest
+
+from tasks.search import TrialCounts
+from tasks.summary import PipelineSummary, RegisteredVersion, WarmStartSummary, render_markdown, render_table
+
+
+@pytest.fixture
+def summary() -> PipelineSummary:
+    return PipelineSummary(
+        experiment="tiny_lstm",
+        pipeline_run_id="abc123",
+        resumed=False,
+        study_name="tiny-2024",
+        storage="sqlite:///x/optuna.db",
+        backend="optuna",
+        sampler="tpe",
+        fidelity="hyperband",
+        model_family="lstm",
+        task_type="regression",
+        dataset_fingerprint="ff00",
+        trials=TrialCounts(complete=3, pruned=1, failed=0),
+        best_trial=2,
+        best_params={"lr": 0.001234567, "hidden_size": 64, "cell": "gru"},
+        best_val_loss=0.123456789,
+        warm_start=WarmStartSummary(enqueued=1, source_run_ids=["r1"]),
+        test_metrics={"rmse": 1.23456789, "mae": 0.9876543},
+        primary_metric="rmse",
+        baseline_metrics={"default_config": {"rmse": 2.0, "mae": 1.5}, "naive": {"rmse": 3.3333333, "mae": 2.25}},
+        model_uri="models:/m-123",
+        registered_model=RegisteredVersion(name="tiny_lstm", version=3),
+        champion=True,
+        champion_note="first version of this model: champion",
+        search_seconds=12.346,
+        search_overhead_share=0.0123,
+        param_importances={"lr": 0.7, "hidden_size": 0.3},
+        stage_seconds={"data_prep": 0.5, "warm_start": 0.25, "search": 12.5, "final_train": 3.04},
+        total_seconds=17.345,
+        mlflow_tracking_uri="sqlite:///x/mlflow.db",
+    )
+
+
+def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
+    record = summary.to_json()
+    assert list(record) == [
+        "status",
+        "experiment",
+        "pipeline_run_id",
+        "resumed",
+        "study_name",
+        "storage",
+        "backend",
+        "sampler",
+        "fidelity",
+        "model_family",
+        "task_type",
+        "dataset_fingerprint",
+        "trials",
+        "best_trial",
+        "best_params",
+        "best_val_loss",
+        "warm_start",
+        "test_metrics",
+        "primary_metric",
+        "baseline_metrics",
+        "model_uri",
+        "registered_model",
+        "champion",
+        "champion_note",
+        "search_seconds",
+        "search_overhead_share",
+        "param_importances",
+        "stage_seconds",
+        "total_seconds",
+        "mlflow_tracking_uri",
+    ]
+    assert record["status"] == "completed"
+    assert record["trials"] == {"complete": 3, "pruned": 1, "failed": 0}
+    assert record["warm_start"] == {"enqueued": 1, "source_run_ids": ["r1"]}
+    assert record["registered_model"] == {"name": "tiny_lstm", "version": 3}
+    assert json.loads(json.dumps(record)) == record
+    unregistered = dataclasses.replace(summary, registered_model=None).to_json()
+    assert unregistered["registered_model"] is None
+    assert pickle.loads(pickle.dumps(summary)) == summary  # Prefect persists flow results as pickles
+
+
+def test_the_table(summary):
+    assert render_table(summary) == (
+        "\n"
+        "Pipeline tiny_lstm completed in 17.3s (MLflow run abc123)\n"
+        "  study tiny-2024 (optuna/tpe, fidelity hyperband): 3 complete, 1 pruned, 0 failed; "
+        "1 warm-start configs queued\n"
+        "  best params: lr=0.001235 hidden_size=64 cell=gru\n"
+        "  best validation loss: 0.12346\n"
+        "\n"
+        "  test metric         tuned  default cfg        naive\n"
+        "  rmse               1.2346            2       3.3333\n"
+        "  mae               0.98765          1.5         2.25\n"
+        "\n"
+        "  model: models:/m-123 -> tiny_lstm v3 (champion)\n"
+        "  stage seconds: data_prep 0.5, warm_start 0.2, search 12.5, final_train 3.0\n"
+        "  MLflow UI: mlflow ui --backend-store-uri sqlite:///x/mlflow.db"
+    )
+    unregistered = dataclasses.replace(summary, registered_model=None, champion=False)
+    assert "  model: models:/m-123 -> not registered\n" in render_table(unregistered)
+
+
+def test_the_markdown(summary):
+    assert render_markdown(summary) == (
+        "# AutoML pipeline: tiny_lstm\n"
+        "\n"
+        "MLflow run `abc123` in experiment `tiny_lstm`; study `tiny-2024`\n"
+        "(optuna/tpe, fidelity hyperband).\n"
+        "\n"
+        "**Trials:** 3 complete, 1 pruned, 0 failed;\n"
+        "1 warm-start configs queued. **Best validation loss:** 0.12346\n"
+        "\n"
+        "## Best params\n"
+        "| param | value |\n"
+        "|---|---|\n"
+        "| lr | 0.001235 |\n"
+        "| hidden_size | 64 |\n"
+        "| cell | gru |\n"
+        "\n"
+        "## Test metrics vs baselines\n"
+        "| metric | tuned | default config | naive |\n"
+        "|---|---|---|---|\n"
+        "| rmse | 1.2346 | 2 | 3.3333 |\n"
+        "| mae | 0.98765 | 1.5 | 2.25 |\n"
+        "\n"
+        "**Model:** `tiny_lstm` version 3 (champion); first version of this model: champion.\n"
+    )
+    off = dataclasses.replace(summary, registered_model=None, champion=False, champion_note="registry disabled")
+    assert render_markdown(off).endswith("**Model:** not registered; registry disabled.\n")
