@@ -151,12 +151,13 @@ def _worker(url: str, study_name: str, objective: str, n_trials: int, threads: i
 def _trainer_objective(threads: int):
     from configs import load_config
     from models import get_family
-    from tasks.data_prep import load_and_check, prepare
+    from tasks.data_prep import DataPrepJob, load_and_check, prepare
     from tasks.trainer_objective import TrainerObjective
 
     cfg = load_config(REPO / "configs" / "lstm_baseline.yaml")
-    frame, plan, fp = load_and_check(cfg)
-    prepared, _ = prepare(frame, cfg, plan, fp)
+    checked = load_and_check(cfg)
+    frame, plan, fp = checked.frame, checked.plan, checked.fingerprint
+    prepared, _ = prepare(frame, DataPrepJob.of(cfg), plan, fp)
     family = get_family("lstm")
     objective = TrainerObjective("lstm", prepared, {**family.defaults}, epochs=1, loss="mse", threads=threads)
     return objective
@@ -315,7 +316,9 @@ def tables(rows: list[dict], overhead: dict[str, float], pipeline: list[dict], n
 
 
 def plot(rows: list[dict], pipeline: list[dict], path: Path) -> None:
-    from tasks.plotting import plt
+    from tasks.plotting import pyplot
+
+    plt = pyplot()
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, objective in zip(axes[:2], ("cheap", "trainer"), strict=True):

@@ -177,7 +177,9 @@ def markdown_table(rows: list[dict], n_configs: int, n_seeds: int) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from tasks.plotting import plt
+    from tasks.plotting import pyplot
+
+    plt = pyplot()
 
     colours = dict(zip(METHODS, ("tab:grey", "tab:blue", "tab:orange", "tab:green"), strict=True))
     figure, ax = plt.subplots(figsize=(9, 5))

@@ -180,7 +180,9 @@ def table(rows: list[dict], n_trials: int, n_seeds: int) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from tasks.plotting import plt
+    from tasks.plotting import pyplot
+
+    plt = pyplot()
 
     directions = list(dict.fromkeys(r["direction"] for r in rows))
     figure, axes = plt.subplots(1, len(directions), figsize=(5 * len(directions), 4), squeeze=False)

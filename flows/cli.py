@@ -144,10 +144,11 @@ def _validate(args: argparse.Namespace) -> int:
     from tasks.data_prep import load_and_check
 
     cfg = load_config(args.config, args.overrides)
-    frame, plan, fingerprint = load_and_check(cfg)
+    checked = load_and_check(cfg)
+    plan = checked.plan
     print(
         f"ok: {args.config}: {cfg.model.family} ({plan.kind}, {plan.task}) on {cfg.data.path} "
-        f"({len(frame)} rows, {len(plan.features)} features, fingerprint {fingerprint}); "
+        f"({len(checked.frame)} rows, {len(plan.features)} features, fingerprint {checked.fingerprint}); "
         f"search {cfg.search.backend}/{cfg.search.sampler}, fidelity {cfg.search.fidelity}, "
         f"{len(cfg.search.space or {})} parameters"
     )
@@ -356,7 +357,7 @@ def _run(args: argparse.Namespace) -> int:
 
     setup_console()
     cfg = load_config(args.config, args.overrides)
-    load_and_check(cfg)  # every input error surfaces here, before Prefect, MLflow or torch do any work
+    checked = load_and_check(cfg)  # every input error surfaces here, before Prefect, MLflow or torch do any work
     local_state().ensure()  # and an unusable state folder
     from tasks.prefect_server import launch_temporary_server, wait_until_up
 
@@ -364,7 +365,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         import optuna
 
-        from flows.pipeline import INVALID_INPUT, automl_pipeline
+        from flows.pipeline import INVALID_INPUT, checked_pipeline
         from tasks.search import SearchFailed
         from tasks.studies import check_study
 
@@ -376,20 +377,18 @@ def _run(args: argparse.Namespace) -> int:
             server.stop()
         raise
 
-    state = automl_pipeline(
-        config_path=args.config, overrides=args.overrides, study_name=args.study_name, return_state=True
-    )
-    if not state.is_completed():
-        outcome = state.result(raise_on_failure=False)
-        if state.name == INVALID_INPUT:
-            print(f"error: {state.message}", file=sys.stderr)
+    flow_state = checked_pipeline(cfg, checked, args.study_name, return_state=True)  # validated above: not again
+    if not flow_state.is_completed():
+        outcome = flow_state.result(raise_on_failure=False)
+        if flow_state.name == INVALID_INPUT:
+            print(f"error: {flow_state.message}", file=sys.stderr)
             return EXIT_INPUT
         if isinstance(outcome, SearchFailed):
             print(f"error: search failed: {outcome}", file=sys.stderr)
         else:
-            print(f"error: the pipeline failed: {state.message} (details in the log above)", file=sys.stderr)
+            print(f"error: the pipeline failed: {flow_state.message} (details in the log above)", file=sys.stderr)
         return EXIT_FAILED
-    summary = state.result()
+    summary = flow_state.result()
     print(render_table(summary))
     if args.json:
         print(json.dumps(summary.to_json(), default=str))

@@ -1,4 +1,8 @@
-"""The AutoML pipeline flow: data prep -> warm start -> search -> final training and registry."""
+"""The AutoML pipeline flow: data prep -> warm start -> search -> final training and registry.
+
+``automl_pipeline`` is the flow the Prefect UI, schedules and deployments run: it validates its parameters itself.
+``checked_pipeline`` is the same flow (same name in Prefect) for callers that have validated the config and read
+and checked the data already, as ``automl run`` does before it starts anything."""
 
 from __future__ import annotations
 
@@ -7,13 +11,14 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
-from configs import InputError, config_file, load_config, shipped_configs, typed_overrides
-from tasks.data_prep import data_prep, load_and_check
-from tasks.final_train import final_train
+from configs import InputError, PipelineConfig, config_file, load_config, shipped_configs, typed_overrides
+from tasks.data_prep import CheckedData, DataPrepJob, data_prep, load_and_check
+from tasks.final_train import FinalTrainJob, final_train
 from tasks.pipeline_run import pipeline_run, record_summary
 from tasks.search_stage import SearchJob, search_stage
 from tasks.studies import check_study
-from tasks.warm_start import warm_start
+from tasks.summary import PipelineSummary
+from tasks.warm_start import WarmStartJob, warm_start
 
 # The shipped configs, offered as a choice in the Prefect UI's run form.
 ShippedConfig = Literal[tuple(shipped_configs())]  # type: ignore[valid-type]
@@ -57,18 +62,37 @@ def automl_pipeline(
             seed=seed,
         )
         cfg = load_config(config_file(config, config_path), overrides or [], values=typed)
-        frame, plan, fingerprint = load_and_check(cfg)
+        checked = load_and_check(cfg)
         check_study(cfg.search, study_name)
-        with pipeline_run(cfg, fingerprint, plan.task, study_name) as (pipeline, clock):
-            with clock("data_prep"):
-                prepared = data_prep(cfg, frame, plan, fingerprint, pipeline)
-            with clock("warm_start"):
-                candidates = warm_start(cfg, prepared.meta_features, prepared.task, pipeline)
-            with clock("search"):
-                search = search_stage(SearchJob.of(cfg), prepared, candidates, pipeline)
-            with clock("final_train"):
-                final = final_train(cfg, prepared, search.best_params, pipeline)
-            return record_summary(cfg, pipeline, prepared, candidates, search, final, clock)
+        return _stages(cfg, checked, study_name)
     except InputError as exc:  # a bad parameter, config or data file: one line in the log, no traceback
-        get_run_logger().error(str(exc))
-        return Failed(message=str(exc), name=INVALID_INPUT)
+        return _invalid(exc)
+
+
+@flow(name="automl-pipeline", validate_parameters=False)
+def checked_pipeline(cfg: PipelineConfig, checked: CheckedData, study_name: str | None = None) -> Any:
+    """The pipeline on a config and data file validated by the caller (``load_config``, ``load_and_check`` and
+    ``check_study``), so that the file is read and hashed once per run."""
+    try:
+        return _stages(cfg, checked, study_name)
+    except InputError as exc:
+        return _invalid(exc)
+
+
+def _stages(cfg: PipelineConfig, checked: CheckedData, study_name: str | None) -> PipelineSummary:
+    with pipeline_run(cfg, checked.fingerprint, checked.plan.task, study_name) as (pipeline, clock):
+        with clock("data_prep"):
+            prepared = data_prep(DataPrepJob.of(cfg), checked, pipeline)
+        with clock("warm_start"):
+            warm_start_decision = warm_start(WarmStartJob.of(cfg), prepared.meta_features, prepared.task, pipeline)
+        with clock("search"):
+            search = search_stage(SearchJob.of(cfg), prepared, warm_start_decision, pipeline)
+        with clock("final_train"):
+            final = final_train(FinalTrainJob.of(cfg), prepared, search.best_params, pipeline)
+        return record_summary(cfg, pipeline, prepared, warm_start_decision, search, final, clock)
+
+
+def _invalid(exc: InputError) -> Any:
+    """A bad parameter, config or data file: one line in the log, no traceback."""
+    get_run_logger().error(str(exc))
+    return Failed(message=str(exc), name=INVALID_INPUT)

@@ -53,6 +53,19 @@ MAX_CATEGORIES = 30
 AUTO_CLASSIFICATION_MAX_CLASSES = 10
 
 
+@dataclass(frozen=True)
+class DataPrepJob:
+    """The parts of the config the data prep stage uses."""
+
+    data: DataConfig
+    family: str
+    seed: int
+
+    @classmethod
+    def of(cls, cfg: PipelineConfig) -> DataPrepJob:
+        return cls(cfg.data, cfg.model.family, cfg.seed)
+
+
 @dataclass
 class DataPlan:
     """What ``plan_data`` decided from the config and the file: task type and the columns to use."""
@@ -102,10 +115,10 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def plan_data(frame: pd.DataFrame, cfg: PipelineConfig) -> DataPlan:
+def plan_data(frame: pd.DataFrame, job: DataPrepJob) -> DataPlan:
     """Check the table against the config (columns, types, size) and decide task type and features."""
-    data = cfg.data
-    family = get_family(cfg.model.family)
+    data = job.data
+    family = get_family(job.family)
     columns = list(frame.columns)
     _require_column(frame, data.target, "data.target", data.path)
     if family.kind == "series":
@@ -136,13 +149,13 @@ def plan_data(frame: pd.DataFrame, cfg: PipelineConfig) -> DataPlan:
             raise DataError(f"data.features: column {non_numeric[0]!r} is not numeric; series covariates must be")
         dropped = non_numeric
         features, categorical = [data.target, *numeric], []
-        _check_series(frame, cfg)
+        _check_series(frame, data)
     else:
         features = candidates
         categorical = [c for c in candidates if not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool]
         if not features:
             raise DataError(f"data.path: no feature columns besides the target {data.target!r}")
-        _check_tabular_size(frame, target, cfg, task)
+        _check_tabular_size(frame, target, data, task)
     numeric_inputs = [c for c in features if c not in categorical and c != data.target]
     _check_finite(frame, ([data.target] if task == "regression" else []) + numeric_inputs)
     return DataPlan(kind=family.kind, task=task, features=features, categorical=categorical, dropped=dropped)
@@ -158,30 +171,30 @@ def _check_finite(frame: pd.DataFrame, columns: list[str]) -> None:
 
 
 def prepare(
-    frame: pd.DataFrame, cfg: PipelineConfig, plan: DataPlan, source_fingerprint: str = ""
+    frame: pd.DataFrame, job: DataPrepJob, plan: DataPlan, source_fingerprint: str = ""
 ) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
     """Split, impute, scale and (for series) window the table. Returns the arrays and the split rows.
 
     Example:
-        >>> frame = read_table(cfg.data.path)
-        >>> prepared, split_rows = prepare(frame, cfg, plan_data(frame, cfg))
+        >>> job = DataPrepJob.of(cfg)
+        >>> frame = read_table(job.data.path)
+        >>> prepared, split_rows = prepare(frame, job, plan_data(frame, job))
         >>> prepared.train.X.shape
     """
     if plan.kind == "series":
-        prepared, frames = _prepare_series(frame, cfg.data, plan)
+        prepared, frames = _prepare_series(frame, job.data, plan)
     else:
-        prepared, frames = _prepare_tabular(frame, cfg, plan)
+        prepared, frames = _prepare_tabular(frame, job.data, job.seed, plan)
     prepared.fingerprint = source_fingerprint
     prepared.card["fingerprint"] = source_fingerprint
-    prepared.card["source"] = str(cfg.data.path)
+    prepared.card["source"] = str(job.data.path)
     return prepared, frames
 
 
 # --- series -------------------------------------------------------------------------------------------------
 
 
-def _check_series(frame: pd.DataFrame, cfg: PipelineConfig) -> None:
-    data = cfg.data
+def _check_series(frame: pd.DataFrame, data: DataConfig) -> None:
     times = _parse_times(frame[data.time_column], data.time_column)
     try:
         SeriesPreprocessing.check_unique(times, data.time_column)
@@ -352,9 +365,9 @@ def holdout_sizes(rows: int, split: SplitConfig) -> dict[str, int]:
     return {"test": test, "val": rest - test}
 
 
-def _check_tabular_size(frame: pd.DataFrame, target: pd.Series, cfg: PipelineConfig, task: str) -> None:
+def _check_tabular_size(frame: pd.DataFrame, target: pd.Series, data: DataConfig, task: str) -> None:
     rows = int(target.notna().sum())
-    split = cfg.data.split
+    split = data.split
     smallest = min(split.val, split.test) * rows
     if rows < 20 or smallest < 2:
         raise DataError(
@@ -365,21 +378,20 @@ def _check_tabular_size(frame: pd.DataFrame, target: pd.Series, cfg: PipelineCon
         return
     classes = target.nunique()
     if classes < 2:
-        raise DataError(f"data.target: column {cfg.data.target!r} has a single class; nothing to classify")
+        raise DataError(f"data.target: column {data.target!r} has a single class; nothing to classify")
     for name, size in holdout_sizes(rows, split).items():
         if size < classes:
             raise DataError(
                 f"data.split: the {name} split gets {size} of {rows} rows, fewer than the {classes} classes of "
-                f"{cfg.data.target!r}; raise data.split.{name} or give more rows"
+                f"{data.target!r}; raise data.split.{name} or give more rows"
             )
 
 
 def _prepare_tabular(
-    frame: pd.DataFrame, cfg: PipelineConfig, plan: DataPlan
+    frame: pd.DataFrame, data: DataConfig, seed: int, plan: DataPlan
 ) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
     from sklearn.model_selection import train_test_split
 
-    data = cfg.data
     rows = frame[frame[data.target].notna()].reset_index(drop=True)
     dropped_targets = len(frame) - len(rows)
     y_raw = rows[data.target]
@@ -395,12 +407,12 @@ def _prepare_tabular(
         y_all = y_raw.to_numpy(dtype=float)
     index = np.arange(len(rows))
     holdout = data.split.val + data.split.test
-    train_idx, rest_idx = train_test_split(index, test_size=holdout, random_state=cfg.seed, stratify=stratify)
+    train_idx, rest_idx = train_test_split(index, test_size=holdout, random_state=seed, stratify=stratify)
     rest_stratify = stratify[rest_idx] if stratify is not None else None
     if rest_stratify is not None and np.bincount(rest_stratify).min() < 2:
         rest_stratify = None
     val_idx, test_idx = train_test_split(
-        rest_idx, test_size=data.split.test / holdout, random_state=cfg.seed, stratify=rest_stratify
+        rest_idx, test_size=data.split.test / holdout, random_state=seed, stratify=rest_stratify
     )
     features = rows[plan.features]
     preprocessing = TabularPreprocessing.fit(
@@ -498,22 +510,32 @@ def _describe_target(y: np.ndarray, name: str) -> dict[str, Any]:
 # --- stage --------------------------------------------------------------------------------------------------
 
 
-def load_and_check(cfg: PipelineConfig) -> tuple[pd.DataFrame, DataPlan, str]:
+class CheckedData:
+    """The data file, read and checked once per run: the table, what ``plan_data`` decided, and the file's
+    fingerprint. Handed from the CLI's checks to the flow; Prefect stores a flow parameter of this type as a
+    placeholder, not as the table (it has no ``__dict__`` for Prefect's JSON encoder to walk)."""
+
+    __slots__ = ("fingerprint", "frame", "plan")
+
+    def __init__(self, frame: pd.DataFrame, plan: DataPlan, fingerprint: str):
+        self.frame, self.plan, self.fingerprint = frame, plan, fingerprint
+
+
+def load_and_check(cfg: PipelineConfig) -> CheckedData:
     """Read the data and check it (and what the config asks of this machine) before any training or tracking."""
     check_environment(cfg)
     frame = read_table(cfg.data.path)
-    plan = plan_data(frame, cfg)
-    return frame, plan, fingerprint(cfg.data.path)
+    plan = plan_data(frame, DataPrepJob.of(cfg))
+    return CheckedData(frame, plan, fingerprint(cfg.data.path))
 
 
 @task(name="data_prep", cache_key_fn=pipeline_stage_key, persist_result=True)
-def data_prep(
-    cfg: PipelineConfig, frame: pd.DataFrame, plan: DataPlan, source_fingerprint: str, pipeline: PipelineRun
-) -> PreparedData:
+def data_prep(job: DataPrepJob, checked: CheckedData, pipeline: PipelineRun) -> PreparedData:
     """Prefect stage: ``prepare`` the table and log the data card, the splits (Parquet and as MLflow dataset
     inputs) and the preprocessing to the ``data_prep`` run."""
+    source_fingerprint = checked.fingerprint
     with stage_run(pipeline, "data_prep"):
-        prepared, split_rows = prepare(frame, cfg, plan, source_fingerprint)
+        prepared, split_rows = prepare(checked.frame, job, checked.plan, source_fingerprint)
         card = prepared.card
         mlflow.log_params(
             {
@@ -536,7 +558,7 @@ def data_prep(
             with warnings.catch_warnings():  # MLflow finds two equivalent readers for a local file path
                 warnings.simplefilter("ignore", UserWarning)
                 dataset = mlflow.data.from_pandas(
-                    rows, source=str(cfg.data.path), name=f"{cfg.name}-{name}", targets=cfg.data.target
+                    rows, source=str(job.data.path), name=f"{pipeline.experiment_name}-{name}", targets=job.data.target
                 )
             mlflow.log_input(dataset, context=name)
         logger.info(

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect import task
 
-from configs import PipelineConfig
+from configs import FinalConfig, ModelConfig, PipelineConfig, RegistryConfig, TrainingConfig
 from models import FitResult, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device, predict
 from tasks.caching import pipeline_stage_key
 from tasks.catalog import (
@@ -44,7 +44,7 @@ from tasks.catalog import (
     VAL_LOSS_METRIC,
 )
 from tasks.champion import current_champion, move_champion, version_metrics
-from tasks.plotting import plt
+from tasks.plotting import pyplot
 from tasks.prepared_data import PreparedData
 from tasks.preprocessing import Preprocessing, preprocessing_from_dict
 from tasks.raw_model import PROBA_PREFIX, log_raw_model, predict_raw
@@ -79,31 +79,47 @@ class FinalResult:
     curves: dict[str, list[float]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FinalTrainJob:
+    """The parts of the config the final training stage uses; ``model_name`` is the registered model's name."""
+
+    final: FinalConfig
+    model: ModelConfig
+    training: TrainingConfig
+    registry: RegistryConfig
+    seed: int
+    model_name: str
+
+    @classmethod
+    def of(cls, cfg: PipelineConfig) -> FinalTrainJob:
+        return cls(cfg.final, cfg.model, cfg.training, cfg.registry, cfg.seed, cfg.registry.model_name or cfg.name)
+
+
 def train_config(
-    cfg: PipelineConfig, prepared: PreparedData, params: dict[str, Any]
+    job: FinalTrainJob, prepared: PreparedData, params: dict[str, Any]
 ) -> tuple[torch.nn.Module, FitResult]:
     """Train ``params`` (merged over the family's defaults) with the final budget and early stopping."""
-    family = get_family(cfg.model.family)
-    full = {**family.defaults, **cfg.model.params, **params}
+    family = get_family(job.model.family)
+    full = {**family.defaults, **job.model.params, **params}
     shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
-    model = build_model(family, shape, full, cfg.seed)
+    model = build_model(family, shape, full, job.seed)
     settings = TrainSettings(
-        epochs=cfg.final.epochs,
+        epochs=job.final.epochs,
         lr=float(full["lr"]),
         batch_size=int(full["batch_size"]),
         weight_decay=float(full.get("weight_decay", 0.0)),
-        loss=loss_for(prepared.task, cfg.training.loss),
-        optimizer=cfg.training.optimizer,
-        grad_clip=cfg.training.grad_clip,
-        patience=cfg.final.patience,
-        seed=cfg.seed,
+        loss=loss_for(prepared.task, job.training.loss),
+        optimizer=job.training.optimizer,
+        grad_clip=job.training.grad_clip,
+        patience=job.final.patience,
+        seed=job.seed,
     )
     result = fit(
         model,
         (prepared.train.X, prepared.train.y),
         (prepared.val.X, prepared.val.y),
         settings,
-        pick_device(cfg.training.device),
+        pick_device(job.training.device),
     )
     return result.model, result
 
@@ -160,13 +176,13 @@ def beats(task_type: str, new: dict[str, float], old: dict[str, float]) -> bool:
 
 @task(name="final_train", cache_key_fn=pipeline_stage_key, persist_result=True)
 def final_train(
-    cfg: PipelineConfig, prepared: PreparedData, best_params: dict[str, Any], pipeline: PipelineRun
+    job: FinalTrainJob, prepared: PreparedData, best_params: dict[str, Any], pipeline: PipelineRun
 ) -> FinalResult:
     """Prefect stage: retrain, evaluate against the baselines, log plots and the model, register it."""
-    family = get_family(cfg.model.family)
+    family = get_family(job.model.family)
     with stage_run(pipeline, "final_train") as run:
-        mlflow.log_params({**best_params, EPOCHS_PARAM: cfg.final.epochs, PATIENCE_PARAM: cfg.final.patience})
-        model, fitted = train_config(cfg, prepared, best_params)
+        mlflow.log_params({**best_params, EPOCHS_PARAM: job.final.epochs, PATIENCE_PARAM: job.final.patience})
+        model, fitted = train_config(job, prepared, best_params)
         logger.info(
             "final training: %d epochs (best %d, val_loss %.5g)%s",
             len(fitted.val_loss),
@@ -174,7 +190,7 @@ def final_train(
             fitted.best_val_loss,
             ", stopped early" if fitted.stopped_early else "",
         )
-        default_model, default_fit = train_config(cfg, prepared, dict(family.defaults))
+        default_model, default_fit = train_config(job, prepared, dict(family.defaults))
         y_true = test_targets(prepared)
         predictions = {
             "tuned": test_predictions(model, prepared),
@@ -199,9 +215,9 @@ def final_train(
         with quiet_mlflow_warnings():
             model_info = log_raw_model(model, pre, prepared.raw_test_input, name=LOGGED_MODEL)
         registered, champion, note = (None, False, "registry disabled")
-        if cfg.registry.enabled:
+        if job.registry.enabled:
             registered, champion, note = register(
-                model_info.model_uri, cfg.registry.model_name or cfg.name, prepared, scores["tuned"], pipeline
+                model_info.model_uri, job.model_name, prepared, scores["tuned"], pipeline
             )
         model_uri = registered.pop("source") if registered else model_info.model_uri
         logger.info(
@@ -212,7 +228,7 @@ def final_train(
             scores["naive"][primary],
         )
     return FinalResult(
-        params={**family.defaults, **cfg.model.params, **best_params},
+        params={**family.defaults, **job.model.params, **best_params},
         test_metrics=scores["tuned"],
         baseline_metrics={"default_config": scores["default_config"], "naive": scores["naive"]},
         primary_metric=primary,
@@ -301,6 +317,7 @@ def _registered_by(client: MlflowClient, name: str, pipeline_run_id: str):
 
 
 def _log_curves(tuned: FitResult, default: FitResult) -> None:
+    plt = pyplot()
     figure, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(tuned.train_loss, label="tuned: train")
     ax.plot(tuned.val_loss, label="tuned: validation")
@@ -317,6 +334,7 @@ def _log_curves(tuned: FitResult, default: FitResult) -> None:
 
 
 def _log_predictions(prepared: PreparedData, y_true: np.ndarray, predictions: dict[str, np.ndarray]) -> None:
+    plt = pyplot()
     if prepared.task == "classification":
         _log_classification(prepared, y_true, predictions["tuned"])
         return
@@ -344,6 +362,7 @@ def _log_predictions(prepared: PreparedData, y_true: np.ndarray, predictions: di
 def _log_classification(prepared: PreparedData, y_true: np.ndarray, proba: np.ndarray) -> None:
     """Per-class precision, recall, F1 and support (every class, also those absent from the test split or never
     predicted), and a confusion matrix over all classes when there are at most ``MAX_CONFUSION_CLASSES``."""
+    plt = pyplot()
     from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 
     names = [str(c) for c in prepared.classes or []]

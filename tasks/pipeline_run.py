@@ -61,7 +61,7 @@ from tasks.tracking import (
     open_pipeline_run,
     was_interrupted,
 )
-from tasks.warm_start import WarmStartPlan
+from tasks.warm_start import WarmStartDecision
 
 logger = logging.getLogger("automl")
 
@@ -137,7 +137,7 @@ def record_summary(
     cfg: PipelineConfig,
     pipeline: PipelineRun,
     prepared: PreparedData,
-    plan: WarmStartPlan,
+    warm_start: WarmStartDecision,
     search: SearchOutcome,
     final: FinalResult,
     clock: StageClock,
@@ -160,7 +160,7 @@ def record_summary(
         best_trial=search.best_trial,
         best_params=search.best_params,
         best_val_loss=search.best_value,
-        warm_start=WarmStartSummary(enqueued=search.enqueued, source_run_ids=plan.source_run_ids),
+        warm_start=WarmStartSummary(enqueued=search.enqueued, source_run_ids=warm_start.source_run_ids),
         test_metrics=final.test_metrics,
         primary_metric=final.primary_metric,
         baseline_metrics=final.baseline_metrics,

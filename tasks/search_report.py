@@ -40,10 +40,11 @@ def param_importances(study: optuna.Study, seed: int = 0) -> dict[str, float]:
 
 def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
     """Log plots, importances and the trials table to the active MLflow run; returns the importances."""
+    from tasks.plotting import pyplot
+
+    plt = pyplot()  # before Optuna's matplotlib module imports pyplot
     import optuna.visualization as interactive
     import optuna.visualization.matplotlib as static
-
-    from tasks.plotting import plt
 
     importances = param_importances(study, seed)
     evaluator = _computed(importances)  # the plots draw these instead of fitting fANOVA twice more

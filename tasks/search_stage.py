@@ -48,7 +48,7 @@ from tasks.studies import enqueue_warm_start, make_storage, open_study, redact, 
 from tasks.tracking import PipelineRun, stage_run
 from tasks.trainer_objective import TrainerObjective
 from tasks.trial_tracking import MlflowTrialObserver
-from tasks.warm_start import WarmStartPlan
+from tasks.warm_start import WarmStartDecision
 
 logger = logging.getLogger("automl")
 
@@ -138,7 +138,7 @@ def default_n_startup(n_trials: int | None) -> int:
 
 
 def run_search_stage(
-    job: SearchJob, prepared: PreparedData, plan: WarmStartPlan, pipeline: PipelineRun
+    job: SearchJob, prepared: PreparedData, warm_start: WarmStartDecision, pipeline: PipelineRun
 ) -> SearchOutcome:
     """The search stage as a plain function (the ``search`` subflow calls it)."""
     search, model, training, seed = job.search, job.model, job.training, job.seed
@@ -148,7 +148,7 @@ def run_search_stage(
     with stage_run(pipeline, "search") as run:
         storage = make_storage(url)
         study = open_study(search, pipeline.study_name, storage)
-        enqueued = enqueue_warm_start(study, plan)
+        enqueued = enqueue_warm_start(study, warm_start)
         n_startup = (
             search.n_startup_trials if search.n_startup_trials is not None else default_n_startup(search.n_trials)
         )
@@ -238,15 +238,19 @@ def run_search_stage(
 
 
 @flow(name="search", flow_run_name="search-{pipeline.study_name}", validate_parameters=False)
-def _search_flow(job: SearchJob, prepared: PreparedData, plan: WarmStartPlan, pipeline: PipelineRun) -> SearchOutcome:
-    return run_search_stage(job, prepared, plan, pipeline)
+def _search_flow(
+    job: SearchJob, prepared: PreparedData, warm_start: WarmStartDecision, pipeline: PipelineRun
+) -> SearchOutcome:
+    return run_search_stage(job, prepared, warm_start, pipeline)
 
 
-def search_stage(job: SearchJob, prepared: PreparedData, plan: WarmStartPlan, pipeline: PipelineRun) -> SearchOutcome:
+def search_stage(
+    job: SearchJob, prepared: PreparedData, warm_start: WarmStartDecision, pipeline: PipelineRun
+) -> SearchOutcome:
     """Prefect stage: the search as a subflow; its trial evaluations are tasks submitted through the subflow's
     task runner (threads, or Dask worker processes for ``search.parallelism`` > 1 or a ``cluster_address``)."""
     with local_dask_settings():
-        return _search_flow.with_options(task_runner=task_runner_for(job.search))(job, prepared, plan, pipeline)
+        return _search_flow.with_options(task_runner=task_runner_for(job.search))(job, prepared, warm_start, pipeline)
 
 
 @contextmanager

@@ -22,7 +22,14 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from prefect import task
 
-from configs import PipelineConfig, TransferredConfig, load_transferred_config
+from configs import (
+    ModelConfig,
+    ParamSpec,
+    PipelineConfig,
+    TransferredConfig,
+    WarmStartConfig,
+    load_transferred_config,
+)
 from models import get_family
 from tasks.caching import pipeline_stage_key
 from tasks.catalog import (
@@ -66,12 +73,12 @@ class Candidate:
     shared_params: int = 0
     params: dict[str, Any] = field(default_factory=dict)
     verdict: str = ""
-    queued: dict[str, Any] | None = None
+    queued_params: dict[str, Any] | None = None  # its params fitted into this run's space, when queued
     adaptations: list[str] = field(default_factory=list)
 
 
 @dataclass
-class WarmStartPlan:
+class WarmStartDecision:
     """What the warm-start stage decided: every candidate with its verdict, and the configs to queue."""
 
     candidates: list[Candidate]
@@ -79,7 +86,7 @@ class WarmStartPlan:
 
     @property
     def queued(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.queued is not None]
+        return [c for c in self.candidates if c.queued_params is not None]
 
     @property
     def source_run_ids(self) -> list[str]:
@@ -98,7 +105,7 @@ class WarmStartPlan:
                     "shared_params": c.shared_params,
                     "verdict": c.verdict,
                     "params": json.dumps(c.params, sort_keys=True),
-                    "queued_params": json.dumps(c.queued, sort_keys=True) if c.queued else "",
+                    "queued_params": json.dumps(c.queued_params, sort_keys=True) if c.queued_params else "",
                     "adaptations": "; ".join(c.adaptations),
                 }
                 for c in self.candidates
@@ -181,26 +188,38 @@ def choose(
             candidate.verdict = f"duplicate of {seen[key]} after adaptation"
             continue
         seen[key] = candidate.run_id
-        candidate.queued = fitted
+        candidate.queued_params = fitted
         candidate.verdict = "queued" + (" (adapted)" if notes else "")
         similar_queued += candidate.source == "similar"
     return order
 
 
-def plan_warm_start(
-    cfg: PipelineConfig, meta_features: dict[str, float], task_type: str, space: SearchSpace, exclude_run_id: str
-) -> WarmStartPlan:
+@dataclass(frozen=True)
+class WarmStartJob:
+    """The parts of the config the warm-start stage uses."""
+
+    warm_start: WarmStartConfig
+    model: ModelConfig
+    space: dict[str, ParamSpec]
+
+    @classmethod
+    def of(cls, cfg: PipelineConfig) -> WarmStartJob:
+        return cls(cfg.warm_start, cfg.model, dict(cfg.search.space or {}))
+
+
+def decide_warm_start(
+    job: WarmStartJob, meta_features: dict[str, float], task_type: str, space: SearchSpace, exclude_run_id: str
+) -> WarmStartDecision:
     """Find, rank and fit the configs to queue (reads MLflow; writes nothing)."""
-    family = get_family(cfg.model.family)
-    defaults = {**family.defaults, **cfg.model.params}
+    settings = job.warm_start
+    family = get_family(job.model.family)
+    defaults = {**family.defaults, **job.model.params}
     candidates: list[Candidate] = []
-    if cfg.warm_start.from_file is not None:
-        candidates.append(
-            _from_transferred(load_transferred_config(cfg.warm_start.from_file), family.name, task_type, space)
-        )
-    for run_id in cfg.warm_start.from_runs:
+    if settings.from_file is not None:
+        candidates.append(_from_transferred(load_transferred_config(settings.from_file), family.name, task_type, space))
+    for run_id in settings.from_runs:
         candidates.append(_from_run_id(run_id, family.name, task_type, space))
-    if cfg.warm_start.top_k > 0:
+    if settings.top_k > 0:
         explicit = {c.run_id for c in candidates}
         for run in find_past_runs(family.name, task_type, exclude={exclude_run_id, *explicit}):
             candidate = _candidate(run, "similar", space)
@@ -208,8 +227,8 @@ def plan_warm_start(
             if candidate.shared_params == 0:
                 candidate.verdict = "rejected: its search space shares no parameter with this one"
             candidates.append(candidate)
-    ranked = choose(candidates, space, defaults, cfg.warm_start.top_k)
-    return WarmStartPlan(candidates=ranked, skip_low_fidelity=cfg.warm_start.skip_low_fidelity)
+    ranked = choose(candidates, space, defaults, settings.top_k)
+    return WarmStartDecision(candidates=ranked, skip_low_fidelity=settings.skip_low_fidelity)
 
 
 def find_past_runs(family: str, task_type: str, exclude: set[str] = frozenset()) -> list[Run]:
@@ -233,38 +252,40 @@ def load_best_config(run_id: str) -> dict[str, Any]:
 
 @task(name="warm_start", cache_key_fn=pipeline_stage_key, persist_result=True)
 def warm_start(
-    cfg: PipelineConfig, meta_features: dict[str, float], task_type: str, pipeline: PipelineRun
-) -> WarmStartPlan:
-    """Prefect stage: plan the warm start and log the candidate table, queued configs and adaptations."""
-    space = SearchSpace.from_config(cfg.search.space)
+    job: WarmStartJob, meta_features: dict[str, float], task_type: str, pipeline: PipelineRun
+) -> WarmStartDecision:
+    """Prefect stage: decide the warm start and log the candidate table, queued configs and adaptations."""
+    space = SearchSpace.from_config(job.space)
+    settings = job.warm_start
     with stage_run(pipeline, "warm_start"):
-        if not cfg.warm_start.enabled:
-            plan = WarmStartPlan(candidates=[])
+        if not settings.enabled:
+            decision = WarmStartDecision(candidates=[])
             logger.info("warm start: disabled (warm_start.enabled=false); starting cold")
         else:
-            plan = plan_warm_start(cfg, meta_features, task_type, space, exclude_run_id=pipeline.run_id)
-        table = plan.table()
-        mlflow.log_params({ENABLED_PARAM: cfg.warm_start.enabled, TOP_K_PARAM: cfg.warm_start.top_k})
-        mlflow.log_metrics({CANDIDATES_METRIC: len(plan.candidates), ENQUEUED_METRIC: len(plan.queued)})
+            decision = decide_warm_start(job, meta_features, task_type, space, exclude_run_id=pipeline.run_id)
+        table = decision.table()
+        mlflow.log_params({ENABLED_PARAM: settings.enabled, TOP_K_PARAM: settings.top_k})
+        mlflow.log_metrics({CANDIDATES_METRIC: len(decision.candidates), ENQUEUED_METRIC: len(decision.queued)})
         log_frame(table, CANDIDATES_FILE)
         mlflow.log_dict(
             {
                 "queued": [
-                    {"source_run_id": c.run_id, "params": c.queued, "adaptations": c.adaptations} for c in plan.queued
+                    {"source_run_id": c.run_id, "params": c.queued_params, "adaptations": c.adaptations}
+                    for c in decision.queued
                 ]
             },
             QUEUED_CONFIGS_FILE,
         )
-        if not plan.candidates and cfg.warm_start.enabled:
-            logger.info("warm start: no past runs of %s/%s found; starting cold", cfg.model.family, task_type)
-        for c in plan.candidates:
+        if not decision.candidates and settings.enabled:
+            logger.info("warm start: no past runs of %s/%s found; starting cold", job.model.family, task_type)
+        for c in decision.candidates:
             distance = "-" if c.distance is None else f"{c.distance:.3f}"
             logger.info(
                 "warm start: %s %s (%s, distance %s): %s", c.source, c.run_id[:12], c.run_name, distance, c.verdict
             )
-            for note in c.adaptations if c.queued else []:
+            for note in c.adaptations if c.queued_params else []:
                 logger.info("warm start:   adapted %s", note)
-    return plan
+    return decision
 
 
 # --- loading candidates -------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from configs import CategoricalParam, FloatParam, IntParam
+from tasks.catalog import ROLE
 from tasks.search import SearchEngine, SearchSpace, Verdict, make_backend, make_scheduler
 from tasks.studies import make_storage
-from tasks.catalog import ROLE
 from tasks.trial_tracking import MlflowTrialObserver
 
 SPACE = SearchSpace.from_config(

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from configs import DataError, load_config
-from tasks.data_prep import fingerprint, load_and_check, plan_data, prepare, read_table
+from tasks.data_prep import DataPrepJob, fingerprint, load_and_check, plan_data, prepare, read_table
 from tests.helpers import REPO, make_series, write_config
 
 
@@ -15,8 +15,9 @@ def _prepared(tmp_path, frame, **data):
     path = tmp_path / "data.csv"
     frame.to_csv(path, index=False)
     cfg = load_config(write_config(tmp_path, path, data=data))
-    table, plan, fp = load_and_check(cfg)
-    return cfg, *prepare(table, cfg, plan, fp)
+    checked = load_and_check(cfg)
+    table, plan, fp = checked.frame, checked.plan, checked.fingerprint
+    return cfg, *prepare(table, DataPrepJob.of(cfg), plan, fp)
 
 
 @pytest.mark.parametrize(("val", "test"), [(0.15, 0.15), (0.2, 0.1), (0.1, 0.25)])
@@ -122,9 +123,10 @@ def test_parquet_input_and_fingerprint(tmp_path):
 
 def test_tabular_classification_is_stratified_imputed_and_one_hot():
     cfg = load_config(REPO / "configs" / "mlp_tabular.yaml")
-    table, plan, fp = load_and_check(cfg)
+    checked = load_and_check(cfg)
+    table, plan, fp = checked.frame, checked.plan, checked.fingerprint
     assert plan.task == "classification" and set(plan.categorical) == {"island", "sex"}
-    prepared, rows = prepare(table, cfg, plan, fp)
+    prepared, rows = prepare(table, DataPrepJob.of(cfg), plan, fp)
     assert prepared.classes == ["Adelie", "Chinstrap", "Gentoo"]
     assert "island=Biscoe" in prepared.feature_names and not np.isnan(prepared.train.X).any()
     shares = {
@@ -142,8 +144,8 @@ def test_tabular_classification_is_stratified_imputed_and_one_hot():
 def test_tabular_regression_task_is_inferred_from_a_numeric_target(tmp_path):
     cfg = load_config(REPO / "configs" / "mlp_tabular.yaml", ["data.target=body_mass_g"])
     table = read_table(cfg.data.path)
-    plan = plan_data(table, cfg)
+    plan = plan_data(table, DataPrepJob.of(cfg))
     assert plan.task == "regression"
-    prepared, _ = prepare(table, cfg, plan)
+    prepared, _ = prepare(table, DataPrepJob.of(cfg), plan)
     assert prepared.card["rows_without_target"] == 2
     assert prepared.to_original_units(prepared.train.y).mean() == pytest.approx(prepared.target_mean)

@@ -15,7 +15,7 @@ import pytest
 
 from configs import load_config
 from models import ModelShape, build_model, get_family, predict
-from tasks.data_prep import load_and_check, prepare
+from tasks.data_prep import DataPrepJob, load_and_check, prepare
 from tasks.preprocessing import RawInputError, TabularPreprocessing, preprocessing_from_dict
 from tasks.raw_model import predict_raw
 from tests.helpers import write_config
@@ -53,8 +53,9 @@ def _prepared_table(tmp_path):
     _table().to_csv(path, index=False)
     config = _houses_config(tmp_path, path)
     cfg = load_config(config)
-    frame, plan, fp = load_and_check(cfg)
-    prepared, _ = prepare(frame, cfg, plan, fp)
+    checked = load_and_check(cfg)
+    frame, plan, fp = checked.frame, checked.plan, checked.fingerprint
+    prepared, _ = prepare(frame, DataPrepJob.of(cfg), plan, fp)
     family = get_family("mlp")
     model = build_model(family, ModelShape(prepared.n_features, prepared.n_outputs), family.defaults, seed=0)
     return prepared, model
@@ -117,9 +118,10 @@ def test_a_logged_model_takes_boolean_and_category_columns(tmp_path):
     _table().assign(garden=lambda f: f.index % 2 == 0, city=lambda f: f["city"].astype("category")).to_parquet(path)
     config = _houses_config(tmp_path, path)
     cfg = load_config(config)
-    frame, plan, fp = load_and_check(cfg)
+    checked = load_and_check(cfg)
+    frame, plan, fp = checked.frame, checked.plan, checked.fingerprint
     assert set(plan.categorical) == {"city", "garden"}
-    prepared, _ = prepare(frame, cfg, plan, fp)
+    prepared, _ = prepare(frame, DataPrepJob.of(cfg), plan, fp)
     family = get_family("mlp")
     model = build_model(family, ModelShape(prepared.n_features, prepared.n_outputs), family.defaults, seed=0)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -14,7 +14,7 @@ from tasks.catalog import FAMILY, META_FEATURES, ROLE, SPACE_SIGNATURE, TASK_TYP
 from tasks.search import SearchSpace
 from tasks.state import local_state
 from tasks.tracking import configure_mlflow, ensure_experiment
-from tasks.warm_start import Candidate, choose, meta_distance, plan_warm_start
+from tasks.warm_start import Candidate, WarmStartJob, choose, decide_warm_start, meta_distance
 from tests.helpers import REPO
 
 SPACE = SearchSpace.from_config(
@@ -110,16 +110,16 @@ def test_only_compatible_runs_are_offered_and_the_closest_come_first(home):
     mlp = _past_run(experiment, "mlp", "regression", meta, {"hidden_size": 64}, 0.01)
 
     cfg = load_config(REPO / "configs" / "lstm_baseline.yaml", ["warm_start.top_k=1"])
-    plan = plan_warm_start(cfg, meta, "regression", SPACE, exclude_run_id="current")
-    considered = {c.run_id: c for c in plan.candidates}
+    decision = decide_warm_start(WarmStartJob.of(cfg), meta, "regression", SPACE, exclude_run_id="current")
+    considered = {c.run_id: c for c in decision.candidates}
     assert set(considered) == {close, far}  # same family and task type only
-    assert considered[close].verdict == "queued" and plan.source_run_ids == [close]
+    assert considered[close].verdict == "queued" and decision.source_run_ids == [close]
     assert considered[far].verdict == "not chosen: beyond top_k=1"
     assert considered[close].distance < considered[far].distance
 
     mlp_cfg = load_config(REPO / "configs" / "mlp_tabular.yaml", [f"warm_start.from_runs=[{close}]"])
     mlp_space = SearchSpace.from_config(mlp_cfg.search.space)
-    plan = plan_warm_start(mlp_cfg, {}, "classification", mlp_space, exclude_run_id="current")
-    verdicts = {c.run_id: c.verdict for c in plan.candidates}
+    decision = decide_warm_start(WarmStartJob.of(mlp_cfg), {}, "classification", mlp_space, exclude_run_id="current")
+    verdicts = {c.run_id: c.verdict for c in decision.candidates}
     assert verdicts[close].startswith("rejected: it is a lstm/regression run")  # an MLP never gets an LSTM config
-    assert lstm_other_task not in verdicts and mlp not in verdicts and not plan.queued
+    assert lstm_other_task not in verdicts and mlp not in verdicts and not decision.queued

@@ -26,6 +26,7 @@ from tasks.search._ledger import (
     Ledger,
     requeue_stale_trial,
 )
+from tasks.search._observer import NullObserver, SearchObserver
 from tasks.search._scheduler import (
     FidelityScheduler,
     FullFidelity,
@@ -43,10 +44,8 @@ from tasks.search._types import (
     INTERRUPTED,
     PRUNED,
     Evaluation,
-    NullObserver,
     Objective,
     SearchFailed,
-    SearchObserver,
     SearchResult,
     TrialCounts,
     TrialRecord,

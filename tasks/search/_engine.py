@@ -34,20 +34,17 @@ from tasks.search._ledger import (
     SOURCE_ATTR,
     Ledger,
 )
+from tasks.search._observer import NullObserver, SearchObserver
 from tasks.search._scheduler import FidelityScheduler, Verdict
 from tasks.search._types import (
     COMPLETE,
-    FAILED,
     INTERRUPTED,
-    PRUNED,
     Evaluation,
-    NullObserver,
     Objective,
     SearchFailed,
-    SearchObserver,
     SearchResult,
-    TrialCounts,
     TrialRecord,
+    outcome_of,
 )
 
 logger = logging.getLogger("automl")
@@ -261,8 +258,8 @@ class SearchEngine:
         if verdict == Verdict.PROMOTE:
             item.position += 1
             return True
-        state = TrialState.COMPLETE if verdict == Verdict.COMPLETE else TrialState.PRUNED
-        self._finish(item, state, evaluation.loss)
+        ending = TrialState.COMPLETE if verdict == Verdict.COMPLETE else TrialState.PRUNED
+        self._finish(item, ending, evaluation.loss)
         return False
 
     def _fail(self, item: _Running, reason: str) -> None:
@@ -270,14 +267,14 @@ class SearchEngine:
         item.trial.set_user_attr(REASON_ATTR, reason)
         self._finish(item, TrialState.FAIL, None)
 
-    def _finish(self, item: _Running, state: TrialState, value: float | None) -> None:
+    def _finish(self, item: _Running, ending: TrialState, value: float | None) -> None:
         record = item.record
         self._active.pop(record.number, None)
-        record.outcome = {TrialState.COMPLETE: COMPLETE, TrialState.PRUNED: PRUNED}.get(state, FAILED)
+        record.outcome = outcome_of(ending)
         record.value = value
         item.trial.set_user_attr(OUTCOME_ATTR, record.outcome)
         item.trial.set_user_attr(SECONDS_ATTR, round(record.seconds, 3))
-        self.backend.tell(item.trial, state, value)
+        self.backend.tell(item.trial, ending, value)
         self.observer.trial_finished(record, self._best_record())
 
     def _best_record(self) -> TrialRecord | None:
@@ -296,18 +293,13 @@ class SearchEngine:
             reasons = Counter(r.reason for r in self._records if r.reason)
             detail = f"; most common reason: {reasons.most_common(1)[0][0]}" if reasons else ""
             raise SearchFailed(f"no trial completed in study {self.study.study_name!r}{detail}") from None
-        if self.ledger.run_id:
-            counts = self.ledger.counts()
-        else:
-            outcomes = Counter(r.outcome for r in self._records)
-            counts = TrialCounts(outcomes[COMPLETE], outcomes[PRUNED], outcomes[FAILED])
         return SearchResult(
             study_name=self.study.study_name,
             best_params=dict(best.params),
             best_value=float(best.value),
             best_trial=best.number,
             trials=list(self._records),
-            counts=counts,
+            counts=self.ledger.counts(self._records),
             seconds=seconds,
             evaluation_seconds=self._evaluation_seconds,
             parallelism=self.executor.parallelism,

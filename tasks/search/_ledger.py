@@ -12,7 +12,6 @@ import os
 import socket
 import uuid
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tasks.search._types import COUNTED, INTERRUPTED, TrialCounts, TrialRecord
+from tasks.search._types import COMPLETE, COUNTED, INTERRUPTED, TrialCounts, TrialRecord
 from tasks.state import process_alive
 
 # User attributes the ledger keeps on trials.
@@ -141,7 +140,7 @@ class Ledger:
                     if rung is not None and frozen.state in (TrialState.COMPLETE, TrialState.PRUNED):
                         history.append((as_scheduled(frozen), rung, value))
             if _finite_complete(frozen) and (best is None or frozen.value < best.value):
-                best = TrialRecord(frozen.number, dict(frozen.params), outcome="complete", value=frozen.value)
+                best = TrialRecord(frozen.number, dict(frozen.params), outcome=COMPLETE, value=frozen.value)
             if self._of_this_run(frozen):
                 counted += frozen.state in _FINISHED and frozen.user_attrs.get(OUTCOME_ATTR) in COUNTED
         return Restored(history, best, counted)
@@ -152,14 +151,13 @@ class Ledger:
     def remember(self, params: Mapping[str, Any], step: int, loss: float) -> None:
         self._known[(_params_key(params), step)] = loss
 
-    def counts(self) -> TrialCounts:
-        """Outcomes of this run's finished trials, across resumes (interrupted ones not counted)."""
-        outcomes = Counter(
-            t.user_attrs.get(OUTCOME_ATTR)
-            for t in self.study.get_trials(deepcopy=False, states=_FINISHED)
-            if self._of_this_run(t)
-        )
-        return TrialCounts(outcomes["complete"], outcomes["pruned"], outcomes["failed"])
+    def counts(self, records: list[TrialRecord]) -> TrialCounts:
+        """Outcomes of this run's finished trials, across resumes (interrupted ones not counted); without a run id,
+        of ``records``."""
+        if not self.run_id:
+            return TrialCounts.of(r.outcome for r in records)
+        finished = self.study.get_trials(deepcopy=False, states=_FINISHED)
+        return TrialCounts.of(t.user_attrs.get(OUTCOME_ATTR) for t in finished if self._of_this_run(t))
 
     def _of_this_run(self, frozen: FrozenTrial) -> bool:
         return bool(self.run_id) and frozen.user_attrs.get(RUN_ATTR) == self.run_id

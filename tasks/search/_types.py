@@ -1,20 +1,24 @@
-"""Value types of the search: what an evaluation produced, a config's story in one search, the search's result,
-and the observer hooks that tracking and progress plug into."""
+"""Value types of the search: what an evaluation produced, how a config's trial ended, its story in one search,
+and the search's result."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import optuna
-
-from tasks.search._scheduler import Verdict
+from optuna.trial import TrialState
 
 # How a config's trial ended (also the ledger's ``outcome`` user attr). Complete, pruned and failed configs use
 # up the trial budget; an interrupted one is queued again.
 COMPLETE, PRUNED, FAILED, INTERRUPTED, RUNNING = "complete", "pruned", "failed", "interrupted", "running"
 COUNTED = (COMPLETE, PRUNED, FAILED)
+
+
+def outcome_of(ending: TrialState) -> str:
+    """The outcome recorded for a trial that ended in ``ending``."""
+    return {TrialState.COMPLETE: COMPLETE, TrialState.PRUNED: PRUNED}.get(ending, FAILED)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class TrialCounts:
     complete: int = 0
     pruned: int = 0
     failed: int = 0
+
+    @classmethod
+    def of(cls, outcomes: Iterable[str | None]) -> TrialCounts:
+        counted = Counter(outcomes)
+        return cls(counted[COMPLETE], counted[PRUNED], counted[FAILED])
 
     def as_dict(self) -> dict[str, int]:
         return {COMPLETE: self.complete, PRUNED: self.pruned, FAILED: self.failed}
@@ -91,33 +100,3 @@ class SearchResult:
 
 class SearchFailed(RuntimeError):
     """No config could be evaluated: every trial failed."""
-
-
-class SearchObserver(Protocol):
-    """Hooks for tracking and progress; all optional (see ``NullObserver``)."""
-
-    def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None: ...
-
-    def rung_finished(
-        self, record: TrialRecord, fraction: float, step: int, evaluation: Evaluation, verdict: Verdict
-    ) -> None: ...
-
-    def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None: ...
-
-    def trial_interrupted(self, record: TrialRecord, reason: str) -> None: ...
-
-
-class NullObserver:
-    def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None:
-        return None
-
-    def rung_finished(
-        self, record: TrialRecord, fraction: float, step: int, evaluation: Evaluation, verdict: Verdict
-    ) -> None:
-        return None
-
-    def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
-        return None
-
-    def trial_interrupted(self, record: TrialRecord, reason: str) -> None:
-        return None

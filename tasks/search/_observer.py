@@ -1,0 +1,41 @@
+"""The observer hooks that tracking and progress plug into: the engine calls them as trials start, finish rungs,
+finish, or are interrupted."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import optuna
+
+from tasks.search._scheduler import Verdict
+from tasks.search._types import Evaluation, TrialRecord
+
+
+class SearchObserver(Protocol):
+    """Hooks for tracking and progress; all optional (see ``NullObserver``)."""
+
+    def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None: ...
+
+    def rung_finished(
+        self, record: TrialRecord, fraction: float, step: int, evaluation: Evaluation, verdict: Verdict
+    ) -> None: ...
+
+    def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None: ...
+
+    def trial_interrupted(self, record: TrialRecord, reason: str) -> None: ...
+
+
+class NullObserver:
+    def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None:
+        return None
+
+    def rung_finished(
+        self, record: TrialRecord, fraction: float, step: int, evaluation: Evaluation, verdict: Verdict
+    ) -> None:
+        return None
+
+    def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
+        return None
+
+    def trial_interrupted(self, record: TrialRecord, reason: str) -> None:
+        return None
