@@ -136,12 +136,14 @@ def _worker(url: str, study_name: str, objective: str, n_trials: int, threads: i
                 "batch_size": CategoricalParam(type="categorical", choices=[64, 128]),
             }
         )
-    study = optuna.create_study(study_name=study_name, storage=make_storage(url), load_if_exists=True)
+    storage = make_storage(url)
+    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True)
     engine = SearchEngine(
         evaluate,
         make_backend("optuna", "tpe", study, space, os.getpid() % 997, 3),
         make_scheduler("none", 3, 1),
         n_trials=n_trials,
+        storage=storage,
     )
     barrier.wait()
     engine.run()
@@ -199,13 +201,15 @@ def storage_overhead(url: str, n: int = 60) -> float:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace.from_config({"x": FloatParam(type="float", low=-5, high=5)})
-    study = optuna.create_study(study_name=f"overhead-{uuid.uuid4().hex[:6]}", storage=make_storage(url))
+    storage = make_storage(url)
+    study = optuna.create_study(study_name=f"overhead-{uuid.uuid4().hex[:6]}", storage=storage)
     engine = SearchEngine(
         lambda p, f: p["x"] ** 2,
         make_backend("optuna", "random", study, space, 0, 0),
         make_scheduler("none", 3, 1),
         n_trials=n,
         run_id="overhead",
+        storage=storage,  # for heartbeats, as the pipeline's search does
     )
     started = time.perf_counter()
     engine.run()

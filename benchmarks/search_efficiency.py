@@ -14,6 +14,7 @@ plot of best validation loss against wall-clock under ``benchmarks/results/``.
 
     .venv/bin/python benchmarks/search_efficiency.py          # 20 configs x 3 seeds: about 40 min on 2 CPU cores
     .venv/bin/python benchmarks/search_efficiency.py --quick  # a smoke run of the whole script: about 2 min
+    .venv/bin/python benchmarks/search_efficiency.py --methods tpe_hyperband  # one method against tpe_full
 """
 
 from __future__ import annotations
@@ -44,7 +45,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the script, measures nothing")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        default=list(METHODS),
+        help=f"methods to run ({REFERENCE} always runs: the others are measured against it)",
+    )
     args = parser.parse_args()
+    methods = {m: METHODS[m] for m in METHODS if m in args.methods or m == REFERENCE}
     extra = []
     if args.quick:
         args.configs, args.seeds = 6, 1
@@ -59,7 +68,7 @@ def main() -> None:
     setup_console(progress=False)
     rows = []
     for seed in range(args.seeds):
-        for method, overrides in METHODS.items():  # interleaved, so machine noise hits every method alike
+        for method, overrides in methods.items():  # interleaved, so machine noise hits every method alike
             rows.append(run_once(args.config, method, seed, args.configs, overrides + extra))
             print(
                 f"seed {seed} {method:<14} search {rows[-1]['search_seconds']:7.1f}s  best val "
@@ -73,7 +82,7 @@ def main() -> None:
 
     frame = pd.DataFrame([{k: v for k, v in r.items() if k != "trajectory"} for r in rows])
     frame.to_csv(out / "search_efficiency.csv", index=False)
-    print(markdown_table(rows, args.configs, args.seeds))
+    print(markdown_table(rows, list(methods), args.configs, args.seeds))
     plot(rows, out / "search_efficiency.png")
     print(f"\nraw results: {out / 'search_efficiency.csv'}; plot: {out / 'search_efficiency.png'}")
 
@@ -128,7 +137,7 @@ def add_time_to_reference(rows: list[dict]) -> None:
         row["time_to_reference"] = reached[0] if reached else float("nan")
 
 
-def markdown_table(rows: list[dict], n_configs: int, n_seeds: int) -> str:
+def markdown_table(rows: list[dict], methods: list[str], n_configs: int, n_seeds: int) -> str:
     def stat(method: str, key: str, fmt: str) -> str:
         values = [r[key] for r in rows if r["method"] == method and r[key] == r[key]]
         if not values:
@@ -150,7 +159,7 @@ def markdown_table(rows: list[dict], n_configs: int, n_seeds: int) -> str:
         "| wall-clock vs TPE-full | test RMSE vs TPE-full | pruned configs | engine overhead |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for method in METHODS:
+    for method in methods:
         mine = [r for r in rows if r["method"] == method]
         wall = statistics.median(r["search_seconds"] for r in mine)
         test = statistics.median(r["test_rmse"] for r in mine)
@@ -162,7 +171,7 @@ def markdown_table(rows: list[dict], n_configs: int, n_seeds: int) -> str:
             f"| {statistics.median(r['overhead_share'] for r in mine):.1%} "
             f"({statistics.median(r['overhead_per_trial'] for r in mine):.2f}s/trial) |"
         )
-    for method in ("tpe_hyperband", "hyperopt_sha"):
+    for method in [m for m in ("tpe_hyperband", "hyperopt_sha") if m in methods]:
         times = [r["time_to_reference"] for r in rows if r["method"] == method]
         ref_times = [r["search_seconds"] for r in rows if r["method"] == REFERENCE]
         ratios = [t / w for t, w in zip(times, ref_times, strict=True) if t == t]

@@ -379,12 +379,12 @@ def _run(args: argparse.Namespace) -> int:
 
     flow_state = checked_pipeline(cfg, checked, args.study_name, return_state=True)  # validated above: not again
     if not flow_state.is_completed():
-        outcome = flow_state.result(raise_on_failure=False)
+        error = flow_state.result(raise_on_failure=False)
         if flow_state.name == INVALID_INPUT:
             print(f"error: {flow_state.message}", file=sys.stderr)
             return EXIT_INPUT
-        if isinstance(outcome, SearchFailed):
-            print(f"error: search failed: {outcome}", file=sys.stderr)
+        if isinstance(error, SearchFailed):
+            print(f"error: search failed: {error}", file=sys.stderr)
         else:
             print(f"error: the pipeline failed: {flow_state.message} (details in the log above)", file=sys.stderr)
         return EXIT_FAILED

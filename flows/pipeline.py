@@ -86,10 +86,10 @@ def _stages(cfg: PipelineConfig, checked: CheckedData, study_name: str | None) -
         with clock("warm_start"):
             warm_start_decision = warm_start(WarmStartJob.of(cfg), prepared.meta_features, prepared.task, pipeline)
         with clock("search"):
-            search = search_stage(SearchJob.of(cfg), prepared, warm_start_decision, pipeline)
+            search_result = search_stage(SearchJob.of(cfg), prepared, warm_start_decision, pipeline)
         with clock("final_train"):
-            final = final_train(FinalTrainJob.of(cfg), prepared, search.best_params, pipeline)
-        return record_summary(cfg, pipeline, prepared, warm_start_decision, search, final, clock)
+            final = final_train(FinalTrainJob.of(cfg), prepared, search_result.best_params, pipeline)
+        return record_summary(cfg, pipeline, prepared, warm_start_decision, search_result, final, clock)
 
 
 def _invalid(exc: InputError) -> Any:

@@ -60,10 +60,11 @@ class DataPrepJob:
     data: DataConfig
     family: str
     seed: int
+    config_name: str  # names the MLflow datasets
 
     @classmethod
     def of(cls, cfg: PipelineConfig) -> DataPrepJob:
-        return cls(cfg.data, cfg.model.family, cfg.seed)
+        return cls(cfg.data, cfg.model.family, cfg.seed, cfg.name)
 
 
 @dataclass
@@ -558,7 +559,7 @@ def data_prep(job: DataPrepJob, checked: CheckedData, pipeline: PipelineRun) -> 
             with warnings.catch_warnings():  # MLflow finds two equivalent readers for a local file path
                 warnings.simplefilter("ignore", UserWarning)
                 dataset = mlflow.data.from_pandas(
-                    rows, source=str(job.data.path), name=f"{pipeline.experiment_name}-{name}", targets=job.data.target
+                    rows, source=str(job.data.path), name=f"{job.config_name}-{name}", targets=job.data.target
                 )
             mlflow.log_input(dataset, context=name)
         logger.info(

@@ -48,6 +48,7 @@ from tasks.plotting import pyplot
 from tasks.prepared_data import PreparedData
 from tasks.preprocessing import Preprocessing, preprocessing_from_dict
 from tasks.raw_model import PROBA_PREFIX, log_raw_model, predict_raw
+from tasks.summary import RegisteredVersion
 from tasks.tracking import PipelineRun, log_frame, quiet_mlflow_warnings, stage_run
 
 logger = logging.getLogger("automl")
@@ -69,7 +70,7 @@ class FinalResult:
     baseline_metrics: dict[str, dict[str, float]]
     primary_metric: str
     model_uri: str
-    registered_model: dict[str, Any] | None
+    registered_model: RegisteredVersion | None
     champion: bool
     champion_note: str
     epochs_run: int
@@ -214,12 +215,11 @@ def final_train(
         log_frame(raw_test_predictions(model, pre, prepared, predictions["tuned"]), TEST_PREDICTIONS_FILE)
         with quiet_mlflow_warnings():
             model_info = log_raw_model(model, pre, prepared.raw_test_input, name=LOGGED_MODEL)
-        registered, champion, note = (None, False, "registry disabled")
+        registered, model_uri, champion, note = None, model_info.model_uri, False, "registry disabled"
         if job.registry.enabled:
-            registered, champion, note = register(
+            registered, model_uri, champion, note = register(
                 model_info.model_uri, job.model_name, prepared, scores["tuned"], pipeline
             )
-        model_uri = registered.pop("source") if registered else model_info.model_uri
         logger.info(
             "test %s: tuned %.5g | default config %.5g | naive %.5g",
             primary,
@@ -270,8 +270,9 @@ def raw_test_predictions(
 
 def register(
     model_uri: str, name: str, prepared: PreparedData, metrics: dict[str, float], pipeline: PipelineRun
-) -> tuple[dict[str, Any], bool, str]:
-    """Register the model; move the ``champion`` alias to it when it beats the champion on the same data."""
+) -> tuple[RegisteredVersion, str, bool, str]:
+    """Register the model; move the ``champion`` alias to it when it beats the champion on the same data. Returns
+    the version, its source (the model's URI), whether it is champion, and why."""
     client = MlflowClient()
     version = _registered_by(client, name, pipeline.run_id) or mlflow.register_model(
         model_uri, name, tags={PIPELINE_RUN_TAG: pipeline.run_id}
@@ -302,7 +303,7 @@ def register(
         move_champion(client, name, version.version, by=f"pipeline run {pipeline.run_id}", note=note)
     mlflow.set_tags({REGISTERED_MODEL_TAG: name, REGISTERED_VERSION_TAG: version.version, CHAMPION_TAG: str(champion)})
     logger.info("registry: %s version %s; %s", name, version.version, note)
-    return {"name": name, "version": int(version.version), "source": version.source}, champion, note
+    return RegisteredVersion(name, int(version.version)), version.source, champion, note
 
 
 def _registered_by(client: MlflowClient, name: str, pipeline_run_id: str):

@@ -47,9 +47,9 @@ from tasks.catalog import (
 from tasks.final_train import FinalResult
 from tasks.prepared_data import PreparedData
 from tasks.search import SearchSpace
-from tasks.search_stage import SearchOutcome
+from tasks.search_stage import SearchStageResult
 from tasks.state import local_state
-from tasks.summary import PipelineSummary, RegisteredVersion, WarmStartSummary, render_markdown
+from tasks.summary import PipelineSummary, WarmStartSummary, render_markdown
 from tasks.tracking import (
     INTERRUPTED_NOTE,
     PipelineRun,
@@ -137,40 +137,39 @@ def record_summary(
     cfg: PipelineConfig,
     pipeline: PipelineRun,
     prepared: PreparedData,
-    warm_start: WarmStartDecision,
-    search: SearchOutcome,
+    warm_start_decision: WarmStartDecision,
+    search_result: SearchStageResult,
     final: FinalResult,
     clock: StageClock,
 ) -> PipelineSummary:
     """Log the summary on the parent run and as a Prefect artifact; return it (the flow's result)."""
-    registered = final.registered_model
     summary = PipelineSummary(
         experiment=pipeline.experiment_name,
         pipeline_run_id=pipeline.run_id,
         resumed=pipeline.resumed,
-        study_name=search.study_name,
-        storage=search.storage,
+        study_name=search_result.study_name,
+        storage=search_result.storage,
         backend=cfg.search.backend,
         sampler=cfg.search.sampler,
         fidelity=cfg.search.fidelity,
         model_family=cfg.model.family,
         task_type=prepared.task,
         dataset_fingerprint=prepared.fingerprint,
-        trials=search.trials,
-        best_trial=search.best_trial,
-        best_params=search.best_params,
-        best_val_loss=search.best_value,
-        warm_start=WarmStartSummary(enqueued=search.enqueued, source_run_ids=warm_start.source_run_ids),
+        trials=search_result.counts,
+        best_trial=search_result.best_trial,
+        best_params=search_result.best_params,
+        best_val_loss=search_result.best_value,
+        warm_start=WarmStartSummary(enqueued=search_result.enqueued, source_run_ids=warm_start_decision.source_run_ids),
         test_metrics=final.test_metrics,
         primary_metric=final.primary_metric,
         baseline_metrics=final.baseline_metrics,
         model_uri=final.model_uri,
-        registered_model=RegisteredVersion(registered["name"], registered["version"]) if registered else None,
+        registered_model=final.registered_model,
         champion=final.champion,
         champion_note=final.champion_note,
-        search_seconds=round(search.seconds, 3),
-        search_overhead_share=round(search.overhead_share, 4),
-        param_importances=search.importances,
+        search_seconds=round(search_result.seconds, 3),
+        search_overhead_share=round(search_result.overhead_share, 4),
+        param_importances=search_result.importances,
         stage_seconds={stage: clock.seconds.get(stage, 0.0) for stage in STAGES},
         total_seconds=clock.total,
         mlflow_tracking_uri=mlflow.get_tracking_uri(),
@@ -182,7 +181,7 @@ def record_summary(
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params(
             {
-                **_prefixed(search.best_params),
+                **_prefixed(search_result.best_params),
                 MODEL_FAMILY_PARAM: cfg.model.family,
                 BACKEND_PARAM: cfg.search.backend,
                 SAMPLER_PARAM: cfg.search.sampler,
@@ -192,18 +191,18 @@ def record_summary(
         )
         mlflow.log_metrics(
             {
-                BEST_VAL_LOSS: search.best_value,
+                BEST_VAL_LOSS: search_result.best_value,
                 **{f"{TEST_METRIC_PREFIX}{k}": v for k, v in final.test_metrics.items()},
                 **{
                     f"{BASELINE_METRIC_PREFIX}{name}_{k}": v
                     for name, metrics in final.baseline_metrics.items()
                     for k, v in metrics.items()
                 },
-                **{f"{TRIALS_METRIC_PREFIX}{k}": v for k, v in search.trials.as_dict().items()},
+                **{f"{TRIALS_METRIC_PREFIX}{k}": v for k, v in search_result.counts.as_dict().items()},
                 TOTAL_SECONDS_METRIC: clock.total,
             }
         )
-        mlflow.log_dict(search.best_params, BEST_CONFIG_FILE)
+        mlflow.log_dict(search_result.best_params, BEST_CONFIG_FILE)
         mlflow.log_dict(summary.to_json(), SUMMARY_JSON_FILE)
         mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), CONFIG_FILE)
         mlflow.log_text(markdown, SUMMARY_MD_FILE)

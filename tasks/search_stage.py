@@ -61,14 +61,15 @@ class SearchJob:
     model: ModelConfig
     training: TrainingConfig
     seed: int
+    config_name: str  # names the Prefect artifacts
 
     @classmethod
     def of(cls, cfg: PipelineConfig) -> SearchJob:
-        return cls(cfg.search, cfg.model, cfg.training, cfg.seed)
+        return cls(cfg.search, cfg.model, cfg.training, cfg.seed, cfg.name)
 
 
 @dataclass
-class SearchOutcome:
+class SearchStageResult:
     """What later stages and the summary need from the search."""
 
     study_name: str
@@ -76,7 +77,7 @@ class SearchOutcome:
     best_params: dict[str, Any]
     best_value: float
     best_trial: int
-    trials: TrialCounts  # this pipeline execution's trials, across resumes
+    counts: TrialCounts  # this pipeline execution's trials, across resumes
     enqueued: int
     search_run_id: str
     seconds: float
@@ -138,8 +139,8 @@ def default_n_startup(n_trials: int | None) -> int:
 
 
 def run_search_stage(
-    job: SearchJob, prepared: PreparedData, warm_start: WarmStartDecision, pipeline: PipelineRun
-) -> SearchOutcome:
+    job: SearchJob, prepared: PreparedData, warm_start_decision: WarmStartDecision, pipeline: PipelineRun
+) -> SearchStageResult:
     """The search stage as a plain function (the ``search`` subflow calls it)."""
     search, model, training, seed = job.search, job.model, job.training, job.seed
     family = get_family(model.family)
@@ -148,7 +149,7 @@ def run_search_stage(
     with stage_run(pipeline, "search") as run:
         storage = make_storage(url)
         study = open_study(search, pipeline.study_name, storage)
-        enqueued = enqueue_warm_start(study, warm_start)
+        enqueued = enqueue_warm_start(study, warm_start_decision)
         n_startup = (
             search.n_startup_trials if search.n_startup_trials is not None else default_n_startup(search.n_trials)
         )
@@ -194,9 +195,7 @@ def run_search_stage(
             search.n_trials if search.n_trials is not None else "unlimited",
             enqueued,
         )
-        progress = SearchProgress(
-            pipeline.experiment_name, search.n_trials, search.timeout, pipeline.prefect_flow_run_id
-        )
+        progress = SearchProgress(job.config_name, search.n_trials, search.timeout, pipeline.prefect_flow_run_id)
         engine = SearchEngine(
             objective,
             backend,
@@ -210,7 +209,7 @@ def run_search_stage(
         )
         result = engine.run()
         progress.finish()
-        publish_trials(pipeline.experiment_name, result.trials, pipeline.prefect_flow_run_id)
+        publish_trials(job.config_name, result.trials, pipeline.prefect_flow_run_id)
         mlflow.log_metrics(
             {
                 BEST_VAL_LOSS: result.best_value,
@@ -222,13 +221,13 @@ def run_search_stage(
         )
         mlflow.log_dict(result.best_params, BEST_PARAMS_FILE)
         importances = log_search_report(study, seed)
-    return SearchOutcome(
+    return SearchStageResult(
         study_name=study.study_name,
         storage=redact(url),
         best_params=result.best_params,
         best_value=result.best_value,
         best_trial=result.best_trial,
-        trials=result.counts,
+        counts=result.counts,
         enqueued=enqueued,
         search_run_id=run.info.run_id,
         seconds=result.seconds,
@@ -239,18 +238,20 @@ def run_search_stage(
 
 @flow(name="search", flow_run_name="search-{pipeline.study_name}", validate_parameters=False)
 def _search_flow(
-    job: SearchJob, prepared: PreparedData, warm_start: WarmStartDecision, pipeline: PipelineRun
-) -> SearchOutcome:
-    return run_search_stage(job, prepared, warm_start, pipeline)
+    job: SearchJob, prepared: PreparedData, warm_start_decision: WarmStartDecision, pipeline: PipelineRun
+) -> SearchStageResult:
+    return run_search_stage(job, prepared, warm_start_decision, pipeline)
 
 
 def search_stage(
-    job: SearchJob, prepared: PreparedData, warm_start: WarmStartDecision, pipeline: PipelineRun
-) -> SearchOutcome:
+    job: SearchJob, prepared: PreparedData, warm_start_decision: WarmStartDecision, pipeline: PipelineRun
+) -> SearchStageResult:
     """Prefect stage: the search as a subflow; its trial evaluations are tasks submitted through the subflow's
     task runner (threads, or Dask worker processes for ``search.parallelism`` > 1 or a ``cluster_address``)."""
     with local_dask_settings():
-        return _search_flow.with_options(task_runner=task_runner_for(job.search))(job, prepared, warm_start, pipeline)
+        return _search_flow.with_options(task_runner=task_runner_for(job.search))(
+            job, prepared, warm_start_decision, pipeline
+        )
 
 
 @contextmanager

@@ -99,24 +99,6 @@ def first_use_lock(sqlite_url: str):
     return FileLock(f"{path}.init.lock") if path is not None else nullcontext()
 
 
-def process_alive(host: str | None, pid: int) -> bool:
-    """Whether the process ``pid`` on ``host`` may still be running. Only this host can be checked; a process
-    elsewhere is assumed alive (its heartbeat, where there is one, tells otherwise)."""
-    import socket
-
-    if host != socket.gethostname():
-        return True
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def local_state() -> LocalState:
     """The state folder for this process: ``$AUTOML_HOME`` or ``./.automl``."""
     return LocalState(Path(os.environ.get("AUTOML_HOME", ".automl")).resolve())

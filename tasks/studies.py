@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RDBStorage
@@ -17,7 +17,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from configs import ConfigError, SearchConfig
 from tasks.search import FULL_FIDELITY_ATTR, HEARTBEAT_SECONDS, SOURCE_ATTR, requeue_stale_trial, rung_fractions
 from tasks.state import enable_wal, first_use_lock, local_state
-from tasks.warm_start import WarmStartDecision
+
+if TYPE_CHECKING:  # the warm-start stage imports MLflow and Prefect; workers that open a storage need neither
+    from tasks.warm_start import WarmStartDecision
 
 # Study user attrs: what the study was first run with.
 RUNG_FRACTIONS_ATTR = "rung_fractions"
@@ -104,15 +106,15 @@ def _check_rungs(search: SearchConfig, study_name: str, recorded: list[float] | 
         )
 
 
-def enqueue_warm_start(study: optuna.Study, warm_start: WarmStartDecision) -> int:
+def enqueue_warm_start(study: optuna.Study, warm_start_decision: WarmStartDecision) -> int:
     """Queue the warm-start configs as the study's next trials (skipping ones the study already has)."""
     before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    for candidate in warm_start.queued:
+    for candidate in warm_start_decision.queued:
         study.enqueue_trial(
             candidate.queued_params,
             user_attrs={
                 SOURCE_ATTR: f"warm_start:{candidate.run_id}",
-                FULL_FIDELITY_ATTR: warm_start.skip_low_fidelity,
+                FULL_FIDELITY_ATTR: warm_start_decision.skip_low_fidelity,
             },
             skip_if_exists=True,
         )

@@ -36,7 +36,8 @@ from tasks.catalog import (
     STAGE_ROLE,
     STUDY,
 )
-from tasks.state import LocalState, enable_wal, first_use_lock, mlflow_uri_set_here, process_alive
+from tasks.search import process_alive
+from tasks.state import LocalState, enable_wal, first_use_lock, mlflow_uri_set_here
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,8 @@ class MlflowTrialObserver:
             return None
         self.client.update_run(run_id, status="RUNNING")
         logged = self.client.get_run(run_id).data.params
-        self._rungs_logged[run_id] = set(logged) & {RUNG_FRACTION_PARAM.format(rung=k) for k in range(len(logged))}
+        rung_params = {RUNG_FRACTION_PARAM.format(rung=k) for k in range(len(logged))}
+        self._rungs_logged[run_id] = rung_params & set(logged)
         self.client.log_batch(
             run_id,
             tags=[

@@ -19,7 +19,8 @@ from tasks.studies import make_storage
 def main(storage: str, study_name: str, n_trials: int, worker: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace.from_config({"x": FloatParam(type="float", low=-5, high=5)})
-    study = optuna.create_study(study_name=study_name, storage=make_storage(storage), load_if_exists=True)
+    rdb = make_storage(storage)
+    study = optuna.create_study(study_name=study_name, storage=rdb, load_if_exists=True)
 
     print("ready", flush=True)
     sys.stdin.readline()
@@ -34,6 +35,7 @@ def main(storage: str, study_name: str, n_trials: int, worker: str) -> None:
         make_scheduler("none", 3, 1),
         n_trials=n_trials,
         run_id=worker,
+        storage=rdb,
     )
     engine.run()
 

@@ -149,3 +149,15 @@ def test_tabular_regression_task_is_inferred_from_a_numeric_target(tmp_path):
     prepared, _ = prepare(table, DataPrepJob.of(cfg), plan)
     assert prepared.card["rows_without_target"] == 2
     assert prepared.to_original_units(prepared.train.y).mean() == pytest.approx(prepared.target_mean)
+
+
+def test_the_checked_table_goes_to_the_flow_but_not_into_prefects_database():
+    """automl run reads and checks the data once and hands it to the flow; Prefect stores a placeholder for that
+    parameter, not the table (the config itself is stored, as JSON)."""
+    from flows.pipeline import checked_pipeline
+
+    cfg = load_config(REPO / "configs" / "lstm_baseline.yaml")
+    checked = load_and_check(cfg)
+    stored = checked_pipeline.serialize_parameters({"cfg": cfg, "checked": checked, "study_name": None})
+    assert stored["checked"] == "<CheckedData>"
+    assert stored["cfg"]["name"] == "lstm_baseline" and stored["cfg"]["search"]["backend"] == cfg.search.backend

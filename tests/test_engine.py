@@ -156,6 +156,25 @@ def test_a_stopped_search_resumes_without_recomputing_finished_evaluations(tmp_p
     assert result.best_value == min(t.value for t in trials if t.state == TrialState.COMPLETE)
 
 
+@pytest.mark.parametrize("backend", ["optuna", "hyperopt"])
+def test_engines_sharing_a_study_compare_with_each_others_rung_results(tmp_path, backend):
+    """Two engines on one study (as pipelines on several machines with one --study-name): a result is judged
+    against the rung results the other engine reported after this one started, as Optuna's pruners would."""
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    other_ran = []
+
+    def objective(params, fidelity):
+        if not other_ran:  # while this engine's first evaluation runs, another engine finishes 6 configs
+            other_ran.append(_engine(lambda p, f: 0.01, backend, "successive_halving", storage, n_trials=6).run())
+        return 5.0
+
+    result = _engine(objective, backend, "successive_halving", storage, n_trials=1).run()
+    first = result.trials[0]
+    assert other_ran and other_ran[0].counts.complete == 6
+    # alone, its one result would have been the best at its rung and promoted; among the other's six, it is not
+    assert first.outcome == "pruned" and len(first.rungs) == 1
+
+
 def test_a_stop_interrupts_the_evaluation_in_flight_instead_of_waiting_for_it():
     class Blocking:
         """An evaluation that runs until it is interrupted (or for a minute)."""

@@ -24,6 +24,7 @@ from tasks.search._ledger import (
     SCHEDULED_AS_ATTR,
     SOURCE_ATTR,
     Ledger,
+    process_alive,
     requeue_stale_trial,
 )
 from tasks.search._observer import NullObserver, SearchObserver
@@ -88,6 +89,7 @@ __all__ = [
     "make_backend",
     "make_optuna_sampler",
     "make_scheduler",
+    "process_alive",
     "promotable",
     "requeue_stale_trial",
     "rung_fractions",

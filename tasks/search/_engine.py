@@ -231,7 +231,7 @@ class SearchEngine:
                 return
 
     def _on_result(self, item: _Running, future: Any, in_flight: dict[Any, _Running]) -> None:
-        evaluation = self.executor.outcome(future)
+        evaluation = self.executor.evaluation_of(future)
         self._evaluation_seconds += evaluation.seconds
         item.record.seconds += evaluation.seconds
         if evaluation.error is None and not math.isfinite(evaluation.loss):
@@ -251,6 +251,9 @@ class SearchEngine:
         item.trial.report(evaluation.loss, step)
         item.record.rungs.append((fraction, evaluation.loss))
         item.record.curves.append(evaluation.curve)
+        # Engines sharing the study (other processes, other machines) may have reported results at this rung since
+        # this one started: the scheduler compares with them too, as Optuna's pruners, reading the study, do.
+        self.scheduler.restore(self.ledger.rung_history(self._rung_of_step, _AsScheduled))
         verdict = self.scheduler.decide(item.scheduled, rung, evaluation.loss)
         if verdict == Verdict.PROMOTE and item.position == len(item.rungs) - 1:
             verdict = Verdict.COMPLETE

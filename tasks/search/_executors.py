@@ -22,7 +22,8 @@ class Executor(Protocol):
     def wait_any(self, futures: list[Any], timeout: float | None = None) -> list[Any]:
         """The futures that finished; waits for at least one, or until ``timeout`` (then possibly none)."""
 
-    def outcome(self, future: Any) -> Evaluation: ...
+    def evaluation_of(self, future: Any) -> Evaluation:
+        """What the finished evaluation behind ``future`` produced (a failed ``Evaluation`` for any error)."""
 
 
 def evaluate(objective: Callable, params: dict[str, Any], fraction: float) -> Evaluation:
@@ -51,7 +52,7 @@ class LocalExecutor:
         done, _ = cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)
         return list(done)
 
-    def outcome(self, future: cf.Future) -> Evaluation:
+    def evaluation_of(self, future: cf.Future) -> Evaluation:
         return future.result()
 
 
@@ -82,7 +83,7 @@ class PrefectExecutor:
         except TimeoutError:
             return []
 
-    def outcome(self, future: Any) -> Evaluation:
+    def evaluation_of(self, future: Any) -> Evaluation:
         value = future.result(raise_on_failure=False)
         if isinstance(value, Evaluation):
             return value

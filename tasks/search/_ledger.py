@@ -22,7 +22,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tasks.search._types import COMPLETE, COUNTED, INTERRUPTED, TrialCounts, TrialRecord
-from tasks.state import process_alive
 
 # User attributes the ledger keeps on trials.
 RUN_ATTR = "pipeline_run_id"  # the pipeline execution (MLflow parent run) the trial belongs to
@@ -38,6 +37,7 @@ OWNER_ATTR = "owner"  # host:pid:token of the engine evaluating a RUNNING trial
 HEARTBEAT_SECONDS = 30.0
 ORPHAN_AFTER = timedelta(seconds=4 * HEARTBEAT_SECONDS)  # a RUNNING trial without an owner this old was abandoned
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_COMPARED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # failed trials' rungs are not compared
 
 # Engines running in this process. Several can share one (``automl serve`` runs flows side by side), so a RUNNING
 # trial owned by this process is abandoned only when the engine that owns it has ended.
@@ -126,9 +126,8 @@ class Ledger:
     # --- finished evaluations ---------------------------------------------------------------------------------
 
     def restore(self, rung_of_step: Callable[[int], int | None], as_scheduled: Callable[[Any], Any]) -> Restored:
-        """Read the study: every finite rung result (kept for reuse), the rung history of finished trials for the
-        scheduler, the best complete trial, and how many of this run's trials used up budget."""
-        history = []
+        """Read the study: every finite rung result (kept for reuse), the rung history for the scheduler, the best
+        complete trial, and how many of this run's trials used up budget."""
         best: TrialRecord | None = None
         counted = 0
         for frozen in self.study.get_trials(deepcopy=False):
@@ -136,14 +135,25 @@ class Ledger:
             for step, value in frozen.intermediate_values.items():
                 if value is not None and math.isfinite(value):
                     self._known.setdefault((key, step), value)
-                    rung = rung_of_step(step)
-                    if rung is not None and frozen.state in (TrialState.COMPLETE, TrialState.PRUNED):
-                        history.append((as_scheduled(frozen), rung, value))
             if _finite_complete(frozen) and (best is None or frozen.value < best.value):
                 best = TrialRecord(frozen.number, dict(frozen.params), outcome=COMPLETE, value=frozen.value)
             if self._of_this_run(frozen):
                 counted += frozen.state in _FINISHED and frozen.user_attrs.get(OUTCOME_ATTR) in COUNTED
-        return Restored(history, best, counted)
+        return Restored(self.rung_history(rung_of_step, as_scheduled), best, counted)
+
+    def rung_history(
+        self, rung_of_step: Callable[[int], int | None], as_scheduled: Callable[[Any], Any]
+    ) -> list[tuple[Any, int, float]]:
+        """(trial as scheduled, rung, loss) for every finite rung result in the study of a trial that is running or
+        ended complete or pruned: what a scheduler compares a new result with, including results that engines
+        sharing the study (other processes or machines) have reported since this one started."""
+        history = []
+        for frozen in self.study.get_trials(deepcopy=False, states=_COMPARED):
+            for step, value in frozen.intermediate_values.items():
+                rung = rung_of_step(step)
+                if rung is not None and value is not None and math.isfinite(value):
+                    history.append((as_scheduled(frozen), rung, value))
+        return history
 
     def known(self, params: Mapping[str, Any], step: int) -> float | None:
         return self._known.get((_params_key(params), step))
@@ -196,3 +206,19 @@ def _finite_complete(frozen: FrozenTrial) -> bool:
 
 def _params_key(params: Mapping[str, Any]) -> str:
     return json.dumps({k: params[k] for k in sorted(params)}, default=str)
+
+
+def process_alive(host: str | None, pid: int) -> bool:
+    """Whether the process ``pid`` on ``host`` may still be running. Only this host can be checked; a process
+    elsewhere is assumed alive (its heartbeat, where there is one, tells otherwise)."""
+    if host != socket.gethostname():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -78,7 +78,9 @@ class FidelityScheduler(ABC):
         return self._decide(trial, rung, loss)
 
     def restore(self, history: Iterable[tuple[TrialLike, int, float]]) -> None:
-        """Replay past (trial, rung, loss) results after a restart so decisions continue where they left off."""
+        """Record (trial, rung, loss) results from the ledger: after a restart, so decisions continue where they left
+        off, and before each decision, for results other engines sharing the study have reported. Recording a
+        result twice changes nothing."""
         for trial, rung, loss in history:
             self._record(trial, rung, loss)
 
