@@ -172,6 +172,7 @@ def test_a_rerun_after_a_kill_in_registration_reuses_the_version_and_its_champio
     from tasks.champion import champion_history
     from tasks.final_train import register
     from tasks.raw_model import log_raw_model
+    from tasks.summary import RegisteredVersion
     from tasks.tracking import PipelineRun
 
     prepared, model = _prepared_table(tmp_path)
@@ -183,6 +184,6 @@ def test_a_rerun_after_a_kill_in_registration_reuses_the_version_and_its_champio
         again = register(info.model_uri, "houses", prepared, {"rmse": 1.0, "mae": 1.0, "mse": 1.0}, pipeline)
     client = mlflow.MlflowClient()
     assert [v.version for v in client.search_model_versions("name = 'houses'")] == [1]
-    assert first[0] == again[0] == {"name": "houses", "version": 1, "source": info.model_uri}
-    assert first[1] is again[1] is True and "champion already" in again[2]
+    assert first[:2] == again[:2] == (RegisteredVersion("houses", 1), info.model_uri)
+    assert first[2] is again[2] is True and "champion already" in again[3]
     assert len(champion_history(client, "houses")) == 1
