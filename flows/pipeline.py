@@ -25,6 +25,20 @@ ShippedConfig = Literal[tuple(shipped_configs())]  # type: ignore[valid-type]
 INVALID_INPUT = "InvalidInput"
 
 
+def run_stages(cfg: PipelineConfig, checked: CheckedData, study_name: str | None) -> PipelineSummary:
+    """The mission: each stage gets its part of the config and what the stage before returned."""
+    with pipeline_run(cfg, checked.fingerprint, checked.plan.task, study_name) as (pipeline, clock):
+        with clock("data_prep"):
+            prepared = data_prep(DataPrepJob.of(cfg), checked, pipeline)
+        with clock("warm_start"):
+            warm_start_decision = warm_start(WarmStartJob.of(cfg), prepared.meta_features, prepared.task, pipeline)
+        with clock("search"):
+            search_result = search_stage(SearchJob.of(cfg), prepared, warm_start_decision, pipeline)
+        with clock("final_train"):
+            final = final_train(FinalTrainJob.of(cfg), prepared, search_result.best_params, pipeline)
+        return record_summary(cfg, pipeline, prepared, warm_start_decision, search_result, final, clock)
+
+
 @flow(name="automl-pipeline", validate_parameters=False)
 def automl_pipeline(
     config: ShippedConfig = "lstm_baseline",
@@ -64,7 +78,7 @@ def automl_pipeline(
         cfg = load_config(config_file(config, config_path), overrides or [], values=typed)
         checked = load_and_check(cfg)
         check_study(cfg.search, study_name)
-        return _stages(cfg, checked, study_name)
+        return run_stages(cfg, checked, study_name)
     except InputError as exc:  # a bad parameter, config or data file: one line in the log, no traceback
         return _invalid(exc)
 
@@ -74,22 +88,9 @@ def checked_pipeline(cfg: PipelineConfig, checked: CheckedData, study_name: str 
     """The pipeline on a config and data file validated by the caller (``load_config``, ``load_and_check`` and
     ``check_study``), so that the file is read and hashed once per run."""
     try:
-        return _stages(cfg, checked, study_name)
+        return run_stages(cfg, checked, study_name)
     except InputError as exc:
         return _invalid(exc)
-
-
-def _stages(cfg: PipelineConfig, checked: CheckedData, study_name: str | None) -> PipelineSummary:
-    with pipeline_run(cfg, checked.fingerprint, checked.plan.task, study_name) as (pipeline, clock):
-        with clock("data_prep"):
-            prepared = data_prep(DataPrepJob.of(cfg), checked, pipeline)
-        with clock("warm_start"):
-            warm_start_decision = warm_start(WarmStartJob.of(cfg), prepared.meta_features, prepared.task, pipeline)
-        with clock("search"):
-            search_result = search_stage(SearchJob.of(cfg), prepared, warm_start_decision, pipeline)
-        with clock("final_train"):
-            final = final_train(FinalTrainJob.of(cfg), prepared, search_result.best_params, pipeline)
-        return record_summary(cfg, pipeline, prepared, warm_start_decision, search_result, final, clock)
 
 
 def _invalid(exc: InputError) -> Any:

@@ -121,7 +121,7 @@ class Ledger:
         if storage is None or not interval:
             return
         for trial in trials:
-            storage.record_heartbeat(trial._trial_id)  # Optuna's heartbeat API takes the storage id
+            storage.record_heartbeat(trial._trial_id)  # takes the storage id; Optuna has no public accessor for it
 
     # --- finished evaluations ---------------------------------------------------------------------------------
 
