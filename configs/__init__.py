@@ -17,6 +17,7 @@ from configs._loader import (
     validate_config,
 )
 from configs._schema import (
+    BudgetConfig,
     CategoricalParam,
     DataConfig,
     FinalConfig,
@@ -37,6 +38,7 @@ from configs._transfer import TransferredConfig, load_transferred_config
 __all__ = [
     "CONFIG_DIR",
     "TRANSFER_FORMAT",
+    "BudgetConfig",
     "CategoricalParam",
     "ConfigError",
     "DataConfig",

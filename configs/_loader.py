@@ -100,6 +100,7 @@ def typed_overrides(**values: Any) -> dict[str, Any]:
         "fidelity": "search.fidelity",
         "warm_start": "warm_start.enabled",
         "seed": "seed",
+        "budget_seconds": "budget.seconds",
     }
     return {keys[name]: value for name, value in values.items() if value is not None}
 

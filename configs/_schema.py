@@ -176,6 +176,14 @@ class SearchConfig(_Strict):
         return self
 
 
+class BudgetConfig(_Strict):
+    """A wall-clock budget for the whole run (start-up, data prep, warm start, search, final training, baselines,
+    registration), in seconds; none by default. The search stops in time to leave the final stage what its measured
+    costs say it needs."""
+
+    seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
 class FinalConfig(_Strict):
     """Retraining of the best config: a bigger budget with early stopping on validation loss."""
 
@@ -261,6 +269,7 @@ class PipelineConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     search: SearchConfig = SearchConfig()
     final: FinalConfig = FinalConfig()
+    budget: BudgetConfig = BudgetConfig()
     warm_start: WarmStartConfig = WarmStartConfig()
     registry: RegistryConfig = RegistryConfig()
     schedule: ScheduleConfig = ScheduleConfig()

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,8 +27,10 @@ _FREEZE_AT_EXIT = True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started_at = time.time()  # a run's budget counts from here
     parser = _parser()
     args = parser.parse_args(argv)
+    args.started_at = started_at
     configure_environment()  # before anything imports prefect
     main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
@@ -80,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set search.n_trials=6 (repeatable)",
     )
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
+    run.add_argument(
+        "--budget",
+        metavar="SECONDS",
+        help="a wall-clock budget for the whole run, start-up included (the same as --set budget.seconds=SECONDS)",
+    )
     run.set_defaults(handler=_run)
 
     validate = sub.add_parser("validate", help="check a config and its data without training")
@@ -356,7 +364,8 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.state import local_state
 
     setup_console()
-    cfg = load_config(args.config, args.overrides)
+    overrides = [*args.overrides, *([f"budget.seconds={args.budget}"] if args.budget is not None else [])]
+    cfg = load_config(args.config, overrides)
     checked = load_and_check(cfg)  # every input error surfaces here, before Prefect, MLflow or torch do any work
     local_state().ensure()  # and an unusable state folder
     from tasks.prefect_server import launch_temporary_server, wait_until_up
@@ -377,7 +386,9 @@ def _run(args: argparse.Namespace) -> int:
             server.stop()
         raise
 
-    flow_state = checked_pipeline(cfg, checked, args.study_name, return_state=True)  # validated above: not again
+    flow_state = checked_pipeline(
+        cfg, checked, args.study_name, args.started_at, return_state=True
+    )  # validated above: not again
     if not flow_state.is_completed():
         error = flow_state.result(raise_on_failure=False)
         if flow_state.name == INVALID_INPUT:

@@ -6,12 +6,14 @@ and checked the data already, as ``automl run`` does before it starts anything."
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from configs import InputError, PipelineConfig, config_file, load_config, shipped_configs, typed_overrides
+from tasks.budget import RunBudget
 from tasks.data_prep import CheckedData, DataPrepJob, data_prep, load_and_check
 from tasks.final_train import FinalTrainJob, final_train
 from tasks.pipeline_run import pipeline_run, record_summary
@@ -25,18 +27,20 @@ ShippedConfig = Literal[tuple(shipped_configs())]  # type: ignore[valid-type]
 INVALID_INPUT = "InvalidInput"
 
 
-def run_stages(cfg: PipelineConfig, checked: CheckedData, study_name: str | None) -> PipelineSummary:
+def run_stages(cfg: PipelineConfig, checked: CheckedData, study_name: str | None, started_at: float) -> PipelineSummary:
     """The mission: each stage gets its part of the config and what the stage before returned."""
+    budget = RunBudget(cfg.budget.seconds, started_at) if cfg.budget.seconds else None
     with pipeline_run(cfg, checked.fingerprint, checked.plan.task, study_name) as (pipeline, clock):
         with clock("data_prep"):
             prepared = data_prep(DataPrepJob.of(cfg), checked, pipeline)
         with clock("warm_start"):
             warm_start_decision = warm_start(WarmStartJob.of(cfg), prepared.meta_features, prepared.task, pipeline)
         with clock("search"):
-            search_result = search_stage(SearchJob.of(cfg), prepared, warm_start_decision, pipeline)
+            search_result = search_stage(SearchJob.of(cfg, budget), prepared, warm_start_decision, pipeline)
         with clock("final_train"):
-            final = final_train(FinalTrainJob.of(cfg), prepared, search_result.best_params, pipeline)
-        return record_summary(cfg, pipeline, prepared, warm_start_decision, search_result, final, clock)
+            deadline = budget.deadline if budget else None
+            final = final_train(FinalTrainJob.of(cfg, deadline), prepared, search_result.best_params, pipeline)
+        return record_summary(cfg, pipeline, prepared, warm_start_decision, search_result, final, clock, budget)
 
 
 @flow(name="automl-pipeline", validate_parameters=False)
@@ -51,6 +55,7 @@ def automl_pipeline(
     overrides: list[str] | None = None,
     study_name: str | None = None,
     config_path: str | None = None,
+    budget_seconds: float | None = None,
 ) -> Any:
     """Tune, test and register a model for one pipeline config. Empty fields keep the config's own values.
 
@@ -65,7 +70,9 @@ def automl_pipeline(
         overrides: further changes as dotted.key=value, as with automl run --set.
         study_name: continue this Optuna study instead of starting a new one.
         config_path: a config file outside configs/ (what automl run passes).
+        budget_seconds: a wall-clock budget for the whole run, in seconds (budget.seconds).
     """
+    started_at = time.time()
     try:
         typed = typed_overrides(
             n_trials=n_trials,
@@ -74,21 +81,25 @@ def automl_pipeline(
             fidelity=fidelity,
             warm_start=warm_start_enabled,
             seed=seed,
+            budget_seconds=budget_seconds,
         )
         cfg = load_config(config_file(config, config_path), overrides or [], values=typed)
         checked = load_and_check(cfg)
         check_study(cfg.search, study_name)
-        return run_stages(cfg, checked, study_name)
+        return run_stages(cfg, checked, study_name, started_at)
     except InputError as exc:  # a bad parameter, config or data file: one line in the log, no traceback
         return _invalid(exc)
 
 
 @flow(name="automl-pipeline", validate_parameters=False)
-def checked_pipeline(cfg: PipelineConfig, checked: CheckedData, study_name: str | None = None) -> Any:
+def checked_pipeline(
+    cfg: PipelineConfig, checked: CheckedData, study_name: str | None = None, started_at: float | None = None
+) -> Any:
     """The pipeline on a config and data file validated by the caller (``load_config``, ``load_and_check`` and
-    ``check_study``), so that the file is read and hashed once per run."""
+    ``check_study``), so that the file is read and hashed once per run. ``started_at`` (``time.time()``) is when
+    the caller started: a budget counts from there."""
     try:
-        return run_stages(cfg, checked, study_name)
+        return run_stages(cfg, checked, study_name, started_at or time.time())
     except InputError as exc:
         return _invalid(exc)
 

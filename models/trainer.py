@@ -36,7 +36,8 @@ class TrainSettings:
     grad_clip: float | None = 1.0
     patience: int | None = None
     seed: int = 0
-    time_limit: float | None = None  # seconds; checked between batches
+    time_limit: float | None = None  # seconds; checked between batches; past it training fails (TimeLimitExceeded)
+    stop_after: float | None = None  # seconds; past it training ends (after one epoch at least), keeping the best
 
 
 class TimeLimitExceeded(RuntimeError):
@@ -58,6 +59,7 @@ class FitResult:
     best_val_loss: float = math.nan
     seconds: float = 0.0
     stopped_early: bool = False
+    out_of_time: bool = False  # ended by ``stop_after`` (a time budget), not by its epochs or early stopping
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -77,7 +79,9 @@ def fit(
     should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train`` and keep the weights with the lowest loss on ``val``. ``should_stop`` is
-    asked between batches; when it answers True training raises ``TrainingStopped``.
+    asked between batches; when it answers True training raises ``TrainingStopped``. Past ``settings.stop_after``
+    seconds training ends between two batches with the best weights so far, but never before one epoch is done
+    (so there is always a validated model).
 
     Example:
         >>> result = fit(model, (X, y), (Xv, yv), TrainSettings(epochs=5, lr=1e-3, batch_size=32))
@@ -99,8 +103,11 @@ def fit(
     for epoch in range(settings.epochs):
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
-        total = 0.0
+        total, seen = 0.0, 0
         for start in range(0, n, settings.batch_size):
+            if result.best_epoch >= 0 and _past(settings.stop_after, started):
+                result.out_of_time = True
+                break
             if settings.time_limit is not None and time.perf_counter() - started > settings.time_limit:
                 raise TimeLimitExceeded(
                     f"trial_timeout of {settings.time_limit:g}s exceeded in epoch {epoch + 1} of {settings.epochs}"
@@ -115,7 +122,10 @@ def fit(
                 nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimizer.step()
             total += loss.item() * len(idx)
-        train_loss = total / n
+            seen += len(idx)
+        if result.out_of_time:
+            break  # the partial epoch is not validated: the best complete epoch stands
+        train_loss = total / max(seen, 1)
         val_loss = evaluate_loss(model, x_val, y_val, criterion)
         result.train_loss.append(train_loss)
         result.val_loss.append(val_loss)
@@ -132,10 +142,17 @@ def fit(
             if settings.patience is not None and since_best >= settings.patience:
                 result.stopped_early = True
                 break
+        if result.best_epoch >= 0 and _past(settings.stop_after, started):
+            result.out_of_time = True
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _past(seconds: float | None, started: float) -> bool:
+    return seconds is not None and time.perf_counter() - started > seconds
 
 
 @torch.no_grad()

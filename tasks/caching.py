@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 # Raised when a stage's result type changes, so that a run resumed after an upgrade recomputes the stages an older
 # version cached instead of failing to load their results (2: the restructured stages of issue 12).
 RESULTS_VERSION = 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from prefect import task
 
 from configs import FinalConfig, ModelConfig, PipelineConfig, RegistryConfig, TrainingConfig
 from models import FitResult, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device, predict
+from tasks.budget import FINAL_OVERHEAD_SECONDS
 from tasks.caching import pipeline_stage_key
 from tasks.catalog import (
     BASELINE_METRIC_PREFIX,
@@ -82,7 +84,8 @@ class FinalResult:
 
 @dataclass(frozen=True)
 class FinalTrainJob:
-    """The parts of the config the final training stage uses; ``model_name`` is the registered model's name."""
+    """The parts of the config the final training stage uses; ``model_name`` is the registered model's name;
+    ``deadline`` (``time.time()``) is when the run's budget ends, if it has one."""
 
     final: FinalConfig
     model: ModelConfig
@@ -90,16 +93,25 @@ class FinalTrainJob:
     registry: RegistryConfig
     seed: int
     model_name: str
+    deadline: float | None = None
 
     @classmethod
-    def of(cls, cfg: PipelineConfig) -> FinalTrainJob:
-        return cls(cfg.final, cfg.model, cfg.training, cfg.registry, cfg.seed, cfg.registry.model_name or cfg.name)
+    def of(cls, cfg: PipelineConfig, deadline: float | None = None) -> FinalTrainJob:
+        name = cfg.registry.model_name or cfg.name
+        return cls(cfg.final, cfg.model, cfg.training, cfg.registry, cfg.seed, name, deadline)
+
+    def training_seconds(self, share: float) -> float | None:
+        """Seconds a training may take, ``share`` of what the budget leaves besides the stage's overhead."""
+        if self.deadline is None:
+            return None
+        return max(0.0, share * (self.deadline - time.time() - FINAL_OVERHEAD_SECONDS))
 
 
 def train_config(
-    job: FinalTrainJob, prepared: PreparedData, params: dict[str, Any]
+    job: FinalTrainJob, prepared: PreparedData, params: dict[str, Any], stop_after: float | None = None
 ) -> tuple[torch.nn.Module, FitResult]:
-    """Train ``params`` (merged over the family's defaults) with the final budget and early stopping."""
+    """Train ``params`` (merged over the family's defaults) with the final budget and early stopping, ending after
+    ``stop_after`` seconds if given (keeping the best epoch)."""
     family = get_family(job.model.family)
     full = {**family.defaults, **job.model.params, **params}
     shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
@@ -113,6 +125,7 @@ def train_config(
         optimizer=job.training.optimizer,
         grad_clip=job.training.grad_clip,
         patience=job.final.patience,
+        stop_after=stop_after,
         seed=job.seed,
     )
     result = fit(
@@ -183,15 +196,16 @@ def final_train(
     family = get_family(job.model.family)
     with stage_run(pipeline, "final_train") as run:
         mlflow.log_params({**best_params, EPOCHS_PARAM: job.final.epochs, PATIENCE_PARAM: job.final.patience})
-        model, fitted = train_config(job, prepared, best_params)
+        # With a budget, the tuned model may take half of what is left; the default-config baseline gets the rest.
+        model, fitted = train_config(job, prepared, best_params, job.training_seconds(0.5))
         logger.info(
             "final training: %d epochs (best %d, val_loss %.5g)%s",
             len(fitted.val_loss),
             fitted.best_epoch + 1,
             fitted.best_val_loss,
-            ", stopped early" if fitted.stopped_early else "",
+            ", stopped early" if fitted.stopped_early else ", stopped by the budget" if fitted.out_of_time else "",
         )
-        default_model, default_fit = train_config(job, prepared, dict(family.defaults))
+        default_model, default_fit = train_config(job, prepared, dict(family.defaults), job.training_seconds(1.0))
         y_true = test_targets(prepared)
         predictions = {
             "tuned": test_predictions(model, prepared),

@@ -18,6 +18,7 @@ from prefect.context import FlowRunContext
 
 from configs import PipelineConfig, config_hash
 from tasks.artifacts import publish_summary
+from tasks.budget import RunBudget
 from tasks.catalog import (
     BACKEND_PARAM,
     BASELINE_METRIC_PREFIX,
@@ -49,7 +50,7 @@ from tasks.prepared_data import PreparedData
 from tasks.search import SearchSpace
 from tasks.search_stage import SearchStageResult
 from tasks.state import local_state
-from tasks.summary import PipelineSummary, WarmStartSummary, render_markdown
+from tasks.summary import BudgetSummary, PipelineSummary, WarmStartSummary, render_markdown
 from tasks.tracking import (
     INTERRUPTED_NOTE,
     PipelineRun,
@@ -141,6 +142,7 @@ def record_summary(
     search_result: SearchStageResult,
     final: FinalResult,
     clock: StageClock,
+    budget: RunBudget | None = None,
 ) -> PipelineSummary:
     """Log the summary on the parent run and as a Prefect artifact; return it (the flow's result)."""
     summary = PipelineSummary(
@@ -173,6 +175,7 @@ def record_summary(
         stage_seconds={stage: clock.seconds.get(stage, 0.0) for stage in STAGES},
         total_seconds=clock.total,
         mlflow_tracking_uri=mlflow.get_tracking_uri(),
+        budget=BudgetSummary(budget.seconds, round(budget.used(), 3)) if budget is not None else None,
     )
     markdown = render_markdown(summary)
     space = SearchSpace.from_config(cfg.search.space)

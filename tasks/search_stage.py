@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from configs import ModelConfig, PipelineConfig, SearchConfig, TrainingConfig
 from models import get_family, loss_for
 from tasks.artifacts import SearchProgress, publish_trials
+from tasks.budget import RunBudget, SearchDeadline
 from tasks.catalog import (
     BACKEND_PARAM,
     BEST_PARAMS_FILE,
@@ -42,7 +44,15 @@ from tasks.catalog import (
     TRIALS_METRIC_PREFIX,
 )
 from tasks.prepared_data import PreparedData
-from tasks.search import PrefectExecutor, SearchEngine, SearchSpace, TrialCounts, make_backend, make_scheduler
+from tasks.search import (
+    Observers,
+    PrefectExecutor,
+    SearchEngine,
+    SearchSpace,
+    TrialCounts,
+    make_backend,
+    make_scheduler,
+)
 from tasks.search_report import log_search_report
 from tasks.studies import enqueue_warm_start, make_storage, open_study, redact, storage_url
 from tasks.tracking import PipelineRun, stage_run
@@ -62,10 +72,12 @@ class SearchJob:
     training: TrainingConfig
     seed: int
     config_name: str  # names the Prefect artifacts
+    final_epochs: int  # what the final stage will train for (its share of a budget depends on it)
+    budget: RunBudget | None = None
 
     @classmethod
-    def of(cls, cfg: PipelineConfig) -> SearchJob:
-        return cls(cfg.search, cfg.model, cfg.training, cfg.seed, cfg.name)
+    def of(cls, cfg: PipelineConfig, budget: RunBudget | None = None) -> SearchJob:
+        return cls(cfg.search, cfg.model, cfg.training, cfg.seed, cfg.name, cfg.final.epochs, budget)
 
 
 @dataclass
@@ -156,6 +168,7 @@ def run_search_stage(
         sampler_seed = seed + len(study.trials)  # a continued study must not replay the same random configs
         backend = make_backend(search.backend, search.sampler, study, space, sampler_seed, n_startup)
         scheduler = make_scheduler(search.fidelity, search.eta, search.min_fraction)
+        deadline = SearchDeadline(job.budget, job.final_epochs) if job.budget is not None else None
         objective = TrainerObjective(
             family.name,
             prepared,
@@ -168,6 +181,7 @@ def run_search_stage(
             device=training.device,
             threads=torch_threads(search.parallelism),
             time_limit=search.trial_timeout,
+            deadline=deadline,
         )
         mlflow.log_params(
             {
@@ -196,6 +210,7 @@ def run_search_stage(
             enqueued,
         )
         progress = SearchProgress(job.config_name, search.n_trials, search.timeout, pipeline.prefect_flow_run_id)
+        tracker = MlflowTrialObserver(pipeline.experiment_id, run.info.run_id, progress)
         engine = SearchEngine(
             objective,
             backend,
@@ -203,12 +218,20 @@ def run_search_stage(
             n_trials=search.n_trials,
             timeout=search.timeout,
             executor=PrefectExecutor(search.parallelism),
-            observer=MlflowTrialObserver(pipeline.experiment_id, run.info.run_id, progress),
+            observer=Observers(tracker, deadline) if deadline is not None else tracker,
             run_id=pipeline.run_id,
             storage=storage,
+            deadline=deadline,
         )
         result = engine.run()
         progress.finish()
+        if deadline is not None:
+            logger.info(
+                "search: %.0f s of the %.0f s budget left; the final stage needs about %.0f s",
+                job.budget.deadline - time.time(),
+                job.budget.seconds,
+                deadline.final_reserve(),
+            )
         publish_trials(job.config_name, result.trials, pipeline.prefect_flow_run_id)
         mlflow.log_metrics(
             {

@@ -33,6 +33,14 @@ class RegisteredVersion:
     version: int
 
 
+@dataclass(frozen=True)
+class BudgetSummary:
+    """The run's wall-clock budget and how much of it the run used, from the command's (or flow run's) start."""
+
+    seconds: float
+    used: float
+
+
 @dataclass(frozen=True, kw_only=True)
 class PipelineSummary:
     """One completed pipeline execution: where it is tracked, what the search found, how the tuned model tested
@@ -68,6 +76,7 @@ class PipelineSummary:
     stage_seconds: dict[str, float]
     total_seconds: float
     mlflow_tracking_uri: str
+    budget: BudgetSummary | None = None  # None without budget.seconds
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a JSON object (``automl run --json``, ``summary.json``): its fields in order, the
@@ -136,6 +145,11 @@ def render_table(summary: PipelineSummary) -> str:
         f"  model: {summary.model_uri} -> {registry}{champion}",
         "  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_seconds.items()),
         f"  MLflow UI: mlflow ui --backend-store-uri {summary.mlflow_tracking_uri}",
+        *(
+            [f"  budget: {summary.budget.used:.1f}s of {summary.budget.seconds:g}s used"]
+            if summary.budget is not None
+            else []
+        ),
     ]
     return "\n".join(lines)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -64,6 +66,7 @@ class TrainerObjective:
         device: str = "auto",
         threads: int | None = None,
         time_limit: float | None = None,
+        deadline: Callable[[], float] | None = None,
     ):
         self.family = family
         self.shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
@@ -80,6 +83,7 @@ class TrainerObjective:
         self.device = device
         self.threads = threads
         self.time_limit = time_limit
+        self.deadline = deadline  # training ends, keeping its best epoch, at this time.time() (the run's budget)
         self._stop = threading.Event()
 
     def interrupt(self) -> None:
@@ -92,6 +96,14 @@ class TrainerObjective:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._stop = threading.Event()
+
+    def _time_left(self) -> float | None:
+        """Seconds this evaluation may train before the deadline; none past it (the engine starts an evaluation
+        then only for a search that has no complete config yet, and that one should finish)."""
+        if self.deadline is None:
+            return None
+        left = self.deadline() - time.time()
+        return left if left > 0 else None
 
     def subsample(self, fraction: float) -> np.ndarray:
         return subsample_indices(len(self.train[0]), fraction, self.kind, self.seed, self.labels)
@@ -112,6 +124,7 @@ class TrainerObjective:
             grad_clip=self.grad_clip,
             seed=self.seed,
             time_limit=self.time_limit,
+            stop_after=self._time_left(),
         )
         result = fit(
             model,

@@ -211,6 +211,10 @@ CASES = {
         lambda t: ["--set", "data.time_column=when"],
         "data.time_column: column 'when' not found in co2_weekly.csv",
     ),
+    "--budget of 0 seconds": (lambda t: ["--budget", "0"], "budget.seconds: Input should be greater than 0 (got 0)"),
+    "negative --budget": (lambda t: ["--budget", "-5"], "budget.seconds: Input should be greater than 0 (got -5)"),
+    "--budget not a number": (lambda t: ["--budget", "ten"], "budget.seconds: Input should be a valid number"),
+    "infinite --budget": (lambda t: ["--budget", ".inf"], "budget.seconds: Input should be a finite number"),
 }
 
 

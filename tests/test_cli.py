@@ -71,6 +71,8 @@ def test_run_on_a_users_own_csv_prints_json_that_matches_mlflow(tmp_path):
         "final.epochs=2",
         "--set",
         "search.space.hidden_size.high=128",
+        "--budget",
+        "300",
         "--json",
         cwd=tmp_path,
     )
@@ -98,6 +100,7 @@ def test_run_on_a_users_own_csv_prints_json_that_matches_mlflow(tmp_path):
     ):
         assert key in summary
     assert summary["status"] == "completed" and sum(summary["trials"].values()) == 2
+    assert summary["budget"]["seconds"] == 300 and 0 < summary["budget"]["used"] < 300
     assert summary["mlflow_tracking_uri"] == f"sqlite:///{tmp_path / '.automl' / 'mlflow.db'}"
     assert (tmp_path / ".automl" / "optuna.db").is_file()
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()

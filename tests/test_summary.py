@@ -10,7 +10,14 @@ import pickle
 import pytest
 
 from tasks.search import TrialCounts
-from tasks.summary import PipelineSummary, RegisteredVersion, WarmStartSummary, render_markdown, render_table
+from tasks.summary import (
+    BudgetSummary,
+    PipelineSummary,
+    RegisteredVersion,
+    WarmStartSummary,
+    render_markdown,
+    render_table,
+)
 
 
 @pytest.fixture
@@ -81,6 +88,7 @@ def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
         "stage_seconds",
         "total_seconds",
         "mlflow_tracking_uri",
+        "budget",
     ]
     assert record["status"] == "completed"
     assert record["trials"] == {"complete": 3, "pruned": 1, "failed": 0}
@@ -89,6 +97,9 @@ def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
     assert json.loads(json.dumps(record)) == record
     unregistered = dataclasses.replace(summary, registered_model=None).to_json()
     assert unregistered["registered_model"] is None
+    assert record["budget"] is None
+    budgeted = dataclasses.replace(summary, budget=BudgetSummary(seconds=60, used=41.25)).to_json()
+    assert budgeted["budget"] == {"seconds": 60, "used": 41.25}
     assert pickle.loads(pickle.dumps(summary)) == summary  # Prefect persists flow results as pickles
 
 
@@ -111,6 +122,8 @@ def test_the_table(summary):
     )
     unregistered = dataclasses.replace(summary, registered_model=None, champion=False)
     assert "  model: models:/m-123 -> not registered\n" in render_table(unregistered)
+    budgeted = dataclasses.replace(summary, budget=BudgetSummary(seconds=60, used=41.25))
+    assert render_table(budgeted).endswith("sqlite:///x/mlflow.db\n  budget: 41.2s of 60s used")
 
 
 def test_the_markdown(summary):

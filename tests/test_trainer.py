@@ -78,3 +78,23 @@ def test_diverging_training_reports_nan():
     model = build_model(family, ModelShape(5, 1), family.defaults, seed=0)
     result = fit(model, train, val, TrainSettings(epochs=5, lr=1e12, batch_size=32, grad_clip=None, optimizer="sgd"))
     assert math.isnan(result.best_val_loss)
+
+
+def test_a_time_budget_ends_training_with_the_best_epoch_so_far():
+    """``stop_after`` (a run's budget) ends training between batches without failing: the model keeps its best
+    complete epoch; with no time at all it still trains one epoch, so there is always a validated model."""
+    train, val = _linear_task(n=4000)
+    family = get_family("mlp")
+    train = (np.repeat(train[0], 20, axis=0), np.repeat(train[1], 20, axis=0))  # slow enough epochs
+    model = build_model(family, ModelShape(5, 1), family.defaults, seed=0)
+    full = fit(model, train, val, TrainSettings(epochs=1, lr=1e-3, batch_size=16))
+    epoch = full.seconds
+    model = build_model(family, ModelShape(5, 1), family.defaults, seed=0)
+    cut = fit(model, train, val, TrainSettings(epochs=50, lr=1e-3, batch_size=16, stop_after=2.5 * epoch))
+    assert cut.out_of_time and not cut.stopped_early
+    assert 1 <= len(cut.val_loss) < 50 and math.isfinite(cut.best_val_loss)
+    assert cut.best_val_loss == min(cut.val_loss)
+    assert float(np.mean((predict(model, val[0]) - val[1]) ** 2)) == pytest.approx(cut.best_val_loss, rel=1e-4)
+    model = build_model(family, ModelShape(5, 1), family.defaults, seed=0)
+    none_left = fit(model, train, val, TrainSettings(epochs=5, lr=1e-3, batch_size=16, stop_after=0.0))
+    assert none_left.out_of_time and len(none_left.val_loss) == 1 and math.isfinite(none_left.best_val_loss)

@@ -27,7 +27,7 @@ from tasks.search._ledger import (
     process_alive,
     requeue_stale_trial,
 )
-from tasks.search._observer import NullObserver, SearchObserver
+from tasks.search._observer import NullObserver, Observers, SearchObserver
 from tasks.search._scheduler import (
     FidelityScheduler,
     FullFidelity,
@@ -74,6 +74,7 @@ __all__ = [
     "LocalExecutor",
     "NullObserver",
     "Objective",
+    "Observers",
     "OptunaBackend",
     "PrefectExecutor",
     "SamplerBackend",

@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +48,7 @@ from tasks.search._types import (
 )
 
 logger = logging.getLogger("automl")
+OUT_OF_TIME = "out of time: the run's budget left no time for its next rung"
 
 
 class _AsScheduled:
@@ -75,7 +76,10 @@ class SearchEngine:
     """Runs a search to its budget. Promotion is asynchronous: a finished rung is judged at once.
 
     ``storage`` is the study's storage, for heartbeats (see ``Ledger``); ``run_id`` marks the trials of one
-    pipeline execution, whose budget a resumed search continues.
+    pipeline execution, whose budget a resumed search continues. ``deadline``, when given, answers the wall-clock
+    time (``time.time()``) after which no evaluation starts; it is asked each time, so it may move (a run's budget
+    re-estimated as costs are measured). A trial due for a higher rung past it ends pruned at the rung it reached,
+    except that until one config is complete one trial goes on (so a search always has a result).
 
     Example:
         >>> study = optuna.create_study()
@@ -97,6 +101,7 @@ class SearchEngine:
         observer: SearchObserver | None = None,
         run_id: str | None = None,
         storage: optuna.storages.BaseStorage | None = None,
+        deadline: Callable[[], float] | None = None,
     ):
         if n_trials is None and timeout is None:
             raise ValueError("give n_trials, timeout or both")
@@ -109,6 +114,7 @@ class SearchEngine:
         self.executor = executor or LocalExecutor(1)
         self.observer = observer or NullObserver()
         self.ledger = Ledger(self.study, storage, run_id)
+        self.deadline = deadline
         self._records: list[TrialRecord] = []
         self._active: dict[int, _Running] = {}  # trials started and not finished, by number
         self._best_before: TrialRecord | None = None  # the study's best when this invocation started
@@ -185,9 +191,14 @@ class SearchEngine:
     def _may_start(self, started: float, counted_before: int) -> bool:
         if self.timeout is not None and time.monotonic() - started >= self.timeout:
             return False
+        if self._past_deadline() and (self._best_record() is not None or self._active):
+            return False  # until one config is complete, one trial runs on: a late result beats none
         if self.backend.exhausted:
             return False
         return self.n_trials is None or counted_before + len(self._records) < self.n_trials
+
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline()
 
     def _rung_of_step(self, step: int) -> int | None:
         for rung in range(len(self.scheduler.fractions)):
@@ -220,6 +231,11 @@ class SearchEngine:
         while True:
             rung = item.rungs[item.position]
             known = self.ledger.known(item.record.params, self.scheduler.step(rung))
+            if known is None and item.position > 0 and self._past_deadline() and self._best_record() is not None:
+                item.record.reason = OUT_OF_TIME
+                item.trial.set_user_attr(REASON_ATTR, OUT_OF_TIME)
+                self._finish(item, TrialState.PRUNED, item.record.rungs[-1][1])
+                return
             if known is None:
                 fraction = self.scheduler.fractions[rung]
                 label = f"trial-{item.record.number}-rung-{rung}"

@@ -39,3 +39,28 @@ class NullObserver:
 
     def trial_interrupted(self, record: TrialRecord, reason: str) -> None:
         return None
+
+
+class Observers:
+    """Several observers as one, called in order (MLflow tracking and a budget, say)."""
+
+    def __init__(self, *observers: SearchObserver):
+        self.observers = observers
+
+    def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None:
+        for observer in self.observers:
+            observer.trial_started(trial, record)
+
+    def rung_finished(
+        self, record: TrialRecord, fraction: float, step: int, evaluation: Evaluation, verdict: Verdict
+    ) -> None:
+        for observer in self.observers:
+            observer.rung_finished(record, fraction, step, evaluation, verdict)
+
+    def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
+        for observer in self.observers:
+            observer.trial_finished(record, best)
+
+    def trial_interrupted(self, record: TrialRecord, reason: str) -> None:
+        for observer in self.observers:
+            observer.trial_interrupted(record, reason)

@@ -1,0 +1,81 @@
+"""The run's wall-clock budget (``budget.seconds``, ``automl run --budget``): when the run must end, how much of it
+the final stage needs (from the costs the search measured), and so when the search must stop.
+
+Example:
+    >>> budget = RunBudget(seconds=120, started_at=time.time())
+    >>> deadline = SearchDeadline(budget, final_epochs=50)
+    >>> engine = SearchEngine(objective, backend, scheduler, n_trials=20, deadline=deadline,
+    ...                       observer=Observers(tracker, deadline))
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+# The final stage besides its two trainings (test predictions, plots, logging the model, registering it): about
+# 5-8 s on 2 cores here, with the registry on SQLite.
+FINAL_OVERHEAD_SECONDS = 10.0
+# The share of the budget the final stage may reserve at most: the search always gets the rest.
+FINAL_SHARE_CAP = 0.5
+
+
+@dataclass(frozen=True)
+class RunBudget:
+    """``seconds`` of wall-clock from ``started_at`` (``time.time()`` when the command or the flow run started)."""
+
+    seconds: float
+    started_at: float
+
+    @property
+    def deadline(self) -> float:
+        return self.started_at + self.seconds
+
+    def used(self) -> float:
+        return time.time() - self.started_at
+
+
+@dataclass
+class SearchDeadline:
+    """The time (``time.time()``) the search must stop by: the run's deadline less what the final stage will need.
+
+    It watches the search's evaluations (as an observer) and keeps each config's cost per epoch on the whole training
+    data; the final stage trains the best config and the default config for up to ``final_epochs`` each, so it
+    needs (best's cost + a typical config's cost) x ``final_epochs`` + ``overhead``, capped at
+    ``FINAL_SHARE_CAP`` of the budget (and that share until anything was measured). Called, it answers the current
+    deadline; it pickles, so evaluations in other processes get the deadline of their submission.
+    """
+
+    budget: RunBudget
+    final_epochs: int
+    overhead: float = FINAL_OVERHEAD_SECONDS
+    epoch_seconds: dict[int, float] = field(default_factory=dict)  # trial number -> seconds per full-data epoch
+    best: int | None = None
+
+    def __call__(self) -> float:
+        return self.budget.deadline - self.final_reserve()
+
+    def final_reserve(self) -> float:
+        cap = FINAL_SHARE_CAP * self.budget.seconds
+        if not self.epoch_seconds:
+            return cap
+        typical = statistics.median(self.epoch_seconds.values())
+        best = self.epoch_seconds.get(self.best, typical) if self.best is not None else typical
+        return min((best + typical) * self.final_epochs + self.overhead, cap)
+
+    # --- observer hooks -------------------------------------------------------------------------------------------
+
+    def trial_started(self, trial: Any, record: Any) -> None:
+        return None
+
+    def rung_finished(self, record: Any, fraction: float, step: int, evaluation: Any, verdict: Any) -> None:
+        if evaluation.curve and evaluation.seconds > 0 and fraction > 0:
+            self.epoch_seconds[record.number] = evaluation.seconds / len(evaluation.curve) / fraction
+
+    def trial_finished(self, record: Any, best: Any) -> None:
+        self.best = best.number if best is not None else None
+
+    def trial_interrupted(self, record: Any, reason: str) -> None:
+        return None

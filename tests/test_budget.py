@@ -1,0 +1,88 @@
+"""The run's wall-clock budget: the final stage's reserve comes from the costs the search measured, the search stops
+in time to leave it, and the budget is a field of the Prefect run form."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+
+from configs import FloatParam
+from tasks.budget import FINAL_SHARE_CAP, RunBudget, SearchDeadline
+from tasks.search import Evaluation, Observers, SearchEngine, SearchSpace, TrialRecord, make_backend, make_scheduler
+
+SPACE = SearchSpace.from_config({"x": FloatParam(type="float", low=-3, high=3)})
+
+
+def test_the_final_stage_reserve_comes_from_measured_costs():
+    deadline = SearchDeadline(RunBudget(seconds=100, started_at=1000.0), final_epochs=10, overhead=2.0)
+    assert deadline.final_reserve() == FINAL_SHARE_CAP * 100  # nothing measured yet: the largest share
+    # 4 epochs on a third of the data in 0.4 s: 0.3 s per epoch on all of it; 2 epochs on all in 1.0 s: 0.5 s
+    deadline.rung_finished(TrialRecord(0, {}), 1 / 3, 1, Evaluation(1.0, (1, 1, 1, 1), 0.4), None)
+    deadline.rung_finished(TrialRecord(1, {}), 1.0, 3, Evaluation(1.0, (1, 1), 1.0), None)
+    deadline.trial_finished(TrialRecord(1, {}), TrialRecord(1, {}, value=1.0))
+    typical = (0.3 + 0.5) / 2
+    assert deadline.final_reserve() == pytest.approx((0.5 + typical) * 10 + 2.0)  # the best config and a typical one
+    assert deadline() == pytest.approx(1100.0 - deadline.final_reserve())
+    deadline.rung_finished(TrialRecord(2, {}), 1.0, 3, Evaluation(0.5, (1,), 30.0), None)  # a costly config...
+    deadline.trial_finished(TrialRecord(2, {}), TrialRecord(2, {}, value=0.5))  # ...becomes the best
+    assert deadline.final_reserve() == FINAL_SHARE_CAP * 100  # capped: the search always keeps half
+
+
+def test_the_search_stops_in_time_to_leave_the_final_stage_its_share():
+    """A cheap objective whose cost is known: 5 epochs of 0.04 s on all the data, a fraction of that on less. The
+    final stage (10 epochs of the best and of a typical config, 0.4 s overhead) needs 0.04 x 2 x 10 + 0.4 = 1.2 s
+    of a 3 s budget, so the search must end by 1.8 s, and no evaluation may start after that."""
+    epoch, epochs = 0.04, 5
+    starts: list[float] = []
+
+    def objective(params, fraction):
+        starts.append(time.time())
+        time.sleep(epoch * epochs * fraction)
+        return Evaluation((params["x"] - 1) ** 2 + (1 - fraction), (1.0,) * epochs, epoch * epochs * fraction)
+
+    budget = RunBudget(seconds=3.0, started_at=time.time())
+    deadline = SearchDeadline(budget, final_epochs=10, overhead=0.4)
+    study = optuna.create_study()
+    engine = SearchEngine(
+        objective,
+        make_backend("optuna", "tpe", study, SPACE, seed=0, n_startup=5),
+        make_scheduler("hyperband", 3, 1 / 9),
+        n_trials=10_000,
+        observer=Observers(deadline),
+        deadline=deadline,
+    )
+    result = engine.run()
+    ended = time.time()
+    assert deadline.final_reserve() == pytest.approx(2 * epoch * 10 + 0.4, rel=0.15)  # measured, not guessed
+    search_deadline = budget.deadline - deadline.final_reserve()
+    assert starts and max(starts) <= search_deadline + 0.05  # nothing started after the search's deadline
+    assert ended <= search_deadline + epoch * epochs + 0.3  # at most the evaluation in flight ran past it
+    assert ended < budget.deadline - 1.0  # the final stage's share is left
+    assert len(result.trials) < 10_000 and result.counts.complete >= 1
+
+
+def test_the_budget_is_a_field_of_the_prefect_run_form():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import automl_pipeline
+
+    field = parameter_schema(automl_pipeline).properties["budget_seconds"]
+    assert {"type": "number"} in field["anyOf"] and field["default"] is None
+
+
+def test_a_search_out_of_time_before_any_result_still_completes_one_config():
+    """A budget spent before the search began (a slow start-up): one config still goes all the way up its rungs, so
+    the final stage has something to train; nothing else starts."""
+    study = optuna.create_study()
+    engine = SearchEngine(
+        lambda params, fraction: (params["x"] - 1) ** 2 + (1 - fraction),
+        make_backend("optuna", "tpe", study, SPACE, seed=0, n_startup=5),
+        make_scheduler("successive_halving", 3, 1 / 9),
+        n_trials=50,
+        deadline=lambda: time.time() - 1,
+    )
+    result = engine.run()
+    assert len(result.trials) == 1 and result.counts.complete == 1
+    assert [fraction for fraction, _ in result.trials[0].rungs] == [1 / 9, 1 / 3, 1.0]
