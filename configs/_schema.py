@@ -189,6 +189,7 @@ class FinalConfig(_Strict):
 
     epochs: int = Field(50, ge=1)
     patience: int = Field(5, ge=1)
+    init: Literal["best_trial", "scratch"] = "best_trial"  # continue from the best trial's weights, or start over
 
 
 class WarmStartConfig(_Strict):

@@ -39,7 +39,13 @@ def run_stages(cfg: PipelineConfig, checked: CheckedData, study_name: str | None
             search_result = search_stage(SearchJob.of(cfg, budget), prepared, warm_start_decision, pipeline)
         with clock("final_train"):
             deadline = budget.deadline if budget else None
-            final = final_train(FinalTrainJob.of(cfg, deadline), prepared, search_result.best_params, pipeline)
+            final = final_train(
+                FinalTrainJob.of(cfg, deadline),
+                prepared,
+                search_result.best_params,
+                search_result.best_weights,
+                pipeline,
+            )
         return record_summary(cfg, pipeline, prepared, warm_start_decision, search_result, final, clock, budget)
 
 

@@ -60,6 +60,7 @@ class FitResult:
     seconds: float = 0.0
     stopped_early: bool = False
     out_of_time: bool = False  # ended by ``stop_after`` (a time budget), not by its epochs or early stopping
+    start_val_loss: float | None = None  # with ``validate_first``: the loss of the weights training started from
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -77,11 +78,14 @@ def fit(
     device: torch.device | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    validate_first: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``train`` and keep the weights with the lowest loss on ``val``. ``should_stop`` is
     asked between batches; when it answers True training raises ``TrainingStopped``. Past ``settings.stop_after``
     seconds training ends between two batches with the best weights so far, but never before one epoch is done
-    (so there is always a validated model).
+    (so there is always a validated model). ``validate_first`` validates the weights ``model`` comes with before
+    training (a model continued from trained weights): they count as the best so far (``best_epoch`` -1) until an
+    epoch beats them, and early stopping counts from them.
 
     Example:
         >>> result = fit(model, (X, y), (Xv, yv), TrainSettings(epochs=5, lr=1e-3, batch_size=32))
@@ -99,13 +103,18 @@ def fit(
     result = FitResult(model=model)
     best_state = None
     since_best = 0
+    if validate_first:
+        result.start_val_loss = evaluate_loss(model, x_val, y_val, criterion)
+        if math.isfinite(result.start_val_loss):
+            result.best_val_loss = result.start_val_loss
+            best_state = copy.deepcopy(model.state_dict())
     n = len(x_train)
     for epoch in range(settings.epochs):
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
         total, seen = 0.0, 0
         for start in range(0, n, settings.batch_size):
-            if result.best_epoch >= 0 and _past(settings.stop_after, started):
+            if result.val_loss and _past(settings.stop_after, started):
                 result.out_of_time = True
                 break
             if settings.time_limit is not None and time.perf_counter() - started > settings.time_limit:
@@ -134,7 +143,7 @@ def fit(
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             result.best_val_loss = math.nan
             break
-        if val_loss < result.best_val_loss or result.best_epoch < 0:
+        if val_loss < result.best_val_loss or best_state is None:
             result.best_val_loss, result.best_epoch, since_best = val_loss, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
@@ -142,7 +151,7 @@ def fit(
             if settings.patience is not None and since_best >= settings.patience:
                 result.stopped_early = True
                 break
-        if result.best_epoch >= 0 and _past(settings.stop_after, started):
+        if _past(settings.stop_after, started):
             result.out_of_time = True
             break
     if best_state is not None:

@@ -90,6 +90,7 @@ SEARCH_SECONDS_METRIC = "search_seconds"
 ENGINE_OVERHEAD_SHARE_METRIC = "engine_overhead_share"
 IMPORTANCE_METRIC_PREFIX = "importance_"  # importance_<param>
 BEST_PARAMS_FILE = "best_params.json"
+BEST_TRIAL_WEIGHTS_FILE = "best_trial_weights.pt"  # the winner's best epoch on all the data (a torch state dict)
 PARAM_IMPORTANCES_FILE = "param_importances.json"
 TRIALS_PARQUET_FILE = "trials.parquet"
 TRIALS_CSV_FILE = "trials.csv"
@@ -113,6 +114,8 @@ MLFLOW_RUN_ATTR = "mlflow_run_id"  # not in MLflow: the Optuna trial's user attr
 
 # --- final_train stage run (besides TEST_METRIC_PREFIX, BASELINE_METRIC_PREFIX, EPOCHS_PARAM, VAL_LOSS_METRIC) ----
 PATIENCE_PARAM = "patience"
+INIT_PARAM = "init"  # best_trial | scratch: where the tuned model's training started
+START_VAL_LOSS_METRIC = "start_val_loss"  # with init best_trial: the validation loss of the weights it started from
 EPOCHS_RUN_METRIC = "epochs_run"
 EPOCH_TRAIN_LOSS_METRIC = "epoch_train_loss"  # one step per epoch
 EPOCH_VAL_LOSS_METRIC = "epoch_val_loss"

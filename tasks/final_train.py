@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -32,6 +33,7 @@ from tasks.catalog import (
     EPOCHS_PARAM,
     EPOCHS_RUN_METRIC,
     FINGERPRINT,
+    INIT_PARAM,
     LEARNING_CURVES_PLOT,
     LOGGED_MODEL,
     PATIENCE_PARAM,
@@ -41,6 +43,7 @@ from tasks.catalog import (
     PRIMARY_METRIC_TAG,
     REGISTERED_MODEL_TAG,
     REGISTERED_VERSION_TAG,
+    START_VAL_LOSS_METRIC,
     TEST_METRIC_PREFIX,
     TEST_PREDICTIONS_FILE,
     VAL_LOSS_METRIC,
@@ -108,14 +111,21 @@ class FinalTrainJob:
 
 
 def train_config(
-    job: FinalTrainJob, prepared: PreparedData, params: dict[str, Any], stop_after: float | None = None
+    job: FinalTrainJob,
+    prepared: PreparedData,
+    params: dict[str, Any],
+    stop_after: float | None = None,
+    start_from: Path | None = None,
 ) -> tuple[torch.nn.Module, FitResult]:
     """Train ``params`` (merged over the family's defaults) with the final budget and early stopping, ending after
-    ``stop_after`` seconds if given (keeping the best epoch)."""
+    ``stop_after`` seconds if given (keeping the best epoch). With ``start_from`` (weights the search kept for this
+    config), training continues from them, and they stand unless an epoch beats them on validation."""
     family = get_family(job.model.family)
     full = {**family.defaults, **job.model.params, **params}
     shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
     model = build_model(family, shape, full, job.seed)
+    if start_from is not None:
+        model.load_state_dict(torch.load(start_from, map_location="cpu", weights_only=True))
     settings = TrainSettings(
         epochs=job.final.epochs,
         lr=float(full["lr"]),
@@ -134,8 +144,18 @@ def train_config(
         (prepared.val.X, prepared.val.y),
         settings,
         pick_device(job.training.device),
+        validate_first=start_from is not None,
     )
     return result.model, result
+
+
+def _start_from(job: FinalTrainJob, best_weights: str | None) -> Path | None:
+    if job.final.init == "scratch":
+        return None
+    if best_weights is None or not Path(best_weights).is_file():
+        logger.info("final training: the search kept no weights of the best config here; training it from scratch")
+        return None
+    return Path(best_weights)
 
 
 def test_predictions(model: torch.nn.Module, prepared: PreparedData) -> np.ndarray:
@@ -190,18 +210,35 @@ def beats(task_type: str, new: dict[str, float], old: dict[str, float]) -> bool:
 
 @task(name="final_train", cache_key_fn=pipeline_stage_key, persist_result=True)
 def final_train(
-    job: FinalTrainJob, prepared: PreparedData, best_params: dict[str, Any], pipeline: PipelineRun
+    job: FinalTrainJob,
+    prepared: PreparedData,
+    best_params: dict[str, Any],
+    best_weights: str | None,
+    pipeline: PipelineRun,
 ) -> FinalResult:
-    """Prefect stage: retrain, evaluate against the baselines, log plots and the model, register it."""
+    """Prefect stage: train the best config further (from the weights its search evaluation kept, unless
+    ``final.init`` is scratch or there are none), evaluate against the baselines, log plots and the model,
+    register it."""
     family = get_family(job.model.family)
+    start_from = _start_from(job, best_weights)
     with stage_run(pipeline, "final_train") as run:
-        mlflow.log_params({**best_params, EPOCHS_PARAM: job.final.epochs, PATIENCE_PARAM: job.final.patience})
+        mlflow.log_params(
+            {
+                **best_params,
+                EPOCHS_PARAM: job.final.epochs,
+                PATIENCE_PARAM: job.final.patience,
+                INIT_PARAM: "best_trial" if start_from else "scratch",
+            }
+        )
         # With a budget, the tuned model may take half of what is left; the default-config baseline gets the rest.
-        model, fitted = train_config(job, prepared, best_params, job.training_seconds(0.5))
+        model, fitted = train_config(job, prepared, best_params, job.training_seconds(0.5), start_from)
+        if fitted.start_val_loss is not None:
+            mlflow.log_metric(START_VAL_LOSS_METRIC, fitted.start_val_loss)
         logger.info(
-            "final training: %d epochs (best %d, val_loss %.5g)%s",
+            "final training: %s, %d epochs (best %s, val_loss %.5g)%s",
+            f"from the best trial's weights (val_loss {fitted.start_val_loss:.5g})" if start_from else "from scratch",
             len(fitted.val_loss),
-            fitted.best_epoch + 1,
+            fitted.best_epoch + 1 if fitted.best_epoch >= 0 else "its starting weights",
             fitted.best_val_loss,
             ", stopped early" if fitted.stopped_early else ", stopped by the budget" if fitted.out_of_time else "",
         )

@@ -27,6 +27,7 @@ from tasks.catalog import (
     BACKEND_PARAM,
     BEST_PARAMS_FILE,
     BEST_TRIAL_METRIC,
+    BEST_TRIAL_WEIGHTS_FILE,
     BEST_VAL_LOSS,
     ENGINE_OVERHEAD_SHARE_METRIC,
     EPOCHS_PARAM,
@@ -54,9 +55,10 @@ from tasks.search import (
     make_scheduler,
 )
 from tasks.search_report import log_search_report
+from tasks.state import local_state
 from tasks.studies import enqueue_warm_start, make_storage, open_study, redact, storage_url
-from tasks.tracking import PipelineRun, stage_run
-from tasks.trainer_objective import TrainerObjective
+from tasks.tracking import PipelineRun, log_file, stage_run
+from tasks.trainer_objective import TrainerObjective, trial_weights_path
 from tasks.trial_tracking import MlflowTrialObserver
 from tasks.warm_start import WarmStartDecision
 
@@ -95,6 +97,7 @@ class SearchStageResult:
     seconds: float
     overhead_share: float
     importances: dict[str, float] = field(default_factory=dict)
+    best_weights: str | None = None  # the best config's weights from its evaluation on all the data, when kept
 
 
 def task_runner_for(search: SearchConfig):
@@ -182,6 +185,7 @@ def run_search_stage(
             threads=torch_threads(search.parallelism),
             time_limit=search.trial_timeout,
             deadline=deadline,
+            weights_dir=local_state().trial_weights(study.study_name),
         )
         mlflow.log_params(
             {
@@ -243,6 +247,9 @@ def run_search_stage(
             }
         )
         mlflow.log_dict(result.best_params, BEST_PARAMS_FILE)
+        best_weights = trial_weights_path(local_state().trial_weights(study.study_name), result.best_params)
+        if best_weights.is_file():
+            log_file(best_weights, BEST_TRIAL_WEIGHTS_FILE)
         importances = log_search_report(study, seed)
     return SearchStageResult(
         study_name=study.study_name,
@@ -256,6 +263,7 @@ def run_search_stage(
         seconds=result.seconds,
         overhead_share=result.overhead_share,
         importances=importances,
+        best_weights=str(best_weights) if best_weights.is_file() else None,
     )
 
 

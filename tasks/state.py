@@ -52,6 +52,10 @@ class LocalState:
     def prefect_results(self) -> Path:
         return self.home / "prefect-results"
 
+    def trial_weights(self, study_name: str) -> Path:
+        """Where a study's full-fidelity evaluations keep their best epoch's weights (for the final stage)."""
+        return self.home / "trial-weights" / study_name
+
     def ensure(self) -> LocalState:
         """Create the folder; one that cannot be (a file in the way, no permission) is a one-line input error."""
         from configs import InputError

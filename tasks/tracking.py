@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -231,6 +232,15 @@ def close_stale_children(pipeline: PipelineRun, note: str) -> int:
                 close_run(run.info.run_id, "KILLED", note)
                 closed += 1
     return closed
+
+
+def log_file(path: Path, artifact_file: str) -> None:
+    """Log the file at ``path`` as ``artifact_file`` of the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / Path(artifact_file).name
+        shutil.copyfile(path, target)
+        parent = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(target), artifact_path=None if parent == "." else parent)
 
 
 def log_frame(frame: pd.DataFrame, artifact_file: str) -> None:

@@ -4,15 +4,19 @@ At fidelity f a config trains on a subsample of f of the training windows/rows, 
 (so a rung costs about f of a full evaluation), and is always validated on the whole validation split.
 Subsamples are deterministic per seed, the same for every config at a rung, and nested (a smaller rung's
 subsample is part of every larger one): series keep the most recent contiguous windows; tabular rows come
-from one seeded, class-interleaved permutation.
+from one seeded, class-interleaved permutation. An evaluation on all the data keeps its best epoch's weights
+(``trial_weights_path``), so that the final stage continues from the winner instead of training it again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,6 +71,7 @@ class TrainerObjective:
         threads: int | None = None,
         time_limit: float | None = None,
         deadline: Callable[[], float] | None = None,
+        weights_dir: Path | None = None,
     ):
         self.family = family
         self.shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
@@ -84,6 +89,7 @@ class TrainerObjective:
         self.threads = threads
         self.time_limit = time_limit
         self.deadline = deadline  # training ends, keeping its best epoch, at this time.time() (the run's budget)
+        self.weights_dir = weights_dir  # where full-fidelity evaluations keep their best epoch's weights
         self._stop = threading.Event()
 
     def interrupt(self) -> None:
@@ -134,4 +140,16 @@ class TrainerObjective:
             pick_device(self.device),
             should_stop=self._stop.is_set,
         )
+        if self.weights_dir is not None and fidelity >= 1 and math.isfinite(result.best_val_loss):
+            # Trained on all the data: the final stage can continue from here instead of starting again.
+            path = trial_weights_path(self.weights_dir, params)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)  # a killed writer never leaves half a file under the real name
         return Evaluation(loss=result.best_val_loss, curve=tuple(result.val_loss), seconds=result.seconds)
+
+
+def trial_weights_path(weights_dir: Path, params: dict[str, Any]) -> Path:
+    """Where the best epoch's weights of ``params`` trained on all the data are kept (one file per config)."""
+    key = json.dumps({k: params[k] for k in sorted(params)}, sort_keys=True, default=str)
+    return weights_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"

@@ -91,6 +91,11 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     assert {"trials.parquet", "trials.csv"} <= artifacts["search"]
     final_plots = {f.path for f in client.list_artifacts(stages["final_train"].info.run_id, "plots")}
     assert {"plots/learning_curves.png", "plots/predicted_vs_actual.png"} <= final_plots
+    # promote, don't retrain: the final stage continued from the weights the best trial's evaluation kept
+    final_run = stages["final_train"]
+    assert final_run.data.params["init"] == "best_trial" and "best_trial_weights.pt" in artifacts["search"]
+    assert final_run.data.metrics["start_val_loss"] == pytest.approx(summary.best_val_loss, rel=1e-4)
+    assert final_run.data.metrics["val_loss"] <= final_run.data.metrics["start_val_loss"]
 
     trials = _children(client, parent.info.experiment_id, stages["search"].info.run_id)
     assert len(trials) == 5 and all(t.data.tags["automl.role"] == "trial" for t in trials)
