@@ -190,6 +190,7 @@ class FinalConfig(_Strict):
     epochs: int = Field(50, ge=1)
     patience: int = Field(5, ge=1)
     init: Literal["best_trial", "scratch"] = "best_trial"  # continue from the best trial's weights, or start over
+    baselines: list[Literal["default_config", "naive"]] = ["default_config", "naive"]  # trained next to it
 
 
 class WarmStartConfig(_Strict):

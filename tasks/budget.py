@@ -42,8 +42,9 @@ class SearchDeadline:
     """The time (``time.time()``) the search must stop by: the run's deadline less what the final stage will need.
 
     It watches the search's evaluations (as an observer) and keeps each config's cost per epoch on the whole training
-    data; the final stage trains the best config and the default config for up to ``final_epochs`` each, so it
-    needs (best's cost + a typical config's cost) x ``final_epochs`` + ``overhead``, capped at
+    data; the final stage trains the best config and (unless ``trains_default`` is off) the default config for up
+    to ``final_epochs`` each, so it needs (best's cost + a typical config's cost) x ``final_epochs`` + ``overhead``,
+    capped at
     ``FINAL_SHARE_CAP`` of the budget (and that share until anything was measured). Called, it answers the current
     deadline; it pickles, so evaluations in other processes get the deadline of their submission.
     """
@@ -51,6 +52,7 @@ class SearchDeadline:
     budget: RunBudget
     final_epochs: int
     overhead: float = FINAL_OVERHEAD_SECONDS
+    trains_default: bool = True  # the final stage also trains the default config (final.baselines)
     epoch_seconds: dict[int, float] = field(default_factory=dict)  # trial number -> seconds per full-data epoch
     best: int | None = None
 
@@ -63,7 +65,8 @@ class SearchDeadline:
             return cap
         typical = statistics.median(self.epoch_seconds.values())
         best = self.epoch_seconds.get(self.best, typical) if self.best is not None else typical
-        return min((best + typical) * self.final_epochs + self.overhead, cap)
+        default = typical if self.trains_default else 0.0
+        return min((best + default) * self.final_epochs + self.overhead, cap)
 
     # --- observer hooks -------------------------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ logger = logging.getLogger("automl")
 MAX_CONFUSION_CLASSES = 30  # beyond this a confusion matrix is unreadable; per_class_metrics.csv says it all
 # The test metric that decides champions, and whether lower is better.
 PRIMARY_METRIC = {"regression": ("rmse", True), "classification": ("f1_macro", False)}
+DEFAULT_CONFIG, NAIVE = "default_config", "naive"  # the baselines (final.baselines)
 
 
 class NonFiniteMetric(RuntimeError):
@@ -231,7 +232,10 @@ def final_train(
             }
         )
         # With a budget, the tuned model may take half of what is left; the default-config baseline gets the rest.
-        model, fitted = train_config(job, prepared, best_params, job.training_seconds(0.5), start_from)
+        trains_default = DEFAULT_CONFIG in job.final.baselines
+        model, fitted = train_config(
+            job, prepared, best_params, job.training_seconds(0.5 if trains_default else 1.0), start_from
+        )
         if fitted.start_val_loss is not None:
             mlflow.log_metric(START_VAL_LOSS_METRIC, fitted.start_val_loss)
         logger.info(
@@ -242,16 +246,17 @@ def final_train(
             fitted.best_val_loss,
             ", stopped early" if fitted.stopped_early else ", stopped by the budget" if fitted.out_of_time else "",
         )
-        default_model, default_fit = train_config(job, prepared, dict(family.defaults), job.training_seconds(1.0))
         y_true = test_targets(prepared)
-        predictions = {
-            "tuned": test_predictions(model, prepared),
-            "default_config": test_predictions(default_model, prepared),
-            "naive": naive_predictions(prepared),
-        }
+        predictions = {"tuned": test_predictions(model, prepared)}
+        default_fit = None
+        if trains_default:  # the family's default config, with the same budget and early stopping
+            default_model, default_fit = train_config(job, prepared, dict(family.defaults), job.training_seconds(1.0))
+            predictions[DEFAULT_CONFIG] = test_predictions(default_model, prepared)
+        if NAIVE in job.final.baselines:
+            predictions[NAIVE] = naive_predictions(prepared)
         scores = {name: score(prepared.task, y_true, pred) for name, pred in predictions.items()}
         mlflow.log_metrics({f"{TEST_METRIC_PREFIX}{k}": v for k, v in scores["tuned"].items()})
-        for baseline in ("default_config", "naive"):
+        for baseline in job.final.baselines:
             mlflow.log_metrics({f"{BASELINE_METRIC_PREFIX}{baseline}_{k}": v for k, v in scores[baseline].items()})
         mlflow.log_metrics({VAL_LOSS_METRIC: fitted.best_val_loss, EPOCHS_RUN_METRIC: len(fitted.val_loss)})
         primary, _ = PRIMARY_METRIC[prepared.task]
@@ -272,16 +277,14 @@ def final_train(
                 model_info.model_uri, job.model_name, prepared, scores["tuned"], pipeline
             )
         logger.info(
-            "test %s: tuned %.5g | default config %.5g | naive %.5g",
+            "test %s: %s",
             primary,
-            scores["tuned"][primary],
-            scores["default_config"][primary],
-            scores["naive"][primary],
+            " | ".join(f"{name.replace('_', ' ')} {value[primary]:.5g}" for name, value in scores.items()),
         )
     return FinalResult(
         params={**family.defaults, **job.model.params, **best_params},
         test_metrics=scores["tuned"],
-        baseline_metrics={"default_config": scores["default_config"], "naive": scores["naive"]},
+        baseline_metrics={name: scores[name] for name in job.final.baselines},
         primary_metric=primary,
         model_uri=model_uri,
         registered_model=registered,
@@ -368,13 +371,19 @@ def _registered_by(client: MlflowClient, name: str, pipeline_run_id: str):
     return next((v for v in versions if v.tags.get(PIPELINE_RUN_TAG) == pipeline_run_id), None)
 
 
-def _log_curves(tuned: FitResult, default: FitResult) -> None:
+def _log_curves(tuned: FitResult, default: FitResult | None) -> None:
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(tuned.train_loss, label="tuned: train")
     ax.plot(tuned.val_loss, label="tuned: validation")
-    ax.plot(default.val_loss, label="default config: validation", linestyle="--")
-    ax.axvline(tuned.best_epoch, color="grey", linewidth=0.8, label=f"best epoch ({tuned.best_epoch + 1})")
+    if default is not None:
+        ax.plot(default.val_loss, label="default config: validation", linestyle="--")
+    if tuned.start_val_loss is not None:
+        ax.axhline(
+            tuned.start_val_loss, color="grey", linestyle=":", linewidth=0.8, label="start: best trial's weights"
+        )
+    if tuned.best_epoch >= 0:
+        ax.axvline(tuned.best_epoch, color="grey", linewidth=0.8, label=f"best epoch ({tuned.best_epoch + 1})")
     ax.set(xlabel="epoch", ylabel="loss", title="Learning curves (final training)")
     ax.set_yscale("log")
     ax.legend()
@@ -395,7 +404,8 @@ def _log_predictions(prepared: PreparedData, y_true: np.ndarray, predictions: di
         x = np.arange(len(y_true))
         ax.plot(x, y_true[:, 0], label="actual", color="black")
         ax.plot(x, predictions["tuned"][:, 0], label="tuned")
-        ax.plot(x, predictions["naive"][:, 0], label="naive (last value)", alpha=0.6)
+        if NAIVE in predictions:
+            ax.plot(x, predictions[NAIVE][:, 0], label="naive (last value)", alpha=0.6)
         step = max(1, len(x) // 8)
         ax.set_xticks(x[::step], [t[:10] for t in prepared.test_index[::step]], rotation=30)
         ax.set(ylabel=prepared.target, title="Test set: predicted vs actual (first horizon step)")

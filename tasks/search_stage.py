@@ -75,11 +75,13 @@ class SearchJob:
     seed: int
     config_name: str  # names the Prefect artifacts
     final_epochs: int  # what the final stage will train for (its share of a budget depends on it)
+    final_trains_default: bool  # and whether it trains the default config too
     budget: RunBudget | None = None
 
     @classmethod
     def of(cls, cfg: PipelineConfig, budget: RunBudget | None = None) -> SearchJob:
-        return cls(cfg.search, cfg.model, cfg.training, cfg.seed, cfg.name, cfg.final.epochs, budget)
+        trains_default = "default_config" in cfg.final.baselines
+        return cls(cfg.search, cfg.model, cfg.training, cfg.seed, cfg.name, cfg.final.epochs, trains_default, budget)
 
 
 @dataclass
@@ -171,7 +173,11 @@ def run_search_stage(
         sampler_seed = seed + len(study.trials)  # a continued study must not replay the same random configs
         backend = make_backend(search.backend, search.sampler, study, space, sampler_seed, n_startup)
         scheduler = make_scheduler(search.fidelity, search.eta, search.min_fraction)
-        deadline = SearchDeadline(job.budget, job.final_epochs) if job.budget is not None else None
+        deadline = (
+            SearchDeadline(job.budget, job.final_epochs, trains_default=job.final_trains_default)
+            if job.budget is not None
+            else None
+        )
         objective = TrainerObjective(
             family.name,
             prepared,

@@ -65,7 +65,7 @@ class PipelineSummary:
     warm_start: WarmStartSummary
     test_metrics: dict[str, float]
     primary_metric: str
-    baseline_metrics: dict[str, dict[str, float]]  # default_config and naive, each with the test metrics' names
+    baseline_metrics: dict[str, dict[str, float]]  # those of final.baselines (default_config, naive) trained
     model_uri: str
     registered_model: RegisteredVersion | None  # None when the registry is disabled
     champion: bool
@@ -89,7 +89,8 @@ def render_markdown(summary: PipelineSummary) -> str:
     trials = summary.trials
     baselines = summary.baseline_metrics
     rows = "\n".join(
-        f"| {name} | {value:.5g} | {baselines['default_config'][name]:.5g} | {baselines['naive'][name]:.5g} |"
+        f"| {name} | {value:.5g} | {_baseline(baselines, 'default_config', name)} "
+        f"| {_baseline(baselines, 'naive', name)} |"
         for name, value in summary.test_metrics.items()
     )
     params = "\n".join(f"| {k} | {_short(v)} |" for k, v in summary.best_params.items())
@@ -136,7 +137,8 @@ def render_table(summary: PipelineSummary) -> str:
     ]
     for name, value in summary.test_metrics.items():
         lines.append(
-            f"  {name:<12} {value:>12.5g} {baselines['default_config'][name]:>12.5g} {baselines['naive'][name]:>12.5g}"
+            f"  {name:<12} {value:>12.5g} {_baseline(baselines, 'default_config', name):>12} "
+            f"{_baseline(baselines, 'naive', name):>12}"
         )
     registry = f"{model.name} v{model.version}" if model else "not registered"
     champion = " (champion)" if summary.champion else ""
@@ -156,3 +158,8 @@ def render_table(summary: PipelineSummary) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _baseline(baselines: dict[str, dict[str, float]], name: str, metric: str) -> str:
+    """A baseline's test metric as the renderings show it; "-" for a baseline ``final.baselines`` left out."""
+    return f"{baselines[name][metric]:.5g}" if name in baselines else "-"

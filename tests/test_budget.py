@@ -25,6 +25,9 @@ def test_the_final_stage_reserve_comes_from_measured_costs():
     typical = (0.3 + 0.5) / 2
     assert deadline.final_reserve() == pytest.approx((0.5 + typical) * 10 + 2.0)  # the best config and a typical one
     assert deadline() == pytest.approx(1100.0 - deadline.final_reserve())
+    deadline.trains_default = False  # final.baselines without default_config: only the best config is trained
+    assert deadline.final_reserve() == pytest.approx(0.5 * 10 + 2.0)
+    deadline.trains_default = True
     deadline.rung_finished(TrialRecord(2, {}), 1.0, 3, Evaluation(0.5, (1,), 30.0), None)  # a costly config...
     deadline.trial_finished(TrialRecord(2, {}), TrialRecord(2, {}, value=0.5))  # ...becomes the best
     assert deadline.final_reserve() == FINAL_SHARE_CAP * 100  # capped: the search always keeps half

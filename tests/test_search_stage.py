@@ -16,9 +16,11 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.parametrize(("backend", "fidelity"), [("hyperopt", "successive_halving"), ("optuna", "hyperband")])
 def test_multi_fidelity_search_in_the_pipeline(prefect_api, home, series_csv, tmp_path, backend, fidelity):
     config = write_config(tmp_path, series_csv, search={"n_trials": 9, "n_startup_trials": 3})
+    only_naive = ["final.baselines=[naive]"] if backend == "hyperopt" else []  # one run also drops a baseline
     summary = automl_pipeline(
-        config_path=str(config), overrides=[f"search.backend={backend}", f"search.fidelity={fidelity}"]
+        config_path=str(config), overrides=[f"search.backend={backend}", f"search.fidelity={fidelity}", *only_naive]
     )
+    assert set(summary.baseline_metrics) == ({"naive"} if only_naive else {"default_config", "naive"})
     assert summary.backend == backend and summary.fidelity == fidelity
     assert summary.trials.pruned >= 1 and sum(summary.trials.as_dict().values()) == 9
     assert 0 <= summary.search_overhead_share < 1

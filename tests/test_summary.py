@@ -122,6 +122,9 @@ def test_the_table(summary):
     )
     unregistered = dataclasses.replace(summary, registered_model=None, champion=False)
     assert "  model: models:/m-123 -> not registered\n" in render_table(unregistered)
+    naive_only = dataclasses.replace(summary, baseline_metrics={"naive": summary.baseline_metrics["naive"]})
+    assert "  rmse               1.2346            -       3.3333\n" in render_table(naive_only)
+    assert "| rmse | 1.2346 | - | 3.3333 |" in render_markdown(naive_only)
     budgeted = dataclasses.replace(summary, budget=BudgetSummary(seconds=60, used=41.25))
     assert render_table(budgeted).endswith("sqlite:///x/mlflow.db\n  budget: 41.2s of 60s used")
 
