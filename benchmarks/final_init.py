@@ -12,38 +12,24 @@ seeds) and saves the raw rows as CSV.
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _setup import isolated_pipeline_home, pipeline_benchmark_parser, save_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+    args = pipeline_benchmark_parser(__doc__, trials=12, seeds=3).parse_args()
     extra: list[str] = []
     if args.quick:
         args.seeds, args.trials = 1, 3
         extra = ["search.epochs=1", "final.epochs=2"]
-    work = Path(tempfile.mkdtemp(prefix="automl-final-init-"))
-    os.environ["AUTOML_HOME"] = str(work / "state")
-    from tasks.state import configure_environment
-
-    configure_environment()
-    from flows.cli import setup_console
-
-    setup_console(progress=False)
+    work = isolated_pipeline_home("automl-final-init-")
     datasets = {"co2_weekly": [], "noisy_seasonal": _noisy_seasonal(work)}
     rows = []
     for seed in range(args.seeds):
@@ -55,13 +41,9 @@ def main() -> None:
                     f"{row['seconds']:.1f}s  {row['epochs']} epochs",
                     file=sys.stderr,
                 )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    import pandas as pd
-
-    pd.DataFrame(rows).to_csv(out / "final_init.csv", index=False)
+    saved = save_rows(rows, args.out, "final_init.csv")
     print(table(rows, args.seeds, args.trials))
-    print(f"\nraw results: {out / 'final_init.csv'}")
+    print(f"\nraw results: {saved}")
 
 
 def _noisy_seasonal(work: Path) -> list[str]:

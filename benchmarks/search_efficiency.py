@@ -20,12 +20,12 @@ plot of best validation loss against wall-clock under ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _setup import isolated_pipeline_home, save_rows
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = {
@@ -59,13 +59,7 @@ def main() -> None:
         args.configs, args.seeds = 6, 1
         extra = ["search.epochs=1", "final.epochs=2", "data.lookback=12"]
 
-    os.environ["AUTOML_HOME"] = tempfile.mkdtemp(prefix="automl-bench-")
-    from tasks.state import configure_environment
-
-    configure_environment()
-    from flows.cli import setup_console
-
-    setup_console(progress=False)
+    isolated_pipeline_home("automl-bench-")
     rows = []
     for seed in range(args.seeds):
         for method, overrides in methods.items():  # interleaved, so machine noise hits every method alike
@@ -76,15 +70,10 @@ def main() -> None:
                 file=sys.stderr,
             )
     add_time_to_reference(rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    import pandas as pd
-
-    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "trajectory"} for r in rows])
-    frame.to_csv(out / "search_efficiency.csv", index=False)
+    saved = save_rows(rows, args.out, "search_efficiency.csv", leave_out=("trajectory",))
     print(markdown_table(rows, list(methods), args.configs, args.seeds))
-    plot(rows, out / "search_efficiency.png")
-    print(f"\nraw results: {out / 'search_efficiency.csv'}; plot: {out / 'search_efficiency.png'}")
+    plot(rows, saved.with_suffix(".png"))
+    print(f"\nraw results: {saved}; plot: {saved.with_suffix('.png')}")
 
 
 def run_once(config: str, method: str, seed: int, n_configs: int, overrides: list[str]) -> dict:

@@ -14,38 +14,26 @@ validation loss, and how close the first transferred config alone came; saves be
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from _setup import isolated_pipeline_home, pipeline_benchmark_parser, save_rows
+
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.01
+CURVES = ("cold_curve", "warm_curve")  # plotted, not saved in the CSV
 SETTINGS = ["data.lookback=26", "search.epochs=3", "search.fidelity=none", "final.epochs=1", "registry.enabled=false"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+    args = pipeline_benchmark_parser(__doc__, trials=12, seeds=3).parse_args()
     extra = []
     if args.quick:
         args.trials, args.seeds = 3, 1
         extra = ["search.epochs=1"]
-    work = Path(tempfile.mkdtemp(prefix="automl-warm-bench-"))
-    os.environ["AUTOML_HOME"] = str(work / "state")
-    from tasks.state import configure_environment
-
-    configure_environment()
-    from flows.cli import setup_console
-
-    setup_console(progress=False)
+    work = isolated_pipeline_home("automl-warm-bench-")
     tasks = split_series(work)
     rows = []
     for seed in range(args.seeds):
@@ -71,16 +59,10 @@ def main() -> None:
                 f"first transferred config {rows[-1]['first_vs_cold_best']:+.1%}",
                 file=sys.stderr,
             )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    import pandas as pd
-
-    pd.DataFrame([{k: v for k, v in r.items() if not k.endswith("curve")} for r in rows]).to_csv(
-        out / "warm_start.csv", index=False
-    )
+    saved = save_rows(rows, args.out, "warm_start.csv", leave_out=CURVES)
     print(table(rows, args.trials, args.seeds))
-    plot(rows, out / "warm_start.png")
-    print(f"\nraw results: {out / 'warm_start.csv'}; plot: {out / 'warm_start.png'}")
+    plot(rows, saved.with_suffix(".png"))
+    print(f"\nraw results: {saved}; plot: {saved.with_suffix('.png')}")
 
 
 def split_series(work: Path) -> dict[str, Path]:
