@@ -11,7 +11,6 @@ from one seeded, class-interleaved permutation. An evaluation on all the data ke
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
 import time
@@ -24,7 +23,7 @@ import torch
 
 from models import ModelShape, TrainSettings, build_model, fit, get_family, pick_device
 from tasks.prepared_data import PreparedData
-from tasks.search import Evaluation
+from tasks.search import Evaluation, params_key
 
 
 def subsample_indices(n: int, fraction: float, kind: str, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
@@ -151,5 +150,4 @@ class TrainerObjective:
 
 def trial_weights_path(weights_dir: Path, params: dict[str, Any]) -> Path:
     """Where the best epoch's weights of ``params`` trained on all the data are kept (one file per config)."""
-    key = json.dumps({k: params[k] for k in sorted(params)}, sort_keys=True, default=str)
-    return weights_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+    return weights_dir / f"{hashlib.sha256(params_key(params).encode()).hexdigest()[:20]}.pt"

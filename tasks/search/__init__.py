@@ -24,6 +24,7 @@ from tasks.search._ledger import (
     SCHEDULED_AS_ATTR,
     SOURCE_ATTR,
     Ledger,
+    params_key,
     process_alive,
     requeue_stale_trial,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "make_backend",
     "make_optuna_sampler",
     "make_scheduler",
+    "params_key",
     "process_alive",
     "promotable",
     "requeue_stale_trial",

@@ -131,7 +131,7 @@ class Ledger:
         best: TrialRecord | None = None
         counted = 0
         for frozen in self.study.get_trials(deepcopy=False):
-            key = _params_key(frozen.params)
+            key = params_key(frozen.params)
             for step, value in frozen.intermediate_values.items():
                 if value is not None and math.isfinite(value):
                     self._known.setdefault((key, step), value)
@@ -156,10 +156,10 @@ class Ledger:
         return history
 
     def known(self, params: Mapping[str, Any], step: int) -> float | None:
-        return self._known.get((_params_key(params), step))
+        return self._known.get((params_key(params), step))
 
     def remember(self, params: Mapping[str, Any], step: int, loss: float) -> None:
-        self._known[(_params_key(params), step)] = loss
+        self._known[(params_key(params), step)] = loss
 
     def counts(self, records: list[TrialRecord]) -> TrialCounts:
         """Outcomes of this run's finished trials, across resumes (interrupted ones not counted); without a run id,
@@ -204,7 +204,8 @@ def _finite_complete(frozen: FrozenTrial) -> bool:
     return frozen.state == TrialState.COMPLETE and frozen.value is not None and math.isfinite(frozen.value)
 
 
-def _params_key(params: Mapping[str, Any]) -> str:
+def params_key(params: Mapping[str, Any]) -> str:
+    """One text per config, whatever the order of its params (what the ledger and kept weights are keyed by)."""
     return json.dumps({k: params[k] for k in sorted(params)}, default=str)
 
 
