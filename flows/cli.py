@@ -359,11 +359,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from configs import load_config
+    from configs import InputError, load_config
     from tasks.data_prep import load_and_check
     from tasks.state import local_state
 
     setup_console()
+    if args.budget is not None and not args.budget.strip():
+        raise InputError("--budget: give the run's budget in seconds, a number > 0 (got nothing)")
     overrides = [*args.overrides, *([f"budget.seconds={args.budget}"] if args.budget is not None else [])]
     cfg = load_config(args.config, overrides)
     checked = load_and_check(cfg)  # every input error surfaces here, before Prefect, MLflow or torch do any work

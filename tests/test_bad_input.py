@@ -215,6 +215,14 @@ CASES = {
     "negative --budget": (lambda t: ["--budget", "-5"], "budget.seconds: Input should be greater than 0 (got -5)"),
     "--budget not a number": (lambda t: ["--budget", "ten"], "budget.seconds: Input should be a valid number"),
     "infinite --budget": (lambda t: ["--budget", ".inf"], "budget.seconds: Input should be a finite number"),
+    "empty --budget": (lambda t: ["--budget", " "], "--budget: give the run's budget in seconds"),
+    "budget in the config not a number": (
+        lambda t: ["--set", "budget.seconds=[60]"],
+        "budget.seconds: Input should be a valid number",
+    ),
+    "unknown final.init": (lambda t: ["--set", "final.init=warm"], "final.init: Input should be 'best_trial' or"),
+    "final.baselines not a list": (lambda t: ["--set", "final.baselines=naive"], "final.baselines: Input should be"),
+    "unknown baseline": (lambda t: ["--set", "final.baselines=[naive, best]"], "final.baselines.1: Input should be"),
 }
 
 
