@@ -14,7 +14,8 @@ from prefect.states import Failed
 
 from configs import InputError, PipelineConfig, config_file, load_config, shipped_configs, typed_overrides
 from tasks.budget import RunBudget
-from tasks.data_prep import CheckedData, DataPrepJob, data_prep, load_and_check
+from tasks.data_prep import CheckedData, DataPrepJob, load_and_check
+from tasks.data_prep_stage import data_prep
 from tasks.final_train import FinalTrainJob, final_train
 from tasks.pipeline_run import pipeline_run, record_summary
 from tasks.search_stage import SearchJob, search_stage

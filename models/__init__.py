@@ -1,5 +1,9 @@
 """Torch model families and the one trainer they share. Knows nothing of Prefect, MLflow or Optuna.
 
+Importing the package loads no torch: the family registry is plain data (``models.registry``); the trainer's
+names below load torch on first use, so that a config can be checked (and a bad one refused) before torch's
+seconds of import are paid.
+
 Example:
     >>> from models import get_family, build_model, ModelShape
     >>> family = get_family("lstm")
@@ -8,28 +12,32 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from models import lstm, mlp, transformer
 from models._family import TRAINING_PARAMS, DataKind, ModelFamily, ModelShape
-from models.trainer import FitResult, TrainSettings, fit, loss_for, pick_device, predict
+from models.registry import FAMILIES, get_family
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (lstm.FAMILY, transformer.FAMILY, mlp.FAMILY)}
+if TYPE_CHECKING:
+    import torch
+
+    from models.trainer import FitResult, TrainSettings, fit, loss_for, pick_device, predict
+
+_TRAINER_NAMES = frozenset({"FitResult", "TrainSettings", "fit", "loss_for", "pick_device", "predict"})
 
 
-def get_family(name: str) -> ModelFamily:
-    """The registered family called ``name``; ``KeyError`` names the known ones."""
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise KeyError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
+def __getattr__(name: str) -> Any:
+    """The trainer's names, imported (with torch) when first asked for."""
+    if name in _TRAINER_NAMES:
+        return getattr(importlib.import_module("models.trainer"), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
 
 
 def build_model(family: ModelFamily, shape: ModelShape, params: Mapping[str, Any], seed: int) -> torch.nn.Module:
     """Build ``family``'s module with weights initialised from ``seed``."""
+    import torch
+
     torch.manual_seed(seed)
     return family.build(shape, params)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -51,6 +52,17 @@ class ModelShape:
     n_features: int
     n_outputs: int
     lookback: int | None = None
+
+
+@dataclass(frozen=True)
+class Builder:
+    """A family's builder by module name: ``module.build(shape, params)``, imported on the first call, so that
+    describing a family (and checking a config against it) does not load torch."""
+
+    module: str
+
+    def __call__(self, shape: ModelShape, params: Mapping[str, Any]) -> Any:
+        return importlib.import_module(self.module).build(shape, params)
 
 
 @dataclass(frozen=True)

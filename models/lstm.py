@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from models._family import COMMON_LIMITS, ModelFamily, ModelShape, ParamLimit
+from models._family import ModelShape
 from models._series import relative_to_last
 
 
@@ -41,19 +41,3 @@ def build(shape: ModelShape, params: Mapping[str, Any]) -> LSTMRegressor:
         num_layers=int(params["num_layers"]),
         dropout=float(params["dropout"]),
     )
-
-
-FAMILY = ModelFamily(
-    name="lstm",
-    kind="series",
-    build=build,
-    defaults={"hidden_size": 64, "num_layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 64},
-    default_space={
-        "hidden_size": {"type": "int", "low": 64, "high": 256, "step": 64},
-        "num_layers": {"type": "int", "low": 1, "high": 3},
-        "dropout": {"type": "float", "low": 0.0, "high": 0.4},
-        "lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True},
-        "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
-    },
-    limits={**COMMON_LIMITS, "hidden_size": ParamLimit("int", 1), "num_layers": ParamLimit("int", 1)},
-)

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from models._family import COMMON_LIMITS, ModelFamily, ModelShape, ParamLimit
+from models._family import ModelShape
 
 
 class MLP(nn.Module):
@@ -35,28 +35,3 @@ def build(shape: ModelShape, params: Mapping[str, Any]) -> MLP:
         num_layers=int(params["num_layers"]),
         dropout=float(params["dropout"]),
     )
-
-
-FAMILY = ModelFamily(
-    name="mlp",
-    kind="tabular",
-    build=build,
-    tasks=("regression", "classification"),
-    defaults={
-        "hidden_size": 64,
-        "num_layers": 2,
-        "dropout": 0.1,
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "batch_size": 32,
-    },
-    default_space={
-        "hidden_size": {"type": "int", "low": 32, "high": 256, "step": 32},
-        "num_layers": {"type": "int", "low": 1, "high": 4},
-        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
-        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-        "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
-        "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
-    },
-    limits={**COMMON_LIMITS, "hidden_size": ParamLimit("int", 1), "num_layers": ParamLimit("int", 1)},
-)

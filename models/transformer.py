@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models._family import COMMON_LIMITS, ModelFamily, ModelShape, ParamLimit
+from models._family import ModelShape
 from models._series import relative_to_last
 
 
@@ -58,35 +58,3 @@ def build(shape: ModelShape, params: Mapping[str, Any]) -> TransformerRegressor:
         dim_feedforward=int(params["dim_feedforward"]),
         dropout=float(params["dropout"]),
     )
-
-
-FAMILY = ModelFamily(
-    name="transformer",
-    kind="series",
-    build=build,
-    defaults={
-        "d_model": 64,
-        "nhead": 4,
-        "num_layers": 2,
-        "dim_feedforward": 128,
-        "dropout": 0.1,
-        "lr": 1e-3,
-        "batch_size": 64,
-    },
-    default_space={
-        "d_model": {"type": "categorical", "choices": [32, 64, 128]},
-        "nhead": {"type": "categorical", "choices": [2, 4]},
-        "num_layers": {"type": "int", "low": 1, "high": 3},
-        "dim_feedforward": {"type": "int", "low": 64, "high": 256, "step": 64},
-        "dropout": {"type": "float", "low": 0.0, "high": 0.3},
-        "lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
-        "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
-    },
-    limits={
-        **COMMON_LIMITS,
-        "d_model": ParamLimit("int", 1),
-        "nhead": ParamLimit("int", 1),
-        "num_layers": ParamLimit("int", 1),
-        "dim_feedforward": ParamLimit("int", 1),
-    },
-)

@@ -1,37 +1,24 @@
-"""Data prep stage: read CSV/Parquet, check it against the config, split without leakage, scale, window.
+"""Data prep: read CSV/Parquet, check it against the config, split without leakage, scale, window.
 
-``read_table`` and ``plan_data`` are the checks run before any training or tracking; ``prepare`` is the pure
-transformation; ``data_prep`` is the Prefect task that also writes the outputs to MLflow.
+``read_table`` and ``plan_data`` are the checks run before any training or tracking (``load_and_check`` runs them
+all); ``prepare`` is the pure transformation. Only pandas and numpy: ``automl run`` checks the data with this module
+before it imports Prefect, MLflow or torch. The Prefect task that also writes the outputs to MLflow is
+``tasks.data_prep_stage.data_prep``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import mlflow
 import numpy as np
 import pandas as pd
-from prefect import task
 
 from configs import DataConfig, DataError, PipelineConfig, SplitConfig, check_environment
 from models import get_family
-from tasks.caching import pipeline_stage_key
-from tasks.catalog import (
-    DATA_CARD_FILE,
-    FEATURES_PARAM,
-    KIND_PARAM,
-    MISSING_FILLED_METRIC,
-    ROWS_PARAM,
-    SPLIT_FILE,
-    SPLIT_SIZE_METRIC,
-    TASK_PARAM,
-)
 from tasks.meta_features import series_meta_features, tabular_meta_features
 from tasks.prepared_data import PreparedData, Split
 from tasks.preprocessing import (
@@ -43,9 +30,6 @@ from tasks.preprocessing import (
     make_windows,
     order_by_time,
 )
-from tasks.tracking import PipelineRun, log_frame, stage_run
-
-logger = logging.getLogger("automl")
 
 # Series need at least this many windows in each split to train, validate and test on.
 MIN_WINDOWS = {"train": 8, "val": 2, "test": 2}
@@ -508,7 +492,7 @@ def _describe_target(y: np.ndarray, name: str) -> dict[str, Any]:
     }
 
 
-# --- stage --------------------------------------------------------------------------------------------------
+# --- checked input --------------------------------------------------------------------------------------------------
 
 
 class CheckedData:
@@ -528,49 +512,3 @@ def load_and_check(cfg: PipelineConfig) -> CheckedData:
     frame = read_table(cfg.data.path)
     plan = plan_data(frame, DataPrepJob.of(cfg))
     return CheckedData(frame, plan, fingerprint(cfg.data.path))
-
-
-@task(name="data_prep", cache_key_fn=pipeline_stage_key, persist_result=True)
-def data_prep(job: DataPrepJob, checked: CheckedData, pipeline: PipelineRun) -> PreparedData:
-    """Prefect stage: ``prepare`` the table and log the data card, the splits (Parquet and as MLflow dataset
-    inputs) and the preprocessing to the ``data_prep`` run."""
-    source_fingerprint = checked.fingerprint
-    with stage_run(pipeline, "data_prep"):
-        prepared, split_rows = prepare(checked.frame, job, checked.plan, source_fingerprint)
-        card = prepared.card
-        mlflow.log_params(
-            {
-                ROWS_PARAM: card["n_rows"],
-                FEATURES_PARAM: card["n_features"],
-                TASK_PARAM: prepared.task,
-                KIND_PARAM: prepared.kind,
-            }
-        )
-        filled = card.get("missing_filled_total", card.get("missing_imputed_total", 0))
-        mlflow.log_metrics(
-            {
-                MISSING_FILLED_METRIC: filled,
-                **{SPLIT_SIZE_METRIC.format(split=k): len(getattr(prepared, k)) for k in ("train", "val", "test")},
-            }
-        )
-        mlflow.log_dict(card, DATA_CARD_FILE)
-        for name, rows in split_rows.items():
-            log_frame(rows, SPLIT_FILE.format(split=name))
-            with warnings.catch_warnings():  # MLflow finds two equivalent readers for a local file path
-                warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(
-                    rows, source=str(job.data.path), name=f"{job.config_name}-{name}", targets=job.data.target
-                )
-            mlflow.log_input(dataset, context=name)
-        logger.info(
-            "data prep: %s %s, %d rows -> train/val/test %d/%d/%d, %d missing values filled, fingerprint %s",
-            prepared.kind,
-            prepared.task,
-            card["n_rows"],
-            len(prepared.train),
-            len(prepared.val),
-            len(prepared.test),
-            filled,
-            source_fingerprint,
-        )
-    return prepared

@@ -1,0 +1,90 @@
+"""The registered model families: what each is called, the data it fits, its defaults, default search space and
+parameter limits. Plain data, no torch: the config checks read it without loading torch, and a family's module
+(with its torch code) is imported when a model is first built."""
+
+from __future__ import annotations
+
+from models._family import COMMON_LIMITS, Builder, ModelFamily, ParamLimit
+
+LSTM = ModelFamily(
+    name="lstm",
+    kind="series",
+    build=Builder("models.lstm"),
+    defaults={"hidden_size": 64, "num_layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 64},
+    default_space={
+        "hidden_size": {"type": "int", "low": 64, "high": 256, "step": 64},
+        "num_layers": {"type": "int", "low": 1, "high": 3},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.4},
+        "lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True},
+        "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+    },
+    limits={**COMMON_LIMITS, "hidden_size": ParamLimit("int", 1), "num_layers": ParamLimit("int", 1)},
+)
+
+
+TRANSFORMER = ModelFamily(
+    name="transformer",
+    kind="series",
+    build=Builder("models.transformer"),
+    defaults={
+        "d_model": 64,
+        "nhead": 4,
+        "num_layers": 2,
+        "dim_feedforward": 128,
+        "dropout": 0.1,
+        "lr": 1e-3,
+        "batch_size": 64,
+    },
+    default_space={
+        "d_model": {"type": "categorical", "choices": [32, 64, 128]},
+        "nhead": {"type": "categorical", "choices": [2, 4]},
+        "num_layers": {"type": "int", "low": 1, "high": 3},
+        "dim_feedforward": {"type": "int", "low": 64, "high": 256, "step": 64},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.3},
+        "lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
+        "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+    },
+    limits={
+        **COMMON_LIMITS,
+        "d_model": ParamLimit("int", 1),
+        "nhead": ParamLimit("int", 1),
+        "num_layers": ParamLimit("int", 1),
+        "dim_feedforward": ParamLimit("int", 1),
+    },
+)
+
+
+MLP = ModelFamily(
+    name="mlp",
+    kind="tabular",
+    build=Builder("models.mlp"),
+    tasks=("regression", "classification"),
+    defaults={
+        "hidden_size": 64,
+        "num_layers": 2,
+        "dropout": 0.1,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "batch_size": 32,
+    },
+    default_space={
+        "hidden_size": {"type": "int", "low": 32, "high": 256, "step": 32},
+        "num_layers": {"type": "int", "low": 1, "high": 4},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+        "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+    },
+    limits={**COMMON_LIMITS, "hidden_size": ParamLimit("int", 1), "num_layers": ParamLimit("int", 1)},
+)
+
+
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (LSTM, TRANSFORMER, MLP)}
+
+
+def get_family(name: str) -> ModelFamily:
+    """The registered family called ``name``; ``KeyError`` names the known ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
