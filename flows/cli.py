@@ -380,8 +380,11 @@ def _run(args: argparse.Namespace) -> int:
         from tasks.search import SearchFailed
         from tasks.studies import check_study
 
+        setup_console()  # again: Prefect, imported just now, has set up its console handlers
+
         check_study(cfg.search, args.study_name)  # and a --study-name run with other fidelity settings
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its own handler; our "search: study" line says it
+        _open_stores(cfg)
         wait_until_up(server)
     except BaseException:
         if server is not None:
@@ -406,6 +409,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.to_json(), default=str))
     return 0
+
+
+def _open_stores(cfg) -> None:
+    """Open MLflow's tracking store and the Optuna storage once, while the Prefect server boots: a process's first
+    use of each imports and connects for about two seconds, which the flow would otherwise spend after the server
+    is up. An unusable MLflow store is also refused here, before the flow starts."""
+    from tasks.state import local_state
+    from tasks.studies import make_storage, storage_url
+    from tasks.tracking import configure_mlflow
+
+    configure_mlflow(local_state())
+    make_storage(storage_url(cfg.search))
 
 
 def _quiet_interrupt(record: logging.LogRecord) -> bool:
