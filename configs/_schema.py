@@ -138,6 +138,7 @@ class SearchConfig(_Strict):
     fidelity: Literal["none", "successive_halving", "hyperband"] = "none"
     eta: int = 3
     min_fraction: float = 1 / 9
+    promotion: Literal["asha", "deferred"] = "asha"  # deferred: no promotion before a rung has eta results
     storage: str | None = None
     parallelism: int = Field(1, ge=1)
     cluster_address: str | None = None

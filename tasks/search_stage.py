@@ -172,7 +172,7 @@ def run_search_stage(
         )
         sampler_seed = seed + len(study.trials)  # a continued study must not replay the same random configs
         backend = make_backend(search.backend, search.sampler, study, space, sampler_seed, n_startup)
-        scheduler = make_scheduler(search.fidelity, search.eta, search.min_fraction)
+        scheduler = make_scheduler(search.fidelity, search.eta, search.min_fraction, search.promotion == "deferred")
         deadline = (
             SearchDeadline(job.budget, job.final_epochs, trains_default=job.final_trains_default)
             if job.budget is not None

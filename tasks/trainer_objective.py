@@ -103,12 +103,12 @@ class TrainerObjective:
         self._stop = threading.Event()
 
     def _time_left(self) -> float | None:
-        """Seconds this evaluation may train before the deadline; none past it (the engine starts an evaluation
-        then only for a search that has no complete config yet, and that one should finish)."""
+        """Seconds this evaluation may train before the deadline. Past it (the engine starts an evaluation then
+        only for a search that has no complete config yet) none: it trains one epoch, the least that gives the
+        final stage weights to continue from, instead of its full budget of epochs past the run's budget."""
         if self.deadline is None:
             return None
-        left = self.deadline() - time.time()
-        return left if left > 0 else None
+        return max(self.deadline() - time.time(), 0.0)
 
     def subsample(self, fraction: float) -> np.ndarray:
         return subsample_indices(len(self.train[0]), fraction, self.kind, self.seed, self.labels)

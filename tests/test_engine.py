@@ -20,6 +20,7 @@ from tasks.search import (
     SearchSpace,
     make_backend,
     make_scheduler,
+    params_key,
 )
 from tasks.trainer_objective import subsample_indices
 
@@ -266,3 +267,38 @@ def test_the_grid_sampler_stops_when_the_grid_is_done():
     )
     result = engine.run()
     assert result.counts.complete == 12 and result.best_params == {"k": 6, "kind": "a"}
+
+
+def test_deferred_promotion_continues_waiting_configs_without_recomputing_their_rungs():
+    """The engine queues a waiting config again when its rung fills (under its scheduled number, outside the trial
+    count) and reuses its finished rung: every (config, rung) is evaluated once, and fewer configs reach the full
+    data than with ASHA's promote-the-first."""
+
+    def run(deferred: bool):
+        evaluations = []
+
+        def objective(params, fidelity):
+            evaluations.append((params_key(params), fidelity))
+            return quadratic(params, fidelity)
+
+        study = optuna.create_study()
+        backend = make_backend("optuna", "random", study, SPACE, 0, 5)
+        scheduler = make_scheduler("successive_halving", 3, 1 / 9, deferred=deferred)
+        result = SearchEngine(objective, backend, scheduler, n_trials=12).run()
+        return result, evaluations, study
+
+    result, evaluations, study = run(deferred=True)
+    assert len(evaluations) == len(set(evaluations))  # nothing evaluated twice
+    continued = [t for t in study.trials if str(t.user_attrs.get("source", "")).startswith("promoted:")]
+    assert continued, "no waiting config was promoted"
+    assert len(study.trials) - len(continued) == 12  # continuations are not new configs
+    for trial in continued:
+        first = study.trials[int(trial.user_attrs["source"].split(":")[1])]
+        assert first.params == trial.params and first.state == optuna.trial.TrialState.PRUNED
+        assert first.user_attrs["fail_reason"].startswith("waiting")
+        assert trial.user_attrs["reused_evaluations"] >= 1  # its finished rung came from the ledger
+    assert all(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
+    full_deferred = sum(1 for _, f in evaluations if f == 1.0)
+    _, asha_evaluations, _ = run(deferred=False)
+    assert full_deferred < sum(1 for _, f in asha_evaluations if f == 1.0)
+    assert result.best_value is not None

@@ -89,3 +89,20 @@ def test_restore_replays_history():
     second.restore([(T(i), 0, loss) for i, loss in enumerate(LOSSES[:5])])
     assert second.results_at(0) == first.results_at(0)
     assert [second.decide(T(i), 0, loss) == Verdict.PROMOTE for i, loss in enumerate(LOSSES[5:], 5)] == PROMOTED[5:]
+
+
+def test_deferred_promotion_waits_for_eta_results_then_promotes_the_waiting_ones_that_rank():
+    """``promotion: deferred``: nothing leaves a rung before it holds eta results; then the waiting configs in its
+    top 1/eta are due, once each, and later arrivals are judged at once as in ASHA."""
+    scheduler = SuccessiveHalving(eta=3, min_fraction=1 / 9, deferred=True)
+    assert scheduler.decide(T(0), 0, 5) == Verdict.STOP and scheduler.waiting(T(0), 0)
+    assert scheduler.decide(T(1), 0, 3) == Verdict.STOP and scheduler.waiting(T(1), 0)
+    assert scheduler.promotions_due() == []  # two results: still nothing to compare
+    assert scheduler.decide(T(2), 0, 8) == Verdict.STOP and not scheduler.waiting(T(2), 0)
+    assert scheduler.promotions_due() == [(1, 0)]  # the best of three waited; 5 is not in the top third
+    assert scheduler.promotions_due() == []  # each once
+    assert not scheduler.waiting(T(0), 0) and not scheduler.waiting(T(1), 0)
+    assert scheduler.decide(T(1), 0, 3) == Verdict.PROMOTE  # continuing: judged again, now with three results
+    assert scheduler.decide(T(3), 0, 1) == Verdict.PROMOTE  # four results: the best continues at once
+    # the default (asha) sends the first config on at once
+    assert SuccessiveHalving(eta=3, min_fraction=1 / 9).decide(T(0), 0, 5) == Verdict.PROMOTE

@@ -27,6 +27,7 @@ from tasks.search._ledger import (
     FULL_FIDELITY_ATTR,
     HEARTBEAT_SECONDS,
     OUTCOME_ATTR,
+    PROMOTED_SOURCE,
     REASON_ATTR,
     REUSED_ATTR,
     SCHEDULED_AS_ATTR,
@@ -49,6 +50,7 @@ from tasks.search._types import (
 
 logger = logging.getLogger("automl")
 OUT_OF_TIME = "out of time: the run's budget left no time for its next rung"
+WAITING = "waiting: its rung had fewer than eta results to compare with; promoted later if it ranks in the top 1/eta"
 
 
 class _AsScheduled:
@@ -120,6 +122,8 @@ class SearchEngine:
         self._best_before: TrialRecord | None = None  # the study's best when this invocation started
         self._evaluation_seconds = 0.0
         self._last_heartbeat = 0.0
+        self._params_of: dict[int, dict[str, Any]] = {}  # params of the configs started here, by scheduled number
+        self._promotions_queued = 0  # deferred promotions queued in the study and not started yet
 
     def run(self) -> SearchResult:
         started = time.monotonic()
@@ -193,9 +197,12 @@ class SearchEngine:
             return False
         if self._past_deadline() and (self._best_record() is not None or self._active):
             return False  # until one config is complete, one trial runs on: a late result beats none
+        if self._promotions_queued:
+            return True  # a config continuing, not a new one: outside the trial count
         if self.backend.exhausted:
             return False
-        return self.n_trials is None or counted_before + len(self._records) < self.n_trials
+        new_configs = sum(not r.source.startswith(PROMOTED_SOURCE) for r in self._records)
+        return self.n_trials is None or counted_before + new_configs < self.n_trials
 
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline()
@@ -217,6 +224,9 @@ class SearchEngine:
             number=trial.number, params=dict(trial.params), source=trial.user_attrs.get(SOURCE_ATTR, "sampler")
         )
         scheduled = _AsScheduled(trial)
+        self._params_of.setdefault(scheduled.number, dict(trial.params))
+        if record.source.startswith(PROMOTED_SOURCE):
+            self._promotions_queued -= 1
         rungs = self.scheduler.rungs(scheduled)
         if trial.user_attrs.get(FULL_FIDELITY_ATTR):
             rungs = rungs[-1:]
@@ -273,13 +283,41 @@ class SearchEngine:
         verdict = self.scheduler.decide(item.scheduled, rung, evaluation.loss)
         if verdict == Verdict.PROMOTE and item.position == len(item.rungs) - 1:
             verdict = Verdict.COMPLETE
+        if (
+            verdict == Verdict.STOP
+            and self.scheduler.waiting(item.scheduled, rung)
+            and self._past_deadline()
+            and self._best_record() is None
+        ):  # no time left to wait for the rung to fill, and nothing complete yet: this config goes on
+            self.scheduler.release(item.scheduled, rung)
+            verdict = Verdict.PROMOTE
         self.observer.rung_finished(item.record, fraction, step, evaluation, verdict)
+        self._queue_promotions()
         if verdict == Verdict.PROMOTE:
             item.position += 1
             return True
+        if verdict == Verdict.STOP and self.scheduler.waiting(item.scheduled, rung):
+            item.record.reason = WAITING
+            item.trial.set_user_attr(REASON_ATTR, WAITING)
         ending = TrialState.COMPLETE if verdict == Verdict.COMPLETE else TrialState.PRUNED
         self._finish(item, ending, evaluation.loss)
         return False
+
+    def _queue_promotions(self) -> None:
+        """Deferred promotion: queue the configs now due to continue, under their scheduled number (so they keep
+        their bracket, and their finished rungs are reused from the ledger)."""
+        for number, rung in self.scheduler.promotions_due():
+            params = self._params_of.get(number)
+            if params is None:  # started by another engine sharing the study: that engine promotes it
+                continue
+            attrs = {SOURCE_ATTR: f"{PROMOTED_SOURCE}{number}", SCHEDULED_AS_ATTR: number}
+            self.study.enqueue_trial(params, user_attrs=attrs)
+            self._promotions_queued += 1
+            logger.info(
+                "trial %d: promoted from %.0f%% of the data now that its rung has filled",
+                number,
+                100 * self.scheduler.fractions[rung],
+            )
 
     def _fail(self, item: _Running, reason: str) -> None:
         item.record.reason = reason

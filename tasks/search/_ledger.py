@@ -29,7 +29,8 @@ OUTCOME_ATTR = "outcome"  # complete | pruned | failed | interrupted
 REASON_ATTR = "fail_reason"
 SECONDS_ATTR = "train_seconds"
 REUSED_ATTR = "reused_evaluations"
-SOURCE_ATTR = "source"  # set when a config is enqueued: "warm_start:<run id>", "retry:<trial number>"
+SOURCE_ATTR = "source"  # set when a config is enqueued: "warm_start:<run id>", "retry:<n>", "promoted:<n>"
+PROMOTED_SOURCE = "promoted:"  # a config continuing to its next rung (deferred promotion): not a new config
 FULL_FIDELITY_ATTR = "full_fidelity"  # set on enqueued configs that skip the low-fidelity rungs
 SCHEDULED_AS_ATTR = "scheduled_as"  # on retried trials: the trial number whose bracket and rungs they keep
 OWNER_ATTR = "owner"  # host:pid:token of the engine evaluating a RUNNING trial
@@ -138,7 +139,11 @@ class Ledger:
             if _finite_complete(frozen) and (best is None or frozen.value < best.value):
                 best = TrialRecord(frozen.number, dict(frozen.params), outcome=COMPLETE, value=frozen.value)
             if self._of_this_run(frozen):
-                counted += frozen.state in _FINISHED and frozen.user_attrs.get(OUTCOME_ATTR) in COUNTED
+                counted += (
+                    frozen.state in _FINISHED
+                    and frozen.user_attrs.get(OUTCOME_ATTR) in COUNTED
+                    and not str(frozen.user_attrs.get(SOURCE_ATTR, "")).startswith(PROMOTED_SOURCE)
+                )
         return Restored(self.rung_history(rung_of_step, as_scheduled), best, counted)
 
     def rung_history(

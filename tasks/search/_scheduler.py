@@ -84,6 +84,19 @@ class FidelityScheduler(ABC):
         for trial, rung, loss in history:
             self._record(trial, rung, loss)
 
+    def promotions_due(self) -> list[tuple[int, int]]:
+        """Configs stopped earlier that are now to be promoted, as (trial number as scheduled, rung), each once
+        (deferred promotion only; see ``SuccessiveHalving``)."""
+        return []
+
+    def waiting(self, trial: TrialLike, rung: int) -> bool:
+        """Whether ``trial`` stopped at ``rung`` only to wait for the rung to fill (deferred promotion)."""
+        return False
+
+    def release(self, trial: TrialLike, rung: int) -> None:
+        """``trial`` waits no more at ``rung``: the engine promotes it now (out of time, with nothing complete)."""
+        return None
+
     @abstractmethod
     def _decide(self, trial: TrialLike, rung: int, loss: float) -> Verdict: ...
 
@@ -105,13 +118,21 @@ class FullFidelity(FidelityScheduler):
 
 class SuccessiveHalving(FidelityScheduler):
     """Asynchronous successive halving (ASHA): a result is compared with those already seen at its rung, so a
-    free worker never waits for a rung to fill."""
+    free worker never waits for a rung to fill.
+
+    With ``deferred=True`` a rung promotes nothing before it holds ``eta`` results: a config arriving earlier
+    stops there (so the first configs of a bracket are not sent on to the full data for want of anything to
+    compare them with) and waits; once the rung has ``eta`` results, the waiting configs that rank in its top
+    1/eta are due for promotion (``promotions_due``), and the engine continues them, reusing their finished rungs.
+    Waiting configs are not remembered across a restart of the search: they stay stopped."""
 
     name = "successive_halving"
 
-    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9):
+    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9, deferred: bool = False):
         super().__init__(eta, min_fraction)
+        self.deferred = deferred
         self._results: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
+        self._waiting: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
 
     def bracket(self, trial: TrialLike) -> int:
         return 0
@@ -131,8 +152,31 @@ class SuccessiveHalving(FidelityScheduler):
         if not math.isfinite(loss):
             return Verdict.STOP
         self._record(trial, rung, loss)
-        competing = list(self._results[(self.bracket(trial), rung)].values())
+        key = (self.bracket(trial), rung)
+        competing = list(self._results[key].values())
+        if self.deferred and len(competing) < self.eta:
+            self._waiting[key][trial.number] = loss
+            return Verdict.STOP
+        self._waiting[key].pop(trial.number, None)
         return Verdict.PROMOTE if promotable(loss, competing, self.eta) else Verdict.STOP
+
+    def promotions_due(self) -> list[tuple[int, int]]:
+        due = []
+        for (bracket, rung), waiting in self._waiting.items():
+            competing = list(self._results[(bracket, rung)].values())
+            if len(competing) < self.eta:
+                continue
+            for number, loss in list(waiting.items()):
+                del waiting[number]
+                if promotable(loss, competing, self.eta):
+                    due.append((number, rung))
+        return due
+
+    def waiting(self, trial: TrialLike, rung: int) -> bool:
+        return trial.number in self._waiting[(self.bracket(trial), rung)]
+
+    def release(self, trial: TrialLike, rung: int) -> None:
+        self._waiting[(self.bracket(trial), rung)].pop(trial.number, None)
 
 
 class Hyperband(SuccessiveHalving):
@@ -141,8 +185,8 @@ class Hyperband(SuccessiveHalving):
 
     name = "hyperband"
 
-    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9):
-        super().__init__(eta, min_fraction)
+    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9, deferred: bool = False):
+        super().__init__(eta, min_fraction, deferred)
         n_brackets = len(self.fractions)
         budgets = [math.ceil(n_brackets * eta ** (n_brackets - 1 - b) / (n_brackets - b)) for b in range(n_brackets)]
         # Interleave brackets so that any run of consecutive trials samples all of them in proportion.
@@ -153,8 +197,9 @@ class Hyperband(SuccessiveHalving):
         return self._pattern[trial.number % len(self._pattern)]
 
 
-def make_scheduler(kind: str, eta: int, min_fraction: float) -> FidelityScheduler:
-    """The scheduler for ``search.fidelity``, the same whichever sampler backend proposes the configs.
+def make_scheduler(kind: str, eta: int, min_fraction: float, deferred: bool = False) -> FidelityScheduler:
+    """The scheduler for ``search.fidelity``, the same whichever sampler backend proposes the configs;
+    ``deferred`` (``search.promotion: deferred``) holds promotions until a rung has ``eta`` results.
 
     Example:
         >>> make_scheduler("hyperband", 3, 1 / 9).fractions
@@ -163,7 +208,7 @@ def make_scheduler(kind: str, eta: int, min_fraction: float) -> FidelitySchedule
     if kind == "none":
         return FullFidelity(eta, min_fraction)
     if kind == "successive_halving":
-        return SuccessiveHalving(eta, min_fraction)
+        return SuccessiveHalving(eta, min_fraction, deferred)
     if kind == "hyperband":
-        return Hyperband(eta, min_fraction)
+        return Hyperband(eta, min_fraction, deferred)
     raise ValueError(f"search.fidelity: unknown scheduler {kind!r}; choose none, successive_halving or hyperband")
