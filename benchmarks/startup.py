@@ -47,8 +47,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs after the first")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument(
+        "--before",
+        metavar="GIT_REV",
+        help="also time this commit's code (a git archive of it), run for run alternating with the current code",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="automl-startup-"))
+    before = _export(args.before, work) if args.before else None
     env = {
         **os.environ,
         "AUTOML_HOME": str(work / "state"),
@@ -65,6 +71,9 @@ def main() -> None:
             f"first trial {row['first_trial']:.2f}s, whole run {row['whole_run']:.1f}s",
             file=sys.stderr,
         )
+        if before is not None and run > 0:
+            rows.append({"run": run, "first_on_machine": False, "prefect": "before", **one_run(env, work, before)})
+            print(f"run {run} of {args.before}: first trial {rows[-1]['first_trial']:.2f}s", file=sys.stderr)
     with prefect_server(env, work) as url:
         for run in range(args.runs):
             row = {
@@ -80,11 +89,25 @@ def main() -> None:
     print(f"\nraw results: {saved}")
 
 
-def one_run(env: dict[str, str], work: Path) -> dict:
-    """One ``automl run``: seconds from launch to its first lines, its first trial's start and its end."""
+def _export(rev: str, work: Path) -> Path:
+    """The code of commit ``rev``, extracted into a folder of ``work``."""
+    folder = work / f"code-{rev}"
+    folder.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def one_run(env: dict[str, str], work: Path, code: Path | None = None) -> dict:
+    """One ``automl run`` (of ``code``, another checkout's folder, when given): seconds from launch to its first
+    lines, its first trial's start and its end."""
     import json
 
-    command = [str(AUTOML), "run", str(REPO / "configs" / "lstm_baseline.yaml"), "--json"]
+    if code is None:
+        command = [str(AUTOML), "run", str(REPO / "configs" / "lstm_baseline.yaml"), "--json"]
+    else:  # the same venv, that checkout's packages first on the path
+        command = [sys.executable, "-m", "flows.cli", "run", str(code / "configs" / "lstm_baseline.yaml"), "--json"]
+        env = {**env, "PYTHONPATH": str(code)}
     for setting in SETTINGS:
         command += ["--set", setting]
     launched = time.time()
@@ -152,6 +175,7 @@ def table(rows: list[dict]) -> str:
 
     later = [r for r in rows if not r["first_on_machine"] and r["prefect"] == "temporary"]
     served = [r for r in rows if r["prefect"] == "server"]
+    before = [r for r in rows if r["prefect"] == "before"]
 
     lines = [
         "\n### Start-up of `automl run`: seconds from the command to ... (demo config, a one-trial search)\n",
@@ -161,7 +185,10 @@ def table(rows: list[dict]) -> str:
         f"| first on a fresh machine (databases created) | {first['first_line']:.2f} | {first['search_line']:.2f} "
         f"| {first['first_trial']:.2f} | {first['whole_run']:.1f} |",
     ]
-    for label, group in (("later runs", later), ("later runs, a `prefect server` already running", served)):
+    groups = [("later runs", later), ("later runs, a `prefect server` already running", served)]
+    if before:
+        groups.insert(1, ("later runs, the code before (`--before`)", before))
+    for label, group in groups:
         lines.append(
             f"| {label} (median of {len(group)}, range) | {cell('first_line', group)} | {cell('search_line', group)} "
             f"| {cell('first_trial', group)} | {cell('whole_run', group)} |"
@@ -174,6 +201,9 @@ def table(rows: list[dict]) -> str:
                 f"\nTarget, first trial within {TARGET_SECONDS:g} s of the command, with {label}: {verdict} "
                 f"({median:.2f} s)."
             )
+    if before and later:
+        ratio = statistics.median(r["first_trial"] for r in later) / statistics.median(r["first_trial"] for r in before)
+        lines.append(f"\nFirst trial, now against before: {ratio:.2f}x the time.")
     return "\n".join(lines)
 
 

@@ -119,34 +119,3 @@ def test_run_on_a_users_own_csv_prints_json_that_matches_mlflow(tmp_path):
     version = client.get_model_version(summary["registered_model"]["name"], str(summary["registered_model"]["version"]))
     assert version.source == summary["model_uri"]
     assert client.get_registered_model(summary["registered_model"]["name"]).aliases.get("champion") == version.version
-
-
-def test_a_prefect_api_url_in_the_active_profile_or_a_settings_file_is_left_to_prefect(tmp_path, monkeypatch):
-    """The temporary Prefect server is launched before Prefect is imported only when nothing Prefect reads could
-    name a server of the user's: else Prefect's own settings decide (and no temporary server is started)."""
-    from tasks.prefect_server import _prefect_files_may_set_api_url
-
-    home, work = tmp_path / "prefect-home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    monkeypatch.chdir(work)
-    for name in ("PREFECT_PROFILES_PATH", "PREFECT_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PREFECT_HOME", str(home))
-    assert not _prefect_files_may_set_api_url()  # no profiles file: Prefect's defaults (ephemeral)
-    profiles = home / "profiles.toml"
-    profiles.write_text(
-        'active = "ephemeral"\n[profiles.ephemeral]\nPREFECT_SERVER_EPHEMERAL_ENABLED = "true"\n'
-        '[profiles.local]\nPREFECT_API_URL = "http://127.0.0.1:4200/api"\n'
-    )
-    assert not _prefect_files_may_set_api_url()  # a URL in a profile that is not active
-    monkeypatch.setenv("PREFECT_PROFILE", "local")
-    assert _prefect_files_may_set_api_url()
-    monkeypatch.delenv("PREFECT_PROFILE")
-    profiles.write_text(profiles.read_text().replace('active = "ephemeral"', 'active = "local"'))
-    assert _prefect_files_may_set_api_url()
-    profiles.write_text("not = [toml")
-    assert _prefect_files_may_set_api_url()  # unreadable: Prefect decides
-    profiles.unlink()
-    (work / "prefect.toml").write_text('[api]\nurl = "http://127.0.0.1:4200/api"\n')
-    assert _prefect_files_may_set_api_url()
