@@ -78,6 +78,18 @@ CASES = {
         lambda t: ["--set", "search.fidelity=asha"],
         "search.fidelity: Input should be 'none', 'successive_halving' or 'hyperband'",
     ),
+    "unknown promotion rule": (
+        lambda t: ["--set", "search.promotion=eager"],
+        "search.promotion: Input should be 'asha' or 'deferred'",
+    ),
+    "empty promotion rule": (
+        lambda t: ["--set", "search.promotion="],
+        "search.promotion: Input should be 'asha' or 'deferred'",
+    ),
+    "promotion rule of another type": (
+        lambda t: ["--set", "search.promotion=3"],
+        "search.promotion: Input should be 'asha' or 'deferred'",
+    ),
     "eta below 2": (lambda t: ["--set", "search.eta=1"], "search.eta: must be >= 2 (got 1)"),
     "min fraction 0": (
         lambda t: ["--set", "search.min_fraction=0"],
