@@ -139,6 +139,9 @@ class SearchConfig(_Strict):
     eta: int = 3
     min_fraction: float = 1 / 9
     promotion: Literal["asha", "deferred"] = "asha"  # deferred: no promotion before a rung has eta results
+    # A new study with no warm-start config queued evaluates the family's default config first: cheap, usually
+    # decent, and a measured reference for the rungs' first comparisons (FLAML's low-cost initial point).
+    try_default_first: bool = True
     storage: str | None = None
     parallelism: int = Field(1, ge=1)
     cluster_address: str | None = None

@@ -56,7 +56,7 @@ from tasks.search import (
 )
 from tasks.search_report import log_search_report
 from tasks.state import local_state
-from tasks.studies import enqueue_warm_start, make_storage, open_study, redact, storage_url
+from tasks.studies import enqueue_default_config, enqueue_warm_start, make_storage, open_study, redact, storage_url
 from tasks.tracking import PipelineRun, log_file, stage_run
 from tasks.trainer_objective import TrainerObjective, trial_weights_path
 from tasks.trial_tracking import MlflowTrialObserver
@@ -167,6 +167,10 @@ def run_search_stage(
         storage = make_storage(url)
         study = open_study(search, pipeline.study_name, storage)
         enqueued = enqueue_warm_start(study, warm_start_decision)
+        if search.try_default_first and not enqueued:
+            default_config, _ = space.fit({}, {**family.defaults, **model.params})
+            if enqueue_default_config(study, default_config):
+                logger.info("search: the default config goes first: %s", default_config)
         n_startup = (
             search.n_startup_trials if search.n_startup_trials is not None else default_n_startup(search.n_trials)
         )

@@ -1,6 +1,6 @@
 """Optuna studies of the pipeline: the storage (SQLite by default, PostgreSQL/MySQL or a journal file when
 scaled out), opening or continuing a run's study, checking a continued study's rungs, and queueing warm-start
-configs as its first trials."""
+configs (or the family's default config) as its first trials."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the warm-start stage imports MLflow and Prefect; workers th
 # Study user attrs: what the study was first run with.
 RUNG_FRACTIONS_ATTR = "rung_fractions"
 BACKEND_ATTR = "backend"
+DEFAULT_CONFIG_SOURCE = "default_config"  # the family's default config, queued first (search.try_default_first)
 
 
 def storage_url(search: SearchConfig) -> str:
@@ -119,6 +120,15 @@ def enqueue_warm_start(study: optuna.Study, warm_start_decision: WarmStartDecisi
             skip_if_exists=True,
         )
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - before
+
+
+def enqueue_default_config(study: optuna.Study, params: dict[str, Any]) -> bool:
+    """Queue ``params`` (the family's default config, fitted into the search space) as the first trial of a study
+    that has none yet; True when it was queued."""
+    if study.get_trials(deepcopy=False):
+        return False
+    study.enqueue_trial(params, user_attrs={SOURCE_ATTR: DEFAULT_CONFIG_SOURCE}, skip_if_exists=True)
+    return True
 
 
 def redact(url: str) -> str:

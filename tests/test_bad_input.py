@@ -90,6 +90,10 @@ CASES = {
         lambda t: ["--set", "search.promotion=3"],
         "search.promotion: Input should be 'asha' or 'deferred'",
     ),
+    "default-first flag not a boolean": (
+        lambda t: ["--set", "search.try_default_first=maybe"],
+        "search.try_default_first: Input should be a valid boolean",
+    ),
     "eta below 2": (lambda t: ["--set", "search.eta=1"], "search.eta: must be >= 2 (got 1)"),
     "min fraction 0": (
         lambda t: ["--set", "search.min_fraction=0"],
