@@ -188,7 +188,15 @@ def compare(
             "stopped_early": summary["trials"]["pruned"],
             "best_params": summary["best_params"],
             "best_val_loss": summary["best_val_loss"],
+            "chosen": summary["chosen"],
+            "search_seconds": summary["stage_seconds"]["search"],
+            "final_seconds": summary["stage_seconds"]["final_train"],
         }
+        print(
+            f"  {contender}: search {result['search_seconds']:.1f}s, final {result['final_seconds']:.1f}s, "
+            f"the {summary['chosen'].replace('_', ' ')} went on",
+            file=sys.stderr,
+        )
         rmse = summary["test_metrics"]["rmse"]
         rows.append(_row(base, contender, wall, rmse, naive, result, budget if contender == BUDGET else None))
     return rows
@@ -215,6 +223,9 @@ def _row(
         "stopped_early": result["stopped_early"],
         "best_val_loss": result["best_val_loss"],
         "best_params": json.dumps(result["best_params"]),
+        "chosen": result.get("chosen", ""),  # ours: the model that went on (tuned | default_config)
+        "search_seconds": result.get("search_seconds"),
+        "final_seconds": result.get("final_seconds"),
     }
 
 

@@ -28,6 +28,8 @@ from tasks.caching import pipeline_stage_key
 from tasks.catalog import (
     BASELINE_METRIC_PREFIX,
     CHAMPION_TAG,
+    CHOSEN_PARAM,
+    DEFAULT_VAL_LOSS_METRIC,
     EPOCH_TRAIN_LOSS_METRIC,
     EPOCH_VAL_LOSS_METRIC,
     EPOCHS_PARAM,
@@ -46,6 +48,7 @@ from tasks.catalog import (
     START_VAL_LOSS_METRIC,
     TEST_METRIC_PREFIX,
     TEST_PREDICTIONS_FILE,
+    TUNED_VAL_LOSS_METRIC,
     VAL_LOSS_METRIC,
 )
 from tasks.champion import current_champion, move_champion, version_metrics
@@ -61,6 +64,7 @@ MAX_CONFUSION_CLASSES = 30  # beyond this a confusion matrix is unreadable; per_
 # The test metric that decides champions, and whether lower is better.
 PRIMARY_METRIC = {"regression": ("rmse", True), "classification": ("f1_macro", False)}
 DEFAULT_CONFIG, NAIVE = "default_config", "naive"  # the baselines (final.baselines)
+TUNED = "tuned"  # the search's best config, trained on
 
 
 class NonFiniteMetric(RuntimeError):
@@ -71,8 +75,10 @@ class NonFiniteMetric(RuntimeError):
 class FinalResult:
     """Test metrics of the tuned model and its baselines, and where the model went."""
 
-    params: dict[str, Any]
-    test_metrics: dict[str, float]
+    params: dict[str, Any]  # those of the chosen model
+    chosen: str  # tuned, or default_config when the default config's validation loss was lower
+    chosen_note: str
+    test_metrics: dict[str, float]  # the chosen model's
     baseline_metrics: dict[str, dict[str, float]]
     primary_metric: str
     model_uri: str
@@ -159,6 +165,23 @@ def _start_from(job: FinalTrainJob, best_weights: str | None) -> Path | None:
     return Path(best_weights)
 
 
+def choose_model(tuned: FitResult, default: FitResult | None) -> tuple[str, str]:
+    """Which of the two trained models goes on, on validation loss alone (the test split decides nothing): the
+    tuned config, unless the default config, trained with the same budget and early stopping, did better (under a
+    tight budget the tuned config may have had one epoch). Returns the choice and a line saying why."""
+    if default is None:
+        return TUNED, "the tuned config goes on (no default-config baseline trained)"
+    if default.best_val_loss < tuned.best_val_loss:
+        return DEFAULT_CONFIG, (
+            f"the default config goes on: its validation loss {default.best_val_loss:.5g} beat the tuned config's "
+            f"{tuned.best_val_loss:.5g}"
+        )
+    return TUNED, (
+        f"the tuned config goes on: validation loss {tuned.best_val_loss:.5g} against the default config's "
+        f"{default.best_val_loss:.5g}"
+    )
+
+
 def test_predictions(model: torch.nn.Module, prepared: PreparedData) -> np.ndarray:
     """Test predictions in the target's original units (regression) or class probabilities (classification)."""
     raw = predict(model, prepared.test.X)
@@ -232,7 +255,10 @@ def final_train(
             }
         )
         # With a budget, the tuned model may take half of what is left; the default-config baseline gets the rest.
-        trains_default = DEFAULT_CONFIG in job.final.baselines
+        # When the search's best is the default config itself, it is trained once and is its own baseline.
+        default_params = {**family.defaults, **job.model.params}
+        is_default = {**default_params, **best_params} == default_params
+        trains_default = DEFAULT_CONFIG in job.final.baselines and not is_default
         model, fitted = train_config(
             job, prepared, best_params, job.training_seconds(0.5 if trains_default else 1.0), start_from
         )
@@ -247,34 +273,50 @@ def final_train(
             ", stopped early" if fitted.stopped_early else ", stopped by the budget" if fitted.out_of_time else "",
         )
         y_true = test_targets(prepared)
-        predictions = {"tuned": test_predictions(model, prepared)}
-        default_fit = None
+        predictions = {TUNED: test_predictions(model, prepared)}
+        default_model, default_fit = None, None
         if trains_default:  # the family's default config, with the same budget and early stopping
-            default_model, default_fit = train_config(job, prepared, dict(family.defaults), job.training_seconds(1.0))
+            default_model, default_fit = train_config(job, prepared, {}, job.training_seconds(1.0))
             predictions[DEFAULT_CONFIG] = test_predictions(default_model, prepared)
+        elif DEFAULT_CONFIG in job.final.baselines:
+            logger.info("final training: the tuned config is the default config; it is its own baseline")
+            predictions[DEFAULT_CONFIG] = predictions[TUNED]
         if NAIVE in job.final.baselines:
             predictions[NAIVE] = naive_predictions(prepared)
         scores = {name: score(prepared.task, y_true, pred) for name, pred in predictions.items()}
-        mlflow.log_metrics({f"{TEST_METRIC_PREFIX}{k}": v for k, v in scores["tuned"].items()})
+        chosen, note = choose_model(fitted, default_fit)
+        tuned_fit = fitted
+        if chosen == DEFAULT_CONFIG:
+            model, fitted = default_model, default_fit
+        logger.info("final training: %s", note)
+        mlflow.log_param(CHOSEN_PARAM, chosen)
+        mlflow.log_metrics({f"{TEST_METRIC_PREFIX}{k}": v for k, v in scores[chosen].items()})
         for baseline in job.final.baselines:
             mlflow.log_metrics({f"{BASELINE_METRIC_PREFIX}{baseline}_{k}": v for k, v in scores[baseline].items()})
-        mlflow.log_metrics({VAL_LOSS_METRIC: fitted.best_val_loss, EPOCHS_RUN_METRIC: len(fitted.val_loss)})
+        mlflow.log_metrics(
+            {
+                VAL_LOSS_METRIC: fitted.best_val_loss,
+                EPOCHS_RUN_METRIC: len(fitted.val_loss),
+                TUNED_VAL_LOSS_METRIC: tuned_fit.best_val_loss,
+                **({DEFAULT_VAL_LOSS_METRIC: default_fit.best_val_loss} if default_fit is not None else {}),
+            }
+        )
         primary, _ = PRIMARY_METRIC[prepared.task]
-        if not math.isfinite(scores["tuned"][primary]):
+        if not math.isfinite(scores[chosen][primary]):
             raise NonFiniteMetric(
-                f"test {primary} of the tuned model is {scores['tuned'][primary]}; a model whose test metric is not "
+                f"test {primary} of the tuned model is {scores[chosen][primary]}; a model whose test metric is not "
                 "finite is neither registered nor made champion"
             )
-        _log_curves(fitted, default_fit)
+        _log_curves(tuned_fit, default_fit)
         _log_predictions(prepared, y_true, predictions)
         pre = preprocessing_from_dict(prepared.preprocessing)
-        log_frame(raw_test_predictions(model, pre, prepared, predictions["tuned"]), TEST_PREDICTIONS_FILE)
+        log_frame(raw_test_predictions(model, pre, prepared, predictions[chosen]), TEST_PREDICTIONS_FILE)
         with quiet_mlflow_warnings():
             model_info = log_raw_model(model, pre, prepared.raw_test_input, name=LOGGED_MODEL)
-        registered, model_uri, champion, note = None, model_info.model_uri, False, "registry disabled"
+        registered, model_uri, champion, champion_note = None, model_info.model_uri, False, "registry disabled"
         if job.registry.enabled:
-            registered, model_uri, champion, note = register(
-                model_info.model_uri, job.model_name, prepared, scores["tuned"], pipeline
+            registered, model_uri, champion, champion_note = register(
+                model_info.model_uri, job.model_name, prepared, scores[chosen], pipeline
             )
         logger.info(
             "test %s: %s",
@@ -282,14 +324,16 @@ def final_train(
             " | ".join(f"{name.replace('_', ' ')} {value[primary]:.5g}" for name, value in scores.items()),
         )
     return FinalResult(
-        params={**family.defaults, **job.model.params, **best_params},
-        test_metrics=scores["tuned"],
+        params={**family.defaults, **job.model.params, **(best_params if chosen == TUNED else {})},
+        chosen=chosen,
+        chosen_note=note,
+        test_metrics=scores[chosen],
         baseline_metrics={name: scores[name] for name in job.final.baselines},
         primary_metric=primary,
         model_uri=model_uri,
         registered_model=registered,
         champion=champion,
-        champion_note=note,
+        champion_note=champion_note,
         epochs_run=len(fitted.val_loss),
         best_epoch=fitted.best_epoch,
         val_loss=fitted.best_val_loss,

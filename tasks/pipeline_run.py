@@ -162,6 +162,7 @@ def record_summary(
         best_params=search_result.best_params,
         best_val_loss=search_result.best_value,
         warm_start=WarmStartSummary(enqueued=search_result.enqueued, source_run_ids=warm_start_decision.source_run_ids),
+        chosen=final.chosen,
         test_metrics=final.test_metrics,
         primary_metric=final.primary_metric,
         baseline_metrics=final.baseline_metrics,

@@ -63,7 +63,8 @@ class PipelineSummary:
     best_params: dict[str, Any]
     best_val_loss: float
     warm_start: WarmStartSummary
-    test_metrics: dict[str, float]
+    chosen: str  # the model that went on: tuned, or default_config when its validation loss was lower
+    test_metrics: dict[str, float]  # the chosen model's
     primary_metric: str
     baseline_metrics: dict[str, dict[str, float]]  # those of final.baselines (default_config, naive) trained
     model_uri: str
@@ -110,7 +111,9 @@ MLflow run `{summary.pipeline_run_id}` in experiment `{summary.experiment}`; stu
 {params}
 
 ## Test metrics vs baselines
-| metric | tuned | default config | naive |
+The model is the {_CHOSEN[summary.chosen]} (the lower validation loss of the two trained).
+
+| metric | model | default config | naive |
 |---|---|---|---|
 {rows}
 
@@ -133,7 +136,7 @@ def render_table(summary: PipelineSummary) -> str:
         f"  best params: {' '.join(f'{k}={_short(v)}' for k, v in summary.best_params.items())}",
         f"  best validation loss: {summary.best_val_loss:.5g}",
         "",
-        f"  {'test metric':<12} {'tuned':>12} {'default cfg':>12} {'naive':>12}",
+        f"  {'test metric':<12} {'model':>12} {'default cfg':>12} {'naive':>12}",
     ]
     for name, value in summary.test_metrics.items():
         lines.append(
@@ -144,7 +147,7 @@ def render_table(summary: PipelineSummary) -> str:
     champion = " (champion)" if summary.champion else ""
     lines += [
         "",
-        f"  model: {summary.model_uri} -> {registry}{champion}",
+        f"  model ({_CHOSEN[summary.chosen]}): {summary.model_uri} -> {registry}{champion}",
         "  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_seconds.items()),
         f"  MLflow UI: mlflow ui --backend-store-uri {summary.mlflow_tracking_uri}",
         *(
@@ -154,6 +157,9 @@ def render_table(summary: PipelineSummary) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+_CHOSEN = {"tuned": "tuned config", "default_config": "default config"}
 
 
 def _short(value: Any) -> str:

@@ -111,6 +111,13 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     study = optuna.load_study(study_name=summary.study_name, storage=summary.storage)
     assert len(study.trials) == 5 and study.best_value == pytest.approx(summary.best_val_loss)
     assert study.best_params == summary.best_params
+    # a cold start tries the family's default config first, fitted into the space (hidden 64 -> 16, batch 64 -> 32)
+    assert study.trials[0].user_attrs["source"] == "default_config"
+    assert study.trials[0].params == {"hidden_size": 16, "num_layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 32}
+    assert "source" not in study.trials[1].user_attrs
+    assert summary.chosen in ("tuned", "default_config") and final_run.data.params["chosen"] == summary.chosen
+    final_metrics = final_run.data.metrics
+    assert final_metrics["val_loss"] == min(final_metrics["tuned_val_loss"], final_metrics["default_config_val_loss"])
 
     model = summary.registered_model
     version = client.get_model_version(model.name, str(model.version))
@@ -135,6 +142,7 @@ def test_second_run_warm_starts_from_the_first(prefect_api, home, series_csv, tm
     study = optuna.load_study(study_name=second.study_name, storage=second.storage)
     assert study.trials[0].params == first.best_params
     assert study.trials[0].user_attrs["source"] == f"warm_start:{first.pipeline_run_id}"
+    assert not any(t.user_attrs.get("source") == "default_config" for t in study.trials)  # warm configs go first
 
     client = MlflowClient(tracking_uri=second.mlflow_tracking_uri)
     stage = client.search_runs(

@@ -39,6 +39,7 @@ def summary() -> PipelineSummary:
         best_params={"lr": 0.001234567, "hidden_size": 64, "cell": "gru"},
         best_val_loss=0.123456789,
         warm_start=WarmStartSummary(enqueued=1, source_run_ids=["r1"]),
+        chosen="tuned",
         test_metrics={"rmse": 1.23456789, "mae": 0.9876543},
         primary_metric="rmse",
         baseline_metrics={"default_config": {"rmse": 2.0, "mae": 1.5}, "naive": {"rmse": 3.3333333, "mae": 2.25}},
@@ -75,6 +76,7 @@ def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
         "best_params",
         "best_val_loss",
         "warm_start",
+        "chosen",
         "test_metrics",
         "primary_metric",
         "baseline_metrics",
@@ -112,16 +114,19 @@ def test_the_table(summary):
         "  best params: lr=0.001235 hidden_size=64 cell=gru\n"
         "  best validation loss: 0.12346\n"
         "\n"
-        "  test metric         tuned  default cfg        naive\n"
+        "  test metric         model  default cfg        naive\n"
         "  rmse               1.2346            2       3.3333\n"
         "  mae               0.98765          1.5         2.25\n"
         "\n"
-        "  model: models:/m-123 -> tiny_lstm v3 (champion)\n"
+        "  model (tuned config): models:/m-123 -> tiny_lstm v3 (champion)\n"
         "  stage seconds: data_prep 0.5, warm_start 0.2, search 12.5, final_train 3.0\n"
         "  MLflow UI: mlflow ui --backend-store-uri sqlite:///x/mlflow.db"
     )
     unregistered = dataclasses.replace(summary, registered_model=None, champion=False)
-    assert "  model: models:/m-123 -> not registered\n" in render_table(unregistered)
+    assert "  model (tuned config): models:/m-123 -> not registered\n" in render_table(unregistered)
+    default_won = dataclasses.replace(summary, chosen="default_config")
+    assert "  model (default config): models:/m-123" in render_table(default_won)
+    assert "The model is the default config (the lower validation loss" in render_markdown(default_won)
     naive_only = dataclasses.replace(summary, baseline_metrics={"naive": summary.baseline_metrics["naive"]})
     assert "  rmse               1.2346            -       3.3333\n" in render_table(naive_only)
     assert "| rmse | 1.2346 | - | 3.3333 |" in render_markdown(naive_only)
@@ -147,7 +152,9 @@ def test_the_markdown(summary):
         "| cell | gru |\n"
         "\n"
         "## Test metrics vs baselines\n"
-        "| metric | tuned | default config | naive |\n"
+        "The model is the tuned config (the lower validation loss of the two trained).\n"
+        "\n"
+        "| metric | model | default config | naive |\n"
         "|---|---|---|---|\n"
         "| rmse | 1.2346 | 2 | 3.3333 |\n"
         "| mae | 0.98765 | 1.5 | 2.25 |\n"
