@@ -115,7 +115,7 @@ MLFLOW_RUN_ATTR = "mlflow_run_id"  # not in MLflow: the Optuna trial's user attr
 # --- final_train stage run (besides TEST_METRIC_PREFIX, BASELINE_METRIC_PREFIX, EPOCHS_PARAM, VAL_LOSS_METRIC) ----
 PATIENCE_PARAM = "patience"
 INIT_PARAM = "init"  # best_trial | scratch: where the tuned model's training started
-CHOSEN_PARAM = "chosen"  # tuned | default_config: the model that went on (the lower validation loss)
+CHOSEN_TAG = "automl.chosen"  # tuned | default_config: the model that went on (the lower validation loss)
 TUNED_VAL_LOSS_METRIC = "tuned_val_loss"  # the final training's best validation loss, tuned config
 DEFAULT_VAL_LOSS_METRIC = "default_config_val_loss"  # the same for the default config (when it is trained)
 START_VAL_LOSS_METRIC = "start_val_loss"  # with init best_trial: the validation loss of the weights it started from

@@ -28,7 +28,7 @@ from tasks.caching import pipeline_stage_key
 from tasks.catalog import (
     BASELINE_METRIC_PREFIX,
     CHAMPION_TAG,
-    CHOSEN_PARAM,
+    CHOSEN_TAG,
     DEFAULT_VAL_LOSS_METRIC,
     EPOCH_TRAIN_LOSS_METRIC,
     EPOCH_VAL_LOSS_METRIC,
@@ -171,7 +171,9 @@ def choose_model(tuned: FitResult, default: FitResult | None) -> tuple[str, str]
     tight budget the tuned config may have had one epoch). Returns the choice and a line saying why."""
     if default is None:
         return TUNED, "the tuned config goes on (no default-config baseline trained)"
-    if default.best_val_loss < tuned.best_val_loss:
+    if default.best_val_loss < tuned.best_val_loss or (
+        math.isfinite(default.best_val_loss) and not math.isfinite(tuned.best_val_loss)
+    ):
         return DEFAULT_CONFIG, (
             f"the default config goes on: its validation loss {default.best_val_loss:.5g} beat the tuned config's "
             f"{tuned.best_val_loss:.5g}"
@@ -289,7 +291,7 @@ def final_train(
         if chosen == DEFAULT_CONFIG:
             model, fitted = default_model, default_fit
         logger.info("final training: %s", note)
-        mlflow.log_param(CHOSEN_PARAM, chosen)
+        mlflow.set_tag(CHOSEN_TAG, chosen)  # a tag: a resumed stage run may choose again
         mlflow.log_metrics({f"{TEST_METRIC_PREFIX}{k}": v for k, v in scores[chosen].items()})
         for baseline in job.final.baselines:
             mlflow.log_metrics({f"{BASELINE_METRIC_PREFIX}{baseline}_{k}": v for k, v in scores[baseline].items()})
@@ -304,11 +306,12 @@ def final_train(
         primary, _ = PRIMARY_METRIC[prepared.task]
         if not math.isfinite(scores[chosen][primary]):
             raise NonFiniteMetric(
-                f"test {primary} of the tuned model is {scores[chosen][primary]}; a model whose test metric is not "
-                "finite is neither registered nor made champion"
+                f"test {primary} of the {'tuned' if chosen == TUNED else 'default-config'} model is "
+                f"{scores[chosen][primary]}; a model whose test metric is not finite is neither registered nor made "
+                "champion"
             )
-        _log_curves(tuned_fit, default_fit)
-        _log_predictions(prepared, y_true, predictions)
+        _log_curves(tuned_fit, default_fit, chosen)
+        _log_predictions(prepared, y_true, predictions, chosen)
         pre = preprocessing_from_dict(prepared.preprocessing)
         log_frame(raw_test_predictions(model, pre, prepared, predictions[chosen]), TEST_PREDICTIONS_FILE)
         with quiet_mlflow_warnings():
@@ -415,7 +418,8 @@ def _registered_by(client: MlflowClient, name: str, pipeline_run_id: str):
     return next((v for v in versions if v.tags.get(PIPELINE_RUN_TAG) == pipeline_run_id), None)
 
 
-def _log_curves(tuned: FitResult, default: FitResult | None) -> None:
+def _log_curves(tuned: FitResult, default: FitResult | None, chosen: str) -> None:
+    """Both final trainings' curves in one plot; the per-epoch metrics are the chosen model's."""
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(tuned.train_loss, label="tuned: train")
@@ -434,20 +438,25 @@ def _log_curves(tuned: FitResult, default: FitResult | None) -> None:
     figure.tight_layout()
     mlflow.log_figure(figure, LEARNING_CURVES_PLOT)
     plt.close(figure)
-    for epoch, (train_loss, val_loss) in enumerate(zip(tuned.train_loss, tuned.val_loss, strict=True)):
+    went_on = default if chosen == DEFAULT_CONFIG and default is not None else tuned
+    for epoch, (train_loss, val_loss) in enumerate(zip(went_on.train_loss, went_on.val_loss, strict=True)):
         mlflow.log_metrics({EPOCH_TRAIN_LOSS_METRIC: train_loss, EPOCH_VAL_LOSS_METRIC: val_loss}, step=epoch)
 
 
-def _log_predictions(prepared: PreparedData, y_true: np.ndarray, predictions: dict[str, np.ndarray]) -> None:
+def _log_predictions(
+    prepared: PreparedData, y_true: np.ndarray, predictions: dict[str, np.ndarray], chosen: str
+) -> None:
+    """The chosen model's test predictions against the actual values (and the naive forecast's, for a series)."""
     plt = pyplot()
+    label = "tuned" if chosen == TUNED else "default config"
     if prepared.task == "classification":
-        _log_classification(prepared, y_true, predictions["tuned"])
+        _log_classification(prepared, y_true, predictions[chosen], label)
         return
     if prepared.kind == "series":
         figure, ax = plt.subplots(figsize=(10, 4.5))
         x = np.arange(len(y_true))
         ax.plot(x, y_true[:, 0], label="actual", color="black")
-        ax.plot(x, predictions["tuned"][:, 0], label="tuned")
+        ax.plot(x, predictions[chosen][:, 0], label=label)
         if NAIVE in predictions:
             ax.plot(x, predictions[NAIVE][:, 0], label="naive (last value)", alpha=0.6)
         step = max(1, len(x) // 8)
@@ -456,7 +465,7 @@ def _log_predictions(prepared: PreparedData, y_true: np.ndarray, predictions: di
         ax.legend()
     else:
         figure, ax = plt.subplots(figsize=(5.5, 5.5))
-        ax.scatter(y_true[:, 0], predictions["tuned"][:, 0], s=12)
+        ax.scatter(y_true[:, 0], predictions[chosen][:, 0], s=12, label=label)
         low, high = float(np.min(y_true)), float(np.max(y_true))
         ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
         ax.set(xlabel=f"actual {prepared.target}", ylabel="predicted", title="Test set: predicted vs actual")
@@ -465,7 +474,7 @@ def _log_predictions(prepared: PreparedData, y_true: np.ndarray, predictions: di
     plt.close(figure)
 
 
-def _log_classification(prepared: PreparedData, y_true: np.ndarray, proba: np.ndarray) -> None:
+def _log_classification(prepared: PreparedData, y_true: np.ndarray, proba: np.ndarray, label: str) -> None:
     """Per-class precision, recall, F1 and support (every class, also those absent from the test split or never
     predicted), and a confusion matrix over all classes when there are at most ``MAX_CONFUSION_CLASSES``."""
     plt = pyplot()
@@ -482,7 +491,7 @@ def _log_classification(prepared: PreparedData, y_true: np.ndarray, proba: np.nd
     display = ConfusionMatrixDisplay.from_predictions(
         y_true, chosen, labels=labels, display_labels=names, xticks_rotation=45 if len(names) > 8 else "horizontal"
     )
-    display.ax_.set_title("Test set: tuned model")
+    display.ax_.set_title(f"Test set: {label} model")
     display.figure_.set_size_inches(max(5.5, 0.45 * len(names) + 2), max(5.5, 0.45 * len(names) + 2))
     display.figure_.tight_layout()
     mlflow.log_figure(display.figure_, PREDICTED_VS_ACTUAL_PLOT)

@@ -25,6 +25,7 @@ from tasks.catalog import (
     BEST_CONFIG_FILE,
     BEST_PARAM_PREFIX,
     BEST_VAL_LOSS,
+    CHOSEN_TAG,
     CONFIG_FILE,
     CONFIG_HASH,
     CONFIG_NAME,
@@ -45,7 +46,7 @@ from tasks.catalog import (
     TOTAL_SECONDS_METRIC,
     TRIALS_METRIC_PREFIX,
 )
-from tasks.final_train import FinalResult
+from tasks.final_train import TUNED, FinalResult
 from tasks.prepared_data import PreparedData
 from tasks.search import SearchSpace
 from tasks.search_stage import SearchStageResult
@@ -206,7 +207,10 @@ def record_summary(
                 TOTAL_SECONDS_METRIC: clock.total,
             }
         )
-        mlflow.log_dict(search_result.best_params, BEST_CONFIG_FILE)
+        # The config a later run warm-starts from, or `automl configs export` exports next to these test metrics:
+        # the model's, i.e. the default config's when it beat the tuned one on validation.
+        mlflow.log_dict(_chosen_config(search_result.best_params, final), BEST_CONFIG_FILE)
+        mlflow.set_tag(CHOSEN_TAG, final.chosen)
         mlflow.log_dict(summary.to_json(), SUMMARY_JSON_FILE)
         mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), CONFIG_FILE)
         mlflow.log_text(markdown, SUMMARY_MD_FILE)
@@ -214,6 +218,13 @@ def record_summary(
     client.set_tag(run_id, SPACE_SIGNATURE, json.dumps(space.signature(), sort_keys=True, default=str))
     publish_summary(cfg.name, markdown, pipeline.prefect_flow_run_id)
     return summary
+
+
+def _chosen_config(best_params: dict[str, Any], final: FinalResult) -> dict[str, Any]:
+    """The search's best params, or the chosen default config's values of the same params."""
+    if final.chosen == TUNED:
+        return best_params
+    return {name: final.params[name] for name in best_params if name in final.params}
 
 
 def _prefixed(params: dict[str, Any]) -> dict[str, Any]:

@@ -167,7 +167,8 @@ def run_search_stage(
         storage = make_storage(url)
         study = open_study(search, pipeline.study_name, storage)
         enqueued = enqueue_warm_start(study, warm_start_decision)
-        if search.try_default_first and not enqueued:
+        # Not for the grid sampler: it gives trial n grid point n, so a queued trial would push a point out.
+        if search.try_default_first and not enqueued and search.sampler != "grid":
             default_config, _ = space.fit({}, {**family.defaults, **model.params})
             if enqueue_default_config(study, default_config):
                 logger.info("search: the default config goes first: %s", default_config)

@@ -111,7 +111,7 @@ MLflow run `{summary.pipeline_run_id}` in experiment `{summary.experiment}`; stu
 {params}
 
 ## Test metrics vs baselines
-The model is the {_CHOSEN[summary.chosen]} (the lower validation loss of the two trained).
+The model is the {_CHOSEN[summary.chosen]}{_WHY if "default_config" in baselines else "."}
 
 | metric | model | default config | naive |
 |---|---|---|---|
@@ -160,6 +160,7 @@ def render_table(summary: PipelineSummary) -> str:
 
 
 _CHOSEN = {"tuned": "tuned config", "default_config": "default config"}
+_WHY = " (of it and the default config, the lower validation loss)."
 
 
 def _short(value: Any) -> str:

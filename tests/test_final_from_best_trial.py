@@ -55,9 +55,10 @@ def test_the_lower_validation_loss_decides_which_model_goes_on():
     assert choose_model(tuned, FitResult(model=None, best_val_loss=0.7))[0] == "tuned"
     chosen, note = choose_model(tuned, FitResult(model=None, best_val_loss=0.25))
     assert chosen == "default_config" and "0.25 beat the tuned config's 0.5" in note
-    # a tie keeps the tuned config; a non-finite tuned loss is not rescued here (the stage refuses it)
-    assert choose_model(tuned, FitResult(model=None, best_val_loss=0.5))[0] == "tuned"
-    assert choose_model(FitResult(model=None), FitResult(model=None, best_val_loss=0.1))[0] == "tuned"
+    assert choose_model(tuned, FitResult(model=None, best_val_loss=0.5))[0] == "tuned"  # a tie keeps the tuned
+    # a tuned config that diverged (NaN) loses to a finite default config; two NaNs keep the tuned (then refused)
+    assert choose_model(FitResult(model=None), FitResult(model=None, best_val_loss=0.1))[0] == "default_config"
+    assert choose_model(FitResult(model=None), FitResult(model=None))[0] == "tuned"
 
 
 @pytest.mark.e2e
@@ -81,9 +82,16 @@ def test_a_default_config_that_beats_the_tuned_one_on_validation_is_the_model(pr
     client = MlflowClient(tracking_uri=summary.mlflow_tracking_uri)
     version = client.get_model_version(summary.registered_model.name, str(summary.registered_model.version))
     final = client.get_run(version.run_id)
-    assert final.data.params["chosen"] == "default_config"
+    assert final.data.tags["automl.chosen"] == "default_config"
     metrics = final.data.metrics
     assert metrics["val_loss"] == metrics["default_config_val_loss"] < metrics["tuned_val_loss"]
     assert metrics["test_rmse"] == pytest.approx(summary.baseline_metrics["default_config"]["rmse"])
+    parent = client.get_run(summary.pipeline_run_id)
+    assert parent.data.tags["automl.chosen"] == "default_config"
+    defaults = get_family("lstm").defaults
+    # what a later run warm-starts from (and `automl configs export` exports) is the model's config
+    assert mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/best_config.json") == {
+        name: defaults[name] for name in summary.best_params
+    }
     model = mlflow.pytorch.load_model(summary.model_uri)
     assert model.lstm.hidden_size == get_family("lstm").defaults["hidden_size"]  # the default config's network

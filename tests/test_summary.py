@@ -126,8 +126,9 @@ def test_the_table(summary):
     assert "  model (tuned config): models:/m-123 -> not registered\n" in render_table(unregistered)
     default_won = dataclasses.replace(summary, chosen="default_config")
     assert "  model (default config): models:/m-123" in render_table(default_won)
-    assert "The model is the default config (the lower validation loss" in render_markdown(default_won)
+    assert "The model is the default config (of it and" in render_markdown(default_won)
     naive_only = dataclasses.replace(summary, baseline_metrics={"naive": summary.baseline_metrics["naive"]})
+    assert "The model is the tuned config.\n" in render_markdown(naive_only)
     assert "  rmse               1.2346            -       3.3333\n" in render_table(naive_only)
     assert "| rmse | 1.2346 | - | 3.3333 |" in render_markdown(naive_only)
     budgeted = dataclasses.replace(summary, budget=BudgetSummary(seconds=60, used=41.25))
@@ -152,7 +153,7 @@ def test_the_markdown(summary):
         "| cell | gru |\n"
         "\n"
         "## Test metrics vs baselines\n"
-        "The model is the tuned config (the lower validation loss of the two trained).\n"
+        "The model is the tuned config (of it and the default config, the lower validation loss).\n"
         "\n"
         "| metric | model | default config | naive |\n"
         "|---|---|---|---|\n"
