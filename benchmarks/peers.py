@@ -194,7 +194,7 @@ def compare(
         }
         print(
             f"  {contender}: search {result['search_seconds']:.1f}s, final {result['final_seconds']:.1f}s, "
-            f"the {summary['chosen'].replace('_', ' ')} went on",
+            f"the {'tuned config' if summary['chosen'] == 'tuned' else 'default config'} went on",
             file=sys.stderr,
         )
         rmse = summary["test_metrics"]["rmse"]
