@@ -157,7 +157,7 @@ def test_the_classification_report_copes_with_absent_and_many_classes(tmp_path, 
     )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with mlflow.start_run() as run:
-        _log_classification(prepared, y_true, proba)
+        _log_classification(prepared, y_true, proba, "tuned")
     client = mlflow.MlflowClient()
     per_class = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/per_class_metrics.csv"))
     assert per_class["class"].tolist() == [f"c{i}" for i in range(n_classes)]
