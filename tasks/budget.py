@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.studies import DEFAULT_CONFIG_SOURCE
+
 # The final stage besides its two trainings (test predictions, plots, logging the model, registering it) and the
 # summary after it: measured 2 s on 2 cores here with the registry on SQLite (1 s without it), twice that kept as a
 # margin. It was 10 s until a 30 s budget was seen to end 9 s early with both final trainings cut to an epoch or two.
@@ -44,8 +46,8 @@ class SearchDeadline:
 
     It watches the search's evaluations (as an observer) and keeps each config's cost per epoch on the whole training
     data; the final stage trains the best config and (unless ``trains_default`` is off) the default config for up
-    to ``final_epochs`` each, so it needs (best's cost + a typical config's cost) x ``final_epochs`` + ``overhead``,
-    capped at
+    to ``final_epochs`` each, so it needs (best's cost + a typical config's cost) x ``final_epochs`` + ``overhead``
+    (one training when the best is the default config, queued first), capped at
     ``FINAL_SHARE_CAP`` of the budget (and that share until anything was measured). Called, it answers the current
     deadline; it pickles, so evaluations in other processes get the deadline of their submission.
     """
@@ -56,6 +58,7 @@ class SearchDeadline:
     trains_default: bool = True  # the final stage also trains the default config (final.baselines)
     epoch_seconds: dict[int, float] = field(default_factory=dict)  # trial number -> seconds per full-data epoch
     best: int | None = None
+    default_trial: int | None = None  # the trial of the default config queued first (search.try_default_first)
 
     def __call__(self) -> float:
         return self.budget.deadline - self.final_reserve()
@@ -66,13 +69,15 @@ class SearchDeadline:
             return cap
         typical = statistics.median(self.epoch_seconds.values())
         best = self.epoch_seconds.get(self.best, typical) if self.best is not None else typical
-        default = typical if self.trains_default else 0.0
+        # a best config that is the default config is trained once, as its own baseline
+        default = typical if self.trains_default and self.best != self.default_trial else 0.0
         return min((best + default) * self.final_epochs + self.overhead, cap)
 
     # --- observer hooks -------------------------------------------------------------------------------------------
 
     def trial_started(self, trial: Any, record: Any) -> None:
-        return None
+        if record.source == DEFAULT_CONFIG_SOURCE:
+            self.default_trial = record.number
 
     def rung_finished(self, record: Any, fraction: float, step: int, evaluation: Any, verdict: Any) -> None:
         if evaluation.curve and evaluation.seconds > 0 and fraction > 0:

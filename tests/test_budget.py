@@ -28,6 +28,9 @@ def test_the_final_stage_reserve_comes_from_measured_costs():
     deadline.trains_default = False  # final.baselines without default_config: only the best config is trained
     assert deadline.final_reserve() == pytest.approx(0.5 * 10 + 2.0)
     deadline.trains_default = True
+    deadline.trial_started(None, TrialRecord(1, {}, source="default_config"))  # trial 1 was the default config:
+    assert deadline.final_reserve() == pytest.approx(0.5 * 10 + 2.0)  # trained once, as its own baseline
+    deadline.default_trial = 0
     deadline.rung_finished(TrialRecord(2, {}), 1.0, 3, Evaluation(0.5, (1,), 30.0), None)  # a costly config...
     deadline.trial_finished(TrialRecord(2, {}), TrialRecord(2, {}, value=0.5))  # ...becomes the best
     assert deadline.final_reserve() == FINAL_SHARE_CAP * 100  # capped: the search always keeps half
