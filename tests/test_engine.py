@@ -302,3 +302,27 @@ def test_deferred_promotion_continues_waiting_configs_without_recomputing_their_
     _, asha_evaluations, _ = run(deferred=False)
     assert full_deferred < sum(1 for _, f in asha_evaluations if f == 1.0)
     assert result.best_value is not None
+
+
+def test_deferred_promotion_sends_the_best_of_a_rung_that_never_fills_on_when_the_search_runs_out():
+    """With fewer configs than eta, no rung ever fills: when nothing is left to run, the best waiting config goes on
+    (ASHA's rule before eta results), up to the full data, so the search ends with a complete config; the other
+    stays stopped."""
+    evaluations = []
+
+    def objective(params, fidelity):
+        evaluations.append((params["x"], fidelity))
+        return quadratic(params, fidelity)
+
+    study = optuna.create_study()
+    for x in (1.0, 2.5):  # the first is the better config
+        study.enqueue_trial({"x": x, "k": 6, "kind": "a"})
+    scheduler = make_scheduler("successive_halving", 3, 1 / 9, deferred=True)
+    result = SearchEngine(objective, make_backend("optuna", "random", study, SPACE, 0, 5), scheduler, n_trials=2).run()
+    assert result.best_params["x"] == 1.0 and result.best_value == pytest.approx(0.0)
+    assert sorted(evaluations) == [(1.0, 1 / 9), (1.0, 1 / 3), (1.0, 1.0), (2.5, 1 / 9)]  # each rung once
+    _, second, *continued = study.trials
+    assert second.state == optuna.trial.TrialState.PRUNED
+    assert [t.user_attrs["source"] for t in continued] == ["promoted:0", "promoted:0"]
+    assert continued[-1].state == optuna.trial.TrialState.COMPLETE
+    assert all(t.state != optuna.trial.TrialState.WAITING for t in study.trials)

@@ -50,6 +50,7 @@ from tasks.search._types import (
 
 logger = logging.getLogger("automl")
 OUT_OF_TIME = "out of time: the run's budget left no time for its next rung"
+FLUSHED = "as the best of a rung that no more configs will reach"
 WAITING = "waiting: its rung had fewer than eta results to compare with; promoted later if it ranks in the top 1/eta"
 
 
@@ -138,6 +139,8 @@ class SearchEngine:
                     while len(in_flight) < self.executor.parallelism and self._may_start(started, restored.counted):
                         self._submit(self._start_trial(), in_flight)
                     if not in_flight:
+                        if self._may_continue(started) and self._queue(self.scheduler.flush(), FLUSHED):
+                            continue  # the best of a rung that never filled goes on (deferred promotion)
                         break
                     for future in self.executor.wait_any(list(in_flight), timeout=HEARTBEAT_SECONDS / 2):
                         self._on_result(in_flight.pop(future), future, in_flight)
@@ -304,20 +307,28 @@ class SearchEngine:
         return False
 
     def _queue_promotions(self) -> None:
+        self._queue(self.scheduler.promotions_due(), "now that its rung has filled")
+
+    def _queue(self, due: list[tuple[int, int]], why: str) -> int:
         """Deferred promotion: queue the configs now due to continue, under their scheduled number (so they keep
-        their bracket, and their finished rungs are reused from the ledger)."""
-        for number, rung in self.scheduler.promotions_due():
+        their bracket, and their finished rungs are reused from the ledger); how many were queued."""
+        queued = 0
+        for number, rung in due:
             params = self._params_of.get(number)
             if params is None:  # started by another engine sharing the study: that engine promotes it
                 continue
             attrs = {SOURCE_ATTR: f"{PROMOTED_SOURCE}{number}", SCHEDULED_AS_ATTR: number}
             self.study.enqueue_trial(params, user_attrs=attrs)
             self._promotions_queued += 1
-            logger.info(
-                "trial %d: promoted from %.0f%% of the data now that its rung has filled",
-                number,
-                100 * self.scheduler.fractions[rung],
-            )
+            queued += 1
+            fraction = self.scheduler.fractions[rung]
+            logger.info("trial %d: promoted from %.0f%% of the data %s", number, 100 * fraction, why)
+        return queued
+
+    def _may_continue(self, started: float) -> bool:
+        """Whether time is left for a continuation (a queued one must be able to start, or it would stay queued)."""
+        timed_out = self.timeout is not None and time.monotonic() - started >= self.timeout
+        return not timed_out and not self._past_deadline()
 
     def _fail(self, item: _Running, reason: str) -> None:
         item.record.reason = reason

@@ -97,6 +97,11 @@ class FidelityScheduler(ABC):
         """``trial`` waits no more at ``rung``: the engine promotes it now (out of time, with nothing complete)."""
         return None
 
+    def flush(self) -> list[tuple[int, int]]:
+        """The search has nothing left to run: configs still waiting for their rung to fill are due now or never,
+        as (trial number as scheduled, rung) (deferred promotion only)."""
+        return []
+
     @abstractmethod
     def _decide(self, trial: TrialLike, rung: int, loss: float) -> Verdict: ...
 
@@ -124,7 +129,8 @@ class SuccessiveHalving(FidelityScheduler):
     stops there (so the first configs of a bracket are not sent on to the full data for want of anything to
     compare them with) and waits; once the rung has ``eta`` results, the waiting configs that rank in its top
     1/eta are due for promotion (``promotions_due``), and the engine continues them, reusing their finished rungs.
-    Waiting configs are not remembered across a restart of the search: they stay stopped."""
+    When the search has nothing left to run, the best waiting config of a rung that never filled goes on
+    (``flush``). Waiting configs are not remembered across a restart of the search: they stay stopped."""
 
     name = "successive_halving"
 
@@ -133,6 +139,9 @@ class SuccessiveHalving(FidelityScheduler):
         self.deferred = deferred
         self._results: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
         self._waiting: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
+        # trial number -> the rung a due config was promoted from: on its way back up it passes that rung and those
+        # below, whatever they hold by then
+        self._cleared: dict[int, int] = {}
 
     def bracket(self, trial: TrialLike) -> int:
         return 0
@@ -154,6 +163,10 @@ class SuccessiveHalving(FidelityScheduler):
         self._record(trial, rung, loss)
         key = (self.bracket(trial), rung)
         competing = list(self._results[key].values())
+        if rung <= self._cleared.get(trial.number, -1):
+            if rung == self._cleared[trial.number]:
+                del self._cleared[trial.number]
+            return Verdict.PROMOTE
         if self.deferred and len(competing) < self.eta:
             self._waiting[key][trial.number] = loss
             return Verdict.STOP
@@ -170,10 +183,24 @@ class SuccessiveHalving(FidelityScheduler):
                 del waiting[number]
                 if promotable(loss, competing, self.eta):
                     due.append((number, rung))
+                    self._cleared[number] = rung
         return due
 
     def waiting(self, trial: TrialLike, rung: int) -> bool:
         return trial.number in self._waiting[(self.bracket(trial), rung)]
+
+    def flush(self) -> list[tuple[int, int]]:
+        # A rung that never filled: ASHA's rule before eta results, only the best so far goes on.
+        due = []
+        for (bracket, rung), waiting in self._waiting.items():
+            if not waiting:
+                continue
+            number, loss = min(waiting.items(), key=lambda item: item[1])
+            waiting.clear()
+            if loss <= min(self._results[(bracket, rung)].values()):
+                due.append((number, rung))
+                self._cleared[number] = rung
+        return due
 
     def release(self, trial: TrialLike, rung: int) -> None:
         self._waiting[(self.bracket(trial), rung)].pop(trial.number, None)
