@@ -94,6 +94,14 @@ CASES = {
         lambda t: ["--set", "search.try_default_first=maybe"],
         "search.try_default_first: Input should be a valid boolean",
     ),
+    "empty default-first flag": (
+        lambda t: ["--set", "search.try_default_first="],
+        "search.try_default_first: Input should be a valid boolean",
+    ),
+    "default-first flag a number other than 0 or 1": (
+        lambda t: ["--set", "search.try_default_first=2"],
+        "search.try_default_first: Input should be a valid boolean",
+    ),
     "eta below 2": (lambda t: ["--set", "search.eta=1"], "search.eta: must be >= 2 (got 1)"),
     "min fraction 0": (
         lambda t: ["--set", "search.min_fraction=0"],
