@@ -196,7 +196,7 @@ class SearchEngine:
     # --- budget -----------------------------------------------------------------------------------------------
 
     def _may_start(self, started: float, counted_before: int) -> bool:
-        if self.timeout is not None and time.monotonic() - started >= self.timeout:
+        if self._timed_out(started):
             return False
         if self._past_deadline() and (self._best_record() is not None or self._active):
             return False  # until one config is complete, one trial runs on: a late result beats none
@@ -327,8 +327,10 @@ class SearchEngine:
 
     def _may_continue(self, started: float) -> bool:
         """Whether time is left for a continuation (a queued one must be able to start, or it would stay queued)."""
-        timed_out = self.timeout is not None and time.monotonic() - started >= self.timeout
-        return not timed_out and not self._past_deadline()
+        return not self._timed_out(started) and not self._past_deadline()
+
+    def _timed_out(self, started: float) -> bool:
+        return self.timeout is not None and time.monotonic() - started >= self.timeout
 
     def _fail(self, item: _Running, reason: str) -> None:
         item.record.reason = reason
