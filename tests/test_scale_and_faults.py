@@ -243,7 +243,7 @@ def test_ctrl_c_and_kill_9_stop_the_run_and_the_same_command_finishes(tmp_path):
         tmp_path,
         csv,
         name="stoppable",
-        search={"n_trials": 1, "epochs": 30, "fidelity": "none"},  # an evaluation of several seconds
+        search={"n_trials": 1, "epochs": 30, "fidelity": "none", "try_default_first": False},  # seconds long
         final={"epochs": 1, "patience": 1},
     )
     args = ("run", str(config), "--json")
