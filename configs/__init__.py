@@ -19,6 +19,7 @@ from configs._loader import (
 from configs._schema import (
     BudgetConfig,
     CategoricalParam,
+    CVConfig,
     DataConfig,
     FinalConfig,
     FloatParam,
@@ -39,6 +40,7 @@ __all__ = [
     "CONFIG_DIR",
     "TRANSFER_FORMAT",
     "BudgetConfig",
+    "CVConfig",
     "CategoricalParam",
     "ConfigError",
     "DataConfig",

@@ -214,6 +214,18 @@ def _check_against_family(cfg: PipelineConfig) -> None:
             raise ValueError(f"data.time_column: required for the time-series family {family.name!r}")
         if cfg.data.task == "classification":
             raise ValueError(f"data.task: {family.name!r} forecasts values; use regression or auto")
+    cv = cfg.search.cv
+    series_kinds, tabular_kinds = ("rolling_origin", "expanding"), ("kfold", "stratified")
+    if cv.kind in (tabular_kinds if family.kind == "series" else series_kinds):
+        allowed = series_kinds if family.kind == "series" else tabular_kinds
+        raise ValueError(
+            f"search.cv.kind: {cv.kind!r} does not apply to the {family.kind} family {family.name!r}; "
+            f"use auto, {' or '.join(allowed)}"
+        )
+    if cv.gap and family.kind != "series":
+        raise ValueError("search.cv.gap: only series folds have a gap (time steps between training and validation)")
+    if cfg.data.task == "regression" and cv.kind == "stratified":
+        raise ValueError("search.cv.kind: stratified keeps class shares; data.task is regression, use kfold or auto")
     if cfg.schedule.score_cron and cfg.score.data is None:
         raise ValueError("schedule.score_cron: a scoring schedule needs score.data, the file to score")
     if cfg.data.task == "classification" and cfg.training.loss not in ("auto", "cross_entropy"):

@@ -126,6 +126,19 @@ class TrainingConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class CVConfig(_Strict):
+    """Cross-validation in the search: each config's score is its mean validation loss over ``folds`` folds of the
+    train+validation rows (``folds: 1``, the default, is the single validation split). ``auto`` is stratified
+    k-fold for classification, k-fold for tabular regression and rolling-origin for series; ``gap`` leaves that
+    many rows (time steps) out between a series fold's training part and its validation window. ``pruning``
+    stops a config after a fold whose running mean is worse than the median of the others' at that fold."""
+
+    folds: int = Field(1, ge=1, le=100)
+    kind: Literal["auto", "kfold", "stratified", "rolling_origin", "expanding"] = "auto"
+    gap: int = Field(0, ge=0)
+    pruning: bool = True
+
+
 class SearchConfig(_Strict):
     """The hyperparameter search. ``space`` defaults to the model family's own search space."""
 
@@ -142,6 +155,7 @@ class SearchConfig(_Strict):
     # A new study with no warm-start config queued evaluates the family's default config first: cheap, usually
     # decent, and a measured reference for the rungs' first comparisons (FLAML's low-cost initial point).
     try_default_first: bool = True
+    cv: CVConfig = CVConfig()
     storage: str | None = None
     parallelism: int = Field(1, ge=1)
     cluster_address: str | None = None

@@ -83,6 +83,9 @@ class SearchDeadline:
         if evaluation.curve and evaluation.seconds > 0 and fraction > 0:
             self.epoch_seconds[record.number] = evaluation.seconds / len(evaluation.curve) / fraction
 
+    def fold_finished(self, record: Any, fraction: float, step: int, fold: int, loss: float) -> None:
+        return None
+
     def trial_finished(self, record: Any, best: Any) -> None:
         self.best = best.number if best is not None else None
 

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from configs import DataConfig, DataError, PipelineConfig, SplitConfig, check_environment
+from configs import CVConfig, DataConfig, DataError, PipelineConfig, SplitConfig, check_environment
 from models import get_family
+from tasks.folds import check_series_folds, check_tabular_folds, cv_kind, series_folds, tabular_folds
 from tasks.meta_features import series_meta_features, tabular_meta_features
-from tasks.prepared_data import PreparedData, Split
+from tasks.prepared_data import Fold, PreparedData, Split
 from tasks.preprocessing import (
     RawInputError,
     SeriesPreprocessing,
@@ -45,10 +46,11 @@ class DataPrepJob:
     family: str
     seed: int
     config_name: str  # names the MLflow datasets
+    cv: CVConfig = field(default_factory=CVConfig)  # search.cv: the folds data prep also makes
 
     @classmethod
     def of(cls, cfg: PipelineConfig) -> DataPrepJob:
-        return cls(cfg.data, cfg.model.family, cfg.seed, cfg.name)
+        return cls(cfg.data, cfg.model.family, cfg.seed, cfg.name, cfg.search.cv)
 
 
 @dataclass
@@ -143,7 +145,25 @@ def plan_data(frame: pd.DataFrame, job: DataPrepJob) -> DataPlan:
         _check_tabular_size(frame, target, data, task)
     numeric_inputs = [c for c in features if c not in categorical and c != data.target]
     _check_finite(frame, ([data.target] if task == "regression" else []) + numeric_inputs)
-    return DataPlan(kind=family.kind, task=task, features=features, categorical=categorical, dropped=dropped)
+    plan = DataPlan(kind=family.kind, task=task, features=features, categorical=categorical, dropped=dropped)
+    if job.cv.folds > 1:
+        _check_folds(frame, job, plan)
+    elif job.cv.kind == "stratified" and task != "classification":
+        check_tabular_folds(job.cv, "stratified", task, data.target, frame[data.target])
+    return plan
+
+
+def _check_folds(frame: pd.DataFrame, job: DataPrepJob, plan: DataPlan) -> None:
+    """``search.cv`` must fit the train+validation rows (see ``tasks.folds``)."""
+    data = job.data
+    if plan.kind == "series":
+        check_series_folds(_split_rows(len(frame), data)[1], job.cv, data.lookback, data.horizon)
+        return
+    rows = frame[frame[data.target].notna()].reset_index(drop=True)
+    y_all, _, stratify = _encode_target(rows[data.target], plan.task)
+    train_idx, val_idx, _ = _holdout_rows(y_all, stratify, data, job.seed)
+    labels = y_all[np.concatenate([train_idx, val_idx])]
+    check_tabular_folds(job.cv, cv_kind(job.cv, "tabular", plan.task), plan.task, data.target, labels)
 
 
 def _check_finite(frame: pd.DataFrame, columns: list[str]) -> None:
@@ -167,9 +187,9 @@ def prepare(
         >>> prepared.train.X.shape
     """
     if plan.kind == "series":
-        prepared, frames = _prepare_series(frame, job.data, plan)
+        prepared, frames = _prepare_series(frame, job.data, plan, job.cv)
     else:
-        prepared, frames = _prepare_tabular(frame, job.data, job.seed, plan)
+        prepared, frames = _prepare_tabular(frame, job.data, job.seed, plan, job.cv)
     prepared.fingerprint = source_fingerprint
     prepared.card["fingerprint"] = source_fingerprint
     prepared.card["source"] = str(job.data.path)
@@ -231,7 +251,7 @@ def _rows_needed(data: DataConfig) -> int:
 
 
 def _prepare_series(
-    frame: pd.DataFrame, data: DataConfig, plan: DataPlan
+    frame: pd.DataFrame, data: DataConfig, plan: DataPlan, cv: CVConfig
 ) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
     times = _parse_times(frame[data.time_column], data.time_column)
     ordered = order_by_time(frame, data.time_column, times)
@@ -288,6 +308,9 @@ def _prepare_series(
         },
         "meta_features": meta,
     }
+    folds: list[Fold] = []
+    if cv.folds > 1:
+        folds, card["cv"] = _series_fold_data(ordered[data.time_column], values, data, cv, val_end)
     prepared = PreparedData(
         kind="series",
         task="regression",
@@ -304,8 +327,40 @@ def _prepare_series(
         card=card,
         preprocessing=preprocessing.to_dict(),
         raw_test_input=raw_test_input.reset_index(drop=True),
+        folds=folds,
     )
     return prepared, frames
+
+
+def _series_fold_data(
+    times: pd.Series, values: pd.DataFrame, data: DataConfig, cv: CVConfig, n_rows: int
+) -> tuple[list[Fold], dict[str, Any]]:
+    """Each fold's windows, scaled with statistics of its own training rows: a training window lies wholly inside
+    the fold's training rows; a validation window's targets lie inside its validation rows (its inputs are the
+    rows before, as at forecast time)."""
+    lb, h = data.lookback, data.horizon
+    kind = cv_kind(cv, "series", "regression")
+    folds, boundaries = [], []
+    for rows in series_folds(n_rows, cv.folds, kind, cv.gap):
+        a, b, c, d = int(rows.train[0]), int(rows.train[-1]) + 1, int(rows.val[0]), int(rows.val[-1]) + 1
+        fitted = SeriesPreprocessing.fit(times.iloc[a:b], values.iloc[a:b], b - a, data.time_column, lb, h)
+        X, y = make_windows(fitted.scale(values.iloc[:d]), lb, h)
+        start = np.arange(len(X))
+        first_target, last_target = start + lb, start + lb + h - 1
+        train = (start >= a) & (last_target < b)
+        val = (first_target >= c) & (last_target < d)
+        folds.append(Fold(Split(X[train], y[train]), Split(X[val], y[val]), fitted.to_dict()))
+        boundaries.append(
+            {
+                "train_rows": [a, b - 1],
+                "val_rows": [c, d - 1],
+                "train_times": [str(times.iloc[a]), str(times.iloc[b - 1])],
+                "val_times": [str(times.iloc[c]), str(times.iloc[d - 1])],
+                "train_windows": int(train.sum()),
+                "val_windows": int(val.sum()),
+            }
+        )
+    return folds, {"folds": cv.folds, "kind": kind, "gap": cv.gap, "boundaries": boundaries}
 
 
 # --- tabular ------------------------------------------------------------------------------------------------
@@ -372,25 +427,23 @@ def _check_tabular_size(frame: pd.DataFrame, target: pd.Series, data: DataConfig
             )
 
 
-def _prepare_tabular(
-    frame: pd.DataFrame, data: DataConfig, seed: int, plan: DataPlan
-) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
+def _encode_target(y_raw: pd.Series, task: str) -> tuple[np.ndarray, list[Any] | None, np.ndarray | None]:
+    """The target as class codes (classification) or floats, the class list, and the labels to stratify on."""
+    if task != "classification":
+        return y_raw.to_numpy(dtype=float), None, None
+    classes = sorted(y_raw.unique().tolist(), key=str)
+    codes = {c: i for i, c in enumerate(classes)}
+    y_all = y_raw.map(codes).to_numpy(dtype=np.int64)
+    return y_all, classes, y_all if y_raw.value_counts().min() >= 3 else None
+
+
+def _holdout_rows(
+    y_all: np.ndarray, stratify: np.ndarray | None, data: DataConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train/val/test row positions (stratified when ``stratify`` is given)."""
     from sklearn.model_selection import train_test_split
 
-    rows = frame[frame[data.target].notna()].reset_index(drop=True)
-    dropped_targets = len(frame) - len(rows)
-    y_raw = rows[data.target]
-    classes: list[Any] | None = None
-    stratify = None
-    if plan.task == "classification":
-        classes = sorted(y_raw.unique().tolist(), key=str)
-        codes = {c: i for i, c in enumerate(classes)}
-        y_all = y_raw.map(codes).to_numpy(dtype=np.int64)
-        if y_raw.value_counts().min() >= 3:
-            stratify = y_all
-    else:
-        y_all = y_raw.to_numpy(dtype=float)
-    index = np.arange(len(rows))
+    index = np.arange(len(y_all))
     holdout = data.split.val + data.split.test
     train_idx, rest_idx = train_test_split(index, test_size=holdout, random_state=seed, stratify=stratify)
     rest_stratify = stratify[rest_idx] if stratify is not None else None
@@ -399,6 +452,17 @@ def _prepare_tabular(
     val_idx, test_idx = train_test_split(
         rest_idx, test_size=data.split.test / holdout, random_state=seed, stratify=rest_stratify
     )
+    return train_idx, val_idx, test_idx
+
+
+def _prepare_tabular(
+    frame: pd.DataFrame, data: DataConfig, seed: int, plan: DataPlan, cv: CVConfig
+) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
+    rows = frame[frame[data.target].notna()].reset_index(drop=True)
+    dropped_targets = len(frame) - len(rows)
+    y_raw = rows[data.target]
+    y_all, classes, stratify = _encode_target(y_raw, plan.task)
+    train_idx, val_idx, test_idx = _holdout_rows(y_all, stratify, data, seed)
     features = rows[plan.features]
     preprocessing = TabularPreprocessing.fit(
         features.iloc[train_idx],
@@ -451,6 +515,10 @@ def _prepare_tabular(
         "encoding": encoding,
         "meta_features": meta,
     }
+    folds: list[Fold] = []
+    if cv.folds > 1:
+        trainval = np.concatenate([train_idx, val_idx])
+        folds, card["cv"] = _tabular_fold_data(features, y_all, trainval, data, seed, plan, classes, cv)
     prepared = PreparedData(
         kind="tabular",
         task=plan.task,
@@ -468,8 +536,52 @@ def _prepare_tabular(
         card=card,
         preprocessing=preprocessing.to_dict(),
         raw_test_input=features.iloc[test_idx].reset_index(drop=True),
+        folds=folds,
     )
     return prepared, frames
+
+
+def _tabular_fold_data(
+    features: pd.DataFrame,
+    y_all: np.ndarray,
+    trainval: np.ndarray,
+    data: DataConfig,
+    seed: int,
+    plan: DataPlan,
+    classes: list[Any] | None,
+    cv: CVConfig,
+) -> tuple[list[Fold], dict[str, Any]]:
+    """Each fold's arrays, imputed, scaled and encoded (and a regression target scaled) with a preprocessing
+    fitted on the fold's training rows only. A category a fold's training rows lack encodes as zeros, so folds
+    may have fewer encoded columns than the single split."""
+    kind = cv_kind(cv, "tabular", plan.task)
+    regression = plan.task == "regression"
+    labels = None if regression else y_all[trainval]
+    folds, boundaries = [], []
+    for rows in tabular_folds(len(trainval), cv.folds, kind, seed, labels):
+        train, val = trainval[rows.train], trainval[rows.val]
+        fitted = TabularPreprocessing.fit(
+            features.iloc[train],
+            plan.features,
+            plan.categorical,
+            plan.task,
+            data.target,
+            MAX_CATEGORIES,
+            classes=classes,
+            y_train=y_all[train] if regression else None,
+        )
+        y = y_all
+        if regression:
+            y = ((y_all - fitted.target_mean) / fitted.target_std).astype(np.float32).reshape(-1, 1)
+        folds.append(
+            Fold(
+                Split(fitted.encode(features.iloc[train]), y[train]),
+                Split(fitted.encode(features.iloc[val]), y[val]),
+                fitted.to_dict(),
+            )
+        )
+        boundaries.append({"train_rows": len(train), "val_rows": len(val)})
+    return folds, {"folds": cv.folds, "kind": kind, "seed": seed, "boundaries": boundaries}
 
 
 # --- shared -------------------------------------------------------------------------------------------------

@@ -160,7 +160,10 @@ def _start_from(job: FinalTrainJob, best_weights: str | None) -> Path | None:
     if job.final.init == "scratch":
         return None
     if best_weights is None or not Path(best_weights).is_file():
-        logger.info("final training: the search kept no weights of the best config here; training it from scratch")
+        logger.info(
+            "final training: the search kept no weights of the best config here (none are kept under search.cv, whose"
+            " fold models each trained on other rows); training it from scratch"
+        )
         return None
     return Path(best_weights)
 

@@ -29,6 +29,8 @@ from tasks.catalog import (
     CONFIG_FILE,
     CONFIG_HASH,
     CONFIG_NAME,
+    CV_MEAN_METRIC,
+    CV_STD_METRIC,
     DATA_SOURCE,
     FAMILY,
     FIDELITY_PARAM,
@@ -51,7 +53,7 @@ from tasks.prepared_data import PreparedData
 from tasks.search import SearchSpace
 from tasks.search_stage import SearchStageResult
 from tasks.state import local_state
-from tasks.summary import BudgetSummary, PipelineSummary, WarmStartSummary, render_markdown
+from tasks.summary import BudgetSummary, CVSummary, PipelineSummary, WarmStartSummary, render_markdown
 from tasks.tracking import (
     INTERRUPTED_NOTE,
     PipelineRun,
@@ -178,6 +180,7 @@ def record_summary(
         total_seconds=clock.total,
         mlflow_tracking_uri=mlflow.get_tracking_uri(),
         budget=BudgetSummary(budget.seconds, round(budget.used(), 3)) if budget is not None else None,
+        cv=_cv_summary(search_result, final.chosen),
     )
     markdown = render_markdown(summary)
     space = SearchSpace.from_config(cfg.search.space)
@@ -205,6 +208,7 @@ def record_summary(
                 },
                 **{f"{TRIALS_METRIC_PREFIX}{k}": v for k, v in search_result.counts.as_dict().items()},
                 TOTAL_SECONDS_METRIC: clock.total,
+                **({CV_MEAN_METRIC: summary.cv.mean, CV_STD_METRIC: summary.cv.std} if summary.cv else {}),
             }
         )
         # The config a later run warm-starts from, or `automl configs export` exports next to these test metrics:
@@ -218,6 +222,14 @@ def record_summary(
     client.set_tag(run_id, SPACE_SIGNATURE, json.dumps(space.signature(), sort_keys=True, default=str))
     publish_summary(cfg.name, markdown, pipeline.prefect_flow_run_id)
     return summary
+
+
+def _cv_summary(search_result: SearchStageResult, chosen: str) -> CVSummary | None:
+    """The chosen model's config's cross-validation score, when the search had folds and scored that config."""
+    losses = search_result.cv_fold_losses.get(chosen)
+    if not search_result.cv_kind or not losses:
+        return None
+    return CVSummary.of(search_result.cv_kind, losses)
 
 
 def _chosen_config(best_params: dict[str, Any], final: FinalResult) -> dict[str, Any]:

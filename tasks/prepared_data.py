@@ -24,6 +24,16 @@ class Split:
 
 
 @dataclass
+class Fold:
+    """One cross-validation fold (``search.cv``): model-ready arrays made with a preprocessing fitted on the fold's
+    training rows only (``preprocessing``, as JSON values)."""
+
+    train: Split
+    val: Split
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class PreparedData:
     """Everything later stages need to train and evaluate, in memory."""
 
@@ -46,6 +56,7 @@ class PreparedData:
     # predictions through it: what the registered raw-data model carries and is checked against.
     preprocessing: dict[str, Any] = field(default_factory=dict)
     raw_test_input: pd.DataFrame | None = None
+    folds: list[Fold] = field(default_factory=list)  # cross-validation folds of train+val; none for one split
 
     @property
     def n_features(self) -> int:

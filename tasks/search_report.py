@@ -14,12 +14,14 @@ import optuna
 from optuna.trial import TrialState
 
 from tasks.catalog import (
+    CV_PLOT_FILE,
     IMPORTANCE_METRIC_PREFIX,
     PARAM_IMPORTANCES_FILE,
     SEARCH_PLOT_FILE,
     TRIALS_CSV_FILE,
     TRIALS_PARQUET_FILE,
 )
+from tasks.search import FOLD_LOSSES_ATTR
 from tasks.tracking import log_frame
 
 logger = logging.getLogger("automl")
@@ -84,6 +86,32 @@ def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
         log_frame(table, TRIALS_PARQUET_FILE)
         log_frame(table, TRIALS_CSV_FILE)
     return importances
+
+
+def log_fold_scores(study: optuna.Study, top: int = 5) -> None:
+    """Cross-validation: the validation loss of each fold for the ``top`` complete configs (a line each, the best
+    first), logged as a figure to the active MLflow run."""
+    from tasks.plotting import pyplot
+
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get(FOLD_LOSSES_ATTR) and t.value is not None
+    ]
+    if not complete:
+        return
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for trial in sorted(complete, key=lambda t: t.value)[:top]:
+        losses = trial.user_attrs[FOLD_LOSSES_ATTR]
+        axes.plot(range(1, len(losses) + 1), losses, marker="o", label=f"trial {trial.number}: mean {trial.value:.4g}")
+    axes.set_xlabel("fold (oldest validation window first, for series)")
+    axes.set_ylabel("validation loss")
+    axes.set_title(f"Validation loss per fold, top {min(top, len(complete))} configs")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    mlflow.log_figure(figure, CV_PLOT_FILE)
+    plt.close(figure)
 
 
 def _computed(importances: dict[str, float]):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlflow
+from optuna.trial import TrialState
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -29,6 +30,10 @@ from tasks.catalog import (
     BEST_TRIAL_METRIC,
     BEST_TRIAL_WEIGHTS_FILE,
     BEST_VAL_LOSS,
+    CV_FOLDS_PARAM,
+    CV_GAP_PARAM,
+    CV_KIND_PARAM,
+    CV_PRUNING_PARAM,
     ENGINE_OVERHEAD_SHARE_METRIC,
     EPOCHS_PARAM,
     FIDELITY_PARAM,
@@ -46,6 +51,8 @@ from tasks.catalog import (
 )
 from tasks.prepared_data import PreparedData
 from tasks.search import (
+    FOLD_LOSSES_ATTR,
+    SOURCE_ATTR,
     Observers,
     PrefectExecutor,
     SearchEngine,
@@ -54,9 +61,17 @@ from tasks.search import (
     make_backend,
     make_scheduler,
 )
-from tasks.search_report import log_search_report
+from tasks.search_report import log_fold_scores, log_search_report
 from tasks.state import local_state
-from tasks.studies import enqueue_default_config, enqueue_warm_start, make_storage, open_study, redact, storage_url
+from tasks.studies import (
+    DEFAULT_CONFIG_SOURCE,
+    enqueue_default_config,
+    enqueue_warm_start,
+    make_storage,
+    open_study,
+    redact,
+    storage_url,
+)
 from tasks.tracking import PipelineRun, log_file, stage_run
 from tasks.trainer_objective import TrainerObjective, trial_weights_path
 from tasks.trial_tracking import MlflowTrialObserver
@@ -100,6 +115,10 @@ class SearchStageResult:
     overhead_share: float
     importances: dict[str, float] = field(default_factory=dict)
     best_weights: str | None = None  # the best config's weights from its evaluation on all the data, when kept
+    # search.cv: the fold kind, and the fold losses of the best config ("tuned") and of the default config
+    # ("default_config", when it completed in this study)
+    cv_kind: str | None = None
+    cv_fold_losses: dict[str, list[float]] = field(default_factory=dict)
 
 
 def task_runner_for(search: SearchConfig):
@@ -177,7 +196,14 @@ def run_search_stage(
         )
         sampler_seed = seed + len(study.trials)  # a continued study must not replay the same random configs
         backend = make_backend(search.backend, search.sampler, study, space, sampler_seed, n_startup)
-        scheduler = make_scheduler(search.fidelity, search.eta, search.min_fraction, search.promotion == "deferred")
+        scheduler = make_scheduler(
+            search.fidelity,
+            search.eta,
+            search.min_fraction,
+            search.promotion == "deferred",
+            folds=len(prepared.folds) or 1,
+            fold_pruning=search.cv.pruning,
+        )
         deadline = (
             SearchDeadline(job.budget, job.final_epochs, trains_default=job.final_trains_default)
             if job.budget is not None
@@ -196,8 +222,9 @@ def run_search_stage(
             threads=torch_threads(search.parallelism),
             time_limit=search.trial_timeout,
             deadline=deadline,
-            weights_dir=local_state().trial_weights(study.study_name),
+            weights_dir=None if prepared.folds else local_state().trial_weights(study.study_name),
         )
+        cv_kind = prepared.card.get("cv", {}).get("kind")
         mlflow.log_params(
             {
                 BACKEND_PARAM: search.backend,
@@ -212,15 +239,22 @@ def run_search_stage(
                 STUDY_NAME_PARAM: study.study_name,
                 PARALLELISM_PARAM: search.parallelism,
                 TRIAL_TIMEOUT_PARAM: search.trial_timeout,
+                CV_FOLDS_PARAM: scheduler.folds,
+                **(
+                    {CV_KIND_PARAM: cv_kind, CV_GAP_PARAM: search.cv.gap, CV_PRUNING_PARAM: search.cv.pruning}
+                    if cv_kind
+                    else {}
+                ),
             }
         )
         logger.info(
-            "search: study %s (%s/%s, fidelity %s, rungs %s), %s trials, %d warm-start configs queued",
+            "search: study %s (%s/%s, fidelity %s, rungs %s%s), %s trials, %d warm-start configs queued",
             study.study_name,
             search.backend,
             search.sampler,
             search.fidelity,
             ", ".join(f"{f:.3g}" for f in scheduler.fractions),
+            f"; {scheduler.folds} {cv_kind} folds" if cv_kind else "",
             search.n_trials if search.n_trials is not None else "unlimited",
             enqueued,
         )
@@ -262,6 +296,8 @@ def run_search_stage(
         if best_weights.is_file():
             log_file(best_weights, BEST_TRIAL_WEIGHTS_FILE)
         importances = log_search_report(study, seed)
+        if cv_kind:
+            log_fold_scores(study)
     return SearchStageResult(
         study_name=study.study_name,
         storage=redact(url),
@@ -275,7 +311,23 @@ def run_search_stage(
         overhead_share=result.overhead_share,
         importances=importances,
         best_weights=str(best_weights) if best_weights.is_file() else None,
+        cv_kind=cv_kind,
+        cv_fold_losses=_fold_losses(study, result.best_trial) if cv_kind else {},
     )
+
+
+def _fold_losses(study: Any, best_trial: int) -> dict[str, list[float]]:
+    """The fold losses of the best trial ("tuned") and of the default config's complete trial ("default_config")."""
+    losses = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        folds = trial.user_attrs.get(FOLD_LOSSES_ATTR)
+        if not folds:
+            continue
+        if trial.number == best_trial:
+            losses["tuned"] = list(folds)
+        if trial.user_attrs.get(SOURCE_ATTR) == DEFAULT_CONFIG_SOURCE:
+            losses.setdefault("default_config", list(folds))
+    return losses
 
 
 @flow(name="search", flow_run_name="search-{pipeline.study_name}", validate_parameters=False)

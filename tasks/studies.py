@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the warm-start stage imports MLflow and Prefect; workers th
 # Study user attrs: what the study was first run with.
 RUNG_FRACTIONS_ATTR = "rung_fractions"
 BACKEND_ATTR = "backend"
+CV_ATTR = "cv"  # search.cv's folds, kind and gap: a reported step means another (rung, fold) under other folds
 DEFAULT_CONFIG_SOURCE = "default_config"  # the family's default config, queued first (search.try_default_first)
 
 
@@ -73,11 +74,12 @@ def open_study(search: SearchConfig, study_name: str, storage: optuna.storages.B
         pruner=optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
-    recorded = study.user_attrs.get(RUNG_FRACTIONS_ATTR)
-    if recorded is None:
+    attrs = study.user_attrs
+    if attrs.get(RUNG_FRACTIONS_ATTR) is None:
         study.set_user_attr(RUNG_FRACTIONS_ATTR, _rungs(search))
         study.set_user_attr(BACKEND_ATTR, search.backend)
-    _check_rungs(search, study_name, recorded)
+        study.set_user_attr(CV_ATTR, _cv(search))
+    _check_rungs(search, study_name, attrs)
     return study
 
 
@@ -91,19 +93,32 @@ def check_study(search: SearchConfig, study_name: str | None) -> None:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
         return  # a new study of that name will be created
-    _check_rungs(search, study_name, storage.get_study_user_attrs(study_id).get(RUNG_FRACTIONS_ATTR))
+    _check_rungs(search, study_name, storage.get_study_user_attrs(study_id))
 
 
 def _rungs(search: SearchConfig) -> list[float]:
     return list(rung_fractions(search.eta, search.min_fraction)) if search.fidelity != "none" else [1.0]
 
 
-def _check_rungs(search: SearchConfig, study_name: str, recorded: list[float] | None) -> None:
-    rungs = _rungs(search)
+def _cv(search: SearchConfig) -> dict[str, Any]:
+    cv = search.cv
+    return {"folds": cv.folds, "kind": cv.kind, "gap": cv.gap} if cv.folds > 1 else {"folds": 1}
+
+
+def _check_rungs(search: SearchConfig, study_name: str, attrs: dict[str, Any]) -> None:
+    """A continued study must have been run with this config's rungs and folds (studies from before ``search.cv``
+    had one split)."""
+    rungs, recorded = _rungs(search), attrs.get(RUNG_FRACTIONS_ATTR)
     if recorded is not None and [round(r, 9) for r in recorded] != [round(r, 9) for r in rungs]:
         raise ConfigError(
             f"search.fidelity: study {study_name!r} was run with rungs {recorded}; this config gives {rungs}. "
             "Use another --study-name or the same fidelity settings"
+        )
+    cv = attrs.get(CV_ATTR, {"folds": 1})
+    if recorded is not None and cv != _cv(search):
+        raise ConfigError(
+            f"search.cv: study {study_name!r} was run with cross-validation {cv}; this config gives {_cv(search)}. "
+            "Use another --study-name or the same search.cv settings"
         )
 
 

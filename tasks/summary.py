@@ -41,6 +41,29 @@ class BudgetSummary:
     used: float
 
 
+@dataclass(frozen=True)
+class CVSummary:
+    """The chosen config's validation loss over the search's cross-validation folds (``search.cv``)."""
+
+    folds: int
+    kind: str
+    mean: float
+    std: float
+    fold_losses: list[float]
+
+    @classmethod
+    def of(cls, kind: str, losses: list[float]) -> CVSummary:
+        """Mean and (population) standard deviation of ``losses``.
+
+        Example:
+            >>> CVSummary.of("kfold", [1.0, 3.0]).std
+            1.0
+        """
+        mean = sum(losses) / len(losses)
+        std = (sum((v - mean) ** 2 for v in losses) / len(losses)) ** 0.5
+        return cls(len(losses), kind, mean, std, list(losses))
+
+
 @dataclass(frozen=True, kw_only=True)
 class PipelineSummary:
     """One completed pipeline execution: where it is tracked, what the search found, how the tuned model tested
@@ -78,11 +101,15 @@ class PipelineSummary:
     total_seconds: float
     mlflow_tracking_uri: str
     budget: BudgetSummary | None = None  # None without budget.seconds
+    cv: CVSummary | None = None  # None without search.cv (or when the chosen config has no fold losses)
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a JSON object (``automl run --json``, ``summary.json``): its fields in order, the
-        sub-parts as nested objects, no registered model as null."""
-        return asdict(self)
+        sub-parts as nested objects, no registered model as null; ``cv`` only when the search cross-validated."""
+        record = asdict(self)
+        if self.cv is None:
+            del record["cv"]
+        return record
 
 
 def render_markdown(summary: PipelineSummary) -> str:
@@ -117,7 +144,7 @@ The model is the {_CHOSEN[summary.chosen]}{_WHY if "default_config" in baselines
 |---|---|---|---|
 {rows}
 
-**Model:** {registry}{" (champion)" if summary.champion else ""}; {summary.champion_note}.
+{_cv_paragraph(summary)}**Model:** {registry}{" (champion)" if summary.champion else ""}; {summary.champion_note}.
 """
 
 
@@ -146,6 +173,7 @@ def render_table(summary: PipelineSummary) -> str:
     registry = f"{model.name} v{model.version}" if model else "not registered"
     champion = " (champion)" if summary.champion else ""
     lines += [
+        *([f"  {_cv_line(summary)}"] if summary.cv is not None else []),
         "",
         f"  model ({_CHOSEN[summary.chosen]}): {summary.model_uri} -> {registry}{champion}",
         "  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_seconds.items()),
@@ -160,6 +188,22 @@ def render_table(summary: PipelineSummary) -> str:
 
 
 _CHOSEN = {"tuned": "tuned config", "default_config": "default config"}
+
+
+def _cv_paragraph(summary: PipelineSummary) -> str:
+    return f"{_cv_line(summary)}\n\n" if summary.cv is not None else ""
+
+
+def _cv_line(summary: PipelineSummary) -> str:
+    cv = summary.cv
+    if cv is None:
+        return ""
+    return (
+        f"cross-validation ({cv.folds} {cv.kind} folds, {_CHOSEN[summary.chosen]}): "
+        f"validation loss {cv.mean:.5g} ± {cv.std:.3g}"
+    )
+
+
 _WHY = " (of it and the default config, the lower validation loss)."
 
 

@@ -6,6 +6,10 @@ Subsamples are deterministic per seed, the same for every config at a rung, and 
 subsample is part of every larger one): series keep the most recent contiguous windows; tabular rows come
 from one seeded, class-interleaved permutation. An evaluation on all the data keeps its best epoch's weights
 (``trial_weights_path``), so that the final stage continues from the winner instead of training it again.
+
+With cross-validation (``prepared.folds``) the engine calls ``objective(params, fidelity, fold=k)``: fold k's
+training windows/rows are subsampled the same way and its validation part is the validation split. Fold models
+keep no weights: none of them trained on the split the final stage trains on.
 """
 
 from __future__ import annotations
@@ -73,11 +77,12 @@ class TrainerObjective:
         weights_dir: Path | None = None,
     ):
         self.family = family
-        self.shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
+        self.n_outputs, self.lookback = prepared.n_outputs, prepared.lookback
         self.train = (prepared.train.X, prepared.train.y)
         self.val = (prepared.val.X, prepared.val.y)
+        self.folds = [((f.train.X, f.train.y), (f.val.X, f.val.y)) for f in prepared.folds]
         self.kind = prepared.kind
-        self.labels = prepared.train.y if prepared.task == "classification" else None
+        self.classification = prepared.task == "classification"
         self.base_params = dict(base_params)
         self.epochs = epochs
         self.loss = loss
@@ -110,15 +115,19 @@ class TrainerObjective:
             return None
         return max(self.deadline() - time.time(), 0.0)
 
-    def subsample(self, fraction: float) -> np.ndarray:
-        return subsample_indices(len(self.train[0]), fraction, self.kind, self.seed, self.labels)
+    def subsample(self, fraction: float, fold: int | None = None) -> np.ndarray:
+        X, y = self.train if fold is None else self.folds[fold][0]
+        return subsample_indices(len(X), fraction, self.kind, self.seed, y if self.classification else None)
 
-    def __call__(self, params: dict[str, Any], fidelity: float) -> Evaluation:
+    def __call__(self, params: dict[str, Any], fidelity: float, fold: int | None = None) -> Evaluation:
         if self.threads:
             torch.set_num_threads(self.threads)
         full = {**self.base_params, **params}
-        idx = self.subsample(fidelity)
-        model = build_model(get_family(self.family), self.shape, full, self.seed)
+        train, val = (self.train, self.val) if fold is None else self.folds[fold]
+        idx = self.subsample(fidelity, fold)
+        # a fold's encoding may have fewer columns (categories its training rows lack)
+        shape = ModelShape(train[0].shape[-1], self.n_outputs, self.lookback)
+        model = build_model(get_family(self.family), shape, full, self.seed)
         settings = TrainSettings(
             epochs=self.epochs,
             lr=float(full["lr"]),
@@ -133,13 +142,13 @@ class TrainerObjective:
         )
         result = fit(
             model,
-            (self.train[0][idx], self.train[1][idx]),
-            self.val,
+            (train[0][idx], train[1][idx]),
+            val,
             settings,
             pick_device(self.device),
             should_stop=self._stop.is_set,
         )
-        if self.weights_dir is not None and fidelity >= 1 and math.isfinite(result.best_val_loss):
+        if self.weights_dir is not None and fold is None and fidelity >= 1 and math.isfinite(result.best_val_loss):
             # Trained on all the data: the final stage can continue from here instead of starting again.
             path = trial_weights_path(self.weights_dir, params)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFL
 
 from tasks.catalog import (
     FAIL_REASON,
+    FOLD_VAL_LOSS_METRIC,
     MLFLOW_RUN_ATTR,
     OUTCOME,
     PROMOTIONS,
@@ -114,6 +115,10 @@ class MlflowTrialObserver:
             tags=verdict_tag,
         )
 
+    def fold_finished(self, record: TrialRecord, fraction: float, step: int, fold: int, loss: float) -> None:
+        metric = Metric(FOLD_VAL_LOSS_METRIC.format(fold=fold), loss, int(time.time() * 1000), step)
+        self.client.log_batch(self._runs[record.number], metrics=[metric])
+
     def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
         run_id = self._runs[record.number]
         now = int(time.time() * 1000)
@@ -149,6 +154,8 @@ def _progress_line(record: TrialRecord, best: TrialRecord | None) -> str:
     else:
         fraction, loss = record.rungs[-1]
         where = "" if fraction >= 1 else f" at {fraction:.0%} of the data"
+        if record.reason and record.reason.startswith("pruned after fold"):
+            where += f" after fold {len(record.folds)}"
         outcome = f"{record.outcome:<8} val_loss {loss:.5g}{where}"
     best_text = f"best {best.value:.5g} (#{best.number})" if best else "best -"
     return f"trial {record.number:>3} | {outcome} | {best_text} | {params} | {record.seconds:.1f}s"

@@ -244,6 +244,23 @@ CASES = {
         lambda t: ["--set", "budget.seconds=[60]"],
         "budget.seconds: Input should be a valid number",
     ),
+    # cross-validation (search.cv)
+    "more folds than the series allows": (
+        lambda t: ["--set", "search.cv.folds=100", "--set", "data.horizon=30"],
+        "search.cv.folds: 100 folds of 1940 train+validation rows give validation windows of 19 rows, too short",
+    ),
+    "a fold smaller than lookback + horizon": (
+        lambda t: ["--set", "search.cv.folds=2", "--set", "data.lookback=700"],
+        "search.cv.folds: with 2 folds the first fold trains on 648 rows, fewer than lookback 700 + horizon 1 + 7",
+    ),
+    "stratified folds of a series": (
+        lambda t: ["--set", "search.cv.folds=3", "--set", "search.cv.kind=stratified"],
+        "search.cv.kind: 'stratified' does not apply to the series family 'lstm'; use auto, rolling_origin or",
+    ),
+    "zero folds": (lambda t: ["--set", "search.cv.folds=0"], "search.cv.folds: Input should be greater than or equal"),
+    "folds not a number": (lambda t: ["--set", "search.cv.folds=five"], "search.cv.folds: Input should be a valid"),
+    "negative gap": (lambda t: ["--set", "search.cv.gap=-1"], "search.cv.gap: Input should be greater than or equal"),
+    "unknown fold kind": (lambda t: ["--set", "search.cv.kind=loo"], "search.cv.kind: Input should be 'auto'"),
     "unknown final.init": (lambda t: ["--set", "final.init=warm"], "final.init: Input should be 'best_trial' or"),
     "final.baselines not a list": (lambda t: ["--set", "final.baselines=naive"], "final.baselines: Input should be"),
     "unknown baseline": (lambda t: ["--set", "final.baselines=[naive, best]"], "final.baselines.1: Input should be"),
@@ -274,6 +291,37 @@ def test_more_classes_than_a_split_has_rows(home, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data.split: the test split gets 5 of 30 rows, fewer than the 6 classes of 'kind'" in err
     assert err.count("\n") == 1 and not home.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data.task=regression", "data.target=body_mass_g", "search.cv.kind=stratified"], "search.cv.kind: strat"),
+        (["data.target=body_mass_g", "search.cv.folds=3", "search.cv.kind=stratified"], "search.cv.kind: strat"),
+        (["search.cv.folds=70"], "search.cv.folds: stratified folds put every class in every fold; class"),
+        (["search.cv.folds=3", "search.cv.kind=rolling_origin"], "search.cv.kind: 'rolling_origin' does not apply"),
+        (["search.cv.folds=3", "search.cv.gap=2"], "search.cv.gap: only series folds have a gap"),
+    ],
+)
+def test_tabular_folds_the_data_does_not_allow(overrides, expected, home, capsys):
+    args = [arg for override in overrides for arg in ("--set", override)]
+    assert main(["run", str(REPO / "configs" / "mlp_tabular.yaml"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+    assert not home.exists(), "a rejected run must not create the state folder"
+
+
+def test_a_study_continued_with_other_cv_settings(home, tmp_path, capsys):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.create_study(study_name="earlier", storage=storage)
+    study.set_user_attr("rung_fractions", [1.0])  # a study from before search.cv: one split
+    args = ["--set", f"search.storage={storage}", "--set", "search.fidelity=none", "--set", "search.cv.folds=3"]
+    assert main(["run", LSTM, *args, "--study-name", "earlier"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: search.cv: study 'earlier' was run with cross-validation {'folds': 1}")
+    assert err.count("\n") == 1 and not study.trials
 
 
 def test_a_study_continued_with_other_fidelity_settings(home, tmp_path, capsys):

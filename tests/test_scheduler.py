@@ -86,7 +86,7 @@ def test_restore_replays_history():
     for i, loss in enumerate(LOSSES[:5]):
         first.decide(T(i), 0, loss)
     second = SuccessiveHalving(3, 1 / 9)
-    second.restore([(T(i), 0, loss) for i, loss in enumerate(LOSSES[:5])])
+    second.restore([(T(i), 0, 0, loss) for i, loss in enumerate(LOSSES[:5])])
     assert second.results_at(0) == first.results_at(0)
     assert [second.decide(T(i), 0, loss) == Verdict.PROMOTE for i, loss in enumerate(LOSSES[5:], 5)] == PROMOTED[5:]
 

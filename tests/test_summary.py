@@ -12,6 +12,7 @@ import pytest
 from tasks.search import TrialCounts
 from tasks.summary import (
     BudgetSummary,
+    CVSummary,
     PipelineSummary,
     RegisteredVersion,
     WarmStartSummary,
@@ -93,6 +94,10 @@ def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
         "budget",
     ]
     assert record["status"] == "completed"
+    assert "cv" not in record  # absent without search.cv
+    folded = dataclasses.replace(summary, cv=CVSummary.of("rolling_origin", [0.1, 0.3])).to_json()
+    assert list(folded)[-1] == "cv" and folded["cv"]["folds"] == 2
+    assert folded["cv"]["mean"] == pytest.approx(0.2) and folded["cv"]["std"] == pytest.approx(0.1)
     assert record["trials"] == {"complete": 3, "pruned": 1, "failed": 0}
     assert record["warm_start"] == {"enqueued": 1, "source_run_ids": ["r1"]}
     assert record["registered_model"] == {"name": "tiny_lstm", "version": 3}

@@ -17,6 +17,7 @@ from tasks.search._backends import HyperoptBackend, OptunaBackend, SamplerBacken
 from tasks.search._engine import SearchEngine
 from tasks.search._executors import Executor, LocalExecutor, PrefectExecutor
 from tasks.search._ledger import (
+    FOLD_LOSSES_ATTR,
     FULL_FIDELITY_ATTR,
     HEARTBEAT_SECONDS,
     OUTCOME_ATTR,
@@ -56,6 +57,7 @@ from tasks.search._types import (
 __all__ = [
     "COMPLETE",
     "FAILED",
+    "FOLD_LOSSES_ATTR",
     "FULL_FIDELITY_ATTR",
     "HEARTBEAT_SECONDS",
     "INTERRUPTED",

@@ -6,16 +6,18 @@ It optimises any ``objective(params, fidelity) -> loss`` (fidelity in (0, 1]), s
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import signal
+import statistics
 import threading
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -24,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tasks.search._backends import SamplerBackend
 from tasks.search._executors import Executor, LocalExecutor
 from tasks.search._ledger import (
+    FOLD_LOSSES_ATTR,
     FULL_FIDELITY_ATTR,
     HEARTBEAT_SECONDS,
     OUTCOME_ATTR,
@@ -73,6 +76,9 @@ class _Running:
     rungs: tuple[int, ...]
     position: int  # index into rungs
     scheduled: _AsScheduled
+    fold: int = 0  # cross-validation: the fold in progress at rungs[position]
+    rung_seconds: float = 0.0  # spent on the folds of the rung in progress
+    rung_curves: list[tuple[float, ...]] = field(default_factory=list)  # their validation curves
 
 
 class SearchEngine:
@@ -131,7 +137,7 @@ class SearchEngine:
         with self.ledger.engine_alive():
             try:
                 self.requeue_interrupted()
-                restored = self.ledger.restore(self._rung_of_step, _AsScheduled)
+                restored = self.ledger.restore(self.scheduler.position_of, _AsScheduled)
                 self.scheduler.restore(restored.history)
                 self._best_before = restored.best
                 in_flight: dict[Any, _Running] = {}
@@ -210,12 +216,6 @@ class SearchEngine:
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline()
 
-    def _rung_of_step(self, step: int) -> int | None:
-        for rung in range(len(self.scheduler.fractions)):
-            if self.scheduler.step(rung) == step:
-                return rung
-        return None
-
     # --- trials -----------------------------------------------------------------------------------------------
 
     def _start_trial(self) -> _Running:
@@ -240,11 +240,17 @@ class SearchEngine:
         return item
 
     def _submit(self, item: _Running, in_flight: dict[Any, _Running]) -> None:
-        """Evaluate the item's current rung, or reuse a result the ledger already holds for it."""
+        """Evaluate the item's current rung (and fold), or reuse a result the ledger already holds for it."""
         while True:
-            rung = item.rungs[item.position]
-            known = self.ledger.known(item.record.params, self.scheduler.step(rung))
-            if known is None and item.position > 0 and self._past_deadline() and self._best_record() is not None:
+            rung, fold = item.rungs[item.position], item.fold
+            known = self.ledger.known(item.record.params, self.scheduler.fold_step(rung, fold))
+            if (
+                known is None
+                and item.position > 0
+                and fold == 0
+                and self._past_deadline()
+                and self._best_record() is not None
+            ):
                 item.record.reason = OUT_OF_TIME
                 item.trial.set_user_attr(REASON_ATTR, OUT_OF_TIME)
                 self._finish(item, TrialState.PRUNED, item.record.rungs[-1][1])
@@ -252,11 +258,18 @@ class SearchEngine:
             if known is None:
                 fraction = self.scheduler.fractions[rung]
                 label = f"trial-{item.record.number}-rung-{rung}"
-                in_flight[self.executor.submit(self.objective, item.record.params, fraction, label)] = item
+                objective = self.objective
+                if self.scheduler.folds > 1:
+                    label += f"-fold-{fold}"
+                    objective = functools.partial(self.objective, fold=fold)
+                in_flight[self.executor.submit(objective, item.record.params, fraction, label)] = item
                 return
             item.record.reused += 1
             item.trial.set_user_attr(REUSED_ATTR, item.record.reused)
-            if not self._advance(item, Evaluation(loss=known)):
+            # The ledger keeps running means over the folds: this fold's own loss is what it added to the mean.
+            done = item.record.folds
+            fold_loss = known * (len(done) + 1) - sum(done)
+            if not self._advance(item, Evaluation(loss=fold_loss), known):
                 return
 
     def _on_result(self, item: _Running, future: Any, in_flight: dict[Any, _Running]) -> None:
@@ -268,21 +281,40 @@ class SearchEngine:
         if evaluation.error is not None:
             self._fail(item, evaluation.error)
             return
-        self.ledger.remember(item.record.params, self.scheduler.step(item.rungs[item.position]), evaluation.loss)
-        if self._advance(item, evaluation):
+        mean = statistics.fmean([*item.record.folds, evaluation.loss])
+        self.ledger.remember(item.record.params, self.scheduler.fold_step(item.rungs[item.position], item.fold), mean)
+        if self._advance(item, evaluation, mean):
             self._submit(item, in_flight)
 
-    def _advance(self, item: _Running, evaluation: Evaluation) -> bool:
-        """Report the rung to the ledger and the scheduler; True when the trial goes on to its next rung."""
-        rung = item.rungs[item.position]
+    def _advance(self, item: _Running, evaluation: Evaluation, mean: float) -> bool:
+        """Report the fold (the rung, without folds) to the ledger and the scheduler, ``mean`` being the running
+        mean over the rung's folds so far; True when the trial goes on to its next fold or rung."""
+        rung, fold, folds = item.rungs[item.position], item.fold, self.scheduler.folds
         step = self.scheduler.step(rung)
         fraction = self.scheduler.fractions[rung]
-        item.trial.report(evaluation.loss, step)
-        item.record.rungs.append((fraction, evaluation.loss))
-        item.record.curves.append(evaluation.curve)
+        item.trial.report(mean, self.scheduler.fold_step(rung, fold))
+        item.record.folds.append(evaluation.loss)
+        item.rung_seconds += evaluation.seconds
+        item.rung_curves.append(evaluation.curve)
         # Engines sharing the study (other processes, other machines) may have reported results at this rung since
         # this one started: the scheduler compares with them too, as Optuna's pruners, reading the study, do.
-        self.scheduler.restore(self.ledger.rung_history(self._rung_of_step, _AsScheduled))
+        self.scheduler.restore(self.ledger.rung_history(self.scheduler.position_of, _AsScheduled))
+        if folds > 1:
+            self.observer.fold_finished(item.record, fraction, step, fold, evaluation.loss)
+            evaluation = Evaluation(mean, _mean_curve(item.rung_curves), item.rung_seconds / (fold + 1))
+        if fold < folds - 1:
+            if self.scheduler.decide_fold(item.scheduled, rung, fold, mean) == Verdict.PROMOTE:
+                item.fold += 1
+                return True
+            item.record.rungs.append((fraction, mean))
+            item.record.curves.append(evaluation.curve)
+            self.observer.rung_finished(item.record, fraction, step, evaluation, Verdict.STOP)
+            item.record.reason = f"pruned after fold {fold + 1} of {folds}: its mean is worse than the others' median"
+            item.trial.set_user_attr(REASON_ATTR, item.record.reason)
+            self._finish(item, TrialState.PRUNED, mean)
+            return False
+        item.record.rungs.append((fraction, evaluation.loss))
+        item.record.curves.append(evaluation.curve)
         verdict = self.scheduler.decide(item.scheduled, rung, evaluation.loss)
         if verdict == Verdict.PROMOTE and item.position == len(item.rungs) - 1:
             verdict = Verdict.COMPLETE
@@ -297,7 +329,8 @@ class SearchEngine:
         self.observer.rung_finished(item.record, fraction, step, evaluation, verdict)
         self._queue_promotions()
         if verdict == Verdict.PROMOTE:
-            item.position += 1
+            item.position, item.fold, item.rung_seconds, item.rung_curves = item.position + 1, 0, 0.0, []
+            item.record.folds = []
             return True
         if verdict == Verdict.STOP and self.scheduler.waiting(item.scheduled, rung):
             item.record.reason = WAITING
@@ -344,6 +377,8 @@ class SearchEngine:
         record.value = value
         item.trial.set_user_attr(OUTCOME_ATTR, record.outcome)
         item.trial.set_user_attr(SECONDS_ATTR, round(record.seconds, 3))
+        if self.scheduler.folds > 1 and record.folds:
+            item.trial.set_user_attr(FOLD_LOSSES_ATTR, list(record.folds))
         self.backend.tell(item.trial, ending, value)
         self.observer.trial_finished(record, self._best_record())
 
@@ -374,6 +409,12 @@ class SearchEngine:
             evaluation_seconds=self._evaluation_seconds,
             parallelism=self.executor.parallelism,
         )
+
+
+def _mean_curve(curves: list[tuple[float, ...]]) -> tuple[float, ...]:
+    """The epoch-by-epoch mean of the folds' validation curves (as long as the shortest)."""
+    length = min((len(c) for c in curves), default=0)
+    return tuple(statistics.fmean(c[epoch] for c in curves) for epoch in range(length))
 
 
 @contextmanager

@@ -33,6 +33,7 @@ SOURCE_ATTR = "source"  # set when a config is enqueued: "warm_start:<run id>", 
 PROMOTED_SOURCE = "promoted:"  # a config continuing to its next rung (deferred promotion): not a new config
 FULL_FIDELITY_ATTR = "full_fidelity"  # set on enqueued configs that skip the low-fidelity rungs
 SCHEDULED_AS_ATTR = "scheduled_as"  # on retried trials: the trial number whose bracket and rungs they keep
+FOLD_LOSSES_ATTR = "fold_losses"  # cross-validation: the validation loss of each fold at the last rung reached
 OWNER_ATTR = "owner"  # host:pid:token of the engine evaluating a RUNNING trial
 
 HEARTBEAT_SECONDS = 30.0
@@ -49,7 +50,7 @@ _live_engines: set[str] = set()
 class Restored:
     """What the ledger held when a search (re)started."""
 
-    history: list[tuple[Any, int, float]]  # (trial as scheduled, rung, loss) of finished trials' rungs
+    history: list[tuple[Any, int, int, float]]  # (trial as scheduled, rung, fold, running mean) of trials' results
     best: TrialRecord | None  # the study's best complete trial
     counted: int  # trials of this run that used up budget
 
@@ -126,7 +127,9 @@ class Ledger:
 
     # --- finished evaluations ---------------------------------------------------------------------------------
 
-    def restore(self, rung_of_step: Callable[[int], int | None], as_scheduled: Callable[[Any], Any]) -> Restored:
+    def restore(
+        self, position_of: Callable[[int], tuple[int, int] | None], as_scheduled: Callable[[Any], Any]
+    ) -> Restored:
         """Read the study: every finite rung result (kept for reuse), the rung history for the scheduler, the best
         complete trial, and how many of this run's trials used up budget."""
         best: TrialRecord | None = None
@@ -144,20 +147,20 @@ class Ledger:
                     and frozen.user_attrs.get(OUTCOME_ATTR) in COUNTED
                     and not str(frozen.user_attrs.get(SOURCE_ATTR, "")).startswith(PROMOTED_SOURCE)
                 )
-        return Restored(self.rung_history(rung_of_step, as_scheduled), best, counted)
+        return Restored(self.rung_history(position_of, as_scheduled), best, counted)
 
     def rung_history(
-        self, rung_of_step: Callable[[int], int | None], as_scheduled: Callable[[Any], Any]
-    ) -> list[tuple[Any, int, float]]:
-        """(trial as scheduled, rung, loss) for every finite rung result in the study of a trial that is running or
-        ended complete or pruned: what a scheduler compares a new result with, including results that engines
+        self, position_of: Callable[[int], tuple[int, int] | None], as_scheduled: Callable[[Any], Any]
+    ) -> list[tuple[Any, int, int, float]]:
+        """(trial as scheduled, rung, fold, loss) for every finite result in the study of a trial that is running
+        or ended complete or pruned: what a scheduler compares a new result with, including results that engines
         sharing the study (other processes or machines) have reported since this one started."""
         history = []
         for frozen in self.study.get_trials(deepcopy=False, states=_COMPARED):
             for step, value in frozen.intermediate_values.items():
-                rung = rung_of_step(step)
-                if rung is not None and value is not None and math.isfinite(value):
-                    history.append((as_scheduled(frozen), rung, value))
+                position = position_of(step)
+                if position is not None and value is not None and math.isfinite(value):
+                    history.append((as_scheduled(frozen), *position, value))
         return history
 
     def known(self, params: Mapping[str, Any], step: int) -> float | None:

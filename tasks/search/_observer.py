@@ -20,6 +20,10 @@ class SearchObserver(Protocol):
         self, record: TrialRecord, fraction: float, step: int, evaluation: Evaluation, verdict: Verdict
     ) -> None: ...
 
+    def fold_finished(self, record: TrialRecord, fraction: float, step: int, fold: int, loss: float) -> None:
+        """Cross-validation: ``fold`` of the rung at ``fraction`` (reported as ``step``) ended with ``loss``; its
+        rung's ``rung_finished`` follows the last fold (or the fold after which the config stops)."""
+
     def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None: ...
 
     def trial_interrupted(self, record: TrialRecord, reason: str) -> None: ...
@@ -32,6 +36,9 @@ class NullObserver:
     def rung_finished(
         self, record: TrialRecord, fraction: float, step: int, evaluation: Evaluation, verdict: Verdict
     ) -> None:
+        return None
+
+    def fold_finished(self, record: TrialRecord, fraction: float, step: int, fold: int, loss: float) -> None:
         return None
 
     def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
@@ -56,6 +63,10 @@ class Observers:
     ) -> None:
         for observer in self.observers:
             observer.rung_finished(record, fraction, step, evaluation, verdict)
+
+    def fold_finished(self, record: TrialRecord, fraction: float, step: int, fold: int, loss: float) -> None:
+        for observer in self.observers:
+            observer.fold_finished(record, fraction, step, fold, loss)
 
     def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
         for observer in self.observers:

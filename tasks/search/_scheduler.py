@@ -3,12 +3,19 @@ samplers, so one implementation serves every backend; the engine tells them each
 promote, stop or complete (and records it in the ledger, where the sampler learns from pruned trials too).
 
 Rungs are fractions ``eta**-k`` of the training data, from the smallest not below ``min_fraction`` up to 1.
-A rung's *step* (what is reported to the ledger) is ``fraction / smallest fraction``: 1, 3, 9 for eta=3.
+A rung's *step* is ``fraction / smallest fraction``: 1, 3, 9 for eta=3.
+
+With cross-validation (``folds`` > 1) a config is evaluated on every fold at each rung, rung by rung; its rung
+result is the mean over the folds, on which promotion is decided as without folds. After each fold but the last,
+the running mean is compared with the other configs' at the same rung and fold (Optuna's ``MedianPruner`` rule):
+worse than their median, once ``eta`` others are there, and the config stops. What is reported to the ledger is
+the running mean at ``fold_step(rung, fold) = step(rung) * folds + fold`` (the rung's step without folds).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable
@@ -54,13 +61,53 @@ class FidelityScheduler(ABC):
 
     name = "base"
 
-    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9):
+    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9, folds: int = 1, fold_pruning: bool = True):
         self.eta = eta
         self.fractions = rung_fractions(eta, min_fraction)
+        self.folds = folds
+        self.fold_pruning = fold_pruning
+        self._fold_results: dict[tuple[int, int, int], dict[int, float]] = defaultdict(dict)
+        # trial number -> the rung a due config was promoted from: on its way back up it passes that rung and those
+        # below, whatever they hold by then (deferred promotion)
+        self._cleared: dict[int, int] = {}
 
     def step(self, rung: int) -> int:
-        """The resource step reported for ``rung`` (1, eta, eta**2, ...)."""
+        """The resource step of ``rung`` (1, eta, eta**2, ...)."""
         return int(round(self.fractions[rung] / self.fractions[0]))
+
+    def fold_step(self, rung: int, fold: int) -> int:
+        """The step reported to the ledger for ``fold`` of ``rung``: ``step(rung)`` without folds."""
+        return self.step(rung) * self.folds + fold
+
+    def position_of(self, step: int) -> tuple[int, int] | None:
+        """The (rung, fold) a reported step stands for; None for a step of another schedule."""
+        rung_step, fold = divmod(step, self.folds)
+        for rung in range(len(self.fractions)):
+            if self.step(rung) == rung_step:
+                return rung, fold
+        return None
+
+    def bracket(self, trial: TrialLike) -> int:
+        return 0
+
+    def decide_fold(self, trial: TrialLike, rung: int, fold: int, mean: float) -> Verdict:
+        """After ``fold`` (not the last) of ``rung``, whose running mean over the folds so far is ``mean``: go on
+        to the next fold (PROMOTE), or STOP when worse than the median of the ``eta`` or more other configs'
+        running means at this rung and fold."""
+        if not math.isfinite(mean):
+            return Verdict.STOP
+        self._record_fold(trial, rung, fold, mean)
+        if not self.fold_pruning or rung <= self._cleared.get(trial.number, -1):
+            return Verdict.PROMOTE
+        results = self._fold_results[(self.bracket(trial), rung, fold)]
+        others = [loss for number, loss in results.items() if number != trial.number]
+        if len(others) < self.eta:
+            return Verdict.PROMOTE
+        return Verdict.PROMOTE if mean <= statistics.median(others) else Verdict.STOP
+
+    def _record_fold(self, trial: TrialLike, rung: int, fold: int, mean: float) -> None:
+        if math.isfinite(mean):
+            self._fold_results[(self.bracket(trial), rung, fold)][trial.number] = mean
 
     @property
     def max_step(self) -> int:
@@ -77,12 +124,15 @@ class FidelityScheduler(ABC):
             return Verdict.COMPLETE
         return self._decide(trial, rung, loss)
 
-    def restore(self, history: Iterable[tuple[TrialLike, int, float]]) -> None:
-        """Record (trial, rung, loss) results from the ledger: after a restart, so decisions continue where they left
-        off, and before each decision, for results other engines sharing the study have reported. Recording a
-        result twice changes nothing."""
-        for trial, rung, loss in history:
-            self._record(trial, rung, loss)
+    def restore(self, history: Iterable[tuple[TrialLike, int, int, float]]) -> None:
+        """Record (trial, rung, fold, running mean) results from the ledger: after a restart, so decisions continue
+        where they left off, and before each decision, for results other engines sharing the study have reported.
+        The last fold's is the rung's result. Recording a result twice changes nothing."""
+        for trial, rung, fold, loss in history:
+            if fold == self.folds - 1:
+                self._record(trial, rung, loss)
+            else:
+                self._record_fold(trial, rung, fold, loss)
 
     def promotions_due(self) -> list[tuple[int, int]]:
         """Configs stopped earlier that are now to be promoted, as (trial number as scheduled, rung), each once
@@ -114,8 +164,8 @@ class FullFidelity(FidelityScheduler):
 
     name = "none"
 
-    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9):
-        super().__init__(eta, 1.0)
+    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9, folds: int = 1, fold_pruning: bool = True):
+        super().__init__(eta, 1.0, folds, fold_pruning)
 
     def _decide(self, trial: TrialLike, rung: int, loss: float) -> Verdict:
         return Verdict.COMPLETE
@@ -134,17 +184,18 @@ class SuccessiveHalving(FidelityScheduler):
 
     name = "successive_halving"
 
-    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9, deferred: bool = False):
-        super().__init__(eta, min_fraction)
+    def __init__(
+        self,
+        eta: int = 3,
+        min_fraction: float = 1 / 9,
+        deferred: bool = False,
+        folds: int = 1,
+        fold_pruning: bool = True,
+    ):
+        super().__init__(eta, min_fraction, folds, fold_pruning)
         self.deferred = deferred
         self._results: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
         self._waiting: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
-        # trial number -> the rung a due config was promoted from: on its way back up it passes that rung and those
-        # below, whatever they hold by then
-        self._cleared: dict[int, int] = {}
-
-    def bracket(self, trial: TrialLike) -> int:
-        return 0
 
     def rungs(self, trial: TrialLike) -> tuple[int, ...]:
         return tuple(range(self.bracket(trial), len(self.fractions)))
@@ -212,8 +263,15 @@ class Hyperband(SuccessiveHalving):
 
     name = "hyperband"
 
-    def __init__(self, eta: int = 3, min_fraction: float = 1 / 9, deferred: bool = False):
-        super().__init__(eta, min_fraction, deferred)
+    def __init__(
+        self,
+        eta: int = 3,
+        min_fraction: float = 1 / 9,
+        deferred: bool = False,
+        folds: int = 1,
+        fold_pruning: bool = True,
+    ):
+        super().__init__(eta, min_fraction, deferred, folds, fold_pruning)
         n_brackets = len(self.fractions)
         budgets = [math.ceil(n_brackets * eta ** (n_brackets - 1 - b) / (n_brackets - b)) for b in range(n_brackets)]
         # Interleave brackets so that any run of consecutive trials samples all of them in proportion.
@@ -224,18 +282,22 @@ class Hyperband(SuccessiveHalving):
         return self._pattern[trial.number % len(self._pattern)]
 
 
-def make_scheduler(kind: str, eta: int, min_fraction: float, deferred: bool = False) -> FidelityScheduler:
+def make_scheduler(
+    kind: str, eta: int, min_fraction: float, deferred: bool = False, folds: int = 1, fold_pruning: bool = True
+) -> FidelityScheduler:
     """The scheduler for ``search.fidelity``, the same whichever sampler backend proposes the configs;
-    ``deferred`` (``search.promotion: deferred``) holds promotions until a rung has ``eta`` results.
+    ``deferred`` (``search.promotion: deferred``) holds promotions until a rung has ``eta`` results; ``folds``
+    (``search.cv.folds``) evaluates each rung on that many folds, stopping a config after a fold when
+    ``fold_pruning`` says so (``search.cv.pruning``).
 
     Example:
         >>> make_scheduler("hyperband", 3, 1 / 9).fractions
         (0.1111111111111111, 0.3333333333333333, 1.0)
     """
     if kind == "none":
-        return FullFidelity(eta, min_fraction)
+        return FullFidelity(eta, min_fraction, folds, fold_pruning)
     if kind == "successive_halving":
-        return SuccessiveHalving(eta, min_fraction, deferred)
+        return SuccessiveHalving(eta, min_fraction, deferred, folds, fold_pruning)
     if kind == "hyperband":
-        return Hyperband(eta, min_fraction, deferred)
+        return Hyperband(eta, min_fraction, deferred, folds, fold_pruning)
     raise ValueError(f"search.fidelity: unknown scheduler {kind!r}; choose none, successive_halving or hyperband")

@@ -68,6 +68,7 @@ class TrialRecord:
     value: float | None = None
     rungs: list[tuple[float, float]] = field(default_factory=list)  # (fraction, loss)
     curves: list[tuple[float, ...]] = field(default_factory=list)
+    folds: list[float] = field(default_factory=list)  # cross-validation: fold losses at the last rung it reached
     seconds: float = 0.0
     reason: str | None = None
     reused: int = 0
