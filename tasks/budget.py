@@ -59,6 +59,9 @@ class SearchDeadline:
     epoch_seconds: dict[int, float] = field(default_factory=dict)  # trial number -> seconds per full-data epoch
     best: int | None = None
     default_trial: int | None = None  # the trial of the default config queued first (search.try_default_first)
+    # rows the final stage trains on per row a search evaluation trains on at full fidelity: with search.cv, the
+    # train split over a fold's training part (smaller, for series folds much smaller)
+    train_scale: float = 1.0
 
     def __call__(self) -> float:
         return self.budget.deadline - self.final_reserve()
@@ -81,7 +84,8 @@ class SearchDeadline:
 
     def rung_finished(self, record: Any, fraction: float, step: int, evaluation: Any, verdict: Any) -> None:
         if evaluation.curve and evaluation.seconds > 0 and fraction > 0:
-            self.epoch_seconds[record.number] = evaluation.seconds / len(evaluation.curve) / fraction
+            per_epoch = evaluation.seconds / len(evaluation.curve) / fraction
+            self.epoch_seconds[record.number] = per_epoch * self.train_scale
 
     def fold_finished(self, record: Any, fraction: float, step: int, fold: int, loss: float) -> None:
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -205,7 +206,12 @@ def run_search_stage(
             fold_pruning=search.cv.pruning,
         )
         deadline = (
-            SearchDeadline(job.budget, job.final_epochs, trains_default=job.final_trains_default)
+            SearchDeadline(
+                job.budget,
+                job.final_epochs,
+                trains_default=job.final_trains_default,
+                train_scale=_train_scale(prepared),
+            )
             if job.budget is not None
             else None
         )
@@ -314,6 +320,13 @@ def run_search_stage(
         cv_kind=cv_kind,
         cv_fold_losses=_fold_losses(study, result.best_trial) if cv_kind else {},
     )
+
+
+def _train_scale(prepared: PreparedData) -> float:
+    """Training rows of the final stage per training row of a full-fidelity search evaluation (1 without folds)."""
+    if not prepared.folds:
+        return 1.0
+    return len(prepared.train) / statistics.fmean(len(fold.train) for fold in prepared.folds)
 
 
 def _fold_losses(study: Any, best_trial: int) -> dict[str, list[float]]:

@@ -31,7 +31,7 @@ from tasks.catalog import (
     TRIAL_SOURCE,
     VAL_LOSS_METRIC,
 )
-from tasks.search import FAILED, INTERRUPTED, Evaluation, TrialRecord, Verdict
+from tasks.search import FAILED, FOLD_PRUNED, INTERRUPTED, Evaluation, TrialRecord, Verdict
 from tasks.tracking import child_runs
 
 logger = logging.getLogger("automl")
@@ -154,7 +154,7 @@ def _progress_line(record: TrialRecord, best: TrialRecord | None) -> str:
     else:
         fraction, loss = record.rungs[-1]
         where = "" if fraction >= 1 else f" at {fraction:.0%} of the data"
-        if record.reason and record.reason.startswith("pruned after fold"):
+        if record.reason and record.reason.startswith(FOLD_PRUNED):
             where += f" after fold {len(record.folds)}"
         outcome = f"{record.outcome:<8} val_loss {loss:.5g}{where}"
     best_text = f"best {best.value:.5g} (#{best.number})" if best else "best -"

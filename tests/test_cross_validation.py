@@ -14,9 +14,20 @@ import pytest
 from optuna.trial import TrialState
 
 from configs import CVConfig, DataError, FloatParam, load_config
+from tasks.budget import RunBudget, SearchDeadline
 from tasks.data_prep import DataPrepJob, load_and_check, prepare
 from tasks.folds import series_folds
-from tasks.search import FOLD_LOSSES_ATTR, SearchEngine, SearchSpace, make_backend, make_scheduler
+from tasks.preprocessing import preprocessing_from_dict
+from tasks.search import (
+    FOLD_LOSSES_ATTR,
+    Evaluation,
+    SearchEngine,
+    SearchSpace,
+    TrialRecord,
+    Verdict,
+    make_backend,
+    make_scheduler,
+)
 from tests.helpers import REPO, make_series, write_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -134,6 +145,30 @@ def test_a_stopped_search_resumes_without_recomputing_finished_folds(tmp_path, b
     assert not engine.study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
 
 
+def test_past_the_deadline_a_config_stops_between_folds_with_the_folds_it_finished():
+    calls: list[tuple[float, int]] = []
+
+    def objective(params, fidelity, fold):
+        calls.append((params["x"], fold))
+        return folded(params, fidelity, fold)
+
+    # the deadline passes once trial 0 is complete and trial 1 has finished its first fold
+    engine = _engine(objective, n_trials=5, deadline=lambda: 0.0 if len(calls) >= FOLDS + 1 else float("inf"))
+    engine.run()
+    assert len(calls) == FOLDS + 1  # no fold started past the deadline
+    first, second = engine.study.get_trials()[:2]
+    assert first.state == TrialState.COMPLETE
+    assert second.state == TrialState.PRUNED and second.user_attrs["fail_reason"].startswith("out of time")
+    assert second.user_attrs[FOLD_LOSSES_ATTR] == [pytest.approx(folded(second.params, 1.0, 0))]
+
+
+def test_the_budget_counts_the_final_training_on_more_rows_than_a_fold():
+    deadline = SearchDeadline(RunBudget(100.0, 0.0), final_epochs=10, trains_default=False, train_scale=4.0)
+    record = TrialRecord(number=0, params={})
+    deadline.rung_finished(record, 1.0, 1, Evaluation(0.1, (1.0, 0.9), seconds=2.0), Verdict.COMPLETE)
+    assert deadline.epoch_seconds[0] == pytest.approx(4.0)  # 1 s per fold epoch, on 4x the rows
+
+
 # --- folds of the data ---------------------------------------------------------------------------------------------
 
 
@@ -194,9 +229,15 @@ def test_tabular_folds_are_stratified_and_fitted_on_their_training_rows():
     shares = [np.bincount(f.val.y, minlength=prepared.n_outputs) / len(f.val) for f in prepared.folds]
     overall = np.bincount(np.concatenate([prepared.train.y, prepared.val.y]), minlength=prepared.n_outputs) / rows
     assert np.abs(np.array(shares) - overall).max() < 0.05
-    numeric = next(iter(prepared.folds[0].preprocessing["numeric"]))
-    means = {f.preprocessing["numeric"][numeric]["mean"] for f in prepared.folds}
-    assert len(means) == 4  # one scaler per fold, from different training rows
+    for fold in prepared.folds:
+        fitted = preprocessing_from_dict(fold.preprocessing)
+        numeric = [fitted.encoded_features.index(name) for name in fitted.numeric]
+        assert numeric
+        # Scaled with statistics of exactly its training rows (imputed with their median): mean 0, std 1 there,
+        # not on its validation rows. A scaler that saw validation rows would leave neither exactly.
+        assert np.abs(fold.train.X[:, numeric].mean(axis=0)).max() < 1e-5
+        assert np.abs(fold.train.X[:, numeric].std(axis=0) - 1).max() < 1e-4
+        assert np.abs(fold.val.X[:, numeric].mean(axis=0)).max() > 1e-3
 
 
 def test_tabular_regression_folds_scale_the_target_per_fold(tmp_path):
@@ -237,7 +278,7 @@ def test_the_pipeline_cross_validates_with_hyperband_and_records_the_folds(prefe
     config = write_config(
         tmp_path,
         series_csv,
-        search={"fidelity": "hyperband", "n_trials": 6, "min_fraction": 0.34, "cv": {"folds": 3, "gap": 1}},
+        search={"fidelity": "hyperband", "n_trials": 6, "min_fraction": 0.3, "cv": {"folds": 3, "gap": 1}},
     )
     summary = automl_pipeline(config_path=str(config), overrides=[])
     assert summary.status == "completed" and summary.fidelity == "hyperband"

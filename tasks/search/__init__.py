@@ -14,7 +14,7 @@ Example:
 """
 
 from tasks.search._backends import HyperoptBackend, OptunaBackend, SamplerBackend, make_backend, make_optuna_sampler
-from tasks.search._engine import SearchEngine
+from tasks.search._engine import FOLD_PRUNED, SearchEngine
 from tasks.search._executors import Executor, LocalExecutor, PrefectExecutor
 from tasks.search._ledger import (
     FOLD_LOSSES_ATTR,
@@ -58,6 +58,7 @@ __all__ = [
     "COMPLETE",
     "FAILED",
     "FOLD_LOSSES_ATTR",
+    "FOLD_PRUNED",
     "FULL_FIDELITY_ATTR",
     "HEARTBEAT_SECONDS",
     "INTERRUPTED",

@@ -54,6 +54,7 @@ from tasks.search._types import (
 logger = logging.getLogger("automl")
 OUT_OF_TIME = "out of time: the run's budget left no time for its next rung"
 FLUSHED = "as the best of a rung that no more configs will reach"
+FOLD_PRUNED = "pruned after fold"  # the start of the reason of a config stopped after one of its folds
 WAITING = "waiting: its rung had fewer than eta results to compare with; promoted later if it ranks in the top 1/eta"
 
 
@@ -77,8 +78,17 @@ class _Running:
     position: int  # index into rungs
     scheduled: _AsScheduled
     fold: int = 0  # cross-validation: the fold in progress at rungs[position]
-    rung_seconds: float = 0.0  # spent on the folds of the rung in progress
+    rung_folds: list[float] = field(default_factory=list)  # the losses of the rung in progress's finished folds
+    rung_seconds: float = 0.0  # spent on them
     rung_curves: list[tuple[float, ...]] = field(default_factory=list)  # their validation curves
+
+    def rung_evaluation(self, mean: float) -> Evaluation:
+        """The rung so far as one evaluation: the mean loss, the mean curve, and seconds for that many epochs at
+        the folds' average cost per epoch (the budget's cost estimate reads seconds per epoch)."""
+        curve = _mean_curve(self.rung_curves)
+        epochs = sum(len(c) for c in self.rung_curves)
+        seconds = self.rung_seconds * len(curve) / epochs if epochs else self.rung_seconds / len(self.rung_folds)
+        return Evaluation(mean, curve, seconds)
 
 
 class SearchEngine:
@@ -246,11 +256,12 @@ class SearchEngine:
             known = self.ledger.known(item.record.params, self.scheduler.fold_step(rung, fold))
             if (
                 known is None
-                and item.position > 0
-                and fold == 0
+                and (item.position > 0 or fold > 0)
                 and self._past_deadline()
                 and self._best_record() is not None
             ):
+                if fold > 0:  # in the middle of a rung's folds: it ends with the folds it finished
+                    self._end_rung(item, statistics.fmean(item.rung_folds))
                 item.record.reason = OUT_OF_TIME
                 item.trial.set_user_attr(REASON_ATTR, OUT_OF_TIME)
                 self._finish(item, TrialState.PRUNED, item.record.rungs[-1][1])
@@ -267,7 +278,7 @@ class SearchEngine:
             item.record.reused += 1
             item.trial.set_user_attr(REUSED_ATTR, item.record.reused)
             # The ledger keeps running means over the folds: this fold's own loss is what it added to the mean.
-            done = item.record.folds
+            done = item.rung_folds
             fold_loss = known * (len(done) + 1) - sum(done)
             if not self._advance(item, Evaluation(loss=fold_loss), known):
                 return
@@ -281,7 +292,7 @@ class SearchEngine:
         if evaluation.error is not None:
             self._fail(item, evaluation.error)
             return
-        mean = statistics.fmean([*item.record.folds, evaluation.loss])
+        mean = statistics.fmean([*item.rung_folds, evaluation.loss])
         self.ledger.remember(item.record.params, self.scheduler.fold_step(item.rungs[item.position], item.fold), mean)
         if self._advance(item, evaluation, mean):
             self._submit(item, in_flight)
@@ -293,7 +304,7 @@ class SearchEngine:
         step = self.scheduler.step(rung)
         fraction = self.scheduler.fractions[rung]
         item.trial.report(mean, self.scheduler.fold_step(rung, fold))
-        item.record.folds.append(evaluation.loss)
+        item.rung_folds.append(evaluation.loss)
         item.rung_seconds += evaluation.seconds
         item.rung_curves.append(evaluation.curve)
         # Engines sharing the study (other processes, other machines) may have reported results at this rung since
@@ -301,20 +312,19 @@ class SearchEngine:
         self.scheduler.restore(self.ledger.rung_history(self.scheduler.position_of, _AsScheduled))
         if folds > 1:
             self.observer.fold_finished(item.record, fraction, step, fold, evaluation.loss)
-            evaluation = Evaluation(mean, _mean_curve(item.rung_curves), item.rung_seconds / (fold + 1))
+            evaluation = item.rung_evaluation(mean)
         if fold < folds - 1:
             if self.scheduler.decide_fold(item.scheduled, rung, fold, mean) == Verdict.PROMOTE:
                 item.fold += 1
                 return True
-            item.record.rungs.append((fraction, mean))
-            item.record.curves.append(evaluation.curve)
-            self.observer.rung_finished(item.record, fraction, step, evaluation, Verdict.STOP)
-            item.record.reason = f"pruned after fold {fold + 1} of {folds}: its mean is worse than the others' median"
+            self._end_rung(item, mean)
+            item.record.reason = f"{FOLD_PRUNED} {fold + 1} of {folds}: its mean is worse than the others' median"
             item.trial.set_user_attr(REASON_ATTR, item.record.reason)
             self._finish(item, TrialState.PRUNED, mean)
             return False
         item.record.rungs.append((fraction, evaluation.loss))
         item.record.curves.append(evaluation.curve)
+        item.record.folds = list(item.rung_folds)
         verdict = self.scheduler.decide(item.scheduled, rung, evaluation.loss)
         if verdict == Verdict.PROMOTE and item.position == len(item.rungs) - 1:
             verdict = Verdict.COMPLETE
@@ -329,8 +339,8 @@ class SearchEngine:
         self.observer.rung_finished(item.record, fraction, step, evaluation, verdict)
         self._queue_promotions()
         if verdict == Verdict.PROMOTE:
-            item.position, item.fold, item.rung_seconds, item.rung_curves = item.position + 1, 0, 0.0, []
-            item.record.folds = []
+            item.position, item.fold = item.position + 1, 0
+            item.rung_folds, item.rung_seconds, item.rung_curves = [], 0.0, []
             return True
         if verdict == Verdict.STOP and self.scheduler.waiting(item.scheduled, rung):
             item.record.reason = WAITING
@@ -338,6 +348,17 @@ class SearchEngine:
         ending = TrialState.COMPLETE if verdict == Verdict.COMPLETE else TrialState.PRUNED
         self._finish(item, ending, evaluation.loss)
         return False
+
+    def _end_rung(self, item: _Running, mean: float) -> None:
+        """The rung in progress ends before its last fold (pruned after a fold, or out of time): its folds so far
+        are its result."""
+        rung = item.rungs[item.position]
+        fraction = self.scheduler.fractions[rung]
+        evaluation = item.rung_evaluation(mean)
+        item.record.rungs.append((fraction, mean))
+        item.record.curves.append(evaluation.curve)
+        item.record.folds = list(item.rung_folds)
+        self.observer.rung_finished(item.record, fraction, self.scheduler.step(rung), evaluation, Verdict.STOP)
 
     def _queue_promotions(self) -> None:
         self._queue(self.scheduler.promotions_due(), "now that its rung has filled")
