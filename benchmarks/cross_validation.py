@@ -7,16 +7,17 @@ datasets that are not the demo files:
 
 - ``diabetes``: scikit-learn's diabetes table (442 patients, 10 features, a disease-progression score; shipped
   with scikit-learn), an MLP;
-- ``seasonal``: a weekly series the benchmark generates (7 years; trend, yearly season, AR(1) noise and a level
-  shift; fixed generator seed), an LSTM.
+- ``seasonal``: a daily series the benchmark generates (500 days; trend, weekly and yearly seasons, AR(1) noise
+  and a level shift; fixed generator seed), an LSTM.
 
-Methods, with the same number of sampled configs: ``holdout`` (one validation split), ``cv5`` (5 folds, per-fold
-pruning on, the default) and ``cv5_no_pruning``. The seed changes the sampler, the trainings and, for the table,
+Methods, with the same number of sampled configs: ``holdout`` (one validation split), ``cv5`` (5 folds of the
+default kind, per-fold pruning on, the default), ``cv5_no_pruning``, and for the series ``cv5_expanding`` (5
+expanding folds instead of rolling-origin ones). The seed changes the sampler, the trainings and, for the table,
 the split; each seed runs every method on the same split. Prints a Markdown table per dataset (median, spread of the
 test error across seeds, search wall-clock and its ratio to ``cv5_no_pruning``) and saves the raw rows (CSV) and a
 plot under ``benchmarks/results/``.
 
-    .venv/bin/python benchmarks/cross_validation.py          # 10 configs x 5 seeds x 2 datasets: about 25 min
+    .venv/bin/python benchmarks/cross_validation.py          # 20 configs x 5 seeds x 2 datasets: about 40 min
     .venv/bin/python benchmarks/cross_validation.py --quick  # a smoke run of the whole script: about 2 min
 """
 
@@ -35,7 +36,9 @@ METHODS = {
     "holdout": ["search.cv.folds=1"],
     "cv5": ["search.cv.folds=5", "search.cv.pruning=true"],
     "cv5_no_pruning": ["search.cv.folds=5", "search.cv.pruning=false"],
+    "cv5_expanding": ["search.cv.folds=5", "search.cv.kind=expanding"],  # series only: auto is rolling_origin
 }
+SERIES_ONLY = ("cv5_expanding",)
 REFERENCE = "cv5_no_pruning"
 COMMON = ["warm_start.enabled=false", "registry.enabled=false", "final.baselines=[naive]", "search.fidelity=none"]
 
@@ -47,14 +50,15 @@ def datasets(folder: Path) -> dict[str, tuple[str, list[str]]]:
     diabetes = load_diabetes(as_frame=True).frame
     diabetes.to_csv(folder / "diabetes.csv", index=False)
     rng = np.random.default_rng(2026)
-    n = 364
+    n = 500
     noise = np.zeros(n)
     for t in range(1, n):
         noise[t] = 0.6 * noise[t - 1] + rng.normal(scale=0.5)
     t = np.arange(n)
-    level = 20 + 0.01 * t + 2 * np.sin(2 * np.pi * t / 52) + 1.5 * (t >= 250) + noise
-    dates = pd.date_range("2015-01-03", periods=n, freq="W-SAT")
-    pd.DataFrame({"week": dates.strftime("%Y-%m-%d"), "demand": level}).to_csv(folder / "seasonal.csv", index=False)
+    weekly = np.array([0.0, 0.4, 0.6, 0.8, 1.2, 2.5, 2.0])[t % 7] * 2
+    level = 20 + 0.005 * t + 1.5 * np.sin(2 * np.pi * t / 365) + weekly + 1.5 * (t >= 300) + noise
+    dates = pd.date_range("2022-01-01", periods=n, freq="D")
+    pd.DataFrame({"day": dates.strftime("%Y-%m-%d"), "demand": level}).to_csv(folder / "seasonal.csv", index=False)
     return {
         "diabetes": (
             "mlp_tabular.yaml",
@@ -65,8 +69,8 @@ def datasets(folder: Path) -> dict[str, tuple[str, list[str]]]:
             [
                 f"data.path={folder / 'seasonal.csv'}",
                 "data.target=demand",
-                "data.time_column=week",
-                "data.lookback=12",
+                "data.time_column=day",
+                "data.lookback=14",
                 "search.epochs=5",
             ],
         ),
@@ -74,7 +78,7 @@ def datasets(folder: Path) -> dict[str, tuple[str, list[str]]]:
 
 
 def main() -> None:
-    parser = pipeline_benchmark_parser(__doc__, trials=10, seeds=5)
+    parser = pipeline_benchmark_parser(__doc__, trials=20, seeds=5)
     args = parser.parse_args()
     extra = []
     if args.quick:
@@ -83,8 +87,9 @@ def main() -> None:
     work = isolated_pipeline_home("automl-bench-cv-")
     rows = []
     for name, (config, overrides) in datasets(work).items():
+        methods = {m: v for m, v in METHODS.items() if m not in SERIES_ONLY or config == "lstm_baseline.yaml"}
         for seed in range(args.seeds):
-            for method, settings in METHODS.items():  # interleaved, so machine noise hits every method alike
+            for method, settings in methods.items():  # interleaved, so machine noise hits every method alike
                 rows.append(run_once(name, config, method, seed, args.trials, overrides + settings + extra))
                 row = rows[-1]
                 print(
@@ -137,7 +142,7 @@ def markdown_tables(rows: list[dict], trials: int, seeds: int) -> str:
             f"| wall-clock vs {REFERENCE} | test RMSE vs {REFERENCE} | pruned configs |",
             "|---|---|---|---|---|---|---|",
         ]
-        for method in METHODS:
+        for method in [m for m in METHODS if of(m, "test_rmse")]:
             test, wall = of(method, "test_rmse"), of(method, "search_seconds")
             spread = statistics.stdev(test) if len(test) > 1 else float("nan")
             lines.append(
@@ -147,7 +152,13 @@ def markdown_tables(rows: list[dict], trials: int, seeds: int) -> str:
                 f"| {statistics.median(test) / reference_test - 1:+.1%} "
                 f"| {statistics.median(of(method, 'pruned')):.0f} |"
             )
-        holdout, cv5 = of("holdout", "test_rmse"), of("cv5", "test_rmse")
+        holdout, cv5, expanding = of("holdout", "test_rmse"), of("cv5", "test_rmse"), of("cv5_expanding", "test_rmse")
+        if len(expanding) > 1:
+            lines.append(
+                f"\n{dataset}: expanding folds' test RMSE spread is {statistics.stdev(expanding):.4f} (median "
+                f"{statistics.median(expanding):.4f}) against rolling-origin's {statistics.stdev(cv5):.4f} (median "
+                f"{statistics.median(cv5):.4f})."
+            )
         if len(holdout) > 1:
             narrower = statistics.stdev(cv5) < statistics.stdev(holdout)
             lines.append(
@@ -166,16 +177,17 @@ def plot(rows: list[dict], path: Path) -> None:
     plt = pyplot()
     names = list(dict.fromkeys(r["dataset"] for r in rows))
     figure, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 7), squeeze=False)
-    colours = dict(zip(METHODS, ("tab:grey", "tab:blue", "tab:orange"), strict=True))
+    colours = dict(zip(METHODS, ("tab:grey", "tab:blue", "tab:orange", "tab:green"), strict=True))
     for column, dataset in enumerate(names):
-        for position, method in enumerate(METHODS):
+        methods = [m for m in METHODS if any(r["dataset"] == dataset and r["method"] == m for r in rows)]
+        for position, method in enumerate(methods):
             mine = [r for r in rows if r["dataset"] == dataset and r["method"] == method]
             for key, row_index in (("test_rmse", 0), ("search_seconds", 1)):
                 values = [r[key] for r in mine]
                 axes[row_index][column].scatter([position] * len(values), values, color=colours[method], alpha=0.7)
         for row_index, label in enumerate(("selected model's test RMSE", "search wall-clock (s)")):
             ax = axes[row_index][column]
-            ax.set_xticks(range(len(METHODS)), list(METHODS))
+            ax.set_xticks(range(len(methods)), methods, fontsize=8)
             ax.set_ylabel(label)
             ax.set_title(dataset if row_index == 0 else "")
     figure.suptitle("Holdout vs 5-fold selection, and per-fold pruning (one dot per seed)")

@@ -51,6 +51,7 @@ class MlflowTrialObserver:
             if TRIAL_NUMBER in run.data.tags
         }
         self._rungs_logged: dict[str, set[str]] = {}  # reopened runs: rung params logged before the interruption
+        self._folds_logged: dict[str, set[tuple[str, int]]] = {}  # reopened runs: (fold metric, step) logged before
         self._started = time.monotonic()
 
     def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None:
@@ -82,6 +83,10 @@ class MlflowTrialObserver:
         logged = self.client.get_run(run_id).data.params
         rung_params = {RUNG_FRACTION_PARAM.format(rung=k) for k in range(len(logged))}
         self._rungs_logged[run_id] = rung_params & set(logged)
+        fold_metrics = [k for k in self.client.get_run(run_id).data.metrics if k.startswith("val_loss_fold")]
+        self._folds_logged[run_id] = {
+            (key, point.step) for key in fold_metrics for point in self.client.get_metric_history(run_id, key)
+        }
         self.client.log_batch(
             run_id,
             tags=[
@@ -116,8 +121,10 @@ class MlflowTrialObserver:
         )
 
     def fold_finished(self, record: TrialRecord, fraction: float, step: int, fold: int, loss: float) -> None:
-        metric = Metric(FOLD_VAL_LOSS_METRIC.format(fold=fold), loss, int(time.time() * 1000), step)
-        self.client.log_batch(self._runs[record.number], metrics=[metric])
+        run_id, key = self._runs[record.number], FOLD_VAL_LOSS_METRIC.format(fold=fold)
+        if (key, step) in self._folds_logged.get(run_id, ()):
+            return  # a retried config reusing a fold it finished before the interruption: its run has it
+        self.client.log_batch(run_id, metrics=[Metric(key, loss, int(time.time() * 1000), step)])
 
     def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
         run_id = self._runs[record.number]

@@ -78,6 +78,9 @@ class _Observer:
         if verdict == Verdict.PROMOTE:
             self.faults.promoted()
 
+    def fold_finished(self, record, fraction, step, fold, loss):
+        self.tracker.fold_finished(record, fraction, step, fold, loss)
+
     def trial_interrupted(self, record, reason):
         self.tracker.trial_interrupted(record, reason)
 
@@ -95,7 +98,7 @@ def prepare_stores(root: str) -> None:
     make_storage(f"sqlite:///{root_path / 'optuna.db'}")
 
 
-def run_search(root: str, backend: str, fidelity: str, kill: tuple[str, int] | None) -> None:
+def run_search(root: str, backend: str, fidelity: str, kill: tuple[str, int] | None, folds: int = 1) -> None:
     root_path = Path(root)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root_path / 'mlflow.db'}"
@@ -112,20 +115,21 @@ def run_search(root: str, backend: str, fidelity: str, kill: tuple[str, int] | N
     faults = _Faults(kill)
     log = root_path / "evaluations.log"
 
-    def objective(params, fidelity_):
-        key = json.dumps([sorted(params.items()), round(fidelity_, 6)])
+    def objective(params, fidelity_, fold=None):
+        key = json.dumps([sorted(params.items()), round(fidelity_, 6), fold])
         with log.open("a") as out:
             out.write(f"start {key}\n")
         faults.evaluation_started()
         time.sleep(0.005)
         with log.open("a") as out:
             out.write(f"done {key}\n")
-        return (params["x"] - 1) ** 2 + (params["k"] - 6) ** 2 / 10 + (params["kind"] == "b") + (1 - fidelity_)
+        loss = (params["x"] - 1) ** 2 + (params["k"] - 6) ** 2 / 10 + (params["kind"] == "b") + (1 - fidelity_)
+        return loss + 0.1 * (fold or 0)
 
     engine = SearchEngine(
         objective,
         make_backend(backend, "tpe", study, SPACE, len(study.trials), 3),
-        make_scheduler(fidelity, 3, 1 / 9),
+        make_scheduler(fidelity, 3, 1 / 9, folds=folds),
         n_trials=N_TRIALS,
         observer=_Observer(MlflowTrialObserver(experiment_id, search_run_id), faults, root_path / "best.log"),
         run_id=PIPELINE_RUN,

@@ -30,6 +30,11 @@ CASES = [  # every kill point and every backend x fidelity pair at least once
     ("optuna", "hyperband", ("between_rungs", 2)),  # its retry's own number falls in another bracket
     ("hyperopt", "hyperband", ("during_rung", 3)),
 ]
+FOLDED = [  # search.cv: killed between folds of a rung, and during a later rung's folds
+    ("optuna", "none", ("evaluation", 8)),
+    ("hyperopt", "successive_halving", ("during_rung", 2)),
+]
+FOLDS = 3
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +53,12 @@ def _start(context, target, *args) -> int:
     return process.exitcode
 
 
-def _run(processes, root: Path, backend: str, fidelity: str, kill) -> int:
+def _run(processes, root: Path, backend: str, fidelity: str, kill, folds: int = 1) -> int:
     context, empty = processes
     if not (root / "mlflow.db").exists():
         for store in empty.iterdir():
             shutil.copy(store, root / store.name)
-    return _start(context, run_search, str(root), backend, fidelity, kill)
+    return _start(context, run_search, str(root), backend, fidelity, kill, folds)
 
 
 def _evaluations(root: Path) -> tuple[list[str], list[str]]:
@@ -123,6 +128,39 @@ def test_killed_anywhere_then_one_rerun_finishes(processes, tmp_path, backend, f
         assert rerun_bests[0] <= best_before
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["best_value"] == min(t.value for t in trials if t.state == TrialState.COMPLETE)
+
+
+@pytest.mark.parametrize(("backend", "fidelity", "kill"), FOLDED, ids=[f"{b}-{f}-{k[0]}" for b, f, k in FOLDED])
+def test_killed_between_folds_then_one_rerun_reuses_the_finished_folds(processes, tmp_path, backend, fidelity, kill):
+    assert _run(processes, tmp_path, backend, fidelity, kill, FOLDS) == -signal.SIGKILL
+    started_before, done_before = _evaluations(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    killed = [t for t in optuna.load_study(study_name="faults", storage=storage).trials]
+    running = [t for t in killed if t.state == TrialState.RUNNING]
+    assert len(running) == 1 and running[0].intermediate_values, "the kill should come after a finished fold"
+
+    assert _run(processes, tmp_path, backend, fidelity, None, FOLDS) == 0, "the one rerun did not finish"
+
+    started, done = _evaluations(tmp_path)
+    assert not [key for key, n in Counter(done).items() if n > 1], "a fold was computed twice"
+    assert set(started) - set(done) <= set(started_before) - set(done_before)
+    trials = optuna.load_study(study_name="faults", storage=storage).trials
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    retry = next(t for t in trials if t.user_attrs.get("source") == f"retry:{running[0].number}")
+    assert all(retry.intermediate_values[s] == v for s, v in running[0].intermediate_values.items())
+    assert retry.user_attrs["reused_evaluations"] == len(running[0].intermediate_values)
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE:
+            assert len(trial.user_attrs["fold_losses"]) == FOLDS
+            assert trial.value == pytest.approx(sum(trial.user_attrs["fold_losses"]) / FOLDS)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id], max_results=1000)
+    trial_runs = [r for r in runs if r.data.tags.get("automl.role") == "trial"]
+    assert trial_runs and not [r for r in trial_runs if r.info.status != "FINISHED"]
+    for run in trial_runs:
+        for fold in range(FOLDS):
+            history = client.get_metric_history(run.info.run_id, f"val_loss_fold{fold}")
+            assert len(history) == len({m.step for m in history}), "a fold was logged twice"
 
 
 class _Numbered:
