@@ -18,7 +18,7 @@ the split; each seed runs every method on the same split. Prints a Markdown tabl
 test error across seeds, search wall-clock and its ratio to ``cv5_no_pruning``) and saves the raw rows (CSV) and a
 plot under ``benchmarks/results/``.
 
-    .venv/bin/python benchmarks/cross_validation.py          # 20 configs x 5 seeds x 2 datasets: about 35 min
+    .venv/bin/python benchmarks/cross_validation.py          # 20 configs x 5 seeds x 2 datasets: about 25 min
     .venv/bin/python benchmarks/cross_validation.py --quick  # a smoke run of the whole script: about 2 min
 """
 
