@@ -326,3 +326,40 @@ def test_deferred_promotion_sends_the_best_of_a_rung_that_never_fills_on_when_th
     assert [t.user_attrs["source"] for t in continued] == ["promoted:0", "promoted:0"]
     assert continued[-1].state == optuna.trial.TrialState.COMPLETE
     assert all(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
+
+
+@pytest.mark.parametrize("backend", ["optuna", "hyperopt"])
+def test_a_restarted_deferred_search_remembers_its_waiting_configs(tmp_path, backend):
+    """Stopped while configs wait for their rung to fill, the search resumes with them waiting again: they are
+    promoted (or flushed) then, and the search completes; before, they stayed stopped and a search whose every
+    config was waiting ended with nothing complete."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    calls: list[tuple[str, float]] = []
+    stop_at = [2]
+
+    def objective(params, fidelity):
+        if len(calls) == stop_at[0]:
+            raise Stopped
+        calls.append((params_key(params), fidelity))
+        return quadratic(params, fidelity)
+
+    def engine():
+        study = optuna.create_study(storage=storage, study_name="deferred", load_if_exists=True)
+        scheduler = make_scheduler("successive_halving", 3, 1 / 9, deferred=True)
+        return SearchEngine(
+            objective, make_backend(backend, "tpe", study, SPACE, 0, 5), scheduler, n_trials=2, run_id="run-1"
+        )
+
+    with pytest.raises(Stopped):
+        engine().run()
+    study = optuna.load_study(study_name="deferred", storage=storage)
+    waiting = [t for t in study.trials if str(t.user_attrs.get("fail_reason", "")).startswith("waiting")]
+    assert len(waiting) == 2  # both configs wait at the first rung; the stop hit the first promotion's evaluation
+    stop_at[0] = 10**9
+    result = engine().run()
+    assert result.best_value is not None
+    trials = optuna.load_study(study_name="deferred", storage=storage).trials
+    promoted = [t for t in trials if str(t.user_attrs.get("source", "")).startswith("promoted:")]
+    assert promoted and {int(t.user_attrs["source"].split(":")[1]) for t in promoted} <= {t.number for t in waiting}
+    assert any(t.state == TrialState.COMPLETE for t in trials)
+    assert len(calls) == len(set(calls)), "an evaluation was computed twice"

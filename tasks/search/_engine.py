@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tasks.search._backends import SamplerBackend
 from tasks.search._executors import Executor, LocalExecutor
 from tasks.search._ledger import (
+    CONTINUATION_ATTR,
     FOLD_LOSSES_ATTR,
     FULL_FIDELITY_ATTR,
     HEARTBEAT_SECONDS,
@@ -141,6 +142,7 @@ class SearchEngine:
         self._last_heartbeat = 0.0
         self._params_of: dict[int, dict[str, Any]] = {}  # params of the configs started here, by scheduled number
         self._promotions_queued = 0  # deferred promotions queued in the study and not started yet
+        self._continuing: set[int] = set()  # trials started here that continue a config (not new configs)
 
     def run(self) -> SearchResult:
         started = time.monotonic()
@@ -149,6 +151,7 @@ class SearchEngine:
                 self.requeue_interrupted()
                 restored = self.ledger.restore(self.scheduler.position_of, _AsScheduled)
                 self.scheduler.restore(restored.history)
+                self._restore_waiting()
                 self._best_before = restored.best
                 in_flight: dict[Any, _Running] = {}
                 while True:
@@ -167,6 +170,28 @@ class SearchEngine:
                 self._interrupt(exc)
                 raise
         return self._result(time.monotonic() - started)
+
+    def _restore_waiting(self) -> None:
+        """Deferred promotion after a restart: configs a stopped search left waiting at a rung (pruned with the
+        WAITING reason, and not continued since) wait again, so that they are promoted when their rung fills, or
+        flushed when the search runs out, instead of staying stopped."""
+        trials = self.study.get_trials(deepcopy=False)
+        continued = {t.user_attrs.get(SCHEDULED_AS_ATTR) for t in trials if _is_promotion(t)}
+        # promotions (or their retries) queued before the stop start as continuations, outside the trial count
+        self._promotions_queued += sum(
+            t.state == TrialState.WAITING and bool(t.user_attrs.get(CONTINUATION_ATTR)) for t in trials
+        )
+        waiting = []
+        for frozen in trials:
+            if frozen.state != TrialState.PRUNED or frozen.user_attrs.get(REASON_ATTR) != WAITING:
+                continue
+            scheduled = _AsScheduled(frozen)
+            position = self.scheduler.position_of(max(frozen.intermediate_values, default=-1))
+            if scheduled.number in continued or position is None:
+                continue
+            waiting.append((scheduled, position[0], frozen.intermediate_values[max(frozen.intermediate_values)]))
+            self._params_of.setdefault(scheduled.number, dict(frozen.params))
+        self.scheduler.restore_waiting(waiting)
 
     def requeue_interrupted(self) -> list[int]:
         """Fail the trials left RUNNING by engines that are gone and queue their configs again; their finished
@@ -220,7 +245,7 @@ class SearchEngine:
             return True  # a config continuing, not a new one: outside the trial count
         if self.backend.exhausted:
             return False
-        new_configs = sum(not r.source.startswith(PROMOTED_SOURCE) for r in self._records)
+        new_configs = sum(r.number not in self._continuing for r in self._records)
         return self.n_trials is None or counted_before + new_configs < self.n_trials
 
     def _past_deadline(self) -> bool:
@@ -238,8 +263,9 @@ class SearchEngine:
         )
         scheduled = _AsScheduled(trial)
         self._params_of.setdefault(scheduled.number, dict(trial.params))
-        if record.source.startswith(PROMOTED_SOURCE):
-            self._promotions_queued -= 1
+        if trial.user_attrs.get(CONTINUATION_ATTR) or record.source.startswith(PROMOTED_SOURCE):
+            self._continuing.add(trial.number)
+            self._promotions_queued = max(self._promotions_queued - 1, 0)
         rungs = self.scheduler.rungs(scheduled)
         if trial.user_attrs.get(FULL_FIDELITY_ATTR):
             rungs = rungs[-1:]
@@ -371,7 +397,7 @@ class SearchEngine:
             params = self._params_of.get(number)
             if params is None:  # started by another engine sharing the study: that engine promotes it
                 continue
-            attrs = {SOURCE_ATTR: f"{PROMOTED_SOURCE}{number}", SCHEDULED_AS_ATTR: number}
+            attrs = {SOURCE_ATTR: f"{PROMOTED_SOURCE}{number}", SCHEDULED_AS_ATTR: number, CONTINUATION_ATTR: True}
             self.study.enqueue_trial(params, user_attrs=attrs)
             self._promotions_queued += 1
             queued += 1
@@ -430,6 +456,12 @@ class SearchEngine:
             evaluation_seconds=self._evaluation_seconds,
             parallelism=self.executor.parallelism,
         )
+
+
+def _is_promotion(trial: FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get(CONTINUATION_ATTR)) or str(trial.user_attrs.get(SOURCE_ATTR, "")).startswith(
+        PROMOTED_SOURCE
+    )
 
 
 def _mean_curve(curves: list[tuple[float, ...]]) -> tuple[float, ...]:

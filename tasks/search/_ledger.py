@@ -31,6 +31,7 @@ SECONDS_ATTR = "train_seconds"
 REUSED_ATTR = "reused_evaluations"
 SOURCE_ATTR = "source"  # set when a config is enqueued: "warm_start:<run id>", "retry:<n>", "promoted:<n>"
 PROMOTED_SOURCE = "promoted:"  # a config continuing to its next rung (deferred promotion): not a new config
+CONTINUATION_ATTR = "continuation"  # on promotions and on their retries: a config continuing, not a new one
 FULL_FIDELITY_ATTR = "full_fidelity"  # set on enqueued configs that skip the low-fidelity rungs
 SCHEDULED_AS_ATTR = "scheduled_as"  # on retried trials: the trial number whose bracket and rungs they keep
 FOLD_LOSSES_ATTR = "fold_losses"  # cross-validation: the validation loss of each fold at the last rung reached
@@ -145,6 +146,7 @@ class Ledger:
                 counted += (
                     frozen.state in _FINISHED
                     and frozen.user_attrs.get(OUTCOME_ATTR) in COUNTED
+                    and not frozen.user_attrs.get(CONTINUATION_ATTR)
                     and not str(frozen.user_attrs.get(SOURCE_ATTR, "")).startswith(PROMOTED_SOURCE)
                 )
         return Restored(self.rung_history(position_of, as_scheduled), best, counted)
@@ -189,7 +191,7 @@ def requeue_stale_trial(study: optuna.Study, frozen: FrozenTrial | optuna.Trial)
         SOURCE_ATTR: f"retry:{frozen.number}",
         SCHEDULED_AS_ATTR: frozen.user_attrs.get(SCHEDULED_AS_ATTR, frozen.number),
     }
-    for key in (RUN_ATTR, FULL_FIDELITY_ATTR):
+    for key in (RUN_ATTR, FULL_FIDELITY_ATTR, CONTINUATION_ATTR):
         if key in frozen.user_attrs:
             attrs[key] = frozen.user_attrs[key]
     study.enqueue_trial(frozen.params, user_attrs=attrs)

@@ -147,6 +147,10 @@ class FidelityScheduler(ABC):
         """``trial`` waits no more at ``rung``: the engine promotes it now (out of time, with nothing complete)."""
         return None
 
+    def restore_waiting(self, waiting: Iterable[tuple[TrialLike, int, float]]) -> None:
+        """After a restart: (trial, rung, loss) of configs a stopped search left waiting (deferred promotion only)."""
+        return None
+
     def flush(self) -> list[tuple[int, int]]:
         """The search has nothing left to run: configs still waiting for their rung to fill are due now or never,
         as (trial number as scheduled, rung) (deferred promotion only)."""
@@ -180,7 +184,7 @@ class SuccessiveHalving(FidelityScheduler):
     compare them with) and waits; once the rung has ``eta`` results, the waiting configs that rank in its top
     1/eta are due for promotion (``promotions_due``), and the engine continues them, reusing their finished rungs.
     When the search has nothing left to run, the best waiting config of a rung that never filled goes on
-    (``flush``). Waiting configs are not remembered across a restart of the search: they stay stopped."""
+    (``flush``). After a restart the engine tells it which configs were left waiting (``restore_waiting``)."""
 
     name = "successive_halving"
 
@@ -255,6 +259,13 @@ class SuccessiveHalving(FidelityScheduler):
 
     def release(self, trial: TrialLike, rung: int) -> None:
         self._waiting[(self.bracket(trial), rung)].pop(trial.number, None)
+
+    def restore_waiting(self, waiting: Iterable[tuple[TrialLike, int, float]]) -> None:
+        if not self.deferred:
+            return
+        for trial, rung, loss in waiting:
+            if math.isfinite(loss):
+                self._waiting[(self.bracket(trial), rung)][trial.number] = loss
 
 
 class Hyperband(SuccessiveHalving):
