@@ -464,23 +464,11 @@ def _prepare_tabular(
     y_all, classes, stratify = _encode_target(y_raw, plan.task)
     train_idx, val_idx, test_idx = _holdout_rows(y_all, stratify, data, seed)
     features = rows[plan.features]
-    preprocessing = TabularPreprocessing.fit(
-        features.iloc[train_idx],
-        plan.features,
-        plan.categorical,
-        plan.task,
-        data.target,
-        MAX_CATEGORIES,
-        classes=classes,
-        y_train=y_all[train_idx] if plan.task == "regression" else None,
-    )
+    preprocessing = _fit_tabular(features, y_all, train_idx, data, plan, classes)
     encoding = {"numeric": preprocessing.numeric, "categorical": preprocessing.categorical}
     X_all, names = preprocessing.encode(features), preprocessing.encoded_features
     target_mean, target_std = preprocessing.target_mean, preprocessing.target_std
-    if plan.task == "regression":
-        y_model = ((y_all - target_mean) / target_std).astype(np.float32).reshape(-1, 1)
-    else:
-        y_model = y_all
+    y_model = _model_target(y_all, preprocessing)
     splits = {
         name: Split(X_all[idx], y_model[idx])
         for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))
@@ -541,6 +529,34 @@ def _prepare_tabular(
     return prepared, frames
 
 
+def _fit_tabular(
+    features: pd.DataFrame,
+    y_all: np.ndarray,
+    train: np.ndarray,
+    data: DataConfig,
+    plan: DataPlan,
+    classes: list[Any] | None,
+) -> TabularPreprocessing:
+    """The table's preprocessing fitted on the rows ``train`` only (the train split, or a fold's training rows)."""
+    return TabularPreprocessing.fit(
+        features.iloc[train],
+        plan.features,
+        plan.categorical,
+        plan.task,
+        data.target,
+        MAX_CATEGORIES,
+        classes=classes,
+        y_train=y_all[train] if plan.task == "regression" else None,
+    )
+
+
+def _model_target(y_all: np.ndarray, fitted: TabularPreprocessing) -> np.ndarray:
+    """What the model trains on: a regression target scaled with ``fitted``'s statistics (a column), class codes."""
+    if fitted.task != "regression":
+        return y_all
+    return ((y_all - fitted.target_mean) / fitted.target_std).astype(np.float32).reshape(-1, 1)
+
+
 def _tabular_fold_data(
     features: pd.DataFrame,
     y_all: np.ndarray,
@@ -555,24 +571,12 @@ def _tabular_fold_data(
     fitted on the fold's training rows only. A category a fold's training rows lack encodes as zeros, so folds
     may have fewer encoded columns than the single split."""
     kind = cv_kind(cv, "tabular", plan.task)
-    regression = plan.task == "regression"
-    labels = None if regression else y_all[trainval]
+    labels = None if plan.task == "regression" else y_all[trainval]
     folds, boundaries = [], []
     for rows in tabular_folds(len(trainval), cv.folds, kind, seed, labels):
         train, val = trainval[rows.train], trainval[rows.val]
-        fitted = TabularPreprocessing.fit(
-            features.iloc[train],
-            plan.features,
-            plan.categorical,
-            plan.task,
-            data.target,
-            MAX_CATEGORIES,
-            classes=classes,
-            y_train=y_all[train] if regression else None,
-        )
-        y = y_all
-        if regression:
-            y = ((y_all - fitted.target_mean) / fitted.target_std).astype(np.float32).reshape(-1, 1)
+        fitted = _fit_tabular(features, y_all, train, data, plan, classes)
+        y = _model_target(y_all, fitted)
         folds.append(
             Fold(
                 Split(fitted.encode(features.iloc[train]), y[train]),
