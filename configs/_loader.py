@@ -193,7 +193,7 @@ def _check_against_family(cfg: PipelineConfig) -> None:
     for name, value in cfg.model.params.items():
         if name not in known:
             raise ValueError(f"model.params.{name}: not a parameter of {family.name} ({', '.join(sorted(known))})")
-        _check_value(family, name, value, f"model.params.{name}")
+        check_param_value(family, name, value, f"model.params.{name}")
     space = cfg.search.space or {}
     for name, spec in space.items():
         if name not in known:
@@ -226,6 +226,7 @@ def _check_against_family(cfg: PipelineConfig) -> None:
         raise ValueError("search.cv.gap: only series folds have a gap (time steps between training and validation)")
     if cfg.data.task == "regression" and cv.kind == "stratified":
         raise ValueError("search.cv.kind: stratified keeps class shares; data.task is regression, use kfold or auto")
+    _check_strategy(cfg, space)
     if cfg.schedule.score_cron and cfg.score.data is None:
         raise ValueError("schedule.score_cron: a scoring schedule needs score.data, the file to score")
     if cfg.data.task == "classification" and cfg.training.loss not in ("auto", "cross_entropy"):
@@ -234,7 +235,31 @@ def _check_against_family(cfg: PipelineConfig) -> None:
         raise ValueError("training.loss: cross_entropy needs data.task: classification")
 
 
-def _check_value(family: Any, name: str, value: Any, key: str) -> None:
+def _check_strategy(cfg: PipelineConfig, space: Mapping[str, Any]) -> None:
+    """PBT trains every member on all the training data in one validation split; it perturbs parameters that can
+    change while a model trains. The range test narrows ``lr``."""
+    from models import MUTABLE_PARAMS
+
+    search = cfg.search
+    if search.lr_range == "auto" and "lr" not in space:
+        raise ValueError("search.lr_range: auto narrows the space's lr, and lr is not in search.space")
+    if search.strategy != "pbt":
+        return
+    if not any(name in MUTABLE_PARAMS for name in space):
+        raise ValueError(
+            "search.space: PBT perturbs parameters that can change while a model trains "
+            f"({', '.join(sorted(MUTABLE_PARAMS))}); this space has none"
+        )
+    if search.fidelity != "none":
+        raise ValueError(
+            f"search.fidelity: {search.fidelity} does not apply to strategy pbt (members train on all the data); "
+            "use none"
+        )
+    if search.cv.folds > 1:
+        raise ValueError("search.cv.folds: strategy pbt trains on one validation split; use folds 1")
+
+
+def check_param_value(family: Any, name: str, value: Any, key: str) -> None:
     """A value ``family`` can build and train with: the right kind of number, within the parameter's limits."""
     limit = family.limits.get(name)
     if limit is None:
@@ -257,12 +282,12 @@ def _check_spec(family: Any, name: str, spec: Any) -> None:
         return
     if isinstance(spec, CategoricalParam):
         for choice in spec.choices:
-            _check_value(family, name, choice, f"{key}.choices")
+            check_param_value(family, name, choice, f"{key}.choices")
         return
     if limit.kind == "int" and isinstance(spec, FloatParam):
         raise ValueError(f"{key}: {name} takes integers; use type: int")
     for end in ("low", "high"):
-        _check_value(family, name, getattr(spec, end), f"{key}.{end}")
+        check_param_value(family, name, getattr(spec, end), f"{key}.{end}")
 
 
 def _check_environment(cfg: PipelineConfig) -> None:

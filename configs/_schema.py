@@ -139,9 +139,41 @@ class CVConfig(_Strict):
     pruning: bool = True
 
 
-class SearchConfig(_Strict):
-    """The hyperparameter search. ``space`` defaults to the model family's own search space."""
+class PBTConfig(_Strict):
+    """Population-based training (``search.strategy: pbt``): ``population`` members train side by side for
+    ``epochs``; every ``interval_epochs`` the worst ``quantile`` copy the weights and params of a member of the
+    best ``quantile`` (exploit), then perturb each mutable param by a factor drawn from ``perturb``, or resample it
+    from the space with ``resample_probability`` (explore)."""
 
+    population: int = Field(8, ge=2, le=256)
+    interval_epochs: int = Field(2, ge=1)
+    quantile: float = Field(0.25, gt=0, le=0.5)
+    perturb: tuple[float, float] = (0.8, 1.2)
+    resample_probability: float = Field(0.25, ge=0, le=1)
+    epochs: int = Field(30, ge=1, le=100_000)
+
+    @field_validator("perturb")
+    @classmethod
+    def _factors(cls, factors: tuple[float, float]) -> tuple[float, float]:
+        if not all(math.isfinite(f) and f > 0 for f in factors):
+            raise ValueError(f"factors must be finite and > 0 (got {list(factors)})")
+        return factors
+
+    @model_validator(mode="after")
+    def _interval_fits(self) -> PBTConfig:
+        if self.interval_epochs > self.epochs:
+            raise ValueError(f"interval_epochs ({self.interval_epochs}) must be <= epochs ({self.epochs})")
+        return self
+
+
+class SearchConfig(_Strict):
+    """The hyperparameter search. ``space`` defaults to the model family's own search space. ``strategy``
+    ``sample`` evaluates sampled configs (with ``fidelity`` and ``cv``); ``pbt`` trains a population (``pbt``).
+    ``lr_range: auto`` runs the learning-rate range test first and narrows the space's ``lr`` around it."""
+
+    strategy: Literal["sample", "pbt"] = "sample"
+    pbt: PBTConfig = PBTConfig()
+    lr_range: Literal["off", "auto"] = "off"
     backend: Literal["optuna", "hyperopt"] = "optuna"
     sampler: str = "tpe"
     n_trials: int | None = Field(20, ge=1)

@@ -1,8 +1,8 @@
 """Torch model families and the one trainer they share. Knows nothing of Prefect, MLflow or Optuna.
 
-Importing the package loads no torch: the family registry is plain data (``models.registry``); the trainer's
-names below load torch on first use, so that a config can be checked (and a bad one refused) before torch's
-seconds of import are paid.
+Importing the package loads no torch: the family registry is plain data (``models.registry``); the names of the
+trainer and of the learning-rate range test below load torch on first use, so that a config can be checked (and a
+bad one refused) before torch's seconds of import are paid.
 
 Example:
     >>> from models import get_family, build_model, ModelShape
@@ -16,21 +16,25 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from models._family import TRAINING_PARAMS, DataKind, ModelFamily, ModelShape
+from models._family import MUTABLE_PARAMS, TRAINING_PARAMS, DataKind, ModelFamily, ModelShape
 from models.registry import FAMILIES, get_family
 
 if TYPE_CHECKING:
     import torch
 
+    from models.lr_finder import LRRangeResult, lr_range_test
     from models.trainer import FitResult, TrainSettings, fit, loss_for, pick_device, predict
 
 _TRAINER_NAMES = frozenset({"FitResult", "TrainSettings", "fit", "loss_for", "pick_device", "predict"})
+_LR_FINDER_NAMES = frozenset({"LRRangeResult", "lr_range_test"})
 
 
 def __getattr__(name: str) -> Any:
-    """The trainer's names, imported (with torch) when first asked for."""
+    """The trainer's and the range test's names, imported (with torch) when first asked for."""
     if name in _TRAINER_NAMES:
         return getattr(importlib.import_module("models.trainer"), name)
+    if name in _LR_FINDER_NAMES:
+        return getattr(importlib.import_module("models.lr_finder"), name)
     raise AttributeError(f"module 'models' has no attribute {name!r}")
 
 
@@ -44,9 +48,11 @@ def build_model(family: ModelFamily, shape: ModelShape, params: Mapping[str, Any
 
 __all__ = [
     "FAMILIES",
+    "MUTABLE_PARAMS",
     "TRAINING_PARAMS",
     "DataKind",
     "FitResult",
+    "LRRangeResult",
     "ModelFamily",
     "ModelShape",
     "TrainSettings",
@@ -54,6 +60,7 @@ __all__ = [
     "fit",
     "get_family",
     "loss_for",
+    "lr_range_test",
     "pick_device",
     "predict",
 ]

@@ -11,6 +11,9 @@ DataKind = Literal["series", "tabular"]
 
 # Parameters the trainer reads; every other parameter goes to the family's builder.
 TRAINING_PARAMS = frozenset({"lr", "batch_size", "weight_decay"})
+# Parameters that may change while a model trains (population-based training perturbs them); the others shape the
+# architecture and are fixed for a model's life.
+MUTABLE_PARAMS = frozenset({*TRAINING_PARAMS, "dropout"})
 
 
 @dataclass(frozen=True)

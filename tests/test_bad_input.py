@@ -42,6 +42,7 @@ def _data(path_of):
     ]
 
 
+PBT = ["--set", "search.strategy=pbt", "--set", "search.fidelity=none"]
 CASES = {
     # config and overrides
     "unknown key": (lambda t: ["--set", "search.n_trails=3"], "search.n_trails: unknown key"),
@@ -261,6 +262,59 @@ CASES = {
     "folds not a number": (lambda t: ["--set", "search.cv.folds=five"], "search.cv.folds: Input should be a valid"),
     "negative gap": (lambda t: ["--set", "search.cv.gap=-1"], "search.cv.gap: Input should be greater than or equal"),
     "unknown fold kind": (lambda t: ["--set", "search.cv.kind=loo"], "search.cv.kind: Input should be 'auto'"),
+    # population-based training (search.strategy pbt) and the range test (search.lr_range)
+    "a population of one": (
+        lambda t: [*PBT, "--set", "search.pbt.population=1"],
+        "search.pbt.population: Input should be greater than or equal to 2",
+    ),
+    "a quantile of zero": (lambda t: [*PBT, "--set", "search.pbt.quantile=0"], "search.pbt.quantile: Input should be"),
+    "a quantile above a half": (
+        lambda t: [*PBT, "--set", "search.pbt.quantile=0.6"],
+        "search.pbt.quantile: Input should be less than or equal to 0.5",
+    ),
+    "a non-finite quantile": (lambda t: [*PBT, "--set", "search.pbt.quantile=.nan"], "search.pbt.quantile: Input"),
+    "an interval longer than the training": (
+        lambda t: [*PBT, "--set", "search.pbt.interval_epochs=10", "--set", "search.pbt.epochs=4"],
+        "search.pbt: interval_epochs (10) must be <= epochs (4)",
+    ),
+    "a perturb factor of zero": (
+        lambda t: [*PBT, "--set", "search.pbt.perturb=[0, 1.2]"],
+        "search.pbt.perturb: factors must be finite and > 0 (got [0.0, 1.2])",
+    ),
+    "pbt with nothing mutable to perturb": (
+        lambda t: [
+            *PBT,
+            "--set",
+            "model.params.lr=0.001",
+            "--set",
+            "model.params.dropout=0.1",
+            "--set",
+            "model.params.batch_size=32",
+            "--set",
+            "search.space={hidden_size: {type: int, low: 8, high: 16}}",
+        ],
+        "search.space: PBT perturbs parameters that can change while a model trains",
+    ),
+    "pbt with hyperband": (
+        lambda t: ["--set", "search.strategy=pbt"],
+        "search.fidelity: hyperband does not apply to strategy pbt",
+    ),
+    "pbt with folds": (
+        lambda t: [*PBT, "--set", "search.cv.folds=3"],
+        "search.cv.folds: strategy pbt trains on one validation split",
+    ),
+    "unknown strategy": (lambda t: ["--set", "search.strategy=evolve"], "search.strategy: Input should be 'sample'"),
+    "lr_range without lr in the space": (
+        lambda t: [
+            "--set",
+            "search.lr_range=auto",
+            "--set",
+            "model.params.lr=0.001",
+            "--set",
+            "search.space={hidden_size: {type: int, low: 8, high: 16}}",
+        ],
+        "search.lr_range: auto narrows the space's lr, and lr is not in search.space",
+    ),
     "unknown final.init": (lambda t: ["--set", "final.init=warm"], "final.init: Input should be 'best_trial' or"),
     "final.baselines not a list": (lambda t: ["--set", "final.baselines=naive"], "final.baselines: Input should be"),
     "unknown baseline": (lambda t: ["--set", "final.baselines=[naive, best]"], "final.baselines.1: Input should be"),
