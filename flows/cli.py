@@ -95,6 +95,21 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     validate.set_defaults(handler=_validate)
 
+    lr_find = sub.add_parser(
+        "lr-find", help="learning-rate range test of the family's default config: a suggested lr and its plot"
+    )
+    lr_find.add_argument("config", help="pipeline config (YAML), e.g. configs/mlp_tabular.yaml")
+    lr_find.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    lr_find.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="test this model param's value instead of the default config's, e.g. --param batch_size=128 (repeatable)",
+    )
+    lr_find.set_defaults(handler=_lr_find)
+
     store = sub.add_parser("configs", help="reuse best configs of past runs (MLflow is the store)")
     store_sub = store.add_subparsers(dest="action", required=True)
     listing = store_sub.add_parser("list", help="table of stored configs: run id, dataset, metrics, age")
@@ -160,6 +175,34 @@ def _validate(args: argparse.Namespace) -> int:
         f"search {cfg.search.backend}/{cfg.search.sampler}, fidelity {cfg.search.fidelity}, "
         f"{len(cfg.search.space or {})} parameters"
     )
+    return 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from configs import load_config
+    from tasks.catalog import LR_FIND_PLOT
+    from tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from tasks.lr_range import find_lr, log_lr_find_run, parse_params, plot_lr_range, tested_config
+    from tasks.state import local_state
+    from tasks.tracking import configure_mlflow, ensure_experiment
+
+    setup_console()
+    cfg = load_config(args.config, args.overrides)
+    params = parse_params(cfg.model.family, args.params)
+    checked = load_and_check(cfg)  # every input error surfaces before the state folder or MLflow is touched
+    state = local_state()
+    configure_mlflow(state)  # and an unusable MLflow store before training
+    prepared, _ = prepare(checked.frame, DataPrepJob.of(cfg), checked.plan, checked.fingerprint)
+    result = find_lr(cfg.model.family, cfg.model.params, prepared, cfg.training, cfg.seed, params)
+    plot = plot_lr_range(result, state.lr_find(cfg.name) / LR_FIND_PLOT)
+    tested = tested_config(cfg.model.family, cfg.model.params, params)
+    log_lr_find_run(ensure_experiment(cfg.name, state), cfg.model.family, tested, result, plot)
+    ended = "diverged" if result.diverged else "did not diverge; ended"
+    print(
+        f"suggested lr: {result.suggestion:.2e} (steepest descent of the smoothed loss; {result.steps} steps, "
+        f"batch size {result.batch_size}, {ended} at lr {result.lrs[-1]:.2e})"
+    )
+    print(f"plot: {plot}")
     return 0
 
 

@@ -61,6 +61,7 @@ class FitResult:
     stopped_early: bool = False
     out_of_time: bool = False  # ended by ``stop_after`` (a time budget), not by its epochs or early stopping
     start_val_loss: float | None = None  # with ``validate_first``: the loss of the weights training started from
+    optimizer_state: dict | None = None  # the optimiser's state after the last step (training goes on from here)
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -79,13 +80,15 @@ def fit(
     on_epoch: Callable[[int, float, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     validate_first: bool = False,
+    optimizer_state: dict | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train`` and keep the weights with the lowest loss on ``val``. ``should_stop`` is
     asked between batches; when it answers True training raises ``TrainingStopped``. Past ``settings.stop_after``
     seconds training ends between two batches with the best weights so far, but never before one epoch is done
     (so there is always a validated model). ``validate_first`` validates the weights ``model`` comes with before
     training (a model continued from trained weights): they count as the best so far (``best_epoch`` -1) until an
-    epoch beats them, and early stopping counts from them.
+    epoch beats them, and early stopping counts from them. ``optimizer_state`` (a ``FitResult.optimizer_state``)
+    continues the optimiser's moments, with ``settings``' learning rate and weight decay.
 
     Example:
         >>> result = fit(model, (X, y), (Xv, yv), TrainSettings(epochs=5, lr=1e-3, batch_size=32))
@@ -99,6 +102,10 @@ def fit(
     x_val, y_val = _tensors(val, classify, device)
     model.to(device)
     optimizer = OPTIMIZERS[settings.optimizer](model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+        for group in optimizer.param_groups:  # the loaded state brings its own; the settings' are the new ones
+            group["lr"], group["weight_decay"] = settings.lr, settings.weight_decay
     generator = torch.Generator().manual_seed(settings.seed)
     result = FitResult(model=model)
     best_state = None
@@ -156,6 +163,7 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    result.optimizer_state = optimizer.state_dict()
     result.seconds = time.perf_counter() - started
     return result
 

@@ -9,7 +9,7 @@ from typing import Any
 # Raised when a stage's result type changes, so that a run resumed after an upgrade recomputes the stages an older
 # version cached instead of failing to load their results (2: the restructured stages of issue 12;
 # 3: the final stage's chosen model, issue 13; 4: cross-validation folds, issue 14).
-RESULTS_VERSION = 4
+RESULTS_VERSION = 5
 
 
 def pipeline_stage_key(context: Any, parameters: dict[str, Any]) -> str:

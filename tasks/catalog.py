@@ -20,6 +20,7 @@ STAGE_ROLE = "stage"
 TRIAL_ROLE = "trial"
 IMPORTED_ROLE = "imported"
 SCORE_ROLE = "score"
+LR_FIND_ROLE = "lr_find"  # ``automl lr-find``: also the run's name
 STAGE = "automl.stage"  # on stage runs: one of STAGES
 STAGES = ("data_prep", "warm_start", "search", "final_train")
 
@@ -101,7 +102,28 @@ TRIALS_PARQUET_FILE = "trials.parquet"
 TRIALS_CSV_FILE = "trials.csv"
 SEARCH_PLOT_FILE = "plots/{plot}.{format}"  # Optuna's plots, html and png
 
+STRATEGY_PARAM = "strategy"  # sample | pbt
+# search.strategy pbt: the search run's params pbt_<key> (search.pbt), its lineage and schedules, and its plots
+PBT_PARAM_PREFIX = "pbt_"
+PBT_EXPLOIT_STEPS_METRIC = "pbt_exploit_steps"
+PBT_INTERVALS_METRIC = "pbt_intervals"
+PBT_BEST_LOSS_METRIC = "pbt_best_val_loss"  # one step per interval: the population's best so far
+PBT_LINEAGE_FILE = "pbt_lineage.csv"  # one row per member and interval: params, loss, exploited_from
+PBT_SCHEDULE_FILE = "pbt_schedule.json"  # the best member's params per interval (also on the pipeline run)
+PBT_LOSSES_PLOT = "plots/pbt_population_val_loss.png"
+PBT_SCHEDULES_PLOT = "plots/pbt_lr_schedules.png"
+# search.lr_range auto: the range test's suggestion and the lr bounds the search used
+LR_RANGE_SUGGESTION_METRIC = "lr_range_suggestion"
+LR_RANGE_LOW_PARAM = "lr_range_low"
+LR_RANGE_HIGH_PARAM = "lr_range_high"
+LR_RANGE_PLOT = "plots/lr_range.png"
+
 # --- trial runs (nested under the search run) ----------------------------------------------------------------
+# PBT: one run per member, with its params per epoch as metrics param_<name>, EPOCH_VAL_LOSS_METRIC per epoch and
+# EXPLOITED_FROM_METRIC per interval (the member it copied, -1 when it went on with its own weights)
+PBT_MEMBER = "automl.pbt_member"
+PBT_PARAM_METRIC = "param_{name}"
+EXPLOITED_FROM_METRIC = "exploited_from"
 TRIAL_NUMBER = "automl.trial_number"
 OUTCOME = "automl.outcome"  # complete | pruned | failed | interrupted
 TRIAL_SOURCE = "automl.source"  # sampler | warm_start:<run id> | retry:<trial number>
@@ -159,6 +181,16 @@ PREDICTIONS_METRIC = "predictions"
 SECONDS_METRIC = "seconds"
 SCORING_INPUT_CONTEXT = "scoring"  # the scored rows as an MLflow dataset input
 PREDICTIONS_FILE = "predictions.parquet"
+
+# --- lr_find runs (``automl lr-find``: ROLE lr_find, in the config's experiment) -------------------------------------
+SUGGESTED_LR_METRIC = "suggested_lr"
+LR_FIND_LOSS_METRIC = "lr_find_loss"  # one step per batch of the range test: its raw loss (also on the search run)
+LR_FIND_LR_METRIC = "lr_find_lr"  # one step per batch: its learning rate (also on the search run)
+LR_FIND_BATCH_SIZE_PARAM = "lr_find_batch_size"  # besides MODEL_FAMILY_PARAM and the tested config's params
+LR_FIND_STEPS_PARAM = "lr_find_steps"
+LR_FIND_DIVERGED_PARAM = "lr_find_diverged"
+LR_FIND_PLOT = "lr_range.png"  # also the file's name under the state folder (``LocalState.lr_find``)
+LR_RANGE_NOTE = "automl.lr_range"  # search.lr_range auto: on the search run, what the narrowing did (one line)
 
 # --- Prefect artifacts on the flow run: keys <config>-<suffix> -----------------------------------------------------
 SUMMARY_ARTIFACT = "summary"

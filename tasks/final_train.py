@@ -104,11 +104,14 @@ class FinalTrainJob:
     seed: int
     model_name: str
     deadline: float | None = None
+    # search.strategy pbt: the best member's weights, trained under its schedule, are the tuned model as they are
+    search_trained: bool = False
 
     @classmethod
     def of(cls, cfg: PipelineConfig, deadline: float | None = None) -> FinalTrainJob:
         name = cfg.registry.model_name or cfg.name
-        return cls(cfg.final, cfg.model, cfg.training, cfg.registry, cfg.seed, name, deadline)
+        trained = cfg.search.strategy == "pbt"
+        return cls(cfg.final, cfg.model, cfg.training, cfg.registry, cfg.seed, name, deadline, trained)
 
     def training_seconds(self, share: float) -> float | None:
         """Seconds a training may take, ``share`` of what the budget leaves besides the stage's overhead."""
@@ -123,10 +126,12 @@ def train_config(
     params: dict[str, Any],
     stop_after: float | None = None,
     start_from: Path | None = None,
+    epochs: int | None = None,
 ) -> tuple[torch.nn.Module, FitResult]:
     """Train ``params`` (merged over the family's defaults) with the final budget and early stopping, ending after
     ``stop_after`` seconds if given (keeping the best epoch). With ``start_from`` (weights the search kept for this
-    config), training continues from them, and they stand unless an epoch beats them on validation."""
+    config), training continues from them, and they stand unless an epoch beats them on validation. ``epochs`` 0
+    validates ``start_from`` without training."""
     family = get_family(job.model.family)
     full = {**family.defaults, **job.model.params, **params}
     shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
@@ -134,7 +139,7 @@ def train_config(
     if start_from is not None:
         model.load_state_dict(torch.load(start_from, map_location="cpu", weights_only=True))
     settings = TrainSettings(
-        epochs=job.final.epochs,
+        epochs=job.final.epochs if epochs is None else epochs,
         lr=float(full["lr"]),
         batch_size=int(full["batch_size"]),
         weight_decay=float(full.get("weight_decay", 0.0)),
@@ -157,7 +162,7 @@ def train_config(
 
 
 def _start_from(job: FinalTrainJob, best_weights: str | None) -> Path | None:
-    if job.final.init == "scratch":
+    if job.final.init == "scratch" and not job.search_trained:
         return None
     if best_weights is None or not Path(best_weights).is_file():
         logger.info(
@@ -256,7 +261,7 @@ def final_train(
                 **best_params,
                 EPOCHS_PARAM: job.final.epochs,
                 PATIENCE_PARAM: job.final.patience,
-                INIT_PARAM: "best_trial" if start_from else "scratch",
+                INIT_PARAM: ("pbt_best_member" if job.search_trained else "best_trial") if start_from else "scratch",
             }
         )
         # With a budget, the tuned model may take half of what is left; the default-config baseline gets the rest.
@@ -264,19 +269,34 @@ def final_train(
         default_params = {**family.defaults, **job.model.params}
         is_default = {**default_params, **best_params} == default_params
         trains_default = DEFAULT_CONFIG in job.final.baselines and not is_default
+        tested_as_is = job.search_trained and start_from is not None
         model, fitted = train_config(
-            job, prepared, best_params, job.training_seconds(0.5 if trains_default else 1.0), start_from
+            job,
+            prepared,
+            best_params,
+            job.training_seconds(0.5 if trains_default else 1.0),
+            start_from,
+            epochs=0 if tested_as_is else None,
         )
         if fitted.start_val_loss is not None:
             mlflow.log_metric(START_VAL_LOSS_METRIC, fitted.start_val_loss)
-        logger.info(
-            "final training: %s, %d epochs (best %s, val_loss %.5g)%s",
-            f"from the best trial's weights (val_loss {fitted.start_val_loss:.5g})" if start_from else "from scratch",
-            len(fitted.val_loss),
-            fitted.best_epoch + 1 if fitted.best_epoch >= 0 else "its starting weights",
-            fitted.best_val_loss,
-            ", stopped early" if fitted.stopped_early else ", stopped by the budget" if fitted.out_of_time else "",
-        )
+        if tested_as_is:
+            logger.info(
+                "final training: none; the best PBT member's weights (val_loss %.5g), trained under its schedule, "
+                "are the tuned model",
+                fitted.best_val_loss,
+            )
+        else:
+            logger.info(
+                "final training: %s, %d epochs (best %s, val_loss %.5g)%s",
+                f"from the best trial's weights (val_loss {fitted.start_val_loss:.5g})"
+                if start_from
+                else "from scratch",
+                len(fitted.val_loss),
+                fitted.best_epoch + 1 if fitted.best_epoch >= 0 else "its starting weights",
+                fitted.best_val_loss,
+                ", stopped early" if fitted.stopped_early else ", stopped by the budget" if fitted.out_of_time else "",
+            )
         y_true = test_targets(prepared)
         predictions = {TUNED: test_predictions(model, prepared)}
         default_model, default_fit = None, None

@@ -38,6 +38,7 @@ from tasks.catalog import (
     META_FEATURES,
     MODEL_FAMILY_PARAM,
     N_TRIALS_PARAM,
+    PBT_SCHEDULE_FILE,
     SAMPLER_PARAM,
     SPACE_SIGNATURE,
     STAGES,
@@ -181,6 +182,8 @@ def record_summary(
         mlflow_tracking_uri=mlflow.get_tracking_uri(),
         budget=BudgetSummary(budget.seconds, round(budget.used(), 3)) if budget is not None else None,
         cv=_cv_summary(search_result, final.chosen),
+        strategy=search_result.strategy,
+        pbt=search_result.pbt,
     )
     markdown = render_markdown(summary)
     space = SearchSpace.from_config(cfg.search.space)
@@ -214,6 +217,8 @@ def record_summary(
         # The config a later run warm-starts from, or `automl configs export` exports next to these test metrics:
         # the model's, i.e. the default config's when it beat the tuned one on validation.
         mlflow.log_dict(_chosen_config(search_result.best_params, final), BEST_CONFIG_FILE)
+        if search_result.pbt is not None and final.chosen == TUNED:  # the schedule that trained the model
+            mlflow.log_dict(search_result.pbt.schedule, PBT_SCHEDULE_FILE)
         mlflow.set_tag(CHOSEN_TAG, final.chosen)
         mlflow.log_dict(summary.to_json(), SUMMARY_JSON_FILE)
         mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), CONFIG_FILE)

@@ -45,11 +45,14 @@ from tasks.catalog import (
     SAMPLER_PARAM,
     SCHEDULER_PARAM,
     SEARCH_SECONDS_METRIC,
+    STRATEGY_PARAM,
     STUDY_NAME_PARAM,
     TIMEOUT_PARAM,
     TRIAL_TIMEOUT_PARAM,
     TRIALS_METRIC_PREFIX,
 )
+from tasks.lr_range import find_lr_range
+from tasks.pbt_stage import run_pbt
 from tasks.prepared_data import PreparedData
 from tasks.search import (
     FOLD_LOSSES_ATTR,
@@ -73,6 +76,7 @@ from tasks.studies import (
     redact,
     storage_url,
 )
+from tasks.summary import PBTSummary
 from tasks.tracking import PipelineRun, log_file, stage_run
 from tasks.trainer_objective import TrainerObjective, trial_weights_path
 from tasks.trial_tracking import MlflowTrialObserver
@@ -120,6 +124,8 @@ class SearchStageResult:
     # ("default_config", when it completed in this study)
     cv_kind: str | None = None
     cv_fold_losses: dict[str, list[float]] = field(default_factory=dict)
+    strategy: str = "sample"  # search.strategy
+    pbt: PBTSummary | None = None  # the population's story, with strategy pbt
 
 
 def task_runner_for(search: SearchConfig):
@@ -181,9 +187,37 @@ def run_search_stage(
     """The search stage as a plain function (the ``search`` subflow calls it)."""
     search, model, training, seed = job.search, job.model, job.training, job.seed
     family = get_family(model.family)
-    space = SearchSpace.from_config(search.space)
+    lr_range = find_lr_range(job, prepared) if search.lr_range == "auto" else None
+    space = SearchSpace.from_config(lr_range.space if lr_range else search.space)
+    deadline = (
+        SearchDeadline(
+            job.budget,
+            job.final_epochs,
+            trains_default=job.final_trains_default,
+            train_scale=_train_scale(prepared),
+        )
+        if job.budget is not None
+        else None
+    )
+    if search.strategy == "pbt":
+        initial = [candidate.queued_params for candidate in warm_start_decision.queued]
+        if search.try_default_first:
+            initial.append(space.fit({}, {**family.defaults, **model.params})[0])
+        fields = run_pbt(
+            job,
+            prepared,
+            initial,
+            pipeline,
+            space,
+            deadline,
+            torch_threads(search.parallelism),
+            on_run=lr_range.log if lr_range else None,
+        )
+        return SearchStageResult(**{**fields, "enqueued": len(warm_start_decision.queued)})
     url = storage_url(search)
     with stage_run(pipeline, "search") as run:
+        if lr_range is not None:
+            lr_range.log()
         storage = make_storage(url)
         study = open_study(search, pipeline.study_name, storage)
         enqueued = enqueue_warm_start(study, warm_start_decision)
@@ -204,16 +238,6 @@ def run_search_stage(
             search.promotion == "deferred",
             folds=len(prepared.folds) or 1,
             fold_pruning=search.cv.pruning,
-        )
-        deadline = (
-            SearchDeadline(
-                job.budget,
-                job.final_epochs,
-                trains_default=job.final_trains_default,
-                train_scale=_train_scale(prepared),
-            )
-            if job.budget is not None
-            else None
         )
         objective = TrainerObjective(
             family.name,
@@ -245,6 +269,7 @@ def run_search_stage(
                 STUDY_NAME_PARAM: study.study_name,
                 PARALLELISM_PARAM: search.parallelism,
                 TRIAL_TIMEOUT_PARAM: search.trial_timeout,
+                STRATEGY_PARAM: "sample",
                 CV_FOLDS_PARAM: scheduler.folds,
                 **(
                     {CV_KIND_PARAM: cv_kind, CV_GAP_PARAM: search.cv.gap, CV_PRUNING_PARAM: search.cv.pruning}

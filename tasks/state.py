@@ -56,6 +56,14 @@ class LocalState:
         """Where a study's full-fidelity evaluations keep their best epoch's weights (for the final stage)."""
         return self.home / "trial-weights" / study_name
 
+    def pbt_checkpoints(self, study_name: str) -> Path:
+        """Where a study's PBT members keep their checkpoints (weights and optimiser state per interval)."""
+        return self.home / "pbt-checkpoints" / study_name
+
+    def lr_find(self, config_name: str) -> Path:
+        """Where ``automl lr-find`` writes a config's range-test plot."""
+        return self.home / "lr_find" / config_name
+
     def ensure(self) -> LocalState:
         """Create the folder; one that cannot be (a file in the way, no permission) is a one-line input error."""
         from configs import InputError

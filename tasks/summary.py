@@ -64,6 +64,18 @@ class CVSummary:
         return cls(len(losses), kind, mean, std, list(losses))
 
 
+@dataclass(frozen=True)
+class PBTSummary:
+    """A population-based search (``search.strategy: pbt``): the population, the intervals it trained, how many
+    times a member copied another (exploit steps), the best member and its schedule (its params per interval)."""
+
+    population: int
+    intervals: int
+    exploit_steps: int
+    best_member: int
+    schedule: list[dict[str, Any]]
+
+
 @dataclass(frozen=True, kw_only=True)
 class PipelineSummary:
     """One completed pipeline execution: where it is tracked, what the search found, how the tuned model tested
@@ -102,13 +114,17 @@ class PipelineSummary:
     mlflow_tracking_uri: str
     budget: BudgetSummary | None = None  # None without budget.seconds
     cv: CVSummary | None = None  # None without search.cv (or when the chosen config has no fold losses)
+    strategy: str = "sample"  # search.strategy
+    pbt: PBTSummary | None = None  # None unless strategy is pbt
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a JSON object (``automl run --json``, ``summary.json``): its fields in order, the
-        sub-parts as nested objects, no registered model as null; ``cv`` only when the search cross-validated."""
+        sub-parts as nested objects, no registered model as null; ``cv`` only when the search cross-validated,
+        ``pbt`` only when it trained a population."""
         record = asdict(self)
-        if self.cv is None:
-            del record["cv"]
+        for part in ("cv", "pbt"):
+            if record[part] is None:
+                del record[part]
         return record
 
 
@@ -131,7 +147,7 @@ MLflow run `{summary.pipeline_run_id}` in experiment `{summary.experiment}`; stu
 
 **Trials:** {trials.complete} complete, {trials.pruned} pruned, {trials.failed} failed;
 {summary.warm_start.enqueued} warm-start configs queued. **Best validation loss:** {summary.best_val_loss:.5g}
-
+{_pbt_paragraph(summary)}
 ## Best params
 | param | value |
 |---|---|
@@ -160,6 +176,7 @@ def render_table(summary: PipelineSummary) -> str:
         f"  study {summary.study_name} ({summary.backend}/{summary.sampler}, fidelity {summary.fidelity}): "
         f"{trials.complete} complete, {trials.pruned} pruned, {trials.failed} failed; "
         f"{summary.warm_start.enqueued} warm-start configs queued",
+        *([f"  {_pbt_line(summary)}"] if summary.pbt is not None else []),
         f"  best params: {' '.join(f'{k}={_short(v)}' for k, v in summary.best_params.items())}",
         f"  best validation loss: {summary.best_val_loss:.5g}",
         "",
@@ -188,6 +205,22 @@ def render_table(summary: PipelineSummary) -> str:
 
 
 _CHOSEN = {"tuned": "tuned config", "default_config": "default config"}
+
+
+def _pbt_line(summary: PipelineSummary) -> str:
+    pbt = summary.pbt
+    if pbt is None:
+        return ""
+    lrs = [step["lr"] for step in pbt.schedule if "lr" in step]
+    schedule = f"; its lr {lrs[0]:.3g} -> {lrs[-1]:.3g}" if lrs else ""
+    return (
+        f"population-based training: {pbt.population} members, {pbt.intervals} intervals, "
+        f"{pbt.exploit_steps} exploit steps; best member {pbt.best_member}{schedule}"
+    )
+
+
+def _pbt_paragraph(summary: PipelineSummary) -> str:
+    return f"\n{_pbt_line(summary)} (a member-interval is a trial).\n" if summary.pbt is not None else ""
 
 
 def _cv_paragraph(summary: PipelineSummary) -> str:

@@ -115,6 +115,20 @@ class TrainerObjective:
             return None
         return max(self.deadline() - time.time(), 0.0)
 
+    def _settings(self, full: dict[str, Any], epochs: int, seed: int) -> TrainSettings:
+        return TrainSettings(
+            epochs=epochs,
+            lr=float(full["lr"]),
+            batch_size=int(full["batch_size"]),
+            weight_decay=float(full.get("weight_decay", 0.0)),
+            loss=self.loss,
+            optimizer=self.optimizer,
+            grad_clip=self.grad_clip,
+            seed=seed,
+            time_limit=self.time_limit,
+            stop_after=self._time_left(),
+        )
+
     def subsample(self, fraction: float, fold: int | None = None) -> np.ndarray:
         X, y = self.train if fold is None else self.folds[fold][0]
         return subsample_indices(len(X), fraction, self.kind, self.seed, y if self.classification else None)
@@ -128,18 +142,7 @@ class TrainerObjective:
         # a fold's encoding may have fewer columns (categories its training rows lack)
         shape = ModelShape(train[0].shape[-1], self.n_outputs, self.lookback)
         model = build_model(get_family(self.family), shape, full, self.seed)
-        settings = TrainSettings(
-            epochs=self.epochs,
-            lr=float(full["lr"]),
-            batch_size=int(full["batch_size"]),
-            weight_decay=float(full.get("weight_decay", 0.0)),
-            loss=self.loss,
-            optimizer=self.optimizer,
-            grad_clip=self.grad_clip,
-            seed=self.seed,
-            time_limit=self.time_limit,
-            stop_after=self._time_left(),
-        )
+        settings = self._settings(full, self.epochs, self.seed)
         result = fit(
             model,
             (train[0][idx], train[1][idx]),
@@ -160,3 +163,76 @@ class TrainerObjective:
 def trial_weights_path(weights_dir: Path, params: dict[str, Any]) -> Path:
     """Where the best epoch's weights of ``params`` trained on all the data are kept (one file per config)."""
     return weights_dir / f"{hashlib.sha256(params_key(params).encode()).hexdigest()[:20]}.pt"
+
+
+class MemberTrainer(TrainerObjective):
+    """Population-based training's objective: trains one member for one interval on all the training data, from
+    fresh weights or from a member's checkpoint (its weights and optimiser state, with this member's params), and
+    keeps a checkpoint of the best epoch's weights under ``checkpoint_dir``. A member-interval whose checkpoint is
+    already there (trained before a stop, not yet recorded) is read back, not trained again."""
+
+    def __init__(self, *args: Any, checkpoint_dir: Path, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.checkpoint_dir = checkpoint_dir
+
+    def checkpoint_path(self, member: int, interval: int) -> Path:
+        return self.checkpoint_dir / f"member{member:03d}_interval{interval:04d}.pt"
+
+    def __call__(  # type: ignore[override]
+        self, params: dict[str, Any], fidelity: float = 1.0, *, member: int, interval: int, start: Any, epochs: int
+    ) -> Evaluation:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        path = self.checkpoint_path(member, interval)
+        if path.is_file():
+            kept = torch.load(path, map_location="cpu", weights_only=False)
+            if kept["params"] == params and kept["start"] == str(start):
+                return Evaluation(kept["loss"], tuple(kept["curve"]), kept["seconds"])
+        full = {**self.base_params, **params}
+        shape = ModelShape(self.train[0].shape[-1], self.n_outputs, self.lookback)
+        model = build_model(get_family(self.family), shape, full, self.seed + member)
+        optimizer_state = None
+        if start is not None:
+            parent = torch.load(
+                self.checkpoint_path(start.member, start.interval), map_location="cpu", weights_only=False
+            )
+            model.load_state_dict(parent["model"])
+            optimizer_state = parent["optimizer"]
+        # each member-interval its own batch order, the same on every run
+        settings = self._settings(full, epochs, self.seed + 7919 * member + interval)
+        result = fit(
+            model,
+            self.train,
+            self.val,
+            settings,
+            pick_device(self.device),
+            should_stop=self._stop.is_set,
+            optimizer_state=optimizer_state,
+        )
+        kept = {
+            "model": model.state_dict(),
+            "optimizer": result.optimizer_state,
+            "params": params,
+            "start": str(start),
+            "loss": result.best_val_loss,
+            "curve": list(result.val_loss),
+            "seconds": result.seconds,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(kept, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)  # a killed writer never leaves half a checkpoint under the real name
+        return Evaluation(result.best_val_loss, tuple(result.val_loss), result.seconds)
+
+    def drop_checkpoints_before(self, interval: int) -> None:
+        """Delete the checkpoints of earlier intervals (a finished population needs only its last)."""
+        for path in self.checkpoint_dir.glob("member*_interval*.pt"):
+            if int(path.stem.rsplit("interval", 1)[1]) < interval:
+                path.unlink(missing_ok=True)
+
+    def export_weights(self, member: int, interval: int, path: Path) -> Path:
+        """The model weights of a member's checkpoint as a plain state dict (what the final stage loads)."""
+        kept = torch.load(self.checkpoint_path(member, interval), map_location="cpu", weights_only=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(kept["model"], path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        return path

@@ -13,6 +13,7 @@ from tasks.search import TrialCounts
 from tasks.summary import (
     BudgetSummary,
     CVSummary,
+    PBTSummary,
     PipelineSummary,
     RegisteredVersion,
     WarmStartSummary,
@@ -92,11 +93,26 @@ def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
         "total_seconds",
         "mlflow_tracking_uri",
         "budget",
+        "strategy",
     ]
-    assert record["status"] == "completed"
-    assert "cv" not in record  # absent without search.cv
+    assert record["status"] == "completed" and record["strategy"] == "sample"
+    assert "cv" not in record and "pbt" not in record  # absent without search.cv, without strategy pbt
+    pbt = PBTSummary(population=8, intervals=15, exploit_steps=28, best_member=3, schedule=[{"lr": 0.001}])
+    population = dataclasses.replace(summary, strategy="pbt", pbt=pbt)
+    assert population.to_json()["strategy"] == "pbt"
+    assert population.to_json()["pbt"] == {
+        "population": 8,
+        "intervals": 15,
+        "exploit_steps": 28,
+        "best_member": 3,
+        "schedule": [{"lr": 0.001}],
+    }
+    assert (
+        "  population-based training: 8 members, 15 intervals, 28 exploit steps; best member 3; its lr 0.001 -> 0.001\n"
+        in render_table(population)
+    )
     folded = dataclasses.replace(summary, cv=CVSummary.of("rolling_origin", [0.1, 0.3])).to_json()
-    assert list(folded)[-1] == "cv" and folded["cv"]["folds"] == 2
+    assert list(folded)[-2:] == ["cv", "strategy"] and folded["cv"]["folds"] == 2
     assert folded["cv"]["mean"] == pytest.approx(0.2) and folded["cv"]["std"] == pytest.approx(0.1)
     assert record["trials"] == {"complete": 3, "pruned": 1, "failed": 0}
     assert record["warm_start"] == {"enqueued": 1, "source_run_ids": ["r1"]}

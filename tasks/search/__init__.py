@@ -1,7 +1,8 @@
 """The search engine, a library: one search space for two sampler backends (Optuna, hyperopt), fidelity
 schedulers (none, successive halving, Hyperband) that know nothing of samplers, executors that run evaluations,
-and the ledger (an Optuna study) that records them. It imports neither torch, MLflow nor Prefect; the pipeline's
-search stage (tasks/search_stage.py) plugs the torch objective, MLflow tracking and Prefect in.
+population-based training (``PopulationBasedTraining``) over the same executors, and the ledger (an Optuna study)
+that records them. It imports neither torch, MLflow nor Prefect; the pipeline's search stage
+(tasks/search_stage.py) plugs the torch objective, MLflow tracking and Prefect in.
 
 Example:
     >>> import optuna
@@ -30,6 +31,17 @@ from tasks.search._ledger import (
     requeue_stale_trial,
 )
 from tasks.search._observer import NullObserver, Observers, SearchObserver
+from tasks.search._pbt import (
+    EXPLOITED_FROM_ATTR,
+    INTERVAL_ATTR,
+    MEMBER_ATTR,
+    Checkpoint,
+    MemberStep,
+    PBTObserver,
+    PBTResult,
+    PBTSettings,
+    PopulationBasedTraining,
+)
 from tasks.search._scheduler import (
     FidelityScheduler,
     FullFidelity,
@@ -56,17 +68,21 @@ from tasks.search._types import (
 
 __all__ = [
     "COMPLETE",
+    "EXPLOITED_FROM_ATTR",
     "FAILED",
     "FOLD_LOSSES_ATTR",
     "FOLD_PRUNED",
     "FULL_FIDELITY_ATTR",
     "HEARTBEAT_SECONDS",
     "INTERRUPTED",
+    "INTERVAL_ATTR",
+    "MEMBER_ATTR",
     "OUTCOME_ATTR",
     "PRUNED",
     "RUN_ATTR",
     "SCHEDULED_AS_ATTR",
     "SOURCE_ATTR",
+    "Checkpoint",
     "Dimension",
     "Evaluation",
     "Executor",
@@ -76,10 +92,15 @@ __all__ = [
     "HyperoptBackend",
     "Ledger",
     "LocalExecutor",
+    "MemberStep",
     "NullObserver",
     "Objective",
     "Observers",
     "OptunaBackend",
+    "PBTObserver",
+    "PBTResult",
+    "PBTSettings",
+    "PopulationBasedTraining",
     "PrefectExecutor",
     "SamplerBackend",
     "SearchEngine",

@@ -124,6 +124,28 @@ class Dimension:
             notes.append("rounded to an integer")
         return result, ("; ".join(notes) + f" -> {result!r}") if notes else None
 
+    def sample(self, rng: np.random.Generator) -> Any:
+        """A value drawn uniformly (log-uniformly when ``log``) from this dimension, on its grid."""
+        if self.kind == "categorical":
+            return self.choices[int(rng.integers(len(self.choices)))]
+        if self.log:
+            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        else:
+            value = rng.uniform(self.low, self.high)
+        return self.fit(value)[0]
+
+    def perturb(self, value: Any, factor: float) -> Any:
+        """``value`` scaled by ``factor`` and moved back into the dimension; a choice moves to the next one up
+        (``factor`` > 1) or down (PBT's explore step, as Ray Tune's PopulationBasedTraining perturbs)."""
+        if self.kind == "categorical":
+            index = self.choices.index(value) if value in self.choices else 0
+            index = min(max(index + (1 if factor > 1 else -1), 0), len(self.choices) - 1)
+            return self.choices[index]
+        moved, _ = self.fit(float(value) * factor)
+        if moved == value and self.kind == "int":  # a small integer that rounds back moves one step
+            moved, _ = self.fit(value + (self.step or 1) * (1 if factor > 1 else -1))
+        return moved
+
     def grid(self) -> list[Any]:
         """All values of a discrete dimension (for the grid sampler)."""
         if self.kind == "categorical":

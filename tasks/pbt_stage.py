@@ -1,0 +1,338 @@
+"""The search stage as population-based training (``search.strategy: pbt``): the population trains through the
+search subflow's executor, every member is an MLflow run under the ``search`` run (its params and validation loss
+per epoch, and whom it copied per interval), and the search run gets the lineage, the best member's schedule and
+two plots. The best member's weights go to the final stage, which tests them without training again."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from models import MUTABLE_PARAMS, get_family, loss_for
+from tasks.catalog import (
+    BEST_PARAMS_FILE,
+    BEST_TRIAL_METRIC,
+    BEST_TRIAL_WEIGHTS_FILE,
+    BEST_VAL_LOSS,
+    EPOCH_VAL_LOSS_METRIC,
+    EXPLOITED_FROM_METRIC,
+    OUTCOME,
+    PARALLELISM_PARAM,
+    PBT_BEST_LOSS_METRIC,
+    PBT_EXPLOIT_STEPS_METRIC,
+    PBT_INTERVALS_METRIC,
+    PBT_LINEAGE_FILE,
+    PBT_LOSSES_PLOT,
+    PBT_MEMBER,
+    PBT_PARAM_METRIC,
+    PBT_PARAM_PREFIX,
+    PBT_SCHEDULE_FILE,
+    PBT_SCHEDULES_PLOT,
+    ROLE,
+    SEARCH_SECONDS_METRIC,
+    STRATEGY_PARAM,
+    STUDY_NAME_PARAM,
+    TRAIN_SECONDS_METRIC,
+    TRIAL_ROLE,
+    TRIALS_METRIC_PREFIX,
+    VAL_LOSS_METRIC,
+)
+from tasks.prepared_data import PreparedData
+from tasks.search import (
+    COMPLETE,
+    MemberStep,
+    PBTResult,
+    PBTSettings,
+    PopulationBasedTraining,
+    PrefectExecutor,
+    SearchSpace,
+    TrialCounts,
+)
+from tasks.state import local_state
+from tasks.studies import make_storage, open_study, redact, storage_url
+from tasks.summary import PBTSummary
+from tasks.tracking import PipelineRun, child_runs, log_file, log_frame, stage_run
+from tasks.trainer_objective import MemberTrainer, trial_weights_path
+
+logger = logging.getLogger("automl")
+
+
+def run_pbt(
+    job: Any,
+    prepared: PreparedData,
+    initial: Sequence[dict[str, Any]],
+    pipeline: PipelineRun,
+    space: SearchSpace,
+    deadline: Callable[[], float] | None,
+    threads: int,
+    on_run: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Train the population of ``job.search.pbt`` over ``space``, the ``initial`` configs first, and log it in the
+    ``search`` run (``on_run`` adds to that run first); returns the ``SearchStageResult`` fields as a dict (the
+    search stage builds the result, so that both strategies return the same type), less ``enqueued``."""
+    search, training, seed = job.search, job.training, job.seed
+    family = get_family(job.model.family)
+    settings = PBTSettings(
+        population=search.pbt.population,
+        interval_epochs=search.pbt.interval_epochs,
+        epochs=search.pbt.epochs,
+        quantile=search.pbt.quantile,
+        perturb=tuple(search.pbt.perturb),
+        resample_probability=search.pbt.resample_probability,
+        seed=seed,
+    )
+    url = storage_url(search)
+    started = time.time()
+    with stage_run(pipeline, "search") as run:
+        storage = make_storage(url)
+        study = open_study(search, pipeline.study_name, storage)
+        if on_run is not None:
+            on_run()
+        objective = MemberTrainer(
+            family.name,
+            prepared,
+            base_params={**family.defaults, **job.model.params},
+            epochs=settings.interval_epochs,
+            loss=loss_for(prepared.task, training.loss),
+            optimizer=training.optimizer,
+            grad_clip=training.grad_clip,
+            seed=seed,
+            device=training.device,
+            threads=threads,
+            time_limit=search.trial_timeout,
+            deadline=deadline,
+            checkpoint_dir=local_state().pbt_checkpoints(study.study_name),
+        )
+        mlflow.log_params(
+            {
+                STRATEGY_PARAM: "pbt",
+                STUDY_NAME_PARAM: study.study_name,
+                PARALLELISM_PARAM: search.parallelism,
+                **{f"{PBT_PARAM_PREFIX}{k}": v for k, v in search.pbt.model_dump().items()},
+            }
+        )
+        logger.info(
+            "search: population-based training, study %s: %d members, %d epochs in intervals of %d, "
+            "the worst %d copy the best %d; mutable params %s",
+            study.study_name,
+            settings.population,
+            settings.epochs,
+            settings.interval_epochs,
+            settings.cut(),
+            settings.cut(),
+            ", ".join(n for n in space.names if n in MUTABLE_PARAMS),
+        )
+        tracker = MlflowPBTObserver(pipeline.experiment_id, run.info.run_id, settings)
+
+        def time_up() -> bool:
+            now = time.time()
+            return (search.timeout is not None and now - started >= search.timeout) or (
+                deadline is not None and now >= deadline()
+            )
+
+        pbt = PopulationBasedTraining(
+            objective,
+            space,
+            MUTABLE_PARAMS,
+            settings,
+            study,
+            initial=initial,
+            executor=PrefectExecutor(search.parallelism),
+            observer=tracker,
+            run_id=pipeline.run_id,
+            time_up=time_up,
+        )
+        try:
+            result = pbt.run()
+        except BaseException:
+            tracker.close("KILLED")
+            raise
+        tracker.close("FINISHED")
+        best_weights = objective.export_weights(
+            result.best_member,
+            result.intervals_done - 1,
+            trial_weights_path(local_state().trial_weights(study.study_name), result.best_params),
+        )
+        objective.drop_checkpoints_before(result.intervals_done - 1)
+        ok = [s for s in result.steps if s.ok]
+        counts = TrialCounts(complete=len(ok), failed=len(result.steps) - len(ok))
+        mlflow.log_metrics(
+            {
+                BEST_VAL_LOSS: result.best_value,
+                BEST_TRIAL_METRIC: result.best_trial,
+                PBT_EXPLOIT_STEPS_METRIC: result.exploit_steps,
+                PBT_INTERVALS_METRIC: result.intervals_done,
+                **{f"{TRIALS_METRIC_PREFIX}{k}": v for k, v in counts.as_dict().items()},
+                SEARCH_SECONDS_METRIC: time.time() - started,
+            }
+        )
+        mlflow.log_dict(result.best_params, BEST_PARAMS_FILE)
+        schedule = result.schedule(result.best_member)
+        mlflow.log_dict(schedule, PBT_SCHEDULE_FILE)
+        log_frame(pd.DataFrame(result.lineage()), PBT_LINEAGE_FILE)
+        log_file(best_weights, BEST_TRIAL_WEIGHTS_FILE)
+        log_population_plots(result, settings)
+        logger.info(
+            "search: best member %d, val_loss %.5g after %d intervals; %d exploit steps; schedule of lr: %s",
+            result.best_member,
+            result.best_value,
+            result.intervals_done,
+            result.exploit_steps,
+            " -> ".join(f"{p['lr']:.3g}" for p in schedule) if "lr" in space else "fixed",
+        )
+    return {
+        "study_name": study.study_name,
+        "storage": redact(url),
+        "best_params": result.best_params,
+        "best_value": result.best_value,
+        "best_trial": result.best_trial,
+        "counts": counts,
+        "search_run_id": run.info.run_id,
+        "seconds": time.time() - started,
+        "overhead_share": 0.0,
+        "best_weights": str(best_weights),
+        "strategy": "pbt",
+        "pbt": PBTSummary(
+            settings.population, result.intervals_done, result.exploit_steps, result.best_member, schedule
+        ),
+    }
+
+
+class MlflowPBTObserver:
+    """One MLflow run per member under the search run (reopened when the search resumes): its params per epoch
+    (metrics ``param_<name>``), validation loss per epoch, and ``exploited_from`` per interval; a progress line per
+    interval with the population's best so far."""
+
+    def __init__(self, experiment_id: str, search_run_id: str, settings: PBTSettings):
+        self.client = MlflowClient()
+        self.experiment_id = experiment_id
+        self.search_run_id = search_run_id
+        self.settings = settings
+        self._runs: dict[int, str] = {}
+        self._logged: dict[int, set[int]] = {}  # member: intervals whose metrics its run has
+        for run in child_runs(experiment_id, search_run_id, role=TRIAL_ROLE):
+            if PBT_MEMBER in run.data.tags:
+                member = int(run.data.tags[PBT_MEMBER])
+                self._runs[member] = run.info.run_id
+                history = self.client.get_metric_history(run.info.run_id, EXPLOITED_FROM_METRIC)
+                self._logged[member] = {point.step for point in history}
+                if run.info.status != "RUNNING":
+                    self.client.update_run(run.info.run_id, status="RUNNING")
+        self._best = math.inf
+        self._started = time.monotonic()
+
+    def _run_of(self, member: int) -> str:
+        if member not in self._runs:
+            run = self.client.create_run(
+                self.experiment_id,
+                tags={
+                    MLFLOW_PARENT_RUN_ID: self.search_run_id,
+                    MLFLOW_RUN_NAME: f"member-{member:03d}",
+                    ROLE: TRIAL_ROLE,
+                    PBT_MEMBER: str(member),
+                },
+            )
+            self._runs[member] = run.info.run_id
+            self._logged[member] = set()
+        return self._runs[member]
+
+    def member_finished(self, step: MemberStep, restored: bool) -> None:
+        run_id = self._run_of(step.member)
+        if step.interval in self._logged[step.member]:
+            return  # logged before a stop
+        now = int(time.time() * 1000)
+        first = step.interval * self.settings.interval_epochs
+        epochs = range(first, first + self.settings.epochs_in(step.interval))
+        metrics = [Metric(EPOCH_VAL_LOSS_METRIC, v, now, first + i) for i, v in enumerate(step.curve)]
+        metrics += [
+            Metric(PBT_PARAM_METRIC.format(name=name), float(value), now, epoch)
+            for name, value in step.params.items()
+            if isinstance(value, int | float)
+            for epoch in epochs
+        ]
+        metrics.append(Metric(TRAIN_SECONDS_METRIC, step.seconds, now, step.interval))
+        if step.ok:
+            metrics.append(Metric(VAL_LOSS_METRIC, step.loss, now, step.interval))
+        # the lineage: whom it copied before this interval (-1: it went on with its own weights); logged last, so
+        # that its presence says the interval's metrics are all there
+        donor = -1 if step.exploited_from is None else step.exploited_from
+        metrics.append(Metric(EXPLOITED_FROM_METRIC, donor, now, step.interval))
+        params = [Param(k, str(v)) for k, v in step.params.items()] if step.interval == 0 else []
+        self.client.log_batch(run_id, metrics=metrics, params=params)
+        self._logged[step.member].add(step.interval)
+
+    def interval_finished(self, interval: int, steps: Sequence[MemberStep], best: MemberStep, restored: bool) -> None:
+        self._best = min(self._best, best.loss)
+        exploited = sum(s.exploited_from is not None for s in steps)
+        if not restored:
+            self.client.log_metric(self.search_run_id, PBT_BEST_LOSS_METRIC, self._best, step=interval)
+        logger.info(
+            "pbt interval %d/%d | best member %d val_loss %.5g (lr %s) | best so far %.5g | %d exploited | %.0fs%s",
+            interval + 1,
+            self.settings.intervals,
+            best.member,
+            best.loss,
+            f"{best.params['lr']:.3g}" if "lr" in best.params else "-",
+            self._best,
+            exploited,
+            time.monotonic() - self._started,
+            " (restored)" if restored else "",
+        )
+
+    def close(self, status: str) -> None:
+        for member, run_id in self._runs.items():
+            try:
+                self.client.set_tag(run_id, OUTCOME, COMPLETE if status == "FINISHED" else "interrupted")
+                self.client.set_terminated(run_id, status)
+            except Exception as error:  # a resumed pipeline closes runs its process left RUNNING
+                logger.warning("member %d: could not close its run (%s)", member, error)
+
+
+def log_population_plots(result: PBTResult, settings: PBTSettings) -> None:
+    """The population's validation loss per epoch, and its learning-rate schedules (one line per member, the best
+    drawn thick), on the active MLflow run."""
+    from tasks.plotting import pyplot
+
+    plt = pyplot()
+    by_member: dict[int, list[MemberStep]] = {}
+    for step in sorted(result.steps, key=lambda s: s.interval):
+        by_member.setdefault(step.member, []).append(step)
+    plots = {PBT_LOSSES_PLOT: "validation loss", PBT_SCHEDULES_PLOT: "lr"}
+    for artifact, what in plots.items():
+        figure, axes = plt.subplots(figsize=(8, 4.5))
+        for member, steps in by_member.items():
+            xs, ys = [], []
+            for step in steps:
+                first = step.interval * settings.interval_epochs
+                if what == "lr":
+                    if "lr" not in step.params:
+                        continue
+                    xs += [first, first + settings.epochs_in(step.interval)]
+                    ys += [step.params["lr"]] * 2
+                else:
+                    xs += [first + i + 1 for i in range(len(step.curve))]
+                    ys += list(step.curve)
+            best = member == result.best_member
+            axes.plot(xs, ys, linewidth=2.5 if best else 1, alpha=1 if best else 0.6, label=f"member {member}")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(what)
+        if what == "lr":
+            axes.set_yscale("log")
+        else:
+            finite = [v for s in result.steps for v in s.curve if math.isfinite(v)]
+            if finite and max(finite) > 20 * min(finite) > 0:
+                axes.set_yscale("log")
+        axes.set_title(f"PBT: {what} of {result.population} members (best: member {result.best_member})")
+        axes.legend(fontsize=7, ncol=2)
+        figure.tight_layout()
+        mlflow.log_figure(figure, artifact)
+        plt.close(figure)
