@@ -8,13 +8,14 @@ the naive baseline only, so the method's own model is the one tested) over sever
 - ``diabetes``: scikit-learn's diabetes table (442 patients, 10 features; shipped with scikit-learn), an MLP.
 
 Same total training epochs: for each seed the default search runs first, and its training is counted in full-data
-epochs (every evaluation's epochs times its data fraction, from the study, plus the epochs its final stage trained);
-PBT then gets that many epochs over its population (``search.pbt.epochs`` = total / population, rounded), and its
-final stage trains nothing (the best member's weights are the model). Prints a Markdown table per dataset (median
-and range over seeds of the test RMSE, wall-clock of search + final stage, epochs) and the range test's suggestion
-next to the best ``lr`` of each default search; saves the raw rows (CSV) and a plot under ``benchmarks/results/``.
+epochs (every evaluation's epochs times its data fraction, from the study, plus the epochs its final stage trained).
+PBT then gets that many epochs over its population (``search.pbt.epochs`` = total / population, rounded), for
+populations of 8 (the default) and 4, ``interval_epochs`` 2; its final stage trains nothing (the best member's
+weights are the model). Prints a Markdown table per dataset (median and range over seeds of the test RMSE,
+wall-clock of search + final stage, epochs) and the range test's suggestion next to the best ``lr`` of each default
+search; saves the raw rows (CSV) and a plot under ``benchmarks/results/``.
 
-    .venv/bin/python benchmarks/pbt.py          # 3 seeds x 2 datasets: about 20 min
+    .venv/bin/python benchmarks/pbt.py          # 3 seeds x 2 datasets: about 25 min
     .venv/bin/python benchmarks/pbt.py --quick  # a smoke run of the whole script: about 3 min
 """
 
@@ -29,7 +30,7 @@ import optuna
 from _setup import isolated_pipeline_home, pipeline_benchmark_parser, save_rows
 
 REPO = Path(__file__).resolve().parents[1]
-POPULATION = 8
+POPULATIONS = (8, 4)  # the default, and half of it (at a 12-config search's epochs, 8 members get only ~6 each)
 INTERVAL = 2
 COMMON = ["warm_start.enabled=false", "registry.enabled=false", "final.baselines=[naive]"]
 DEFAULT_SEARCH = ["search.strategy=sample", "search.sampler=tpe", "search.fidelity=hyperband"]
@@ -62,16 +63,17 @@ def main() -> None:
         for seed in range(args.seeds):
             sample = run_once(name, config, "tpe_hyperband", seed, [*DEFAULT_SEARCH, *overrides, *extra], args.trials)
             rows.append(sample)
-            epochs = max(INTERVAL, round(sample["train_epochs"] / POPULATION))
-            pbt = [
-                "search.strategy=pbt",
-                "search.fidelity=none",
-                f"search.pbt.population={POPULATION}",
-                f"search.pbt.interval_epochs={INTERVAL}",
-                f"search.pbt.epochs={epochs}",
-            ]
-            rows.append(run_once(name, config, "pbt", seed, [*overrides, *extra, *pbt], args.trials))
-            for row in rows[-2:]:
+            for population in POPULATIONS:
+                epochs = max(INTERVAL, round(sample["train_epochs"] / population))
+                pbt = [
+                    "search.strategy=pbt",
+                    "search.fidelity=none",
+                    f"search.pbt.population={population}",
+                    f"search.pbt.interval_epochs={INTERVAL}",
+                    f"search.pbt.epochs={epochs}",
+                ]
+                rows.append(run_once(name, config, f"pbt{population}", seed, [*overrides, *extra, *pbt], args.trials))
+            for row in rows[-1 - len(POPULATIONS) :]:
                 print(
                     f"{name} seed {seed} {row['method']:<14} {row['seconds']:6.1f}s  epochs {row['train_epochs']:6.1f}"
                     f"  best val {row['best_val_loss']:.5f}  test rmse {row['test_rmse']:.4f}  lr {row['best_lr']:.3g}",
@@ -120,7 +122,8 @@ def _search_epochs(summary) -> float:
     )[0]
     fractions = [float(f) for f in search.data.params["rung_fractions"].split(",")]
     epochs = int(search.data.params["epochs"])
-    return sum(epochs * fractions[step] for trial in study.trials for step in trial.intermediate_values)
+    fraction_of = {round(f / fractions[0]): f for f in fractions}  # a rung's reported step (the scheduler's)
+    return sum(epochs * fraction_of[step] for trial in study.trials for step in trial.intermediate_values)
 
 
 def _final_epochs(summary) -> float:
@@ -159,13 +162,14 @@ def markdown_tables(rows: list[dict], ranges: list[dict], trials: int, seeds: in
         reference_wall = statistics.median(of("tpe_hyperband", "seconds"))
         reference_test = statistics.median(of("tpe_hyperband", "test_rmse"))
         lines += [
-            f"\n### {dataset}: TPE + Hyperband with {trials} configs vs PBT with {POPULATION} members, {seeds} seeds "
+            f"\n### {dataset}: TPE + Hyperband with {trials} configs vs PBT with "
+            f"{' and '.join(str(p) for p in POPULATIONS)} members (pbt<population>), {seeds} seeds "
             "(median; range in brackets)\n",
             "| method | test RMSE | vs TPE+Hyperband | wall-clock, search + final (s) | vs TPE+Hyperband "
             "| training epochs (search + final) | final-stage epochs | exploit steps |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for method in ("tpe_hyperband", "pbt"):
+        for method in ("tpe_hyperband", *(f"pbt{p}" for p in POPULATIONS)):
             test, wall, epochs = of(method, "test_rmse"), of(method, "seconds"), of(method, "train_epochs")
             lines.append(
                 f"| {method} | {statistics.median(test):.4f} ({min(test):.4f}–{max(test):.4f}) "
@@ -191,7 +195,7 @@ def plot(rows: list[dict], path: Path) -> None:
     plt = pyplot()
     names = list(dict.fromkeys(r["dataset"] for r in rows))
     figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
-    colours = {"tpe_hyperband": "tab:blue", "pbt": "tab:orange"}
+    colours = {"tpe_hyperband": "tab:blue", "pbt8": "tab:orange", "pbt4": "tab:green"}
     for column, dataset in enumerate(names):
         ax = axes[0][column]
         for method, colour in colours.items():
