@@ -257,6 +257,11 @@ def _check_strategy(cfg: PipelineConfig, space: Mapping[str, Any]) -> None:
         )
     if search.cv.folds > 1:
         raise ValueError("search.cv.folds: strategy pbt trains on one validation split; use folds 1")
+    if search.cluster_address:
+        raise ValueError(
+            "search.cluster_address: PBT members keep their checkpoints on this machine's disk, which a remote Dask "
+            "worker cannot read; use search.parallelism (local workers)"
+        )
 
 
 def check_param_value(family: Any, name: str, value: Any, key: str) -> None:

@@ -61,7 +61,7 @@ class FitResult:
     stopped_early: bool = False
     out_of_time: bool = False  # ended by ``stop_after`` (a time budget), not by its epochs or early stopping
     start_val_loss: float | None = None  # with ``validate_first``: the loss of the weights training started from
-    optimizer_state: dict | None = None  # the optimiser's state after the last step (training goes on from here)
+    optimizer_state: dict | None = None  # with ``keep_optimizer``: the optimiser's state at the best weights
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -81,6 +81,7 @@ def fit(
     should_stop: Callable[[], bool] | None = None,
     validate_first: bool = False,
     optimizer_state: dict | None = None,
+    keep_optimizer: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``train`` and keep the weights with the lowest loss on ``val``. ``should_stop`` is
     asked between batches; when it answers True training raises ``TrainingStopped``. Past ``settings.stop_after``
@@ -88,7 +89,8 @@ def fit(
     (so there is always a validated model). ``validate_first`` validates the weights ``model`` comes with before
     training (a model continued from trained weights): they count as the best so far (``best_epoch`` -1) until an
     epoch beats them, and early stopping counts from them. ``optimizer_state`` (a ``FitResult.optimizer_state``)
-    continues the optimiser's moments, with ``settings``' learning rate and weight decay.
+    continues the optimiser's moments, with ``settings``' learning rate and weight decay; ``keep_optimizer`` returns
+    the optimiser's state as it was at the best weights (to continue from them later).
 
     Example:
         >>> result = fit(model, (X, y), (Xv, yv), TrainSettings(epochs=5, lr=1e-3, batch_size=32))
@@ -115,6 +117,8 @@ def fit(
         if math.isfinite(result.start_val_loss):
             result.best_val_loss = result.start_val_loss
             best_state = copy.deepcopy(model.state_dict())
+            if keep_optimizer:
+                result.optimizer_state = copy.deepcopy(optimizer.state_dict())
     n = len(x_train)
     for epoch in range(settings.epochs):
         model.train()
@@ -153,6 +157,8 @@ def fit(
         if val_loss < result.best_val_loss or best_state is None:
             result.best_val_loss, result.best_epoch, since_best = val_loss, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
+            if keep_optimizer:
+                result.optimizer_state = copy.deepcopy(optimizer.state_dict())
         else:
             since_best += 1
             if settings.patience is not None and since_best >= settings.patience:
@@ -163,7 +169,6 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    result.optimizer_state = optimizer.state_dict()
     result.seconds = time.perf_counter() - started
     return result
 

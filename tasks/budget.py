@@ -45,9 +45,9 @@ class SearchDeadline:
     """The time (``time.time()``) the search must stop by: the run's deadline less what the final stage will need.
 
     It watches the search's evaluations (as an observer) and keeps each config's cost per epoch on the whole training
-    data; the final stage trains the best config and (unless ``trains_default`` is off) the default config for up
-    to ``final_epochs`` each, so it needs (best's cost + a typical config's cost) x ``final_epochs`` + ``overhead``
-    (one training when the best is the default config, queued first), capped at
+    data; the final stage trains the best config (not under PBT: ``trains_tuned`` off) and (unless ``trains_default``
+    is off) the default config for up to ``final_epochs`` each, so it needs (best's cost + a typical config's cost)
+    x ``final_epochs`` + ``overhead`` (one training when the best is the default config, queued first), capped at
     ``FINAL_SHARE_CAP`` of the budget (and that share until anything was measured). Called, it answers the current
     deadline; it pickles, so evaluations in other processes get the deadline of their submission.
     """
@@ -62,6 +62,8 @@ class SearchDeadline:
     # rows the final stage trains on per row a search evaluation trains on at full fidelity: with search.cv, the
     # train split over a fold's training part (smaller, for series folds much smaller)
     train_scale: float = 1.0
+    # the final stage trains the tuned config; not under PBT, where the best member is tested as it is
+    trains_tuned: bool = True
 
     def __call__(self) -> float:
         return self.budget.deadline - self.final_reserve()
@@ -72,8 +74,10 @@ class SearchDeadline:
             return cap
         typical = statistics.median(self.epoch_seconds.values())
         best = self.epoch_seconds.get(self.best, typical) if self.best is not None else typical
+        best = best if self.trains_tuned else 0.0
         # a best config that is the default config is trained once, as its own baseline
-        default = typical if self.trains_default and self.best != self.default_trial else 0.0
+        own_baseline = self.trains_tuned and self.best == self.default_trial
+        default = typical if self.trains_default and not own_baseline else 0.0
         return min((best + default) * self.final_epochs + self.overhead, cap)
 
     # --- observer hooks -------------------------------------------------------------------------------------------

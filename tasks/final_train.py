@@ -166,8 +166,10 @@ def _start_from(job: FinalTrainJob, best_weights: str | None) -> Path | None:
         return None
     if best_weights is None or not Path(best_weights).is_file():
         logger.info(
-            "final training: the search kept no weights of the best config here (none are kept under search.cv, whose"
-            " fold models each trained on other rows); training it from scratch"
+            "final training: the search kept no weights of the best config here (%s); training it from scratch",
+            "the best PBT member's are missing"
+            if job.search_trained
+            else "none are kept under search.cv, whose fold models each trained on other rows",
         )
         return None
     return Path(best_weights)
@@ -259,7 +261,7 @@ def final_train(
         mlflow.log_params(
             {
                 **best_params,
-                EPOCHS_PARAM: job.final.epochs,
+                EPOCHS_PARAM: 0 if job.search_trained and start_from else job.final.epochs,
                 PATIENCE_PARAM: job.final.patience,
                 INIT_PARAM: ("pbt_best_member" if job.search_trained else "best_trial") if start_from else "scratch",
             }

@@ -253,38 +253,48 @@ def _log_curve(result: LRRangeResult) -> None:
 
 @dataclass(frozen=True)
 class LRRangeNarrowing:
-    """What ``search.lr_range: auto`` did: the range test, the search space with its ``lr`` narrowed, and a line
-    saying how."""
+    """What ``search.lr_range: auto`` did: the range test (None when an earlier, stopped attempt of the same
+    pipeline run logged it: its bounds are reused), the search space with its ``lr`` narrowed, and a line saying
+    how."""
 
-    result: LRRangeResult
+    result: LRRangeResult | None
     space: dict[str, ParamSpec]
     note: str
 
     def log(self) -> None:
-        """Into the active run (the search run): the suggestion, the ``lr`` bounds the search used, the note, the
-        loss and learning rate per step, and the plot."""
-        run = mlflow.active_run()
-        if LR_RANGE_LOW_PARAM in MlflowClient().get_run(run.info.run_id).data.params:
-            return  # a resumed search: its run has the test already (and MLflow keeps a param's first value)
+        """Into the active run (the search run): the suggestion, the loss and learning rate per step, the plot, the
+        ``lr`` bounds the search used and, last, the note (its tag says the test is all there)."""
+        if self.result is None:
+            return
         mlflow.log_metric(LR_RANGE_SUGGESTION_METRIC, self.result.suggestion)
+        _log_curve(self.result)
+        with tempfile.TemporaryDirectory() as folder:
+            log_file(plot_lr_range(self.result, Path(folder) / Path(LR_RANGE_PLOT).name), LR_RANGE_PLOT)
         lr = self.space.get("lr")
         if isinstance(lr, FloatParam):
             mlflow.log_params({LR_RANGE_LOW_PARAM: lr.low, LR_RANGE_HIGH_PARAM: lr.high})
         mlflow.set_tag(LR_RANGE_NOTE, self.note)
-        _log_curve(self.result)
-        with tempfile.TemporaryDirectory() as folder:
-            log_file(plot_lr_range(self.result, Path(folder) / Path(LR_RANGE_PLOT).name), LR_RANGE_PLOT)
 
 
-def find_lr_range(job: Any, prepared: PreparedData) -> LRRangeNarrowing:
+def find_lr_range(job: Any, prepared: PreparedData, logged: Mapping[str, str] | None = None) -> LRRangeNarrowing:
     """``search.lr_range: auto``: the range test on the family's default config (with the config's fixed params),
     and the search space with its ``lr`` narrowed around the suggestion. ``job`` is the search stage's
-    ``SearchJob`` (its ``search``, ``model``, ``training`` and ``seed``).
+    ``SearchJob`` (its ``search``, ``model``, ``training`` and ``seed``). ``logged`` holds the params and tags of
+    the pipeline run's search run when a stopped attempt left one: a test logged there in full is reused (its
+    bounds), not run again, so a resumed search searches the space it started with.
 
     Example:
         >>> narrowing = find_lr_range(job, prepared)
         >>> SearchSpace.from_config(narrowing.space)
     """
+    if logged and LR_RANGE_NOTE in logged:
+        space = dict(job.search.space)
+        lr = space.get("lr")
+        if isinstance(lr, FloatParam) and LR_RANGE_LOW_PARAM in logged:
+            low, high = float(logged[LR_RANGE_LOW_PARAM]), float(logged[LR_RANGE_HIGH_PARAM])
+            space["lr"] = FloatParam(type="float", low=low, high=high, step=lr.step, log=lr.log)
+        logger.info("search: learning-rate range test of the stopped attempt reused: %s", logged[LR_RANGE_NOTE])
+        return LRRangeNarrowing(None, space, logged[LR_RANGE_NOTE])
     result = find_lr(job.model.family, job.model.params, prepared, job.training, job.seed)
     space, note = narrow_space(job.search.space, result.suggestion)
     logger.info(

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from models import MUTABLE_PARAMS, get_family, loss_for
+from tasks.budget import SearchDeadline
 from tasks.catalog import (
     BEST_PARAMS_FILE,
     BEST_TRIAL_METRIC,
@@ -49,6 +50,8 @@ from tasks.catalog import (
 from tasks.prepared_data import PreparedData
 from tasks.search import (
     COMPLETE,
+    FAILED,
+    INTERRUPTED,
     MemberStep,
     PBTResult,
     PBTSettings,
@@ -60,7 +63,7 @@ from tasks.search import (
 from tasks.state import local_state
 from tasks.studies import make_storage, open_study, redact, storage_url
 from tasks.summary import PBTSummary
-from tasks.tracking import PipelineRun, child_runs, log_file, log_frame, stage_run
+from tasks.tracking import PipelineRun, child_runs, log_file, log_frame, stage_run, was_interrupted
 from tasks.trainer_objective import MemberTrainer, trial_weights_path
 
 logger = logging.getLogger("automl")
@@ -72,7 +75,7 @@ def run_pbt(
     initial: Sequence[dict[str, Any]],
     pipeline: PipelineRun,
     space: SearchSpace,
-    deadline: Callable[[], float] | None,
+    deadline: SearchDeadline | None,
     threads: int,
     on_run: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
@@ -97,6 +100,15 @@ def run_pbt(
         study = open_study(search, pipeline.study_name, storage)
         if on_run is not None:
             on_run()
+
+        def stop_time() -> float:
+            """When training must end: the run's budget (less what the final stage needs) or search.timeout."""
+            return min(
+                deadline() if deadline is not None else math.inf,
+                started + search.timeout if search.timeout is not None else math.inf,
+            )
+
+        bounded = deadline is not None or search.timeout is not None
         objective = MemberTrainer(
             family.name,
             prepared,
@@ -109,8 +121,9 @@ def run_pbt(
             device=training.device,
             threads=threads,
             time_limit=search.trial_timeout,
-            deadline=deadline,
-            checkpoint_dir=local_state().pbt_checkpoints(study.study_name),
+            deadline=stop_time if bounded else None,  # a member's interval ends there, keeping its best epoch
+            # per pipeline run: another run continuing the study (--study-name) trains its own population
+            checkpoint_dir=local_state().pbt_checkpoints(study.study_name) / pipeline.run_id,
         )
         mlflow.log_params(
             {
@@ -131,14 +144,7 @@ def run_pbt(
             settings.cut(),
             ", ".join(n for n in space.names if n in MUTABLE_PARAMS),
         )
-        tracker = MlflowPBTObserver(pipeline.experiment_id, run.info.run_id, settings)
-
-        def time_up() -> bool:
-            now = time.time()
-            return (search.timeout is not None and now - started >= search.timeout) or (
-                deadline is not None and now >= deadline()
-            )
-
+        tracker = MlflowPBTObserver(pipeline.experiment_id, run.info.run_id, settings, deadline)
         pbt = PopulationBasedTraining(
             objective,
             space,
@@ -149,12 +155,12 @@ def run_pbt(
             executor=PrefectExecutor(search.parallelism),
             observer=tracker,
             run_id=pipeline.run_id,
-            time_up=time_up,
+            time_up=(lambda: time.time() >= stop_time()) if bounded else None,
         )
         try:
             result = pbt.run()
-        except BaseException:
-            tracker.close("KILLED")
+        except BaseException as exc:
+            tracker.close("KILLED" if was_interrupted(exc) else "FAILED")
             raise
         tracker.close("FINISHED")
         best_weights = objective.export_weights(
@@ -212,8 +218,11 @@ class MlflowPBTObserver:
     (metrics ``param_<name>``), validation loss per epoch, and ``exploited_from`` per interval; a progress line per
     interval with the population's best so far."""
 
-    def __init__(self, experiment_id: str, search_run_id: str, settings: PBTSettings):
+    def __init__(
+        self, experiment_id: str, search_run_id: str, settings: PBTSettings, deadline: SearchDeadline | None = None
+    ):
         self.client = MlflowClient()
+        self.deadline = deadline  # told what a member's epoch costs: the final stage's baseline is estimated from it
         self.experiment_id = experiment_id
         self.search_run_id = search_run_id
         self.settings = settings
@@ -227,6 +236,8 @@ class MlflowPBTObserver:
                 self._logged[member] = {point.step for point in history}
                 if run.info.status != "RUNNING":
                     self.client.update_run(run.info.run_id, status="RUNNING")
+        best_so_far = self.client.get_metric_history(search_run_id, PBT_BEST_LOSS_METRIC)
+        self._intervals_logged = {point.step for point in best_so_far}
         self._best = math.inf
         self._started = time.monotonic()
 
@@ -246,6 +257,8 @@ class MlflowPBTObserver:
         return self._runs[member]
 
     def member_finished(self, step: MemberStep, restored: bool) -> None:
+        if self.deadline is not None and step.curve and step.seconds > 0:
+            self.deadline.epoch_seconds[step.member] = step.seconds / len(step.curve)
         run_id = self._run_of(step.member)
         if step.interval in self._logged[step.member]:
             return  # logged before a stop
@@ -273,7 +286,7 @@ class MlflowPBTObserver:
     def interval_finished(self, interval: int, steps: Sequence[MemberStep], best: MemberStep, restored: bool) -> None:
         self._best = min(self._best, best.loss)
         exploited = sum(s.exploited_from is not None for s in steps)
-        if not restored:
+        if interval not in self._intervals_logged:
             self.client.log_metric(self.search_run_id, PBT_BEST_LOSS_METRIC, self._best, step=interval)
         logger.info(
             "pbt interval %d/%d | best member %d val_loss %.5g (lr %s) | best so far %.5g | %d exploited | %.0fs%s",
@@ -289,9 +302,10 @@ class MlflowPBTObserver:
         )
 
     def close(self, status: str) -> None:
+        outcome = {"FINISHED": COMPLETE, "KILLED": INTERRUPTED}.get(status, FAILED)
         for member, run_id in self._runs.items():
             try:
-                self.client.set_tag(run_id, OUTCOME, COMPLETE if status == "FINISHED" else "interrupted")
+                self.client.set_tag(run_id, OUTCOME, outcome)
                 self.client.set_terminated(run_id, status)
             except Exception as error:  # a resumed pipeline closes runs its process left RUNNING
                 logger.warning("member %d: could not close its run (%s)", member, error)

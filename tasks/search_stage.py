@@ -77,7 +77,7 @@ from tasks.studies import (
     storage_url,
 )
 from tasks.summary import PBTSummary
-from tasks.tracking import PipelineRun, log_file, stage_run
+from tasks.tracking import PipelineRun, log_file, stage_run, stage_run_record
 from tasks.trainer_objective import TrainerObjective, trial_weights_path
 from tasks.trial_tracking import MlflowTrialObserver
 from tasks.warm_start import WarmStartDecision
@@ -187,7 +187,7 @@ def run_search_stage(
     """The search stage as a plain function (the ``search`` subflow calls it)."""
     search, model, training, seed = job.search, job.model, job.training, job.seed
     family = get_family(model.family)
-    lr_range = find_lr_range(job, prepared) if search.lr_range == "auto" else None
+    lr_range = find_lr_range(job, prepared, stage_run_record(pipeline, "search")) if search.lr_range == "auto" else None
     space = SearchSpace.from_config(lr_range.space if lr_range else search.space)
     deadline = (
         SearchDeadline(
@@ -195,14 +195,17 @@ def run_search_stage(
             job.final_epochs,
             trains_default=job.final_trains_default,
             train_scale=_train_scale(prepared),
+            trains_tuned=search.strategy != "pbt",
         )
         if job.budget is not None
         else None
     )
     if search.strategy == "pbt":
-        initial = [candidate.queued_params for candidate in warm_start_decision.queued]
-        if search.try_default_first:
-            initial.append(space.fit({}, {**family.defaults, **model.params})[0])
+        # the default config first (it may be the best start), then the warm-start configs, each once
+        initial = [space.fit({}, {**family.defaults, **model.params})[0]] if search.try_default_first else []
+        for candidate in warm_start_decision.queued:
+            if candidate.queued_params not in initial:
+                initial.append(candidate.queued_params)
         fields = run_pbt(
             job,
             prepared,
@@ -213,14 +216,15 @@ def run_search_stage(
             torch_threads(search.parallelism),
             on_run=lr_range.log if lr_range else None,
         )
-        return SearchStageResult(**{**fields, "enqueued": len(warm_start_decision.queued)})
+        warm_members = len(initial[int(search.try_default_first) : search.pbt.population])
+        return SearchStageResult(**{**fields, "enqueued": warm_members})
     url = storage_url(search)
     with stage_run(pipeline, "search") as run:
         if lr_range is not None:
             lr_range.log()
         storage = make_storage(url)
         study = open_study(search, pipeline.study_name, storage)
-        enqueued = enqueue_warm_start(study, warm_start_decision)
+        enqueued = enqueue_warm_start(study, warm_start_decision, space if lr_range else None)
         # Not for the grid sampler: it gives trial n grid point n, so a queued trial would push a point out.
         if search.try_default_first and not enqueued and search.sampler != "grid":
             default_config, _ = space.fit({}, {**family.defaults, **model.params})

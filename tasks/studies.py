@@ -15,7 +15,14 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from configs import ConfigError, SearchConfig
-from tasks.search import FULL_FIDELITY_ATTR, HEARTBEAT_SECONDS, SOURCE_ATTR, requeue_stale_trial, rung_fractions
+from tasks.search import (
+    FULL_FIDELITY_ATTR,
+    HEARTBEAT_SECONDS,
+    SOURCE_ATTR,
+    SearchSpace,
+    requeue_stale_trial,
+    rung_fractions,
+)
 from tasks.state import enable_wal, first_use_lock, local_state
 
 if TYPE_CHECKING:  # the warm-start stage imports MLflow and Prefect; workers that open a storage need neither
@@ -24,6 +31,7 @@ if TYPE_CHECKING:  # the warm-start stage imports MLflow and Prefect; workers th
 # Study user attrs: what the study was first run with.
 RUNG_FRACTIONS_ATTR = "rung_fractions"
 BACKEND_ATTR = "backend"
+STRATEGY_ATTR = "strategy"  # search.strategy: a PBT study's trials are member-intervals, not configs
 CV_ATTR = "cv"  # search.cv's folds, kind and gap: a reported step means another (rung, fold) under other folds
 DEFAULT_CONFIG_SOURCE = "default_config"  # the family's default config, queued first (search.try_default_first)
 
@@ -79,6 +87,7 @@ def open_study(search: SearchConfig, study_name: str, storage: optuna.storages.B
         study.set_user_attr(RUNG_FRACTIONS_ATTR, _rungs(search))
         study.set_user_attr(BACKEND_ATTR, search.backend)
         study.set_user_attr(CV_ATTR, _cv(search))
+        study.set_user_attr(STRATEGY_ATTR, search.strategy)
     _check_rungs(search, study_name, attrs)
     return study
 
@@ -106,13 +115,19 @@ def _cv(search: SearchConfig) -> dict[str, Any]:
 
 
 def _check_rungs(search: SearchConfig, study_name: str, attrs: dict[str, Any]) -> None:
-    """A continued study must have been run with this config's rungs and folds (studies from before ``search.cv``
-    had one split)."""
+    """A continued study must have been run with this config's rungs, strategy and folds (studies from before
+    ``search.cv`` had one split)."""
     rungs, recorded = _rungs(search), attrs.get(RUNG_FRACTIONS_ATTR)
     if recorded is not None and [round(r, 9) for r in recorded] != [round(r, 9) for r in rungs]:
         raise ConfigError(
             f"search.fidelity: study {study_name!r} was run with rungs {recorded}; this config gives {rungs}. "
             "Use another --study-name or the same fidelity settings"
+        )
+    strategy = attrs.get(STRATEGY_ATTR, "sample")  # studies from before search.strategy sampled
+    if recorded is not None and strategy != search.strategy:
+        raise ConfigError(
+            f"search.strategy: study {study_name!r} was run with strategy {strategy}; this config gives "
+            f"{search.strategy}. Use another --study-name or the same strategy"
         )
     cv = attrs.get(CV_ATTR, {"folds": 1})
     if recorded is not None and cv != _cv(search):
@@ -122,12 +137,15 @@ def _check_rungs(search: SearchConfig, study_name: str, attrs: dict[str, Any]) -
         )
 
 
-def enqueue_warm_start(study: optuna.Study, warm_start_decision: WarmStartDecision) -> int:
-    """Queue the warm-start configs as the study's next trials (skipping ones the study already has)."""
+def enqueue_warm_start(
+    study: optuna.Study, warm_start_decision: WarmStartDecision, space: SearchSpace | None = None
+) -> int:
+    """Queue the warm-start configs as the study's next trials (skipping ones the study already has), moved into
+    ``space`` when given (a space the search narrowed after the warm-start stage fitted them)."""
     before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     for candidate in warm_start_decision.queued:
         study.enqueue_trial(
-            candidate.queued_params,
+            space.fit(candidate.queued_params, {})[0] if space is not None else candidate.queued_params,
             user_attrs={
                 SOURCE_ATTR: f"warm_start:{candidate.run_id}",
                 FULL_FIDELITY_ATTR: warm_start_decision.skip_low_fidelity,

@@ -169,14 +169,9 @@ def close_run(run_id: str, status: str, note: str | None = None) -> None:
 def stage_run(pipeline: PipelineRun, stage: str) -> Iterator[mlflow.ActiveRun]:
     """The active MLflow child run for ``stage`` under the pipeline run; a resumed pipeline reuses its stage
     run instead of adding a second one. It ends FINISHED, or FAILED when the stage raises."""
-    client = MlflowClient()
-    existing = client.search_runs(
-        [pipeline.experiment_id],
-        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{pipeline.run_id}' and tags.`{STAGE}` = '{stage}'",
-        max_results=1,
-    )
-    if existing:
-        run = mlflow.start_run(run_id=existing[0].info.run_id)
+    existing = _stage_run(pipeline, stage)
+    if existing is not None:
+        run = mlflow.start_run(run_id=existing.info.run_id)
     else:
         run = mlflow.start_run(
             experiment_id=pipeline.experiment_id,
@@ -201,6 +196,22 @@ def stage_run(pipeline: PipelineRun, stage: str) -> Iterator[mlflow.ActiveRun]:
             logging.getLogger("automl").warning("could not close the %s run (%s)", stage, error)
         raise
     mlflow.end_run("FINISHED")
+
+
+def _stage_run(pipeline: PipelineRun, stage: str) -> Run | None:
+    existing = MlflowClient().search_runs(
+        [pipeline.experiment_id],
+        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{pipeline.run_id}' and tags.`{STAGE}` = '{stage}'",
+        max_results=1,
+    )
+    return existing[0] if existing else None
+
+
+def stage_run_record(pipeline: PipelineRun, stage: str) -> dict[str, str]:
+    """The params and tags of the pipeline run's ``stage`` run ({} before it exists): what a stopped attempt of the
+    stage logged."""
+    run = _stage_run(pipeline, stage)
+    return {**run.data.params, **run.data.tags} if run is not None else {}
 
 
 def child_runs(experiment_id: str, parent_run_id: str, role: str | None = None) -> list[Run]:

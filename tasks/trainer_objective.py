@@ -7,6 +7,8 @@ subsample is part of every larger one): series keep the most recent contiguous w
 from one seeded, class-interleaved permutation. An evaluation on all the data keeps its best epoch's weights
 (``trial_weights_path``), so that the final stage continues from the winner instead of training it again.
 
+``MemberTrainer`` is population-based training's objective: one member for one interval, from a checkpoint.
+
 With cross-validation (``prepared.folds``) the engine calls ``objective(params, fidelity, fold=k)``: fold k's
 training windows/rows are subsampled the same way and its validation part is the validation split. Fold models
 keep no weights: none of them trained on the split the final stage trains on.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -208,6 +211,7 @@ class MemberTrainer(TrainerObjective):
             pick_device(self.device),
             should_stop=self._stop.is_set,
             optimizer_state=optimizer_state,
+            keep_optimizer=True,
         )
         kept = {
             "model": model.state_dict(),
@@ -218,21 +222,26 @@ class MemberTrainer(TrainerObjective):
             "curve": list(result.val_loss),
             "seconds": result.seconds,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(kept, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)  # a killed writer never leaves half a checkpoint under the real name
+        _save_atomically(kept, path)
         return Evaluation(result.best_val_loss, tuple(result.val_loss), result.seconds)
 
     def drop_checkpoints_before(self, interval: int) -> None:
         """Delete the checkpoints of earlier intervals (a finished population needs only its last)."""
-        for path in self.checkpoint_dir.glob("member*_interval*.pt"):
-            if int(path.stem.rsplit("interval", 1)[1]) < interval:
-                path.unlink(missing_ok=True)
+        for path in self.checkpoint_dir.glob("member*_interval*"):
+            if path.suffix != ".pt" or int(path.stem.rsplit("interval", 1)[1]) < interval:
+                path.unlink(missing_ok=True)  # and the partial files of writers that were killed
 
     def export_weights(self, member: int, interval: int, path: Path) -> Path:
         """The model weights of a member's checkpoint as a plain state dict (what the final stage loads)."""
         kept = torch.load(self.checkpoint_path(member, interval), map_location="cpu", weights_only=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(kept["model"], path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
+        _save_atomically(kept["model"], path)
         return path
+
+
+def _save_atomically(value: Any, path: Path) -> None:
+    """``torch.save`` to a file of this process, then renamed: a killed writer never leaves half a file under the
+    real name, and two writers (a rerun and a worker of the stopped run) never write the same partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    torch.save(value, partial)
+    partial.replace(path)

@@ -303,6 +303,10 @@ CASES = {
         lambda t: [*PBT, "--set", "search.cv.folds=3"],
         "search.cv.folds: strategy pbt trains on one validation split",
     ),
+    "pbt on a remote Dask cluster": (
+        lambda t: [*PBT, "--set", "search.cluster_address=tcp://127.0.0.1:1"],
+        "search.cluster_address: PBT members keep their checkpoints on this machine's disk",
+    ),
     "unknown strategy": (lambda t: ["--set", "search.strategy=evolve"], "search.strategy: Input should be 'sample'"),
     "lr_range without lr in the space": (
         lambda t: [
@@ -375,6 +379,18 @@ def test_a_study_continued_with_other_cv_settings(home, tmp_path, capsys):
     assert main(["run", LSTM, *args, "--study-name", "earlier"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: search.cv: study 'earlier' was run with cross-validation {'folds': 1}")
+    assert err.count("\n") == 1 and not study.trials
+
+
+def test_a_study_continued_with_another_strategy(home, tmp_path, capsys):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.create_study(study_name="sampled", storage=storage)
+    study.set_user_attr("rung_fractions", [1.0])  # a sampled study from before search.strategy
+    assert main(["run", LSTM, *PBT, "--set", f"search.storage={storage}", "--study-name", "sampled"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: search.strategy: study 'sampled' was run with strategy sample; this config gives")
     assert err.count("\n") == 1 and not study.trials
 
 

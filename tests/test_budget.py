@@ -34,6 +34,10 @@ def test_the_final_stage_reserve_comes_from_measured_costs():
     deadline.rung_finished(TrialRecord(2, {}), 1.0, 3, Evaluation(0.5, (1,), 30.0), None)  # a costly config...
     deadline.trial_finished(TrialRecord(2, {}), TrialRecord(2, {}, value=0.5))  # ...becomes the best
     assert deadline.final_reserve() == FINAL_SHARE_CAP * 100  # capped: the search always keeps half
+    # under PBT the best member is tested as it is: only the default-config baseline trains
+    pbt = SearchDeadline(RunBudget(seconds=100, started_at=1000.0), final_epochs=10, overhead=2.0, trains_tuned=False)
+    pbt.epoch_seconds.update({0: 0.2, 1: 0.4, 2: 0.6})  # what members' epochs cost (the PBT tracker fills it)
+    assert pbt.final_reserve() == pytest.approx(0.4 * 10 + 2.0)
 
 
 def test_the_search_stops_in_time_to_leave_the_final_stage_its_share():

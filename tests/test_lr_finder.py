@@ -210,3 +210,12 @@ def test_search_lr_range_auto_narrows_the_space_and_logs_into_the_search_run(hom
     assert float(logged.params["lr_range_low"]) == pytest.approx(lr.low)
     assert logged.tags["automl.lr_range"] == narrowing.note
     assert "plots/lr_range.png" in [a.path for a in MlflowClient().list_artifacts(run.info.run_id, "plots")]
+
+    # a resumed search: the stopped attempt's test is reused from its run (its bounds exactly), not run again
+    record = {**logged.params, **logged.tags}
+    resumed = find_lr_range(job, prepared, record)
+    assert resumed.result is None and resumed.space["lr"] == lr and resumed.note == narrowing.note
+    with mlflow.start_run(run_id=run.info.run_id):
+        resumed.log()
+    history = MlflowClient().get_metric_history(run.info.run_id, "lr_range_suggestion")
+    assert len(history) == 1  # nothing logged twice

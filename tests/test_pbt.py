@@ -12,6 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -155,6 +156,62 @@ def test_a_stopped_population_resumes_without_training_a_member_interval_twice(s
     ]
 
 
+def test_a_rerun_past_its_time_keeps_the_intervals_it_finished():
+    """time_up is asked before an interval that has something to train, not before intervals read back."""
+    study = optuna.create_study()
+    first = _pbt(study, Toy()).run()
+    toy = Toy()
+    pbt = _pbt(study, toy)
+    pbt.time_up = lambda: True
+    again = pbt.run()
+    assert toy.calls == [] and again.intervals_done == first.intervals_done == 4
+    assert again.best_params == first.best_params and again.exploit_steps == first.exploit_steps
+
+
+def test_perturb_moves_every_kind_of_parameter_and_stays_in_the_space():
+    dims = SearchSpace.from_config(
+        {
+            "dropout": FloatParam(type="float", low=0.0, high=0.5, step=0.1),
+            "width": IntParam(type="int", low=1, high=4),
+            "lr": FloatParam(type="float", low=1e-4, high=1e-1, log=True),
+            "batch_size": CategoricalParam(type="categorical", choices=[16, 32, 64]),
+        }
+    )
+    assert dims["dropout"].perturb(0.2, 1.2) == pytest.approx(0.3)  # 0.24 snaps back to 0.2: one step
+    assert dims["dropout"].perturb(0.2, 0.8) == pytest.approx(0.1)
+    assert dims["width"].perturb(1, 1.2) == 2 and dims["width"].perturb(4, 1.2) == 4
+    assert dims["lr"].perturb(0.01, 1.2) == pytest.approx(0.012) and dims["lr"].perturb(0.1, 1.2) == 0.1
+    assert dims["batch_size"].perturb(32, 1.2) == 64 and dims["batch_size"].perturb(16, 0.8) == 16
+    assert all(
+        d.perturb(d.sample(np.random.default_rng(0)), 1.0) == d.sample(np.random.default_rng(0))
+        for d in dims.dimensions
+    )
+
+
+def test_a_member_continues_with_the_optimiser_state_of_its_best_weights_and_the_new_lr():
+    import torch
+
+    from models import TrainSettings, fit
+
+    torch.manual_seed(0)
+    x, y = np.random.default_rng(0).normal(size=(64, 3)), np.random.default_rng(1).normal(size=(64, 1))
+    model = torch.nn.Linear(3, 1)
+    first = fit(model, (x, y), (x, y), TrainSettings(epochs=3, lr=0.01, batch_size=16), keep_optimizer=True)
+    steps = int(first.optimizer_state["state"][0]["step"])
+    assert int(steps) == 4 * (first.best_epoch + 1)  # the moments of the best epoch, not of the last
+    second = fit(
+        model,
+        (x, y),
+        (x, y),
+        TrainSettings(epochs=1, lr=0.05, batch_size=16, weight_decay=0.1),
+        optimizer_state=first.optimizer_state,
+        keep_optimizer=True,
+    )
+    group = second.optimizer_state["param_groups"][0]
+    assert group["lr"] == 0.05 and group["weight_decay"] == 0.1
+    assert int(second.optimizer_state["state"][0]["step"]) == int(steps) + 4  # it went on from the first's moments
+
+
 def test_failed_members_copy_a_good_one_and_a_space_without_mutable_params_is_refused():
     class Flaky(Toy):
         def __call__(self, params, fraction, *, member, interval, start, epochs):
@@ -263,8 +320,20 @@ def test_a_killed_pbt_run_resumes_and_its_population_and_lineage_land_in_mlflow_
     assert 1e-3 <= low < high <= 1e-2 and search.data.metrics["lr_range_suggestion"] > 0
     assert {(t.distributions["lr"].low, t.distributions["lr"].high) for t in study.trials} == {(low, high)}
     assert "plots/lr_range.png" in plots
+
+    # warm start reads the best config from the pipeline run, as for a sampled search; the schedule is beside it
+    def artifact(name: str):
+        folder = tmp_path / "artifacts"
+        folder.mkdir(exist_ok=True)
+        return json.loads(Path(client.download_artifacts(summary["pipeline_run_id"], name, str(folder))).read_text())
+
+    if summary["chosen"] == "tuned":
+        assert artifact("best_config.json") == best.params
+        assert artifact("pbt_schedule.json") == summary["pbt"]["schedule"]
     final = stages["final_train"]
     assert final.data.params["init"] == "pbt_best_member"
-    if summary["chosen"] == "tuned":  # the best member's weights, tested as they are
+    # the best member's weights, tested as they are
+    assert final.data.metrics["tuned_val_loss"] == pytest.approx(best.value, rel=1e-4)
+    assert final.data.params["epochs"] == "0"
+    if summary["chosen"] == "tuned":
         assert final.data.metrics["epochs_run"] == 0
-        assert final.data.metrics["tuned_val_loss"] == pytest.approx(best.value, rel=1e-4)

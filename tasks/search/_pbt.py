@@ -204,14 +204,15 @@ class PopulationBasedTraining:
         recorded = self._recorded()
         for step in sorted(recorded.values(), key=lambda s: (s.interval, s.member)):
             self.observer.member_finished(step, restored=True)
-        plan = self._first_plan()
+        lineup = self._first_lineup()
         done: list[MemberStep] = []
         interval = 0
         while interval < self.settings.intervals:
-            if done and self.time_up is not None and self.time_up():
+            recorded_whole = all((m, interval) in recorded for m in range(self.settings.population))
+            if done and not recorded_whole and self.time_up is not None and self.time_up():
                 logger.info("pbt: out of time after interval %d of %d", interval, self.settings.intervals)
                 break
-            done = self._train_interval(interval, plan, recorded)
+            done = self._train_interval(interval, lineup, recorded)
             best = min((s for s in done if s.ok), key=lambda s: s.loss, default=None)
             if best is None:
                 raise SearchFailed(f"pbt: every member failed in interval {interval + 1}: {done[0].error}")
@@ -219,17 +220,17 @@ class PopulationBasedTraining:
             self.observer.interval_finished(interval, done, best, restored)
             interval += 1
             if interval < self.settings.intervals:
-                plan = self._next_plan(interval, done)
+                lineup = self._next_lineup(interval, done)
         return self._result(done, interval, time.monotonic() - started)
 
     def _train_interval(
-        self, interval: int, plan: list[MemberStep], recorded: dict[tuple[int, int], MemberStep]
+        self, interval: int, lineup: list[MemberStep], recorded: dict[tuple[int, int], MemberStep]
     ) -> list[MemberStep]:
         """Every member's step of ``interval``: reused from the ledger when recorded, else trained."""
         done: dict[int, MemberStep] = {}
         in_flight: dict[Any, MemberStep] = {}
         epochs = self.settings.epochs_in(interval)
-        for step in plan:
+        for step in lineup:
             known = recorded.get((step.member, interval))
             if known is not None and known.params == step.params and known.start == step.start:
                 done[step.member] = known
@@ -267,7 +268,7 @@ class PopulationBasedTraining:
 
     # --- exploit and explore ------------------------------------------------------------------------------------
 
-    def _first_plan(self) -> list[MemberStep]:
+    def _first_lineup(self) -> list[MemberStep]:
         rng = np.random.default_rng([self.settings.seed, 0, 1])
         members = []
         for member in range(self.settings.population):
@@ -278,7 +279,7 @@ class PopulationBasedTraining:
             members.append(MemberStep(member, 0, params, None, None))
         return members
 
-    def _next_plan(self, interval: int, done: list[MemberStep]) -> list[MemberStep]:
+    def _next_lineup(self, interval: int, done: list[MemberStep]) -> list[MemberStep]:
         """Truncation selection: the bottom ``cut`` members (and any that failed) copy a random member of the top
         ``cut`` and explore; the others go on from their own checkpoint. Seeded by (seed, interval)."""
         rng = np.random.default_rng([self.settings.seed, interval, 2])
@@ -286,17 +287,16 @@ class PopulationBasedTraining:
         cut = self.settings.cut()
         top = [s for s in ranked[:cut] if s.ok]
         bottom = {s.member for s in ranked[-cut:]} | {s.member for s in done if not s.ok}
-        plan = []
+        lineup = []
         for step in done:
             if step.member in bottom and top:
                 donor = top[int(rng.integers(len(top)))]
-                params = self.explore(donor.params, rng)
-                plan.append(
-                    MemberStep(step.member, interval, params, Checkpoint(donor.member, interval - 1), donor.member)
-                )
+                start = Checkpoint(donor.member, interval - 1)
+                lineup.append(MemberStep(step.member, interval, self.explore(donor.params, rng), start, donor.member))
             else:
-                plan.append(MemberStep(step.member, interval, step.params, Checkpoint(step.member, interval - 1), None))
-        return plan
+                start = Checkpoint(step.member, interval - 1)
+                lineup.append(MemberStep(step.member, interval, step.params, start, None))
+        return lineup
 
     def explore(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """``params`` with each mutable param resampled from the space (``resample_probability``) or scaled by one

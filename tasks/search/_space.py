@@ -137,13 +137,17 @@ class Dimension:
     def perturb(self, value: Any, factor: float) -> Any:
         """``value`` scaled by ``factor`` and moved back into the dimension; a choice moves to the next one up
         (``factor`` > 1) or down (PBT's explore step, as Ray Tune's PopulationBasedTraining perturbs)."""
-        if self.kind == "categorical":
+        if factor == 1:
+            return value
+        up = 1 if factor > 1 else -1
+        if self.kind == "categorical":  # in the order the choices are listed
             index = self.choices.index(value) if value in self.choices else 0
-            index = min(max(index + (1 if factor > 1 else -1), 0), len(self.choices) - 1)
-            return self.choices[index]
+            return self.choices[min(max(index + up, 0), len(self.choices) - 1)]
         moved, _ = self.fit(float(value) * factor)
-        if moved == value and self.kind == "int":  # a small integer that rounds back moves one step
-            moved, _ = self.fit(value + (self.step or 1) * (1 if factor > 1 else -1))
+        if moved == value and self.step is not None and not self.log:  # a value that snaps back moves one step
+            moved, _ = self.fit(value + self.step * up)
+        elif moved == value and self.kind == "int":  # a small integer that rounds back moves by one
+            moved, _ = self.fit(value + up)
         return moved
 
     def grid(self) -> list[Any]:
