@@ -60,6 +60,7 @@ from tasks.search import (
     SearchSpace,
     TrialCounts,
 )
+from tasks.search_result import SearchStageResult
 from tasks.state import local_state
 from tasks.studies import make_storage, open_study, redact, storage_url
 from tasks.summary import PBTSummary
@@ -78,10 +79,9 @@ def run_pbt(
     deadline: SearchDeadline | None,
     threads: int,
     on_run: Callable[[], None] | None = None,
-) -> dict[str, Any]:
+) -> SearchStageResult:
     """Train the population of ``job.search.pbt`` over ``space``, the ``initial`` configs first, and log it in the
-    ``search`` run (``on_run`` adds to that run first); returns the ``SearchStageResult`` fields as a dict (the
-    search stage builds the result, so that both strategies return the same type), less ``enqueued``."""
+    ``search`` run (``on_run`` adds to that run first)."""
     search, training, seed = job.search, job.training, job.seed
     family = get_family(job.model.family)
     settings = PBTSettings(
@@ -195,22 +195,21 @@ def run_pbt(
             result.exploit_steps,
             " -> ".join(f"{p['lr']:.3g}" for p in schedule) if "lr" in space else "fixed",
         )
-    return {
-        "study_name": study.study_name,
-        "storage": redact(url),
-        "best_params": result.best_params,
-        "best_value": result.best_value,
-        "best_trial": result.best_trial,
-        "counts": counts,
-        "search_run_id": run.info.run_id,
-        "seconds": time.time() - started,
-        "overhead_share": 0.0,
-        "best_weights": str(best_weights),
-        "strategy": "pbt",
-        "pbt": PBTSummary(
-            settings.population, result.intervals_done, result.exploit_steps, result.best_member, schedule
-        ),
-    }
+    return SearchStageResult(
+        study_name=study.study_name,
+        storage=redact(url),
+        best_params=result.best_params,
+        best_value=result.best_value,
+        best_trial=result.best_trial,
+        counts=counts,
+        enqueued=0,  # the search stage says how many warm-start configs became members
+        search_run_id=run.info.run_id,
+        seconds=time.time() - started,
+        overhead_share=0.0,
+        best_weights=str(best_weights),
+        strategy="pbt",
+        pbt=PBTSummary(settings.population, result.intervals_done, result.exploit_steps, result.best_member, schedule),
+    )
 
 
 class MlflowPBTObserver:

@@ -52,7 +52,7 @@ from tasks.catalog import (
 from tasks.final_train import TUNED, FinalResult
 from tasks.prepared_data import PreparedData
 from tasks.search import SearchSpace
-from tasks.search_stage import SearchStageResult
+from tasks.search_result import SearchStageResult
 from tasks.state import local_state
 from tasks.summary import BudgetSummary, CVSummary, PipelineSummary, WarmStartSummary, render_markdown
 from tasks.tracking import (

@@ -7,13 +7,14 @@ are submitted through (threads, or Dask worker processes for parallel evaluation
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import mlflow
@@ -61,11 +62,11 @@ from tasks.search import (
     PrefectExecutor,
     SearchEngine,
     SearchSpace,
-    TrialCounts,
     make_backend,
     make_scheduler,
 )
 from tasks.search_report import log_fold_scores, log_search_report
+from tasks.search_result import SearchStageResult
 from tasks.state import local_state
 from tasks.studies import (
     DEFAULT_CONFIG_SOURCE,
@@ -76,7 +77,6 @@ from tasks.studies import (
     redact,
     storage_url,
 )
-from tasks.summary import PBTSummary
 from tasks.tracking import PipelineRun, log_file, stage_run, stage_run_record
 from tasks.trainer_objective import TrainerObjective, trial_weights_path
 from tasks.trial_tracking import MlflowTrialObserver
@@ -102,30 +102,6 @@ class SearchJob:
     def of(cls, cfg: PipelineConfig, budget: RunBudget | None = None) -> SearchJob:
         trains_default = "default_config" in cfg.final.baselines
         return cls(cfg.search, cfg.model, cfg.training, cfg.seed, cfg.name, cfg.final.epochs, trains_default, budget)
-
-
-@dataclass
-class SearchStageResult:
-    """What later stages and the summary need from the search."""
-
-    study_name: str
-    storage: str  # the storage URL, password hidden
-    best_params: dict[str, Any]
-    best_value: float
-    best_trial: int
-    counts: TrialCounts  # this pipeline execution's trials, across resumes
-    enqueued: int
-    search_run_id: str
-    seconds: float
-    overhead_share: float
-    importances: dict[str, float] = field(default_factory=dict)
-    best_weights: str | None = None  # the best config's weights from its evaluation on all the data, when kept
-    # search.cv: the fold kind, and the fold losses of the best config ("tuned") and of the default config
-    # ("default_config", when it completed in this study)
-    cv_kind: str | None = None
-    cv_fold_losses: dict[str, list[float]] = field(default_factory=dict)
-    strategy: str = "sample"  # search.strategy
-    pbt: PBTSummary | None = None  # the population's story, with strategy pbt
 
 
 def task_runner_for(search: SearchConfig):
@@ -206,7 +182,7 @@ def run_search_stage(
         for candidate in warm_start_decision.queued:
             if candidate.queued_params not in initial:
                 initial.append(candidate.queued_params)
-        fields = run_pbt(
+        result = run_pbt(
             job,
             prepared,
             initial,
@@ -217,7 +193,7 @@ def run_search_stage(
             on_run=lr_range.log if lr_range else None,
         )
         warm_members = len(initial[int(search.try_default_first) : search.pbt.population])
-        return SearchStageResult(**{**fields, "enqueued": warm_members})
+        return dataclasses.replace(result, enqueued=warm_members)
     url = storage_url(search)
     with stage_run(pipeline, "search") as run:
         if lr_range is not None:
