@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from models import MUTABLE_PARAMS, get_family, loss_for
+from models import MUTABLE_PARAMS
 from tasks.budget import SearchDeadline
 from tasks.catalog import (
     BEST_PARAMS_FILE,
@@ -82,8 +82,7 @@ def run_pbt(
 ) -> SearchStageResult:
     """Train the population of ``job.search.pbt`` over ``space``, the ``initial`` configs first, and log it in the
     ``search`` run (``on_run`` adds to that run first)."""
-    search, training, seed = job.search, job.training, job.seed
-    family = get_family(job.model.family)
+    search, seed = job.search, job.seed
     settings = PBTSettings(
         population=search.pbt.population,
         interval_epochs=search.pbt.interval_epochs,
@@ -109,18 +108,10 @@ def run_pbt(
             )
 
         bounded = deadline is not None or search.timeout is not None
-        objective = MemberTrainer(
-            family.name,
+        objective = MemberTrainer.of(
+            job,
             prepared,
-            base_params={**family.defaults, **job.model.params},
-            epochs=settings.interval_epochs,
-            loss=loss_for(prepared.task, training.loss),
-            optimizer=training.optimizer,
-            grad_clip=training.grad_clip,
-            seed=seed,
-            device=training.device,
             threads=threads,
-            time_limit=search.trial_timeout,
             deadline=stop_time if bounded else None,  # a member's interval ends there, keeping its best epoch
             # per pipeline run: another run continuing the study (--study-name) trains its own population
             checkpoint_dir=local_state().pbt_checkpoints(study.study_name) / pipeline.run_id,

@@ -23,7 +23,7 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from configs import ModelConfig, PipelineConfig, SearchConfig, TrainingConfig
-from models import get_family, loss_for
+from models import get_family
 from tasks.artifacts import SearchProgress, publish_trials
 from tasks.budget import RunBudget, SearchDeadline
 from tasks.catalog import (
@@ -161,7 +161,7 @@ def run_search_stage(
     job: SearchJob, prepared: PreparedData, warm_start_decision: WarmStartDecision, pipeline: PipelineRun
 ) -> SearchStageResult:
     """The search stage as a plain function (the ``search`` subflow calls it)."""
-    search, model, training, seed = job.search, job.model, job.training, job.seed
+    search, model, seed = job.search, job.model, job.seed
     family = get_family(model.family)
     lr_range = find_lr_range(job, prepared, stage_run_record(pipeline, "search")) if search.lr_range == "auto" else None
     space = SearchSpace.from_config(lr_range.space if lr_range else search.space)
@@ -219,18 +219,10 @@ def run_search_stage(
             folds=len(prepared.folds) or 1,
             fold_pruning=search.cv.pruning,
         )
-        objective = TrainerObjective(
-            family.name,
+        objective = TrainerObjective.of(
+            job,
             prepared,
-            base_params={**family.defaults, **model.params},
-            epochs=search.epochs,
-            loss=loss_for(prepared.task, training.loss),
-            optimizer=training.optimizer,
-            grad_clip=training.grad_clip,
-            seed=seed,
-            device=training.device,
             threads=torch_threads(search.parallelism),
-            time_limit=search.trial_timeout,
             deadline=deadline,
             weights_dir=None if prepared.folds else local_state().trial_weights(study.study_name),
         )

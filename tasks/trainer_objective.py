@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import ModelShape, TrainSettings, build_model, fit, get_family, pick_device
+from models import ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
 from tasks.prepared_data import PreparedData
 from tasks.search import Evaluation, params_key
 
@@ -98,6 +98,27 @@ class TrainerObjective:
         self.deadline = deadline  # training ends, keeping its best epoch, at this time.time() (the run's budget)
         self.weights_dir = weights_dir  # where full-fidelity evaluations keep their best epoch's weights
         self._stop = threading.Event()
+
+    @classmethod
+    def of(cls, job: Any, prepared: PreparedData, *, threads: int, deadline: Callable[[], float] | None, **extra: Any):
+        """Built from the search stage's job (its ``model``, ``training``, ``search`` and ``seed``); ``extra`` goes
+        to the constructor (``weights_dir``, ``checkpoint_dir``)."""
+        family = get_family(job.model.family)
+        return cls(
+            family.name,
+            prepared,
+            base_params={**family.defaults, **job.model.params},
+            epochs=job.search.epochs,
+            loss=loss_for(prepared.task, job.training.loss),
+            optimizer=job.training.optimizer,
+            grad_clip=job.training.grad_clip,
+            seed=job.seed,
+            device=job.training.device,
+            threads=threads,
+            time_limit=job.search.trial_timeout,
+            deadline=deadline,
+            **extra,
+        )
 
     def interrupt(self) -> None:
         """Stop the evaluations running in this process at their next batch (the search is being stopped)."""
