@@ -181,7 +181,7 @@ def markdown_tables(rows: list[dict], trials: int, seeds: int) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from tasks.plotting import pyplot
+    from tasks.tracking.plotting import pyplot
 
     plt = pyplot()
     names = list(dict.fromkeys(r["dataset"] for r in rows))

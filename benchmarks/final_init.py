@@ -64,10 +64,10 @@ def compare(seed: int, trials: int, overrides: list[str]) -> list[dict]:
     """One search, then the final training of its best config from the best trial's weights and from scratch."""
     from configs import load_config
     from flows.pipeline import automl_pipeline
-    from tasks.data_prep import DataPrepJob, load_and_check, prepare
-    from tasks.final_train import FinalTrainJob, score, test_predictions, test_targets, train_config
-    from tasks.state import local_state
-    from tasks.trainer_objective import trial_weights_path
+    from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+    from tasks.final_train.stage import FinalTrainJob, score, test_predictions, test_targets, train_config
+    from tasks.runtime.state import local_state
+    from tasks.search_stage.objective import trial_weights_path
 
     settings = [f"seed={seed}", f"search.n_trials={trials}", "warm_start.enabled=false", "registry.enabled=false"]
     config = REPO / "configs" / "lstm_baseline.yaml"

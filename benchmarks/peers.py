@@ -152,8 +152,8 @@ def compare(
 ) -> list:
     """The peers, then our default run, then ours with a third of the faster peer's wall-clock, on one dataset."""
     from configs import load_config
-    from tasks.data_prep import DataPrepJob, load_and_check, prepare
-    from tasks.final_train import naive_predictions, score, test_targets
+    from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+    from tasks.final_train.stage import naive_predictions, score, test_targets
 
     cfg = load_config(CONFIG, overrides)
     if cfg.training.optimizer != "adam" or cfg.training.loss not in ("auto", "mse"):
@@ -372,7 +372,7 @@ def _verdict(met: list[bool]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from tasks.plotting import pyplot
+    from tasks.tracking.plotting import pyplot
 
     plt = pyplot()
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))

@@ -42,7 +42,7 @@ def main() -> None:
     if args.quick:
         args.cheap_trials, args.trainer_trials, args.mlp_trials, args.lstm_trials, args.repeats = 8, 4, 4, 2, 1
     os.environ["AUTOML_HOME"] = tempfile.mkdtemp(prefix="automl-scaling-")
-    from tasks.state import configure_environment
+    from tasks.runtime.state import configure_environment
 
     configure_environment()
     import optuna
@@ -117,7 +117,7 @@ def _worker(url: str, study_name: str, objective: str, n_trials: int, threads: i
 
     from configs import CategoricalParam, FloatParam, IntParam
     from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
-    from tasks.studies import make_storage
+    from tasks.search_stage.studies import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(threads)
@@ -153,8 +153,8 @@ def _worker(url: str, study_name: str, objective: str, n_trials: int, threads: i
 def _trainer_objective(threads: int):
     from configs import load_config
     from models import get_family
-    from tasks.data_prep import DataPrepJob, load_and_check, prepare
-    from tasks.trainer_objective import TrainerObjective
+    from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+    from tasks.search_stage.objective import TrainerObjective
 
     cfg = load_config(REPO / "configs" / "lstm_baseline.yaml")
     checked = load_and_check(cfg)
@@ -173,7 +173,7 @@ def run_workers(url: str, objective: str, n_trials: int, workers: int) -> float:
     study_name = f"{objective}-{workers}-{uuid.uuid4().hex[:6]}"
     import optuna
 
-    from tasks.studies import make_storage
+    from tasks.search_stage.studies import make_storage
 
     optuna.create_study(study_name=study_name, storage=make_storage(url))  # created once, before workers race
     share = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
@@ -197,7 +197,7 @@ def storage_overhead(url: str, n: int = 60) -> float:
 
     from configs import FloatParam
     from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
-    from tasks.studies import make_storage
+    from tasks.search_stage.studies import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace.from_config({"x": FloatParam(type="float", low=-5, high=5)})
@@ -228,7 +228,7 @@ def pipeline_parallelism(trials: dict[str, int], repeats: int) -> list[dict]:
     """The real pipeline with search.parallelism 1 and 2, alternating, ``repeats`` times per workload: the
     search stage's wall-clock (Dask cluster start and stop included) and its trial loop alone, best of the
     repeats. Full fidelity and a seeded random sampler, so both settings train the same configs."""
-    from flows.cli import setup_console
+    from automl.cli import setup_console
     from flows.pipeline import automl_pipeline
 
     setup_console(progress=False)
@@ -320,7 +320,7 @@ def tables(rows: list[dict], overhead: dict[str, float], pipeline: list[dict], n
 
 
 def plot(rows: list[dict], pipeline: list[dict], path: Path) -> None:
-    from tasks.plotting import pyplot
+    from tasks.tracking.plotting import pyplot
 
     plt = pyplot()
 

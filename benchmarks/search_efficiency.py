@@ -183,7 +183,7 @@ def markdown_table(rows: list[dict], methods: list[str], n_configs: int, n_seeds
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from tasks.plotting import pyplot
+    from tasks.tracking.plotting import pyplot
 
     plt = pyplot()
 

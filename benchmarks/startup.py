@@ -106,7 +106,7 @@ def one_run(env: dict[str, str], work: Path, code: Path | None = None) -> dict:
     if code is None:
         command = [str(AUTOML), "run", str(REPO / "configs" / "lstm_baseline.yaml"), "--json"]
     else:  # the same venv, that checkout's packages first on the path
-        command = [sys.executable, "-m", "flows.cli", "run", str(code / "configs" / "lstm_baseline.yaml"), "--json"]
+        command = [sys.executable, "-m", "automl.cli", "run", str(code / "configs" / "lstm_baseline.yaml"), "--json"]
         env = {**env, "PYTHONPATH": str(code)}
     for setting in SETTINGS:
         command += ["--set", setting]

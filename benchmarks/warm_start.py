@@ -162,7 +162,7 @@ def table(rows: list[dict], n_trials: int, n_seeds: int) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from tasks.plotting import pyplot
+    from tasks.tracking.plotting import pyplot
 
     plt = pyplot()
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from configs import ConfigError, config_file, load_config, shipped_configs
-from tasks.state import local_state
+from tasks.runtime.state import local_state
 
 DEFAULT_LIMIT = 2
 

@@ -11,11 +11,11 @@ from prefect.states import Failed
 
 from configs import InputError, config_file, load_config
 from flows.pipeline import INVALID_INPUT, ShippedConfig
-from tasks import scoring
-from tasks.artifacts import publish_markdown
-from tasks.catalog import SCORING_ARTIFACT
-from tasks.state import local_state
-from tasks.tracking import ensure_experiment
+from tasks.registry import prediction as scoring
+from tasks.runtime.state import local_state
+from tasks.tracking.catalog import SCORING_ARTIFACT
+from tasks.tracking.prefect_ui import publish_markdown
+from tasks.tracking.runs import ensure_experiment
 
 
 @flow(name="automl-score", validate_parameters=False)

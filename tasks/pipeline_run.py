@@ -17,9 +17,14 @@ from mlflow.tracking import MlflowClient
 from prefect.context import FlowRunContext
 
 from configs import PipelineConfig, config_hash
-from tasks.artifacts import publish_summary
-from tasks.budget import RunBudget
-from tasks.catalog import (
+from tasks.data_prep.prepared import PreparedData
+from tasks.final_train.stage import TUNED, FinalResult
+from tasks.runtime.budget import RunBudget
+from tasks.runtime.state import local_state
+from tasks.search import SearchSpace
+from tasks.search_stage.result import SearchStageResult
+from tasks.summary import BudgetSummary, CVSummary, PipelineSummary, WarmStartSummary, render_markdown
+from tasks.tracking.catalog import (
     BACKEND_PARAM,
     BASELINE_METRIC_PREFIX,
     BEST_CONFIG_FILE,
@@ -49,13 +54,8 @@ from tasks.catalog import (
     TOTAL_SECONDS_METRIC,
     TRIALS_METRIC_PREFIX,
 )
-from tasks.final_train import TUNED, FinalResult
-from tasks.prepared_data import PreparedData
-from tasks.search import SearchSpace
-from tasks.search_result import SearchStageResult
-from tasks.state import local_state
-from tasks.summary import BudgetSummary, CVSummary, PipelineSummary, WarmStartSummary, render_markdown
-from tasks.tracking import (
+from tasks.tracking.prefect_ui import publish_summary
+from tasks.tracking.runs import (
     INTERRUPTED_NOTE,
     PipelineRun,
     close_run,
@@ -66,7 +66,7 @@ from tasks.tracking import (
     open_pipeline_run,
     was_interrupted,
 )
-from tasks.warm_start import WarmStartDecision
+from tasks.warm_start.stage import WarmStartDecision
 
 logger = logging.getLogger("automl")
 

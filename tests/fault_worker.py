@@ -19,10 +19,10 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from configs import CategoricalParam, FloatParam, IntParam
-from tasks.catalog import ROLE
 from tasks.search import SearchEngine, SearchSpace, Verdict, make_backend, make_scheduler
-from tasks.studies import make_storage
-from tasks.trial_tracking import MlflowTrialObserver
+from tasks.search_stage.studies import make_storage
+from tasks.search_stage.trial_runs import MlflowTrialObserver
+from tasks.tracking.catalog import ROLE
 
 SPACE = SearchSpace.from_config(
     {

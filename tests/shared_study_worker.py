@@ -13,7 +13,7 @@ import optuna
 
 from configs import FloatParam
 from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
-from tasks.studies import make_storage
+from tasks.search_stage.studies import make_storage
 
 
 def main(storage: str, study_name: str, n_trials: int, worker: str) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.cli import main
+from automl.cli import main
 from tests.helpers import REPO, make_series
 
 LSTM = str(REPO / "configs" / "lstm_baseline.yaml")
@@ -464,7 +464,7 @@ def test_a_tracking_database_that_is_not_one(home, capsys):
 
 
 def test_an_export_to_a_folder_leaves_nothing_behind(home, tmp_path, capsys, monkeypatch):
-    from tasks import config_store
+    from tasks.warm_start.stage import config_store
 
     monkeypatch.setattr(config_store, "export_config", lambda run_id: None)
     folder = tmp_path / "exports"

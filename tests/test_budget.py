@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from configs import FloatParam
-from tasks.budget import FINAL_SHARE_CAP, RunBudget, SearchDeadline
+from tasks.runtime.budget import FINAL_SHARE_CAP, RunBudget, SearchDeadline
 from tasks.search import Evaluation, Observers, SearchEngine, SearchSpace, TrialRecord, make_backend, make_scheduler
 
 SPACE = SearchSpace.from_config({"x": FloatParam(type="float", low=-3, high=3)})

@@ -14,10 +14,10 @@ import pytest
 from optuna.trial import TrialState
 
 from configs import CVConfig, DataError, FloatParam, load_config
-from tasks.budget import RunBudget, SearchDeadline
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.folds import series_folds
-from tasks.preprocessing import preprocessing_from_dict
+from tasks.data_prep.folds import series_folds
+from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+from tasks.data_prep.preprocessing import preprocessing_from_dict
+from tasks.runtime.budget import RunBudget, SearchDeadline
 from tasks.search import (
     FOLD_LOSSES_ATTR,
     Evaluation,

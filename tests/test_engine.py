@@ -22,7 +22,7 @@ from tasks.search import (
     make_scheduler,
     params_key,
 )
-from tasks.trainer_objective import subsample_indices
+from tasks.search_stage.objective import subsample_indices
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = SearchSpace.from_config(

@@ -8,9 +8,9 @@ import pytest
 
 from configs import load_config
 from models import FitResult, get_family, loss_for
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.final_train import FinalTrainJob, _start_from, choose_model, train_config
-from tasks.trainer_objective import TrainerObjective, trial_weights_path
+from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+from tasks.final_train.stage import FinalTrainJob, _start_from, choose_model, train_config
+from tasks.search_stage.objective import TrainerObjective, trial_weights_path
 from tests.helpers import TINY_SPACE, write_config
 
 PARAMS = {"hidden_size": 16, "num_layers": 1, "dropout": 0.0, "lr": 0.01, "batch_size": 32}

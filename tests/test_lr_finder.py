@@ -17,13 +17,13 @@ import yaml
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+from automl.cli import main
 from configs import CategoricalParam, FloatParam, IntParam, load_config
-from flows.cli import main
 from models import FAMILIES, TrainSettings, fit, lr_range_test
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.lr_range import find_lr_range, narrow_lr, narrow_space
-from tasks.state import local_state
-from tasks.tracking import configure_mlflow
+from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+from tasks.runtime.state import local_state
+from tasks.search_stage.lr_range import find_lr_range, narrow_lr, narrow_space
+from tasks.tracking.runs import configure_mlflow
 
 CPU = torch.device("cpu")
 LOG_SPACE = FloatParam(type="float", low=1e-4, high=1e-1, log=True)

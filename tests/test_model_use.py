@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.cli import main
+from automl.cli import main
 from tasks.summary import PipelineSummary
 from tests.helpers import REPO, free_port, make_series, stop_process_group, write_config
 from tests.test_cli import AUTOML
@@ -275,7 +275,8 @@ def test_automl_predict_reads_the_config_champion_and_rolls_over_history(champio
     monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
     rows = champions["work"] / "some-penguins.csv"
     pd.read_csv(REPO / "configs" / "data" / "penguins.csv").drop(columns="species").head(7).to_csv(rows, index=False)
-    monkeypatch.setattr("tasks.scoring.CHUNK_ROWS", 3)  # a "large" file: scored in chunks, a progress line each
+    # a "large" file: scored in chunks, a progress line each
+    monkeypatch.setattr("tasks.registry.prediction.CHUNK_ROWS", 3)
     assert main(["predict", "--config", str(champions["configs"]["mlp"]), "--data", str(rows)]) == 0
     captured = capsys.readouterr()
     assert [line.split(": ", 1)[1] for line in captured.err.strip().splitlines()] == [

@@ -13,8 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.pipeline import automl_pipeline
-from tasks.catalog import STAGES
 from tasks.summary import WarmStartSummary, render_markdown
+from tasks.tracking.catalog import STAGES
 
 pytestmark = pytest.mark.e2e
 
@@ -168,7 +168,7 @@ def test_a_failed_late_stage_resumes_without_redoing_finished_stages(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
-    import tasks.final_train as final_train
+    import tasks.final_train.stage as final_train
     from tests.helpers import write_config
 
     config = write_config(tmp_path, series_csv, search={"n_trials": 3})
@@ -216,7 +216,7 @@ def test_a_failed_late_stage_resumes_without_redoing_finished_stages(
 def test_a_model_whose_test_metric_is_not_finite_is_not_registered(
     prefect_api, home, series_csv, tmp_path, monkeypatch
 ):
-    import tasks.final_train as final_train
+    import tasks.final_train.stage as final_train
     from tests.helpers import write_config
 
     config = write_config(tmp_path, series_csv, search={"n_trials": 1, "epochs": 1})

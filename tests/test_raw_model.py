@@ -15,9 +15,9 @@ import pytest
 
 from configs import load_config
 from models import ModelShape, build_model, get_family, predict
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.preprocessing import RawInputError, TabularPreprocessing, preprocessing_from_dict
-from tasks.raw_model import predict_raw
+from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+from tasks.data_prep.preprocessing import RawInputError, TabularPreprocessing, preprocessing_from_dict
+from tasks.registry.raw_model import predict_raw
 from tests.helpers import write_config
 
 
@@ -112,7 +112,7 @@ def test_bad_raw_rows_name_the_column(tmp_path, rows, message):
 def test_a_logged_model_takes_boolean_and_category_columns(tmp_path):
     """A True/False column and a pandas category column (from Parquet) are categories for data prep; the logged
     model takes them as they are and predicts what the tensor path predicts."""
-    from tasks.raw_model import log_raw_model
+    from tasks.registry.raw_model import log_raw_model
 
     path = tmp_path / "houses.parquet"
     _table().assign(garden=lambda f: f.index % 2 == 0, city=lambda f: f["city"].astype("category")).to_parquet(path)
@@ -136,8 +136,8 @@ def test_a_logged_model_takes_boolean_and_category_columns(tmp_path):
 
 @pytest.mark.parametrize(("n_classes", "matrix"), [(4, True), (35, False)])
 def test_the_classification_report_copes_with_absent_and_many_classes(tmp_path, n_classes, matrix):
-    from tasks.final_train import _log_classification
-    from tasks.prepared_data import PreparedData, Split
+    from tasks.data_prep.prepared import PreparedData, Split
+    from tasks.final_train.stage import _log_classification
 
     y_true = np.array([0, 1, 1, 0, 1])  # classes 2.. never occur in the test split
     proba = np.zeros((5, n_classes))
@@ -169,11 +169,11 @@ def test_the_classification_report_copes_with_absent_and_many_classes(tmp_path, 
 def test_a_rerun_after_a_kill_in_registration_reuses_the_version_and_its_champion(tmp_path):
     """Killed after registering (and even after moving the alias), the resumed stage registers again: it finds
     the version its pipeline run made and neither adds a second one nor records a second move."""
-    from tasks.champion import champion_history
-    from tasks.final_train import register
-    from tasks.raw_model import log_raw_model
+    from tasks.final_train.stage import register
+    from tasks.registry.champion import champion_history
+    from tasks.registry.raw_model import log_raw_model
     from tasks.summary import RegisteredVersion
-    from tasks.tracking import PipelineRun
+    from tasks.tracking.runs import PipelineRun
 
     prepared, model = _prepared_table(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -10,11 +10,11 @@ import mlflow
 import pytest
 
 from configs import CategoricalParam, FloatParam, IntParam, load_config
-from tasks.catalog import FAMILY, META_FEATURES, ROLE, SPACE_SIGNATURE, TASK_TYPE
+from tasks.runtime.state import local_state
 from tasks.search import SearchSpace
-from tasks.state import local_state
-from tasks.tracking import configure_mlflow, ensure_experiment
-from tasks.warm_start import Candidate, WarmStartJob, choose, decide_warm_start, meta_distance
+from tasks.tracking.catalog import FAMILY, META_FEATURES, ROLE, SPACE_SIGNATURE, TASK_TYPE
+from tasks.tracking.runs import configure_mlflow, ensure_experiment
+from tasks.warm_start.stage import Candidate, WarmStartJob, choose, decide_warm_start, meta_distance
 from tests.helpers import REPO
 
 SPACE = SearchSpace.from_config(

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.cli import main
+from automl.cli import main
 from flows.pipeline import automl_pipeline
 from tasks.summary import WarmStartSummary
 from tests.helpers import make_series, write_config

@@ -24,9 +24,35 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from configs import ModelConfig, PipelineConfig, SearchConfig, TrainingConfig
 from models import get_family
-from tasks.artifacts import SearchProgress, publish_trials
-from tasks.budget import RunBudget, SearchDeadline
-from tasks.catalog import (
+from tasks.data_prep.prepared import PreparedData
+from tasks.runtime.budget import RunBudget, SearchDeadline
+from tasks.runtime.state import local_state
+from tasks.search import (
+    FOLD_LOSSES_ATTR,
+    SOURCE_ATTR,
+    Observers,
+    PrefectExecutor,
+    SearchEngine,
+    SearchSpace,
+    make_backend,
+    make_scheduler,
+)
+from tasks.search_stage.lr_range import find_lr_range
+from tasks.search_stage.objective import TrainerObjective, trial_weights_path
+from tasks.search_stage.pbt import run_pbt
+from tasks.search_stage.report import log_fold_scores, log_search_report
+from tasks.search_stage.result import SearchStageResult
+from tasks.search_stage.studies import (
+    DEFAULT_CONFIG_SOURCE,
+    enqueue_default_config,
+    enqueue_warm_start,
+    make_storage,
+    open_study,
+    redact,
+    storage_url,
+)
+from tasks.search_stage.trial_runs import MlflowTrialObserver
+from tasks.tracking.catalog import (
     BACKEND_PARAM,
     BEST_PARAMS_FILE,
     BEST_TRIAL_METRIC,
@@ -52,35 +78,9 @@ from tasks.catalog import (
     TRIAL_TIMEOUT_PARAM,
     TRIALS_METRIC_PREFIX,
 )
-from tasks.lr_range import find_lr_range
-from tasks.pbt_stage import run_pbt
-from tasks.prepared_data import PreparedData
-from tasks.search import (
-    FOLD_LOSSES_ATTR,
-    SOURCE_ATTR,
-    Observers,
-    PrefectExecutor,
-    SearchEngine,
-    SearchSpace,
-    make_backend,
-    make_scheduler,
-)
-from tasks.search_report import log_fold_scores, log_search_report
-from tasks.search_result import SearchStageResult
-from tasks.state import local_state
-from tasks.studies import (
-    DEFAULT_CONFIG_SOURCE,
-    enqueue_default_config,
-    enqueue_warm_start,
-    make_storage,
-    open_study,
-    redact,
-    storage_url,
-)
-from tasks.tracking import PipelineRun, log_file, stage_run, stage_run_record
-from tasks.trainer_objective import TrainerObjective, trial_weights_path
-from tasks.trial_tracking import MlflowTrialObserver
-from tasks.warm_start import WarmStartDecision
+from tasks.tracking.prefect_ui import SearchProgress, publish_trials
+from tasks.tracking.runs import PipelineRun, log_file, stage_run, stage_run_record
+from tasks.warm_start.stage import WarmStartDecision
 
 logger = logging.getLogger("automl")
 

@@ -3,7 +3,7 @@
 ``read_table`` and ``plan_data`` are the checks run before any training or tracking (``load_and_check`` runs them
 all); ``prepare`` is the pure transformation. Only pandas and numpy: ``automl run`` checks the data with this module
 before it imports Prefect, MLflow or torch. The Prefect task that also writes the outputs to MLflow is
-``tasks.data_prep_stage.data_prep``.
+``tasks.data_prep.stage.data_prep``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import pandas as pd
 
 from configs import CVConfig, DataConfig, DataError, PipelineConfig, SplitConfig, check_environment
 from models import get_family
-from tasks.folds import check_series_folds, check_tabular_folds, cv_kind, series_folds, tabular_folds
-from tasks.meta_features import series_meta_features, tabular_meta_features
-from tasks.prepared_data import Fold, PreparedData, Split
-from tasks.preprocessing import (
+from tasks.data_prep.folds import check_series_folds, check_tabular_folds, cv_kind, series_folds, tabular_folds
+from tasks.data_prep.meta_features import series_meta_features, tabular_meta_features
+from tasks.data_prep.prepared import Fold, PreparedData, Split
+from tasks.data_prep.preprocessing import (
     RawInputError,
     SeriesPreprocessing,
     TabularPreprocessing,
@@ -154,7 +154,7 @@ def plan_data(frame: pd.DataFrame, job: DataPrepJob) -> DataPlan:
 
 
 def _check_folds(frame: pd.DataFrame, job: DataPrepJob, plan: DataPlan) -> None:
-    """``search.cv`` must fit the train+validation rows (see ``tasks.folds``)."""
+    """``search.cv`` must fit the train+validation rows (see ``tasks.data_prep.folds``)."""
     data = job.data
     if plan.kind == "series":
         check_series_folds(_split_rows(len(frame), data)[1], job.cv, data.lookback, data.horizon)

@@ -18,8 +18,26 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from models import MUTABLE_PARAMS
-from tasks.budget import SearchDeadline
-from tasks.catalog import (
+from tasks.data_prep.prepared import PreparedData
+from tasks.runtime.budget import SearchDeadline
+from tasks.runtime.state import local_state
+from tasks.search import (
+    COMPLETE,
+    FAILED,
+    INTERRUPTED,
+    MemberStep,
+    PBTResult,
+    PBTSettings,
+    PopulationBasedTraining,
+    PrefectExecutor,
+    SearchSpace,
+    TrialCounts,
+)
+from tasks.search_stage.objective import MemberTrainer, trial_weights_path
+from tasks.search_stage.result import SearchStageResult
+from tasks.search_stage.studies import make_storage, open_study, redact, storage_url
+from tasks.summary import PBTSummary
+from tasks.tracking.catalog import (
     BEST_PARAMS_FILE,
     BEST_TRIAL_METRIC,
     BEST_TRIAL_WEIGHTS_FILE,
@@ -47,25 +65,7 @@ from tasks.catalog import (
     TRIALS_METRIC_PREFIX,
     VAL_LOSS_METRIC,
 )
-from tasks.prepared_data import PreparedData
-from tasks.search import (
-    COMPLETE,
-    FAILED,
-    INTERRUPTED,
-    MemberStep,
-    PBTResult,
-    PBTSettings,
-    PopulationBasedTraining,
-    PrefectExecutor,
-    SearchSpace,
-    TrialCounts,
-)
-from tasks.search_result import SearchStageResult
-from tasks.state import local_state
-from tasks.studies import make_storage, open_study, redact, storage_url
-from tasks.summary import PBTSummary
-from tasks.tracking import PipelineRun, child_runs, log_file, log_frame, stage_run, was_interrupted
-from tasks.trainer_objective import MemberTrainer, trial_weights_path
+from tasks.tracking.runs import PipelineRun, child_runs, log_file, log_frame, stage_run, was_interrupted
 
 logger = logging.getLogger("automl")
 
@@ -304,7 +304,7 @@ class MlflowPBTObserver:
 def log_population_plots(result: PBTResult, settings: PBTSettings) -> None:
     """The population's validation loss per epoch, and its learning-rate schedules (one line per member, the best
     drawn thick), on the active MLflow run."""
-    from tasks.plotting import pyplot
+    from tasks.tracking.plotting import pyplot
 
     plt = pyplot()
     by_member: dict[int, list[MemberStep]] = {}

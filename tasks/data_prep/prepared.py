@@ -52,8 +52,8 @@ class PreparedData:
     test_index: list[str] = field(default_factory=list)
     card: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
-    # The fitted preprocessing (``tasks.preprocessing``, as JSON values) and the raw rows that reproduce the test
-    # predictions through it: what the registered raw-data model carries and is checked against.
+    # The fitted preprocessing (``tasks.data_prep.preprocessing``, as JSON values) and the raw rows that reproduce the
+    # test predictions through it: what the registered raw-data model carries and is checked against.
     preprocessing: dict[str, Any] = field(default_factory=dict)
     raw_test_input: pd.DataFrame | None = None
     folds: list[Fold] = field(default_factory=list)  # cross-validation folds of train+val; none for one split

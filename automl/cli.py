@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.state import configure_environment
+from tasks.runtime.state import configure_environment
 from tasks.summary import render_table
 
 EXIT_INPUT = 2
@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace) -> int:
     from configs import load_config
-    from tasks.data_prep import load_and_check
+    from tasks.data_prep.prepare import load_and_check
 
     cfg = load_config(args.config, args.overrides)
     checked = load_and_check(cfg)
@@ -180,11 +180,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _lr_find(args: argparse.Namespace) -> int:
     from configs import load_config
-    from tasks.catalog import LR_FIND_PLOT
-    from tasks.data_prep import DataPrepJob, load_and_check, prepare
-    from tasks.lr_range import find_lr, log_lr_find_run, parse_params, plot_lr_range, tested_config
-    from tasks.state import local_state
-    from tasks.tracking import configure_mlflow, ensure_experiment
+    from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+    from tasks.runtime.state import local_state
+    from tasks.search_stage.lr_range import find_lr, log_lr_find_run, parse_params, plot_lr_range, tested_config
+    from tasks.tracking.catalog import LR_FIND_PLOT
+    from tasks.tracking.runs import configure_mlflow, ensure_experiment
 
     setup_console()
     cfg = load_config(args.config, args.overrides)
@@ -207,16 +207,16 @@ def _lr_find(args: argparse.Namespace) -> int:
 
 
 def _store():
-    from tasks import config_store
-    from tasks.state import local_state
-    from tasks.tracking import configure_mlflow
+    from tasks.runtime.state import local_state
+    from tasks.tracking.runs import configure_mlflow
+    from tasks.warm_start.stage import config_store
 
     configure_mlflow(local_state())
     return config_store
 
 
 def _configs_list(args: argparse.Namespace) -> int:
-    from tasks.config_store import check_filters
+    from tasks.warm_start.config_store import check_filters
 
     check_filters(args.model, args.task)
     store = _store()
@@ -255,7 +255,7 @@ def _configs_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from configs import load_transferred_config
-    from tasks.state import local_state
+    from tasks.runtime.state import local_state
 
     load_transferred_config(args.file)  # a malformed file stops here, before MLflow is touched
     run_id = _store().import_config(Path(args.file), local_state())
@@ -267,8 +267,8 @@ def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from configs import InputError
-    from tasks import scoring
-    from tasks.state import local_state
+    from tasks.registry import prediction as scoring
+    from tasks.runtime.state import local_state
 
     out = Path(args.out) if args.out else None
     if args.json and out is None:
@@ -317,8 +317,8 @@ def _config_by_name_or_path(value: str):
 
 
 def _registry():
-    from tasks.scoring import open_registry
-    from tasks.state import local_state
+    from tasks.registry.prediction import open_registry
+    from tasks.runtime.state import local_state
 
     return open_registry(local_state(), key="champion")
 
@@ -335,7 +335,7 @@ def _registered(client, name: str):
 
 
 def _champion_history(args: argparse.Namespace) -> int:
-    from tasks.champion import champion_history
+    from tasks.registry.champion import champion_history
 
     client = _registry()
     _registered(client, args.name)
@@ -365,7 +365,7 @@ def _champion_set(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from configs import InputError
-    from tasks.champion import MAX_NOTE, current_champion, move_champion
+    from tasks.registry.champion import MAX_NOTE, current_champion, move_champion
 
     if len(args.note) > MAX_NOTE:
         raise InputError(f"--note: at most {MAX_NOTE} characters (got {len(args.note)})")
@@ -403,8 +403,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from configs import InputError, load_config
-    from tasks.data_prep import load_and_check
-    from tasks.state import local_state
+    from tasks.data_prep.prepare import load_and_check
+    from tasks.runtime.state import local_state
 
     setup_console()
     if args.budget is not None and not args.budget.strip():
@@ -413,7 +413,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     checked = load_and_check(cfg)  # every input error surfaces here, before Prefect, MLflow or torch do any work
     local_state().ensure()  # and an unusable state folder
-    from tasks.prefect_server import launch_temporary_server, wait_until_up
+    from tasks.runtime.prefect_server import launch_temporary_server, wait_until_up
 
     server = launch_temporary_server()  # it boots while the pipeline's modules are imported
     try:
@@ -421,7 +421,7 @@ def _run(args: argparse.Namespace) -> int:
 
         from flows.pipeline import INVALID_INPUT, checked_pipeline
         from tasks.search import SearchFailed
-        from tasks.studies import check_study
+        from tasks.search_stage.studies import check_study
 
         setup_console()  # again: Prefect, imported just now, has set up its console handlers
 
@@ -458,9 +458,9 @@ def _open_stores(cfg) -> None:
     """Open MLflow's tracking store and the Optuna storage once, while the Prefect server boots: a process's first
     use of each imports and connects for about two seconds, which the flow would otherwise spend after the server
     is up. An unusable MLflow store is also refused here, before the flow starts."""
-    from tasks.state import local_state
-    from tasks.studies import make_storage, storage_url
-    from tasks.tracking import configure_mlflow
+    from tasks.runtime.state import local_state
+    from tasks.search_stage.studies import make_storage, storage_url
+    from tasks.tracking.runs import configure_mlflow
 
     configure_mlflow(local_state())
     make_storage(storage_url(cfg.search))

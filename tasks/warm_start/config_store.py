@@ -16,7 +16,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from configs import ConfigError, TransferredConfig, load_transferred_config
-from tasks.catalog import (
+from tasks.runtime.state import LocalState
+from tasks.tracking.catalog import (
     BEST_CONFIG_FILE,
     BEST_PARAM_PREFIX,
     BEST_VAL_LOSS,
@@ -35,9 +36,8 @@ from tasks.catalog import (
     TEST_METRIC_PREFIX,
     TRANSFERRED_CONFIG_FILE,
 )
-from tasks.state import LocalState
-from tasks.tracking import configure_mlflow, ensure_experiment, json_tag
-from tasks.warm_start import load_best_config
+from tasks.tracking.runs import configure_mlflow, ensure_experiment, json_tag
+from tasks.warm_start.stage import load_best_config
 
 
 def stored_runs(family: str | None = None, task_type: str | None = None) -> list[Run]:

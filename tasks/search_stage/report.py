@@ -13,7 +13,8 @@ import mlflow
 import optuna
 from optuna.trial import TrialState
 
-from tasks.catalog import (
+from tasks.search import FOLD_LOSSES_ATTR
+from tasks.tracking.catalog import (
     CV_PLOT_FILE,
     IMPORTANCE_METRIC_PREFIX,
     PARAM_IMPORTANCES_FILE,
@@ -21,8 +22,7 @@ from tasks.catalog import (
     TRIALS_CSV_FILE,
     TRIALS_PARQUET_FILE,
 )
-from tasks.search import FOLD_LOSSES_ATTR
-from tasks.tracking import log_frame
+from tasks.tracking.runs import log_frame
 
 logger = logging.getLogger("automl")
 
@@ -42,7 +42,7 @@ def param_importances(study: optuna.Study, seed: int = 0) -> dict[str, float]:
 
 def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
     """Log plots, importances and the trials table to the active MLflow run; returns the importances."""
-    from tasks.plotting import pyplot
+    from tasks.tracking.plotting import pyplot
 
     plt = pyplot()  # before Optuna's matplotlib module imports pyplot
     import optuna.visualization as interactive
@@ -91,7 +91,7 @@ def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
 def log_fold_scores(study: optuna.Study, top: int = 5) -> None:
     """Cross-validation: the validation loss of each fold for the ``top`` complete configs (a line each, the best
     first), logged as a figure to the active MLflow run."""
-    from tasks.plotting import pyplot
+    from tasks.tracking.plotting import pyplot
 
     complete = [
         t

@@ -28,7 +28,8 @@ from models import (
     lr_range_test,
     pick_device,
 )
-from tasks.catalog import (
+from tasks.data_prep.prepared import PreparedData
+from tasks.tracking.catalog import (
     LR_FIND_BATCH_SIZE_PARAM,
     LR_FIND_DIVERGED_PARAM,
     LR_FIND_LOSS_METRIC,
@@ -45,9 +46,8 @@ from tasks.catalog import (
     ROLE,
     SUGGESTED_LR_METRIC,
 )
-from tasks.plotting import pyplot
-from tasks.prepared_data import PreparedData
-from tasks.tracking import log_file
+from tasks.tracking.plotting import pyplot
+from tasks.tracking.runs import log_file
 
 logger = logging.getLogger("automl")
 NARROW_BELOW, NARROW_ABOVE = 10.0, 3.0  # the narrowed lr bounds: [suggestion / 10, suggestion * 3]

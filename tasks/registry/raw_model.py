@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.preprocessing import (
+from tasks.data_prep.preprocessing import (
     Preprocessing,
     SeriesPreprocessing,
     TabularPreprocessing,
@@ -224,13 +225,17 @@ class _RawModelFlavor:
 
 def _code_paths(folder: Path) -> list[str]:
     """The code a loaded model imports, so it loads where this package is not installed: the torch model
-    families, and a ``tasks`` package holding just this module and the preprocessing."""
+    families, and a ``tasks`` package holding just this module and the preprocessing, at their import paths (the
+    pickled pyfunc names ``tasks.registry.raw_model``), under package files that import nothing else."""
     import models
+    from tasks.data_prep import preprocessing
 
     package = folder / "tasks"
-    package.mkdir(parents=True)
+    for module in (preprocessing, sys.modules[__name__]):
+        source = Path(module.__file__)
+        room = package / source.parent.name
+        room.mkdir(parents=True, exist_ok=True)
+        (room / "__init__.py").write_text('"""The part of automl-pipeline a registered model needs."""\n')
+        shutil.copy(source, room / source.name)
     (package / "__init__.py").write_text('"""The parts of automl-pipeline a registered model needs."""\n')
-    here = Path(__file__).parent
-    for module in ("preprocessing.py", "raw_model.py"):
-        shutil.copy(here / module, package / module)
     return [str(Path(models.__file__).parent), str(package)]

@@ -31,8 +31,9 @@ from configs import (
     load_transferred_config,
 )
 from models import get_family
-from tasks.caching import pipeline_stage_key
-from tasks.catalog import (
+from tasks.runtime.caching import pipeline_stage_key
+from tasks.search import SearchSpace
+from tasks.tracking.catalog import (
     BEST_CONFIG_FILE,
     BEST_VAL_LOSS,
     CANDIDATES_FILE,
@@ -49,8 +50,7 @@ from tasks.catalog import (
     TASK_TYPE,
     TOP_K_PARAM,
 )
-from tasks.search import SearchSpace
-from tasks.tracking import PipelineRun, json_tag, log_frame, stage_run
+from tasks.tracking.runs import PipelineRun, json_tag, log_frame, stage_run
 
 logger = logging.getLogger("automl")
 

@@ -24,7 +24,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
-from tasks.catalog import (
+from tasks.runtime.state import LocalState, enable_wal, first_use_lock, mlflow_uri_set_here
+from tasks.search import process_alive
+from tasks.tracking.catalog import (
     CONFIG_HASH,
     EXPERIMENT_KIND,
     FINGERPRINT,
@@ -37,8 +39,6 @@ from tasks.catalog import (
     STAGE_ROLE,
     STUDY,
 )
-from tasks.search import process_alive
-from tasks.state import LocalState, enable_wal, first_use_lock, mlflow_uri_set_here
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Series folds are scikit-learn's ``TimeSeriesSplit`` over the train+validation ro
 consecutive validation windows of ``n // (folds + 1)`` rows at the end, each fold training only on rows before its
 window, less ``gap`` rows; ``expanding`` trains from the first row, ``rolling_origin`` on the same number of rows in
 every fold (as many as the first fold has). Tabular folds are seeded ``KFold`` or ``StratifiedKFold`` (shuffled).
-Data prep fits each fold's preprocessing on that fold's training rows only (``tasks.data_prep``).
+Data prep fits each fold's preprocessing on that fold's training rows only (``tasks.data_prep.prepare``).
 
 Pure NumPy/scikit-learn, so ``automl run`` checks folds before it imports Prefect, MLflow or torch.
 

@@ -11,7 +11,7 @@ from typing import Any
 from prefect.artifacts import MarkdownArtifact, ProgressArtifact, TableArtifact, update_progress_artifact
 from prefect.context import FlowRunContext
 
-from tasks.catalog import SEARCH_PROGRESS_ARTIFACT, SUMMARY_ARTIFACT, TRIALS_ARTIFACT
+from tasks.tracking.catalog import SEARCH_PROGRESS_ARTIFACT, SUMMARY_ARTIFACT, TRIALS_ARTIFACT
 
 
 def _in_prefect_run() -> bool:

@@ -12,7 +12,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
-from tasks.catalog import (
+from tasks.search import FAILED, FOLD_PRUNED, INTERRUPTED, Evaluation, TrialRecord, Verdict
+from tasks.tracking.catalog import (
     FAIL_REASON,
     FOLD_VAL_LOSS_METRIC,
     MLFLOW_RUN_ATTR,
@@ -31,8 +32,7 @@ from tasks.catalog import (
     TRIAL_SOURCE,
     VAL_LOSS_METRIC,
 )
-from tasks.search import FAILED, FOLD_PRUNED, INTERRUPTED, Evaluation, TrialRecord, Verdict
-from tasks.tracking import child_runs
+from tasks.tracking.runs import child_runs
 
 logger = logging.getLogger("automl")
 

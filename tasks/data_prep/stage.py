@@ -8,8 +8,10 @@ import warnings
 import mlflow
 from prefect import task
 
-from tasks.caching import pipeline_stage_key
-from tasks.catalog import (
+from tasks.data_prep.prepare import CheckedData, DataPrepJob, prepare
+from tasks.data_prep.prepared import PreparedData
+from tasks.runtime.caching import pipeline_stage_key
+from tasks.tracking.catalog import (
     DATA_CARD_FILE,
     FEATURES_PARAM,
     KIND_PARAM,
@@ -19,9 +21,7 @@ from tasks.catalog import (
     SPLIT_SIZE_METRIC,
     TASK_PARAM,
 )
-from tasks.data_prep import CheckedData, DataPrepJob, prepare
-from tasks.prepared_data import PreparedData
-from tasks.tracking import PipelineRun, log_frame, stage_run
+from tasks.tracking.runs import PipelineRun, log_frame, stage_run
 
 logger = logging.getLogger("automl")
 

@@ -31,7 +31,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from configs import DataError, InputError, PipelineConfig
-from tasks.catalog import (
+from tasks.data_prep.preprocessing import Preprocessing, RawInputError, SeriesPreprocessing
+from tasks.runtime.state import LocalState, sqlite_path
+from tasks.tracking.catalog import (
     DATA_PATH_PARAM,
     MODEL_NAME,
     MODEL_NAME_PARAM,
@@ -48,9 +50,7 @@ from tasks.catalog import (
     SCORING_INPUT_CONTEXT,
     SECONDS_METRIC,
 )
-from tasks.preprocessing import Preprocessing, RawInputError, SeriesPreprocessing
-from tasks.state import LocalState, sqlite_path
-from tasks.tracking import log_frame, quiet_mlflow_warnings
+from tasks.tracking.runs import log_frame, quiet_mlflow_warnings
 
 logger = logging.getLogger("automl")
 CHUNK_ROWS = 50_000
@@ -72,7 +72,7 @@ class RegisteredModel:
 def open_registry(state: LocalState, key: str = "--model") -> MlflowClient:
     """Point MLflow at the state folder's registry (or ``MLFLOW_TRACKING_URI``). When the default local registry
     does not exist yet, fail with one line instead of creating an empty one."""
-    from tasks.tracking import configure_mlflow
+    from tasks.tracking.runs import configure_mlflow
 
     path = sqlite_path(state.mlflow_uri)
     if path is not None and not path.is_file():
@@ -135,7 +135,7 @@ def load_registered_model(uri: str, key: str = "--model") -> RegisteredModel:
 
 def read_rows(path: Path, key: str = "--data") -> pd.DataFrame:
     """Read the rows to score (CSV or Parquet); an unreadable or empty file is one line naming it."""
-    from tasks.data_prep import read_table
+    from tasks.data_prep.prepare import read_table
 
     return read_table(Path(path), key=key)
 

@@ -22,7 +22,13 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tasks.catalog import CHAMPION_ALIAS, CHAMPION_MOVE_PREFIX, PIPELINE_RUN_TAG, PRIMARY_METRIC_TAG, TEST_METRIC_PREFIX
+from tasks.tracking.catalog import (
+    CHAMPION_ALIAS,
+    CHAMPION_MOVE_PREFIX,
+    PIPELINE_RUN_TAG,
+    PRIMARY_METRIC_TAG,
+    TEST_METRIC_PREFIX,
+)
 
 MAX_NOTE = 1000
 

@@ -23,9 +23,14 @@ from prefect import task
 
 from configs import FinalConfig, ModelConfig, PipelineConfig, RegistryConfig, TrainingConfig
 from models import FitResult, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device, predict
-from tasks.budget import FINAL_OVERHEAD_SECONDS
-from tasks.caching import pipeline_stage_key
-from tasks.catalog import (
+from tasks.data_prep.prepared import PreparedData
+from tasks.data_prep.preprocessing import Preprocessing, preprocessing_from_dict
+from tasks.registry.champion import current_champion, move_champion, version_metrics
+from tasks.registry.raw_model import PROBA_PREFIX, log_raw_model, predict_raw
+from tasks.runtime.budget import FINAL_OVERHEAD_SECONDS
+from tasks.runtime.caching import pipeline_stage_key
+from tasks.summary import RegisteredVersion
+from tasks.tracking.catalog import (
     BASELINE_METRIC_PREFIX,
     CHAMPION_TAG,
     CHOSEN_TAG,
@@ -51,13 +56,8 @@ from tasks.catalog import (
     TUNED_VAL_LOSS_METRIC,
     VAL_LOSS_METRIC,
 )
-from tasks.champion import current_champion, move_champion, version_metrics
-from tasks.plotting import pyplot
-from tasks.prepared_data import PreparedData
-from tasks.preprocessing import Preprocessing, preprocessing_from_dict
-from tasks.raw_model import PROBA_PREFIX, log_raw_model, predict_raw
-from tasks.summary import RegisteredVersion
-from tasks.tracking import PipelineRun, log_frame, quiet_mlflow_warnings, stage_run
+from tasks.tracking.plotting import pyplot
+from tasks.tracking.runs import PipelineRun, log_frame, quiet_mlflow_warnings, stage_run
 
 logger = logging.getLogger("automl")
 MAX_CONFUSION_CLASSES = 30  # beyond this a confusion matrix is unreadable; per_class_metrics.csv says it all

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.studies import DEFAULT_CONFIG_SOURCE
+from tasks.search_stage.studies import DEFAULT_CONFIG_SOURCE
 
 # The final stage besides its two trainings (test predictions, plots, logging the model, registering it) and the
 # summary after it: measured 2 s on 2 cores here with the registry on SQLite (1 s without it), twice that kept as a

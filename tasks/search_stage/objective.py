@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from models import ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
-from tasks.prepared_data import PreparedData
+from tasks.data_prep.prepared import PreparedData
 from tasks.search import Evaluation, params_key
 
 

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from configs import ConfigError, SearchConfig
+from tasks.runtime.state import enable_wal, first_use_lock, local_state
 from tasks.search import (
     FULL_FIDELITY_ATTR,
     HEARTBEAT_SECONDS,
@@ -23,10 +24,9 @@ from tasks.search import (
     requeue_stale_trial,
     rung_fractions,
 )
-from tasks.state import enable_wal, first_use_lock, local_state
 
 if TYPE_CHECKING:  # the warm-start stage imports MLflow and Prefect; workers that open a storage need neither
-    from tasks.warm_start import WarmStartDecision
+    from tasks.warm_start.stage import WarmStartDecision
 
 # Study user attrs: what the study was first run with.
 RUNG_FRACTIONS_ATTR = "rung_fractions"

@@ -1,0 +1,1 @@
+"""The ``automl`` command (``automl/cli.py``; also ``python -m automl``)."""
