@@ -115,25 +115,24 @@ def _worker(url: str, study_name: str, objective: str, n_trials: int, threads: i
     import optuna
     import torch
 
-    from configs import CategoricalParam, FloatParam, IntParam
     from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
     from tasks.search_stage.studies import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(threads)
     if objective == "cheap":
-        space = SearchSpace.from_config({"x": FloatParam(type="float", low=-5, high=5)})
+        space = SearchSpace.from_dict({"x": {"type": "float", "low": -5, "high": 5}})
 
         def evaluate(params, fidelity):
             time.sleep(CHEAP_SECONDS)
             return (params["x"] - 1) ** 2
     else:
         evaluate = _trainer_objective(threads)
-        space = SearchSpace.from_config(
+        space = SearchSpace.from_dict(
             {
-                "hidden_size": IntParam(type="int", low=32, high=128, step=32),
-                "lr": FloatParam(type="float", low=1e-3, high=1e-2, log=True),
-                "batch_size": CategoricalParam(type="categorical", choices=[64, 128]),
+                "hidden_size": {"type": "int", "low": 32, "high": 128, "step": 32},
+                "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+                "batch_size": {"type": "categorical", "choices": [64, 128]},
             }
         )
     storage = make_storage(url)
@@ -195,12 +194,11 @@ def storage_overhead(url: str, n: int = 60) -> float:
     """Milliseconds of storage work per trial (ask, user attributes, report, tell) with a free objective."""
     import optuna
 
-    from configs import FloatParam
     from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
     from tasks.search_stage.studies import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = SearchSpace.from_config({"x": FloatParam(type="float", low=-5, high=5)})
+    space = SearchSpace.from_dict({"x": {"type": "float", "low": -5, "high": 5}})
     storage = make_storage(url)
     study = optuna.create_study(study_name=f"overhead-{uuid.uuid4().hex[:6]}", storage=storage)
     engine = SearchEngine(

@@ -21,6 +21,7 @@ from tasks.data_prep.prepared import PreparedData
 from tasks.final_train.stage import TUNED, FinalResult
 from tasks.runtime.budget import RunBudget
 from tasks.runtime.state import local_state
+from tasks.space import search_space
 from tasks.search import SearchSpace
 from tasks.search_stage.result import SearchStageResult
 from tasks.summary import BudgetSummary, CVSummary, PipelineSummary, WarmStartSummary, render_markdown
@@ -186,7 +187,7 @@ def record_summary(
         pbt=search_result.pbt,
     )
     markdown = render_markdown(summary)
-    space = SearchSpace.from_config(cfg.search.space)
+    space = search_space(cfg.search.space)
     client = MlflowClient()
     run_id = pipeline.run_id
     with mlflow.start_run(run_id=run_id):

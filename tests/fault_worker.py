@@ -18,17 +18,16 @@ import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 import optuna
 from mlflow.tracking import MlflowClient
 
-from configs import CategoricalParam, FloatParam, IntParam
 from tasks.search import SearchEngine, SearchSpace, Verdict, make_backend, make_scheduler
 from tasks.search_stage.studies import make_storage
 from tasks.search_stage.trial_runs import MlflowTrialObserver
 from tasks.tracking.catalog import ROLE
 
-SPACE = SearchSpace.from_config(
+SPACE = SearchSpace.from_dict(
     {
-        "x": FloatParam(type="float", low=-4, high=4),
-        "k": IntParam(type="int", low=0, high=10, step=2),
-        "kind": CategoricalParam(type="categorical", choices=["a", "b"]),
+        "x": {"type": "float", "low": -4, "high": 4},
+        "k": {"type": "int", "low": 0, "high": 10, "step": 2},
+        "kind": {"type": "categorical", "choices": ["a", "b"]},
     }
 )
 PIPELINE_RUN = "pipeline-1"

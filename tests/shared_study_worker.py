@@ -11,14 +11,13 @@ import time
 
 import optuna
 
-from configs import FloatParam
 from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
 from tasks.search_stage.studies import make_storage
 
 
 def main(storage: str, study_name: str, n_trials: int, worker: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = SearchSpace.from_config({"x": FloatParam(type="float", low=-5, high=5)})
+    space = SearchSpace.from_dict({"x": {"type": "float", "low": -5, "high": 5}})
     rdb = make_storage(storage)
     study = optuna.create_study(study_name=study_name, storage=rdb, load_if_exists=True)
 

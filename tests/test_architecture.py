@@ -1,6 +1,6 @@
-"""The shape of the code: the search engine is a library that loads neither torch, MLflow nor Prefect, and no
-module of the project imports another that imports it back (directly or round a longer circle, lazy imports
-inside functions included)."""
+"""The shape of the code: the search engine is a library that loads neither torch, MLflow nor Prefect and imports
+nothing of the application; tasks/ is rooms by pipeline step with few loose modules; and no module of the project
+imports another that imports it back (directly or round a longer circle, lazy imports inside functions included)."""
 
 from __future__ import annotations
 
@@ -92,6 +92,27 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if node not in index:
             visit(node)
     return found
+
+
+def test_the_search_library_imports_nothing_of_the_application():
+    """tasks/search owns its types: configs, models, flows, deployments and the other tasks packages convert to them
+    at their edge (tasks/space.py), never the other way round."""
+    graph = import_graph()
+    library = {name for name in graph if name == "tasks.search" or name.startswith("tasks.search.")}
+    assert "tasks.search._space" in library
+    reached = {(name, target) for name in library for target in graph[name] if target not in library}
+    assert reached == set()
+
+
+# tasks/ is rooms by pipeline step; only modules every room shares, or that stand above all rooms, stay at its root.
+MAX_LOOSE_TASK_MODULES = 8
+
+
+def test_tasks_is_rooms_by_pipeline_step_with_few_loose_modules():
+    loose = sorted(p.name for p in (ROOT / "tasks").glob("*.py"))
+    rooms = sorted(p.parent.name for p in (ROOT / "tasks").glob("*/__init__.py"))
+    assert len(loose) <= MAX_LOOSE_TASK_MODULES, loose
+    assert {"data_prep", "warm_start", "search", "search_stage", "final_train", "registry"} <= set(rooms)
 
 
 def test_no_module_imports_one_that_imports_it_back():

@@ -8,11 +8,10 @@ import time
 import optuna
 import pytest
 
-from configs import FloatParam
 from tasks.runtime.budget import FINAL_SHARE_CAP, RunBudget, SearchDeadline
 from tasks.search import Evaluation, Observers, SearchEngine, SearchSpace, TrialRecord, make_backend, make_scheduler
 
-SPACE = SearchSpace.from_config({"x": FloatParam(type="float", low=-3, high=3)})
+SPACE = SearchSpace.from_dict({"x": {"type": "float", "low": -3, "high": 3}})
 
 
 def test_the_final_stage_reserve_comes_from_measured_costs():

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from configs import CVConfig, DataError, FloatParam, load_config
+from configs import CVConfig, DataError, load_config
 from tasks.data_prep.folds import series_folds
 from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
 from tasks.data_prep.preprocessing import preprocessing_from_dict
@@ -31,7 +31,7 @@ from tasks.search import (
 from tests.helpers import REPO, make_series, write_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-SPACE = SearchSpace.from_config({"x": FloatParam(type="float", low=-4, high=4)})
+SPACE = SearchSpace.from_dict({"x": {"type": "float", "low": -4, "high": 4}})
 FOLDS = 3
 
 

@@ -12,7 +12,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from configs import CategoricalParam, FloatParam, IntParam
 from tasks.search import (
     LocalExecutor,
     SearchEngine,
@@ -25,11 +24,11 @@ from tasks.search import (
 from tasks.search_stage.objective import subsample_indices
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-SPACE = SearchSpace.from_config(
+SPACE = SearchSpace.from_dict(
     {
-        "x": FloatParam(type="float", low=-4, high=4),
-        "k": IntParam(type="int", low=0, high=10, step=2),
-        "kind": CategoricalParam(type="categorical", choices=["a", "b"]),
+        "x": {"type": "float", "low": -4, "high": 4},
+        "k": {"type": "int", "low": 0, "high": 10, "step": 2},
+        "kind": {"type": "categorical", "choices": ["a", "b"]},
     }
 )
 
@@ -252,10 +251,10 @@ def test_every_sampler_runs_seeded(backend, sampler):
 
 
 def test_the_grid_sampler_stops_when_the_grid_is_done():
-    grid = SearchSpace.from_config(
+    grid = SearchSpace.from_dict(
         {
-            "k": IntParam(type="int", low=0, high=10, step=2),
-            "kind": CategoricalParam(type="categorical", choices=["a", "b"]),
+            "k": {"type": "int", "low": 0, "high": 10, "step": 2},
+            "kind": {"type": "categorical", "choices": ["a", "b"]},
         }
     )
     study = optuna.create_study()

@@ -18,7 +18,6 @@ import pytest
 from optuna.trial import TrialState
 from prefect.settings import PREFECT_API_URL
 
-from configs import CategoricalParam, FloatParam, IntParam
 from tasks.search import (
     EXPLOITED_FROM_ATTR,
     INTERVAL_ATTR,
@@ -32,11 +31,11 @@ from tasks.search import (
 from tests.helpers import make_series, write_config
 from tests.test_scale_and_faults import _all_runs, _cli, _mlflow
 
-SPACE = SearchSpace.from_config(
+SPACE = SearchSpace.from_dict(
     {
-        "lr": FloatParam(type="float", low=0.01, high=1.0, log=True),
-        "width": IntParam(type="int", low=1, high=4),
-        "batch_size": CategoricalParam(type="categorical", choices=[16, 32, 64]),
+        "lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
+        "width": {"type": "int", "low": 1, "high": 4},
+        "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
     }
 )
 MUTABLE = {"lr", "batch_size"}
@@ -169,12 +168,12 @@ def test_a_rerun_past_its_time_keeps_the_intervals_it_finished():
 
 
 def test_perturb_moves_every_kind_of_parameter_and_stays_in_the_space():
-    dims = SearchSpace.from_config(
+    dims = SearchSpace.from_dict(
         {
-            "dropout": FloatParam(type="float", low=0.0, high=0.5, step=0.1),
-            "width": IntParam(type="int", low=1, high=4),
-            "lr": FloatParam(type="float", low=1e-4, high=1e-1, log=True),
-            "batch_size": CategoricalParam(type="categorical", choices=[16, 32, 64]),
+            "dropout": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.1},
+            "width": {"type": "int", "low": 1, "high": 4},
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+            "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
         }
     )
     assert dims["dropout"].perturb(0.2, 1.2) == pytest.approx(0.3)  # 0.24 snaps back to 0.2: one step

@@ -10,31 +10,30 @@ import optuna.distributions as od
 import pytest
 from hyperopt.pyll import stochastic
 
-from configs import CategoricalParam, FloatParam, IntParam
 from tasks.search import SearchSpace
 
 SPEC = {
-    "units": IntParam(type="int", low=64, high=256, step=64),
-    "layers": IntParam(type="int", low=1, high=3),
-    "width": IntParam(type="int", low=2, high=512, log=True),
-    "dropout": FloatParam(type="float", low=0.0, high=0.4),
-    "lr": FloatParam(type="float", low=1e-4, high=5e-3, log=True),
-    "momentum": FloatParam(type="float", low=0.5, high=0.9, step=0.1),
-    "batch": CategoricalParam(type="categorical", choices=[32, 64, 128]),
-    "act": CategoricalParam(type="categorical", choices=["relu", "gelu"]),
+    "units": {"type": "int", "low": 64, "high": 256, "step": 64},
+    "layers": {"type": "int", "low": 1, "high": 3},
+    "width": {"type": "int", "low": 2, "high": 512, "log": True},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.4},
+    "lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True},
+    "momentum": {"type": "float", "low": 0.5, "high": 0.9, "step": 0.1},
+    "batch": {"type": "categorical", "choices": [32, 64, 128]},
+    "act": {"type": "categorical", "choices": ["relu", "gelu"]},
 }
 
 
 @pytest.fixture(scope="module")
 def draws():
-    space = SearchSpace.from_config(SPEC)
+    space = SearchSpace.from_dict(SPEC)
     rng = np.random.default_rng(0)
     expr = space.hyperopt_space()
     return space, [space.from_hyperopt(stochastic.sample(expr, rng)) for _ in range(3000)]
 
 
 def test_optuna_distributions_match_the_spec():
-    d = SearchSpace.from_config(SPEC).optuna_distributions()
+    d = SearchSpace.from_dict(SPEC).optuna_distributions()
     assert d["units"] == od.IntDistribution(64, 256, step=64)
     assert d["layers"] == od.IntDistribution(1, 3)
     assert d["width"] == od.IntDistribution(2, 512, log=True)
@@ -77,7 +76,7 @@ def test_hyperopt_scales_match(draws):
 
 
 def test_raw_values_round_trip():
-    space = SearchSpace.from_config(SPEC)
+    space = SearchSpace.from_dict(SPEC)
     params = {
         "units": 192,
         "layers": 2,
@@ -92,8 +91,8 @@ def test_raw_values_round_trip():
 
 
 def test_grid_and_signature():
-    space = SearchSpace.from_config({k: SPEC[k] for k in ("units", "layers", "batch")})
+    space = SearchSpace.from_dict({k: SPEC[k] for k in ("units", "layers", "batch")})
     assert space.is_discrete()
     assert space.grid() == {"units": [64, 128, 192, 256], "layers": [1, 2, 3], "batch": [32, 64, 128]}
     assert space.signature()["units"] == {"type": "int", "low": 64, "high": 256, "log": False, "step": 64}
-    assert not SearchSpace.from_config(SPEC).is_discrete()
+    assert not SearchSpace.from_dict(SPEC).is_discrete()

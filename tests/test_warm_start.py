@@ -9,21 +9,22 @@ import math
 import mlflow
 import pytest
 
-from configs import CategoricalParam, FloatParam, IntParam, load_config
+from configs import load_config
 from tasks.runtime.state import local_state
 from tasks.search import SearchSpace
+from tasks.space import search_space
 from tasks.tracking.catalog import FAMILY, META_FEATURES, ROLE, SPACE_SIGNATURE, TASK_TYPE
 from tasks.tracking.runs import configure_mlflow, ensure_experiment
 from tasks.warm_start.stage import Candidate, WarmStartJob, choose, decide_warm_start, meta_distance
 from tests.helpers import REPO
 
-SPACE = SearchSpace.from_config(
+SPACE = SearchSpace.from_dict(
     {
-        "hidden_size": IntParam(type="int", low=64, high=256, step=64),
-        "num_layers": IntParam(type="int", low=1, high=3),
-        "dropout": FloatParam(type="float", low=0.0, high=0.4),
-        "lr": FloatParam(type="float", low=1e-4, high=5e-3, log=True),
-        "batch_size": CategoricalParam(type="categorical", choices=[32, 64, 128]),
+        "hidden_size": {"type": "int", "low": 64, "high": 256, "step": 64},
+        "num_layers": {"type": "int", "low": 1, "high": 3},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.4},
+        "lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True},
+        "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
     }
 )
 DEFAULTS = {"hidden_size": 64, "num_layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 64}
@@ -118,7 +119,7 @@ def test_only_compatible_runs_are_offered_and_the_closest_come_first(home):
     assert considered[close].distance < considered[far].distance
 
     mlp_cfg = load_config(REPO / "configs" / "mlp_tabular.yaml", [f"warm_start.from_runs=[{close}]"])
-    mlp_space = SearchSpace.from_config(mlp_cfg.search.space)
+    mlp_space = search_space(mlp_cfg.search.space)
     decision = decide_warm_start(WarmStartJob.of(mlp_cfg), {}, "classification", mlp_space, exclude_run_id="current")
     verdicts = {c.run_id: c.verdict for c in decision.candidates}
     assert verdicts[close].startswith("rejected: it is a lstm/regression run")  # an MLP never gets an LSTM config

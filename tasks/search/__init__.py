@@ -7,7 +7,7 @@ that records them. It imports neither torch, MLflow nor Prefect; the pipeline's 
 Example:
     >>> import optuna
     >>> from tasks.search import SearchSpace, SearchEngine, make_backend, make_scheduler
-    >>> space = SearchSpace.from_config(cfg.search.space)
+    >>> space = SearchSpace.from_dict({"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
     >>> study = optuna.create_study()
     >>> engine = SearchEngine(objective, make_backend("optuna", "tpe", study, space, 0, 5),
     ...                       make_scheduler("hyperband", 3, 1 / 9), n_trials=20)

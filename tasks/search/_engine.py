@@ -103,7 +103,7 @@ class SearchEngine:
 
     Example:
         >>> study = optuna.create_study()
-        >>> space = SearchSpace.from_config({"x": FloatParam(type="float", low=-3, high=3)})
+        >>> space = SearchSpace.from_dict({"x": {"type": "float", "low": -3, "high": 3}})
         >>> backend = make_backend("optuna", "tpe", study, space, seed=0, n_startup=5)
         >>> engine = SearchEngine(lambda p, f: (p["x"] - 1) ** 2, backend, FullFidelity(), n_trials=20)
         >>> engine.run().best_params

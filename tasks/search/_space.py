@@ -1,5 +1,9 @@
 """One search space, two compilations: Optuna distributions and hyperopt ``hp.*`` expressions with the same
-bounds, scales, steps and choices; plus fitting foreign configs into the space (warm start)."""
+bounds, scales, steps and choices; plus fitting foreign configs into the space (warm start).
+
+The library's own types: a ``Dimension`` per parameter, built from a plain mapping (``Dimension.from_dict``, the
+shape of a config file's ``search.space`` entry). The pipeline converts its validated config at the edge
+(``tasks/space.py``)."""
 
 from __future__ import annotations
 
@@ -10,8 +14,6 @@ from typing import Any
 
 import numpy as np
 import optuna.distributions as od
-
-from configs import CategoricalParam, FloatParam, IntParam, ParamSpec
 
 # Keeps hyperopt's rounded index strictly inside [0, K-1] (np.round rounds halves to even).
 _EDGE = 1e-6
@@ -30,14 +32,21 @@ class Dimension:
     choices: tuple[Any, ...] = ()
 
     @classmethod
-    def from_spec(cls, name: str, spec: ParamSpec) -> Dimension:
-        if isinstance(spec, IntParam):
-            return cls(name, "int", spec.low, spec.high, spec.step, spec.log)
-        if isinstance(spec, FloatParam):
-            return cls(name, "float", spec.low, spec.high, spec.step, spec.log)
-        if isinstance(spec, CategoricalParam):
-            return cls(name, "categorical", choices=tuple(spec.choices))
-        raise TypeError(f"unsupported parameter spec for {name}: {spec!r}")
+    def from_dict(cls, name: str, spec: Mapping[str, Any]) -> Dimension:
+        """A dimension from ``{"type": "int" | "float", "low", "high", "step"?, "log"?}`` or
+        ``{"type": "categorical", "choices": [...]}`` (already validated: the pipeline checks configs at the door).
+
+        Example:
+            >>> Dimension.from_dict("lr", {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}).log
+            True
+        """
+        kind = spec.get("type")
+        if kind == "categorical":
+            return cls(name, "categorical", choices=tuple(spec["choices"]))
+        if kind in ("int", "float"):
+            step = spec.get("step", 1 if kind == "int" else None)
+            return cls(name, kind, spec["low"], spec["high"], step, bool(spec.get("log", False)))
+        raise ValueError(f"{name}: unknown parameter type {kind!r}; use int, float or categorical")
 
     @property
     def n_steps(self) -> int | None:
@@ -179,7 +188,7 @@ class SearchSpace:
     """An ordered set of ``Dimension``s compiled for either backend.
 
     Example:
-        >>> space = SearchSpace.from_config(cfg.search.space)
+        >>> space = SearchSpace.from_dict({"lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True}})
         >>> space.optuna_distributions()["lr"]
         FloatDistribution(high=0.005, log=True, low=0.0001, step=None)
     """
@@ -191,8 +200,9 @@ class SearchSpace:
         self._by_name = {d.name: d for d in dimensions}
 
     @classmethod
-    def from_config(cls, spec: Mapping[str, ParamSpec]) -> SearchSpace:
-        return cls([Dimension.from_spec(name, s) for name, s in spec.items()])
+    def from_dict(cls, spec: Mapping[str, Mapping[str, Any]]) -> SearchSpace:
+        """A space from ``{name: {"type": ..., ...}}`` (see ``Dimension.from_dict``), in the mapping's order."""
+        return cls([Dimension.from_dict(name, s) for name, s in spec.items()])
 
     def __contains__(self, name: str) -> bool:
         return name in self._by_name

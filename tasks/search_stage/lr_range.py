@@ -285,7 +285,7 @@ def find_lr_range(job: Any, prepared: PreparedData, logged: Mapping[str, str] | 
 
     Example:
         >>> narrowing = find_lr_range(job, prepared)
-        >>> SearchSpace.from_config(narrowing.space)
+        >>> search_space(narrowing.space)
     """
     if logged and LR_RANGE_NOTE in logged:
         space = dict(job.search.space)

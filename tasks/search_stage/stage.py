@@ -27,6 +27,7 @@ from models import get_family
 from tasks.data_prep.prepared import PreparedData
 from tasks.runtime.budget import RunBudget, SearchDeadline
 from tasks.runtime.state import local_state
+from tasks.space import search_space
 from tasks.search import (
     FOLD_LOSSES_ATTR,
     SOURCE_ATTR,
@@ -164,7 +165,7 @@ def run_search_stage(
     search, model, seed = job.search, job.model, job.seed
     family = get_family(model.family)
     lr_range = find_lr_range(job, prepared, stage_run_record(pipeline, "search")) if search.lr_range == "auto" else None
-    space = SearchSpace.from_config(lr_range.space if lr_range else search.space)
+    space = search_space(lr_range.space if lr_range else search.space)
     deadline = (
         SearchDeadline(
             job.budget,

@@ -32,6 +32,7 @@ from configs import (
 )
 from models import get_family
 from tasks.runtime.caching import pipeline_stage_key
+from tasks.space import search_space
 from tasks.search import SearchSpace
 from tasks.tracking.catalog import (
     BEST_CONFIG_FILE,
@@ -255,7 +256,7 @@ def warm_start(
     job: WarmStartJob, meta_features: dict[str, float], task_type: str, pipeline: PipelineRun
 ) -> WarmStartDecision:
     """Prefect stage: decide the warm start and log the candidate table, queued configs and adaptations."""
-    space = SearchSpace.from_config(job.space)
+    space = search_space(job.space)
     settings = job.warm_start
     with stage_run(pipeline, "warm_start"):
         if not settings.enabled:
