@@ -193,9 +193,9 @@ def _lr_find(args: argparse.Namespace) -> int:
     state = local_state()
     configure_mlflow(state)  # and an unusable MLflow store before training
     prepared, _ = prepare(checked.frame, DataPrepJob.of(cfg), checked.plan, checked.fingerprint)
-    result = find_lr(cfg.model.family, cfg.model.params, prepared, cfg.training, cfg.seed, params)
+    result = find_lr(cfg.model, prepared, cfg.training, cfg.seed, params)
     plot = plot_lr_range(result, state.lr_find(cfg.name) / LR_FIND_PLOT)
-    tested = tested_config(cfg.model.family, cfg.model.params, params)
+    tested = tested_config(cfg.model, params)
     log_lr_find_run(ensure_experiment(cfg.name, state), cfg.model.family, tested, result, plot)
     ended = "diverged" if result.diverged else "did not diverge; ended"
     print(

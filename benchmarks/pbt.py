@@ -146,7 +146,7 @@ def range_test(dataset: str, config: str, overrides: list[str]) -> dict:
     cfg = load_config(REPO / "configs" / config, [*COMMON, *overrides])
     checked = load_and_check(cfg)
     prepared, _ = prepare(checked.frame, DataPrepJob.of(cfg), checked.plan, checked.fingerprint)
-    suggestion = find_lr(cfg.model.family, cfg.model.params, prepared, cfg.training, cfg.seed).suggestion
+    suggestion = find_lr(cfg.model, prepared, cfg.training, cfg.seed).suggestion
     print(f"{dataset}: range test suggests lr {suggestion:.3g}", file=sys.stderr)
     return {"dataset": dataset, "suggested_lr": suggestion}
 

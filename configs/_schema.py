@@ -116,6 +116,18 @@ class ModelConfig(_Strict):
     family: str
     params: dict[str, bool | int | float | str] = {}
 
+    def default_config(self) -> dict[str, Any]:
+        """The family's default config with this config's fixed ``params`` over it: what every searched config is
+        merged over, and the baseline the final stage trains (``final.baselines: default_config``).
+
+        Example:
+            >>> ModelConfig(family="mlp", params={"hidden_size": 32}).default_config()["hidden_size"]
+            32
+        """
+        from models import get_family  # the family registry is plain data: no torch
+
+        return {**get_family(self.family).defaults, **self.params}
+
 
 class TrainingConfig(_Strict):
     """Settings shared by every training in the pipeline (search trials and final retraining)."""

@@ -21,9 +21,8 @@ from tasks.data_prep.prepared import PreparedData
 from tasks.final_train.stage import TUNED, FinalResult
 from tasks.runtime.budget import RunBudget
 from tasks.runtime.state import local_state
-from tasks.space import search_space
-from tasks.search import SearchSpace
 from tasks.search_stage.result import SearchStageResult
+from tasks.space import search_space
 from tasks.summary import BudgetSummary, CVSummary, PipelineSummary, WarmStartSummary, render_markdown
 from tasks.tracking.catalog import (
     BACKEND_PARAM,

@@ -132,10 +132,9 @@ def train_config(
     ``stop_after`` seconds if given (keeping the best epoch). With ``start_from`` (weights the search kept for this
     config), training continues from them, and they stand unless an epoch beats them on validation. ``epochs`` 0
     validates ``start_from`` without training."""
-    family = get_family(job.model.family)
-    full = {**family.defaults, **job.model.params, **params}
+    full = {**job.model.default_config(), **params}
     shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
-    model = build_model(family, shape, full, job.seed)
+    model = build_model(get_family(job.model.family), shape, full, job.seed)
     if start_from is not None:
         model.load_state_dict(torch.load(start_from, map_location="cpu", weights_only=True))
     settings = TrainSettings(
@@ -255,7 +254,6 @@ def final_train(
     """Prefect stage: train the best config further (from the weights its search evaluation kept, unless
     ``final.init`` is scratch or there are none), evaluate against the baselines, log plots and the model,
     register it."""
-    family = get_family(job.model.family)
     start_from = _start_from(job, best_weights)
     with stage_run(pipeline, "final_train") as run:
         mlflow.log_params(
@@ -268,7 +266,7 @@ def final_train(
         )
         # With a budget, the tuned model may take half of what is left; the default-config baseline gets the rest.
         # When the search's best is the default config itself, it is trained once and is its own baseline.
-        default_params = {**family.defaults, **job.model.params}
+        default_params = job.model.default_config()
         is_default = {**default_params, **best_params} == default_params
         trains_default = DEFAULT_CONFIG in job.final.baselines and not is_default
         tested_as_is = job.search_trained and start_from is not None
@@ -352,7 +350,7 @@ def final_train(
             " | ".join(f"{name.replace('_', ' ')} {value[primary]:.5g}" for name, value in scores.items()),
         )
     return FinalResult(
-        params={**family.defaults, **job.model.params, **(best_params if chosen == TUNED else {})},
+        params={**default_params, **(best_params if chosen == TUNED else {})},
         chosen=chosen,
         chosen_note=note,
         test_metrics=scores[chosen],

@@ -17,7 +17,7 @@ import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from configs import FloatParam, InputError, ParamSpec, TrainingConfig, check_param_value
+from configs import FloatParam, InputError, ModelConfig, ParamSpec, TrainingConfig, check_param_value
 from models import (
     LRRangeResult,
     ModelShape,
@@ -95,36 +95,34 @@ def _scalar(text: str) -> Any:
     return value
 
 
-def tested_config(
-    family_name: str, model_params: Mapping[str, Any], params: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The config the range test trains: the family's defaults, the config's fixed params, then ``params``.
+def tested_config(model: ModelConfig, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The config the range test trains: the default config (the family's defaults, the config's fixed params),
+    then ``params``.
 
     Example:
-        >>> tested_config("mlp", {"hidden_size": 32}, {"lr": 0.01})["lr"]
+        >>> tested_config(ModelConfig(family="mlp", params={"hidden_size": 32}), {"lr": 0.01})["lr"]
         0.01
     """
-    return {**get_family(family_name).defaults, **model_params, **(params or {})}
+    return {**model.default_config(), **(params or {})}
 
 
 def find_lr(
-    family_name: str,
-    model_params: Mapping[str, Any],
+    model: ModelConfig,
     prepared: PreparedData,
     training: TrainingConfig,
     seed: int,
     params: Mapping[str, Any] | None = None,
 ) -> LRRangeResult:
-    """The range test (``models.lr_range_test``) on ``prepared.train`` for the family's default config with
-    ``model_params`` (the config's fixed params) and ``params`` over it, trained as the pipeline trains (its loss,
-    optimiser, gradient clipping and device) from weights seeded with ``seed``.
+    """The range test (``models.lr_range_test``) on ``prepared.train`` for ``model``'s default config with
+    ``params`` over it, trained as the pipeline trains (its loss, optimiser, gradient clipping and device) from
+    weights seeded with ``seed``.
 
     Example:
-        >>> result = find_lr("mlp", cfg.model.params, prepared, cfg.training, cfg.seed)
+        >>> result = find_lr(cfg.model, prepared, cfg.training, cfg.seed)
         >>> result.suggestion
     """
-    family = get_family(family_name)
-    full = tested_config(family_name, model_params, params)
+    family = get_family(model.family)
+    full = tested_config(model, params)
     shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
     model = build_model(family, shape, full, seed)
     settings = TrainSettings(
@@ -295,7 +293,7 @@ def find_lr_range(job: Any, prepared: PreparedData, logged: Mapping[str, str] | 
             space["lr"] = FloatParam(type="float", low=low, high=high, step=lr.step, log=lr.log)
         logger.info("search: learning-rate range test of the stopped attempt reused: %s", logged[LR_RANGE_NOTE])
         return LRRangeNarrowing(None, space, logged[LR_RANGE_NOTE])
-    result = find_lr(job.model.family, job.model.params, prepared, job.training, job.seed)
+    result = find_lr(job.model, prepared, job.training, job.seed)
     space, note = narrow_space(job.search.space, result.suggestion)
     logger.info(
         "search: learning-rate range test: suggested lr %.3g (%d steps%s); %s",

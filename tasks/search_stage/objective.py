@@ -107,7 +107,7 @@ class TrainerObjective:
         return cls(
             family.name,
             prepared,
-            base_params={**family.defaults, **job.model.params},
+            base_params=job.model.default_config(),
             epochs=job.search.epochs,
             loss=loss_for(prepared.task, job.training.loss),
             optimizer=job.training.optimizer,

@@ -15,7 +15,6 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from models import MUTABLE_PARAMS
 from tasks.data_prep.prepared import PreparedData
@@ -56,7 +55,6 @@ from tasks.tracking.catalog import (
     PBT_PARAM_PREFIX,
     PBT_SCHEDULE_FILE,
     PBT_SCHEDULES_PLOT,
-    ROLE,
     SEARCH_SECONDS_METRIC,
     STRATEGY_PARAM,
     STUDY_NAME_PARAM,
@@ -65,7 +63,15 @@ from tasks.tracking.catalog import (
     TRIALS_METRIC_PREFIX,
     VAL_LOSS_METRIC,
 )
-from tasks.tracking.runs import PipelineRun, child_runs, log_file, log_frame, stage_run, was_interrupted
+from tasks.tracking.runs import (
+    PipelineRun,
+    child_runs,
+    create_child_run,
+    log_file,
+    log_frame,
+    stage_run,
+    was_interrupted,
+)
 
 logger = logging.getLogger("automl")
 
@@ -233,16 +239,9 @@ class MlflowPBTObserver:
 
     def _run_of(self, member: int) -> str:
         if member not in self._runs:
-            run = self.client.create_run(
-                self.experiment_id,
-                tags={
-                    MLFLOW_PARENT_RUN_ID: self.search_run_id,
-                    MLFLOW_RUN_NAME: f"member-{member:03d}",
-                    ROLE: TRIAL_ROLE,
-                    PBT_MEMBER: str(member),
-                },
+            self._runs[member] = create_child_run(
+                self.experiment_id, self.search_run_id, f"member-{member:03d}", TRIAL_ROLE, {PBT_MEMBER: str(member)}
             )
-            self._runs[member] = run.info.run_id
             self._logged[member] = set()
         return self._runs[member]
 

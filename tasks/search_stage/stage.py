@@ -23,18 +23,15 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from configs import ModelConfig, PipelineConfig, SearchConfig, TrainingConfig
-from models import get_family
 from tasks.data_prep.prepared import PreparedData
 from tasks.runtime.budget import RunBudget, SearchDeadline
 from tasks.runtime.state import local_state
-from tasks.space import search_space
 from tasks.search import (
     FOLD_LOSSES_ATTR,
     SOURCE_ATTR,
     Observers,
     PrefectExecutor,
     SearchEngine,
-    SearchSpace,
     make_backend,
     make_scheduler,
 )
@@ -53,6 +50,7 @@ from tasks.search_stage.studies import (
     storage_url,
 )
 from tasks.search_stage.trial_runs import MlflowTrialObserver
+from tasks.space import search_space
 from tasks.tracking.catalog import (
     BACKEND_PARAM,
     BEST_PARAMS_FILE,
@@ -163,7 +161,6 @@ def run_search_stage(
 ) -> SearchStageResult:
     """The search stage as a plain function (the ``search`` subflow calls it)."""
     search, model, seed = job.search, job.model, job.seed
-    family = get_family(model.family)
     lr_range = find_lr_range(job, prepared, stage_run_record(pipeline, "search")) if search.lr_range == "auto" else None
     space = search_space(lr_range.space if lr_range else search.space)
     deadline = (
@@ -179,7 +176,7 @@ def run_search_stage(
     )
     if search.strategy == "pbt":
         # the default config first (it may be the best start), then the warm-start configs, each once
-        initial = [space.fit({}, {**family.defaults, **model.params})[0]] if search.try_default_first else []
+        initial = [space.fit({}, model.default_config())[0]] if search.try_default_first else []
         for candidate in warm_start_decision.queued:
             if candidate.queued_params not in initial:
                 initial.append(candidate.queued_params)
@@ -204,7 +201,7 @@ def run_search_stage(
         enqueued = enqueue_warm_start(study, warm_start_decision, space if lr_range else None)
         # Not for the grid sampler: it gives trial n grid point n, so a queued trial would push a point out.
         if search.try_default_first and not enqueued and search.sampler != "grid":
-            default_config, _ = space.fit({}, {**family.defaults, **model.params})
+            default_config, _ = space.fit({}, model.default_config())
             if enqueue_default_config(study, default_config):
                 logger.info("search: the default config goes first: %s", default_config)
         n_startup = (

@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from tasks.search import FAILED, FOLD_PRUNED, INTERRUPTED, Evaluation, TrialRecord, Verdict
 from tasks.tracking.catalog import (
@@ -20,7 +20,6 @@ from tasks.tracking.catalog import (
     OUTCOME,
     PROMOTIONS,
     RETRIED_FROM_TRIAL,
-    ROLE,
     RUNG_CURVE_METRIC,
     RUNG_FRACTION_PARAM,
     RUNG_VAL_LOSS_METRIC,
@@ -32,7 +31,7 @@ from tasks.tracking.catalog import (
     TRIAL_SOURCE,
     VAL_LOSS_METRIC,
 )
-from tasks.tracking.runs import child_runs
+from tasks.tracking.runs import child_runs, create_child_run
 
 logger = logging.getLogger("automl")
 
@@ -57,17 +56,13 @@ class MlflowTrialObserver:
     def trial_started(self, trial: optuna.Trial, record: TrialRecord) -> None:
         run_id = self._runs.get(record.number) or self._reopen_interrupted(record)
         if run_id is None:
-            run = self.client.create_run(
+            run_id = self._runs[record.number] = create_child_run(
                 self.experiment_id,
-                tags={
-                    MLFLOW_PARENT_RUN_ID: self.search_run_id,
-                    MLFLOW_RUN_NAME: f"trial-{record.number:03d}",
-                    ROLE: TRIAL_ROLE,
-                    TRIAL_NUMBER: str(record.number),
-                    TRIAL_SOURCE: record.source,
-                },
+                self.search_run_id,
+                f"trial-{record.number:03d}",
+                TRIAL_ROLE,
+                {TRIAL_NUMBER: str(record.number), TRIAL_SOURCE: record.source},
             )
-            run_id = self._runs[record.number] = run.info.run_id
             self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in record.params.items()])
         trial.set_user_attr(MLFLOW_RUN_ATTR, run_id)
 

@@ -10,7 +10,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -230,6 +230,18 @@ def child_runs(experiment_id: str, parent_run_id: str, role: str | None = None) 
         token = page.token
         if not token:
             return runs
+
+
+def create_child_run(
+    experiment_id: str, parent_run_id: str, name: str, role: str, tags: Mapping[str, str] | None = None
+) -> str:
+    """A run nested under ``parent_run_id`` (a trial or a PBT member under the search run), made with the client
+    rather than the active-run API so that observer threads can fill it while the stage run is active; returns its
+    id."""
+    run = MlflowClient().create_run(
+        experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: name, ROLE: role, **(tags or {})}
+    )
+    return run.info.run_id
 
 
 def close_stale_children(pipeline: PipelineRun, note: str) -> int:

@@ -32,8 +32,8 @@ from configs import (
 )
 from models import get_family
 from tasks.runtime.caching import pipeline_stage_key
-from tasks.space import search_space
 from tasks.search import SearchSpace
+from tasks.space import search_space
 from tasks.tracking.catalog import (
     BEST_CONFIG_FILE,
     BEST_VAL_LOSS,
@@ -214,7 +214,7 @@ def decide_warm_start(
     """Find, rank and fit the configs to queue (reads MLflow; writes nothing)."""
     settings = job.warm_start
     family = get_family(job.model.family)
-    defaults = {**family.defaults, **job.model.params}
+    defaults = job.model.default_config()
     candidates: list[Candidate] = []
     if settings.from_file is not None:
         candidates.append(_from_transferred(load_transferred_config(settings.from_file), family.name, task_type, space))
