@@ -1,5 +1,5 @@
-"""The pipeline summary and its renderings: the JSON keeps the keys README documents, in order; the table and the
-Markdown read as they always have."""
+"""The pipeline summary and its renderings: the JSON keeps the keys docs/operations.md documents, in order; the table
+and the Markdown read as they always have."""
 
 from __future__ import annotations
 
