@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace) -> int:
     from configs import load_config
-    from tasks.data_prep.prepare import load_and_check
+    from tasks.data_prep import load_and_check
 
     cfg = load_config(args.config, args.overrides)
     checked = load_and_check(cfg)
@@ -180,7 +180,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _lr_find(args: argparse.Namespace) -> int:
     from configs import load_config
-    from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+    from tasks.data_prep import DataPrepJob, load_and_check, prepare
     from tasks.runtime.state import local_state
     from tasks.search_stage.lr_range import find_lr, log_lr_find_run, parse_params, plot_lr_range, tested_config
     from tasks.tracking.catalog import LR_FIND_PLOT
@@ -209,7 +209,7 @@ def _lr_find(args: argparse.Namespace) -> int:
 def _store():
     from tasks.runtime.state import local_state
     from tasks.tracking.runs import configure_mlflow
-    from tasks.warm_start.stage import config_store
+    from tasks.warm_start import config_store
 
     configure_mlflow(local_state())
     return config_store
@@ -403,7 +403,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from configs import InputError, load_config
-    from tasks.data_prep.prepare import load_and_check
+    from tasks.data_prep import load_and_check
     from tasks.runtime.state import local_state
 
     setup_console()

@@ -64,8 +64,11 @@ def compare(seed: int, trials: int, overrides: list[str]) -> list[dict]:
     """One search, then the final training of its best config from the best trial's weights and from scratch."""
     from configs import load_config
     from flows.pipeline import automl_pipeline
-    from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
-    from tasks.final_train.stage import FinalTrainJob, score, test_predictions, test_targets, train_config
+    from tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from tasks.final_train.evaluation import test_predictions, test_targets
+    from tasks.final_train.job import FinalTrainJob
+    from tasks.final_train.metrics import score
+    from tasks.final_train.training import train_config
     from tasks.runtime.state import local_state
     from tasks.search_stage.objective import trial_weights_path
 

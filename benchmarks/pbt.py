@@ -140,7 +140,7 @@ def _final_epochs(summary) -> float:
 def range_test(dataset: str, config: str, overrides: list[str]) -> dict:
     """The range test on the family's default config, as ``automl lr-find`` runs it."""
     from configs import load_config
-    from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+    from tasks.data_prep import DataPrepJob, load_and_check, prepare
     from tasks.search_stage.lr_range import find_lr
 
     cfg = load_config(REPO / "configs" / config, [*COMMON, *overrides])

@@ -152,8 +152,10 @@ def compare(
 ) -> list:
     """The peers, then our default run, then ours with a third of the faster peer's wall-clock, on one dataset."""
     from configs import load_config
-    from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
-    from tasks.final_train.stage import naive_predictions, score, test_targets
+    from tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from tasks.final_train.baselines import naive_predictions
+    from tasks.final_train.evaluation import test_targets
+    from tasks.final_train.metrics import score
 
     cfg = load_config(CONFIG, overrides)
     if cfg.training.optimizer != "adam" or cfg.training.loss not in ("auto", "mse"):

@@ -152,7 +152,7 @@ def _worker(url: str, study_name: str, objective: str, n_trials: int, threads: i
 def _trainer_objective(threads: int):
     from configs import load_config
     from models import get_family
-    from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+    from tasks.data_prep import DataPrepJob, load_and_check, prepare
     from tasks.search_stage.objective import TrainerObjective
 
     cfg = load_config(REPO / "configs" / "lstm_baseline.yaml")

@@ -13,12 +13,14 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from configs import InputError, PipelineConfig, config_file, load_config, shipped_configs, typed_overrides
-from tasks.data_prep.prepare import CheckedData, DataPrepJob, load_and_check
+from tasks.data_prep import CheckedData, DataPrepJob, load_and_check
 from tasks.data_prep.stage import data_prep
-from tasks.final_train.stage import FinalTrainJob, final_train
+from tasks.final_train.job import FinalTrainJob
+from tasks.final_train.stage import final_train
 from tasks.pipeline_run import pipeline_run, record_summary
 from tasks.runtime.budget import RunBudget
-from tasks.search_stage.stage import SearchJob, search_stage
+from tasks.search_stage.job import SearchJob
+from tasks.search_stage.stage import search_stage
 from tasks.search_stage.studies import check_study
 from tasks.summary import PipelineSummary
 from tasks.warm_start.stage import WarmStartJob, warm_start

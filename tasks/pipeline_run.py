@@ -18,7 +18,8 @@ from prefect.context import FlowRunContext
 
 from configs import PipelineConfig, config_hash
 from tasks.data_prep.prepared import PreparedData
-from tasks.final_train.stage import TUNED, FinalResult
+from tasks.final_train.plan import TUNED
+from tasks.final_train.result import FinalResult
 from tasks.runtime.budget import RunBudget
 from tasks.runtime.state import local_state
 from tasks.search_stage.result import SearchStageResult
@@ -66,7 +67,7 @@ from tasks.tracking.runs import (
     open_pipeline_run,
     was_interrupted,
 )
-from tasks.warm_start.stage import WarmStartDecision
+from tasks.warm_start.decision import WarmStartDecision
 
 logger = logging.getLogger("automl")
 

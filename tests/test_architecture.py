@@ -22,7 +22,7 @@ def test_importing_the_search_library_loads_neither_torch_mlflow_nor_prefect():
 def test_checking_a_config_and_its_data_loads_neither_torch_mlflow_nor_prefect():
     """``automl run`` refuses bad input, and launches the Prefect server, before paying for those imports."""
     code = (
-        "import sys; from configs import load_config; from tasks.data_prep.prepare import load_and_check; "
+        "import sys; from configs import load_config; from tasks.data_prep import load_and_check; "
         "checked = load_and_check(load_config('configs/lstm_baseline.yaml', [])); "
         "print(checked.plan.task, sorted({'torch', 'mlflow', 'prefect', 'optuna'} & set(sys.modules)))"
     )

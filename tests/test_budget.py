@@ -8,35 +8,67 @@ import time
 import optuna
 import pytest
 
-from tasks.runtime.budget import FINAL_SHARE_CAP, RunBudget, SearchDeadline
+from configs import load_config
+from tasks.final_train.plan import DEFAULT_CONFIG, TUNED, FinalPlan
+from tasks.runtime.budget import RunBudget
 from tasks.search import Evaluation, Observers, SearchEngine, SearchSpace, TrialRecord, make_backend, make_scheduler
+from tasks.search_stage.deadline import FINAL_SHARE_CAP, SearchDeadline
 
 SPACE = SearchSpace.from_dict({"x": {"type": "float", "low": -3, "high": 3}})
 
 
+def _plan(**kw) -> FinalPlan:
+    """A final stage of 10 epochs per training and 2 s besides; the default config is x = 0."""
+    return FinalPlan(epochs=10, default_config={"x": 0.0}, overhead=kw.pop("overhead", 2.0), **kw)
+
+
 def test_the_final_stage_reserve_comes_from_measured_costs():
-    deadline = SearchDeadline(RunBudget(seconds=100, started_at=1000.0), final_epochs=10, overhead=2.0)
+    deadline = SearchDeadline(RunBudget(seconds=100, started_at=1000.0), _plan())
     assert deadline.final_reserve() == FINAL_SHARE_CAP * 100  # nothing measured yet: the largest share
     # 4 epochs on a third of the data in 0.4 s: 0.3 s per epoch on all of it; 2 epochs on all in 1.0 s: 0.5 s
-    deadline.rung_finished(TrialRecord(0, {}), 1 / 3, 1, Evaluation(1.0, (1, 1, 1, 1), 0.4), None)
-    deadline.rung_finished(TrialRecord(1, {}), 1.0, 3, Evaluation(1.0, (1, 1), 1.0), None)
-    deadline.trial_finished(TrialRecord(1, {}), TrialRecord(1, {}, value=1.0))
+    deadline.rung_finished(TrialRecord(0, {"x": 1.0}), 1 / 3, 1, Evaluation(1.0, (1, 1, 1, 1), 0.4), None)
+    deadline.rung_finished(TrialRecord(1, {"x": 2.0}), 1.0, 3, Evaluation(1.0, (1, 1), 1.0), None)
+    deadline.trial_finished(TrialRecord(1, {"x": 2.0}), TrialRecord(1, {"x": 2.0}, value=1.0))
     typical = (0.3 + 0.5) / 2
     assert deadline.final_reserve() == pytest.approx((0.5 + typical) * 10 + 2.0)  # the best config and a typical one
     assert deadline() == pytest.approx(1100.0 - deadline.final_reserve())
-    deadline.trains_default = False  # final.baselines without default_config: only the best config is trained
+    deadline.plan = _plan(default_baseline=False)  # final.baselines without default_config: only the best trains
     assert deadline.final_reserve() == pytest.approx(0.5 * 10 + 2.0)
-    deadline.trains_default = True
-    deadline.trial_started(None, TrialRecord(1, {}, source="default_config"))  # trial 1 was the default config:
-    assert deadline.final_reserve() == pytest.approx(0.5 * 10 + 2.0)  # trained once, as its own baseline
-    deadline.default_trial = 0
-    deadline.rung_finished(TrialRecord(2, {}), 1.0, 3, Evaluation(0.5, (1,), 30.0), None)  # a costly config...
-    deadline.trial_finished(TrialRecord(2, {}), TrialRecord(2, {}, value=0.5))  # ...becomes the best
+    deadline.plan = _plan()
+    # the best config is the default config: trained once, as its own baseline
+    deadline.trial_finished(TrialRecord(1, {"x": 0.0}), TrialRecord(1, {"x": 0.0}, value=1.0))
+    assert deadline.final_reserve() == pytest.approx(0.5 * 10 + 2.0)
+    deadline.rung_finished(TrialRecord(2, {"x": 3.0}), 1.0, 3, Evaluation(0.5, (1,), 30.0), None)  # a costly config
+    deadline.trial_finished(TrialRecord(2, {"x": 3.0}), TrialRecord(2, {"x": 3.0}, value=0.5))  # ...becomes the best
     assert deadline.final_reserve() == FINAL_SHARE_CAP * 100  # capped: the search always keeps half
     # under PBT the best member is tested as it is: only the default-config baseline trains
-    pbt = SearchDeadline(RunBudget(seconds=100, started_at=1000.0), final_epochs=10, overhead=2.0, trains_tuned=False)
+    pbt = SearchDeadline(RunBudget(seconds=100, started_at=1000.0), _plan(trains_tuned=False))
     pbt.epoch_seconds.update({0: 0.2, 1: 0.4, 2: 0.6})  # what members' epochs cost (the PBT tracker fills it)
     assert pbt.final_reserve() == pytest.approx(0.4 * 10 + 2.0)
+
+
+def test_the_search_reserve_and_the_final_split_follow_one_plan():
+    """What the search reserves for and how the final stage splits what is left are read off the same plan, so they
+    agree on which trainings there are: the MLP's default config fitted into its space (weight_decay 0 clipped to
+    the space's 1e-6) is not the default config, so the default config still trains beside it, in both stages."""
+    cfg = load_config("configs/mlp_tabular.yaml", [])
+    plan = FinalPlan.of(cfg)
+    assert plan.epochs == cfg.final.epochs and plan.trains_tuned and plan.default_baseline
+    fitted_default = {**plan.default_config, "weight_decay": 1e-6}
+    assert plan.trainings(fitted_default) == (TUNED, DEFAULT_CONFIG)
+    assert plan.share(TUNED, fitted_default) == 0.5 and plan.share(DEFAULT_CONFIG, fitted_default) == 1.0
+    assert plan.trainings(dict(plan.default_config)) == (TUNED,)  # exactly the default: its own baseline
+    assert plan.share(TUNED, dict(plan.default_config)) == 1.0
+    deadline = SearchDeadline(RunBudget(seconds=1000, started_at=0.0), plan)
+    deadline.epoch_seconds.update({0: 1.0, 1: 1.0})
+    deadline.best, deadline.best_params = 0, fitted_default
+    assert deadline.final_reserve() == pytest.approx(2 * cfg.final.epochs + plan.overhead)
+    deadline.best_params = dict(plan.default_config)
+    assert deadline.final_reserve() == pytest.approx(cfg.final.epochs + plan.overhead)
+    assert FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["search.strategy=pbt", "search.fidelity=none"]))\
+        .trainings(fitted_default) == (DEFAULT_CONFIG,)  # PBT: the best member is tested as it is
+    no_default = FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["final.baselines=[naive]"]))
+    assert no_default.trainings(fitted_default) == (TUNED,) and no_default.share(TUNED, fitted_default) == 1.0
 
 
 def test_the_search_stops_in_time_to_leave_the_final_stage_its_share():
@@ -52,7 +84,7 @@ def test_the_search_stops_in_time_to_leave_the_final_stage_its_share():
         return Evaluation((params["x"] - 1) ** 2 + (1 - fraction), (1.0,) * epochs, epoch * epochs * fraction)
 
     budget = RunBudget(seconds=3.0, started_at=time.time())
-    deadline = SearchDeadline(budget, final_epochs=10, overhead=0.4)
+    deadline = SearchDeadline(budget, _plan(overhead=0.4))
     study = optuna.create_study()
     engine = SearchEngine(
         objective,

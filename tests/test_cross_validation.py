@@ -14,10 +14,11 @@ import pytest
 from optuna.trial import TrialState
 
 from configs import CVConfig, DataError, load_config
+from tasks.data_prep import DataPrepJob, load_and_check, prepare
 from tasks.data_prep.folds import series_folds
-from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
 from tasks.data_prep.preprocessing import preprocessing_from_dict
-from tasks.runtime.budget import RunBudget, SearchDeadline
+from tasks.final_train.plan import FinalPlan
+from tasks.runtime.budget import RunBudget
 from tasks.search import (
     FOLD_LOSSES_ATTR,
     Evaluation,
@@ -28,6 +29,7 @@ from tasks.search import (
     make_backend,
     make_scheduler,
 )
+from tasks.search_stage.deadline import SearchDeadline
 from tests.helpers import REPO, make_series, write_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -163,7 +165,8 @@ def test_past_the_deadline_a_config_stops_between_folds_with_the_folds_it_finish
 
 
 def test_the_budget_counts_the_final_training_on_more_rows_than_a_fold():
-    deadline = SearchDeadline(RunBudget(100.0, 0.0), final_epochs=10, trains_default=False, train_scale=4.0)
+    plan = FinalPlan(epochs=10, default_config={}, default_baseline=False)
+    deadline = SearchDeadline(RunBudget(100.0, 0.0), plan, train_scale=4.0)
     record = TrialRecord(number=0, params={})
     deadline.rung_finished(record, 1.0, 1, Evaluation(0.1, (1.0, 0.9), seconds=2.0), Verdict.COMPLETE)
     assert deadline.epoch_seconds[0] == pytest.approx(4.0)  # 1 s per fold epoch, on 4x the rows

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from configs import DataError, load_config
-from tasks.data_prep.prepare import DataPrepJob, fingerprint, load_and_check, plan_data, prepare, read_table
+from tasks.data_prep import DataPrepJob, fingerprint, load_and_check, plan_data, prepare, read_table
 from tests.helpers import REPO, make_series, write_config
 
 
@@ -26,7 +26,7 @@ def test_holdout_sizes_are_the_sizes_train_test_split_gives(val, test):
     from sklearn.model_selection import train_test_split
 
     from configs import SplitConfig
-    from tasks.data_prep.prepare import holdout_sizes
+    from tasks.data_prep.tabular import holdout_sizes
 
     split = SplitConfig(train=round(1 - val - test, 10), val=val, test=test)
     for rows in range(20, 400):

@@ -8,8 +8,9 @@ import pytest
 
 from configs import load_config
 from models import FitResult, get_family, loss_for
-from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
-from tasks.final_train.stage import FinalTrainJob, _start_from, choose_model, train_config
+from tasks.data_prep import DataPrepJob, load_and_check, prepare
+from tasks.final_train.job import FinalTrainJob
+from tasks.final_train.training import choose_model, start_weights, train_config
 from tasks.search_stage.objective import TrainerObjective, trial_weights_path
 from tests.helpers import TINY_SPACE, write_config
 
@@ -37,16 +38,16 @@ def test_the_final_training_starts_where_the_best_trial_ended(prepared_and_confi
     assert weights.is_file() and low.loss != full.loss
 
     job = FinalTrainJob.of(cfg)
-    assert _start_from(job, str(weights)) == weights
-    _, fitted = train_config(job, prepared, PARAMS, start_from=_start_from(job, str(weights)))
+    assert start_weights(job, str(weights)) == weights
+    _, fitted = train_config(job, prepared, PARAMS, start_from=start_weights(job, str(weights)))
     assert fitted.start_val_loss == pytest.approx(full.loss, rel=1e-5)  # the trial's best epoch, exactly
     assert fitted.best_val_loss <= fitted.start_val_loss  # training on only keeps a better epoch
 
     scratch = FinalTrainJob.of(load_config(write_config(tmp_path, cfg.data.path, final={"init": "scratch"})))
-    assert _start_from(scratch, str(weights)) is None
+    assert start_weights(scratch, str(weights)) is None
     _, fresh = train_config(scratch, prepared, PARAMS)
     assert fresh.start_val_loss is None and fresh.val_loss[0] > full.loss  # one epoch from scratch is worse
-    assert _start_from(job, str(tmp_path / "missing.pt")) is None  # no weights kept: from scratch, said in the log
+    assert start_weights(job, str(tmp_path / "missing.pt")) is None  # no weights kept: from scratch, said in the log
 
 
 def test_the_lower_validation_loss_decides_which_model_goes_on():

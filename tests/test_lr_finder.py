@@ -20,7 +20,7 @@ from torch import nn
 from automl.cli import main
 from configs import CategoricalParam, FloatParam, IntParam, load_config
 from models import FAMILIES, TrainSettings, fit, lr_range_test
-from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+from tasks.data_prep import DataPrepJob, load_and_check, prepare
 from tasks.runtime.state import local_state
 from tasks.search_stage.lr_range import find_lr_range, narrow_lr, narrow_space
 from tasks.tracking.runs import configure_mlflow

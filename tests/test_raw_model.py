@@ -15,10 +15,17 @@ import pytest
 
 from configs import load_config
 from models import ModelShape, build_model, get_family, predict
-from tasks.data_prep.prepare import DataPrepJob, load_and_check, prepare
+from tasks.data_prep import DataPrepJob, load_and_check, prepare
 from tasks.data_prep.preprocessing import RawInputError, TabularPreprocessing, preprocessing_from_dict
 from tasks.registry.raw_model import predict_raw
 from tests.helpers import write_config
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp_path(tmp_path, monkeypatch):
+    """MLflow's default experiment keeps its artifacts in ./mlruns: these tests log there, so they run in tmp_path
+    (before, they left an mlruns/ folder in the checkout)."""
+    monkeypatch.chdir(tmp_path)
 
 
 def _table(n: int = 120, seed: int = 0) -> pd.DataFrame:
@@ -137,7 +144,7 @@ def test_a_logged_model_takes_boolean_and_category_columns(tmp_path):
 @pytest.mark.parametrize(("n_classes", "matrix"), [(4, True), (35, False)])
 def test_the_classification_report_copes_with_absent_and_many_classes(tmp_path, n_classes, matrix):
     from tasks.data_prep.prepared import PreparedData, Split
-    from tasks.final_train.stage import _log_classification
+    from tasks.final_train.plots import log_classification_report
 
     y_true = np.array([0, 1, 1, 0, 1])  # classes 2.. never occur in the test split
     proba = np.zeros((5, n_classes))
@@ -157,7 +164,7 @@ def test_the_classification_report_copes_with_absent_and_many_classes(tmp_path, 
     )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with mlflow.start_run() as run:
-        _log_classification(prepared, y_true, proba, "tuned")
+        log_classification_report(prepared, y_true, proba, "tuned")
     client = mlflow.MlflowClient()
     per_class = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/per_class_metrics.csv"))
     assert per_class["class"].tolist() == [f"c{i}" for i in range(n_classes)]
@@ -169,7 +176,7 @@ def test_the_classification_report_copes_with_absent_and_many_classes(tmp_path, 
 def test_a_rerun_after_a_kill_in_registration_reuses_the_version_and_its_champion(tmp_path):
     """Killed after registering (and even after moving the alias), the resumed stage registers again: it finds
     the version its pipeline run made and neither adds a second one nor records a second move."""
-    from tasks.final_train.stage import register
+    from tasks.final_train.registration import register
     from tasks.registry.champion import champion_history
     from tasks.registry.raw_model import log_raw_model
     from tasks.summary import RegisteredVersion
@@ -187,3 +194,4 @@ def test_a_rerun_after_a_kill_in_registration_reuses_the_version_and_its_champio
     assert first[:2] == again[:2] == (RegisteredVersion("houses", 1), info.model_uri)
     assert first[2] is again[2] is True and "champion already" in again[3]
     assert len(champion_history(client, "houses")) == 1
+

@@ -76,7 +76,7 @@ def test_dask_settings_of_one_parallel_search_leave_dask_defaults_for_the_next()
     # A fresh process where distributed is not imported yet, as `automl serve` before its first parallel run.
     code = (
         "import sys, dask\n"
-        "from tasks.search_stage.stage import local_dask_settings\n"
+        "from tasks.search_stage.task_runners import local_dask_settings\n"
         "assert 'distributed' not in sys.modules\n"
         "with local_dask_settings():\n"
         "    assert dask.config.get('distributed.worker.profile.enabled') is False\n"

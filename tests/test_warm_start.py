@@ -15,7 +15,8 @@ from tasks.search import SearchSpace
 from tasks.space import search_space
 from tasks.tracking.catalog import FAMILY, META_FEATURES, ROLE, SPACE_SIGNATURE, TASK_TYPE
 from tasks.tracking.runs import configure_mlflow, ensure_experiment
-from tasks.warm_start.stage import Candidate, WarmStartJob, choose, decide_warm_start, meta_distance
+from tasks.warm_start.decision import Candidate, choose, meta_distance
+from tasks.warm_start.stage import WarmStartJob, decide_warm_start
 from tests.helpers import REPO
 
 SPACE = SearchSpace.from_dict(

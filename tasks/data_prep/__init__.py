@@ -8,16 +8,19 @@ Example:
     >>> prepared, split_rows = prepare(checked.frame, DataPrepJob.of(cfg), checked.plan, checked.fingerprint)
 """
 
-from tasks.data_prep.prepare import CheckedData, DataPlan, DataPrepJob, load_and_check, plan_data, prepare, read_table
-from tasks.data_prep.prepared import Fold, PreparedData, Split
+from tasks.data_prep.job import DataPlan, DataPrepJob
+from tasks.data_prep.prepare import CheckedData, fingerprint, load_and_check, plan_data, prepare, read_table
+from tasks.data_prep.prepared import CVSettings, Fold, PreparedData, Split
 
 __all__ = [
+    "CVSettings",
     "CheckedData",
     "DataPlan",
     "DataPrepJob",
     "Fold",
     "PreparedData",
     "Split",
+    "fingerprint",
     "load_and_check",
     "plan_data",
     "prepare",

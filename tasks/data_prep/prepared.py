@@ -33,6 +33,17 @@ class Fold:
     preprocessing: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CVSettings:
+    """``search.cv`` as data prep made the folds: the fold kind it resolved (``kfold``, ``stratified``,
+    ``rolling_origin`` or ``expanding``; never ``auto``), how many folds, and the rows left out between a series
+    fold's training and validation rows (``gap``)."""
+
+    kind: str
+    folds: int
+    gap: int = 0
+
+
 @dataclass
 class PreparedData:
     """Everything later stages need to train and evaluate, in memory."""
@@ -57,6 +68,7 @@ class PreparedData:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     raw_test_input: pd.DataFrame | None = None
     folds: list[Fold] = field(default_factory=list)  # cross-validation folds of train+val; none for one split
+    cv: CVSettings | None = None  # how the folds were made; None for one split
 
     @property
     def n_features(self) -> int:

@@ -8,7 +8,8 @@ import warnings
 import mlflow
 from prefect import task
 
-from tasks.data_prep.prepare import CheckedData, DataPrepJob, prepare
+from tasks.data_prep.job import DataPrepJob
+from tasks.data_prep.prepare import CheckedData, prepare
 from tasks.data_prep.prepared import PreparedData
 from tasks.runtime.caching import pipeline_stage_key
 from tasks.tracking.catalog import (

@@ -2,7 +2,7 @@
 schedulers (none, successive halving, Hyperband) that know nothing of samplers, executors that run evaluations,
 population-based training (``PopulationBasedTraining``) over the same executors, and the ledger (an Optuna study)
 that records them. It imports neither torch, MLflow nor Prefect; the pipeline's search stage
-(tasks/search_stage.py) plugs the torch objective, MLflow tracking and Prefect in.
+(tasks/search_stage/) plugs the torch objective, MLflow tracking and Prefect in.
 
 Example:
     >>> import optuna

@@ -29,6 +29,7 @@ from models import (
     pick_device,
 )
 from tasks.data_prep.prepared import PreparedData
+from tasks.search_stage.job import SearchJob
 from tasks.tracking.catalog import (
     LR_FIND_BATCH_SIZE_PARAM,
     LR_FIND_DIVERGED_PARAM,
@@ -274,7 +275,7 @@ class LRRangeNarrowing:
         mlflow.set_tag(LR_RANGE_NOTE, self.note)
 
 
-def find_lr_range(job: Any, prepared: PreparedData, logged: Mapping[str, str] | None = None) -> LRRangeNarrowing:
+def find_lr_range(job: SearchJob, prepared: PreparedData, logged: Mapping[str, str] | None = None) -> LRRangeNarrowing:
     """``search.lr_range: auto``: the range test on the family's default config (with the config's fixed params),
     and the search space with its ``lr`` narrowed around the suggestion. ``job`` is the search stage's
     ``SearchJob`` (its ``search``, ``model``, ``training`` and ``seed``). ``logged`` holds the params and tags of

@@ -31,6 +31,7 @@ import torch
 from models import ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
 from tasks.data_prep.prepared import PreparedData
 from tasks.search import Evaluation, params_key
+from tasks.search_stage.job import SearchJob
 
 
 def subsample_indices(n: int, fraction: float, kind: str, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
@@ -100,7 +101,9 @@ class TrainerObjective:
         self._stop = threading.Event()
 
     @classmethod
-    def of(cls, job: Any, prepared: PreparedData, *, threads: int, deadline: Callable[[], float] | None, **extra: Any):
+    def of(
+        cls, job: SearchJob, prepared: PreparedData, *, threads: int, deadline: Callable[[], float] | None, **extra: Any
+    ) -> TrainerObjective:
         """Built from the search stage's job (its ``model``, ``training``, ``search`` and ``seed``); ``extra`` goes
         to the constructor (``weights_dir``, ``checkpoint_dir``)."""
         family = get_family(job.model.family)

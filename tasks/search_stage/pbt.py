@@ -1,15 +1,14 @@
-"""The search stage as population-based training (``search.strategy: pbt``): the population trains through the
-search subflow's executor, every member is an MLflow run under the ``search`` run (its params and validation loss
-per epoch, and whom it copied per interval), and the search run gets the lineage, the best member's schedule and
-two plots. The best member's weights go to the final stage, which tests them without training again."""
+"""``search.strategy: pbt``, population-based training: the population trains through the search subflow's executor,
+every member is an MLflow run under the ``search`` run (its params and validation loss per epoch, and whom it copied
+per interval), and the search run gets the lineage, the best member's schedule and two plots. The best member's
+weights go to the final stage, which tests them without training again."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import mlflow
 import pandas as pd
@@ -17,8 +16,6 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from models import MUTABLE_PARAMS
-from tasks.data_prep.prepared import PreparedData
-from tasks.runtime.budget import SearchDeadline
 from tasks.runtime.state import local_state
 from tasks.search import (
     COMPLETE,
@@ -29,22 +26,16 @@ from tasks.search import (
     PBTSettings,
     PopulationBasedTraining,
     PrefectExecutor,
-    SearchSpace,
     TrialCounts,
 )
+from tasks.search_stage.deadline import SearchDeadline
 from tasks.search_stage.objective import MemberTrainer, trial_weights_path
-from tasks.search_stage.result import SearchStageResult
-from tasks.search_stage.studies import make_storage, open_study, redact, storage_url
+from tasks.search_stage.strategy import SearchContext, StrategyOutcome
 from tasks.summary import PBTSummary
 from tasks.tracking.catalog import (
-    BEST_PARAMS_FILE,
-    BEST_TRIAL_METRIC,
-    BEST_TRIAL_WEIGHTS_FILE,
-    BEST_VAL_LOSS,
     EPOCH_VAL_LOSS_METRIC,
     EXPLOITED_FROM_METRIC,
     OUTCOME,
-    PARALLELISM_PARAM,
     PBT_BEST_LOSS_METRIC,
     PBT_EXPLOIT_STEPS_METRIC,
     PBT_INTERVALS_METRIC,
@@ -55,56 +46,39 @@ from tasks.tracking.catalog import (
     PBT_PARAM_PREFIX,
     PBT_SCHEDULE_FILE,
     PBT_SCHEDULES_PLOT,
-    SEARCH_SECONDS_METRIC,
-    STRATEGY_PARAM,
-    STUDY_NAME_PARAM,
     TRAIN_SECONDS_METRIC,
     TRIAL_ROLE,
-    TRIALS_METRIC_PREFIX,
     VAL_LOSS_METRIC,
 )
-from tasks.tracking.runs import (
-    PipelineRun,
-    child_runs,
-    create_child_run,
-    log_file,
-    log_frame,
-    stage_run,
-    was_interrupted,
-)
+from tasks.tracking.runs import child_runs, create_child_run, log_frame, was_interrupted
 
 logger = logging.getLogger("automl")
 
 
-def run_pbt(
-    job: Any,
-    prepared: PreparedData,
-    initial: Sequence[dict[str, Any]],
-    pipeline: PipelineRun,
-    space: SearchSpace,
-    deadline: SearchDeadline | None,
-    threads: int,
-    on_run: Callable[[], None] | None = None,
-) -> SearchStageResult:
-    """Train the population of ``job.search.pbt`` over ``space``, the ``initial`` configs first, and log it in the
-    ``search`` run (``on_run`` adds to that run first)."""
-    search, seed = job.search, job.seed
-    settings = PBTSettings(
-        population=search.pbt.population,
-        interval_epochs=search.pbt.interval_epochs,
-        epochs=search.pbt.epochs,
-        quantile=search.pbt.quantile,
-        perturb=tuple(search.pbt.perturb),
-        resample_probability=search.pbt.resample_probability,
-        seed=seed,
-    )
-    url = storage_url(search)
-    started = time.time()
-    with stage_run(pipeline, "search") as run:
-        storage = make_storage(url)
-        study = open_study(search, pipeline.study_name, storage)
-        if on_run is not None:
-            on_run()
+class PopulationBasedSearch:
+    """Population-based training over the space: the default config and the warm-start configs first, the rest drawn
+    from the space; members train through the search subflow's executor."""
+
+    name = "pbt"
+
+    def run(self, context: SearchContext) -> StrategyOutcome:
+        job, study, space, deadline = context.job, context.study, context.space, context.deadline
+        search, seed, pipeline = job.search, job.seed, context.pipeline
+        # the default config first (it may be the best start), then the warm-start configs, each once
+        initial = [space.fit({}, job.model.default_config())[0]] if search.try_default_first else []
+        for candidate in context.warm_start.queued:
+            if candidate.queued_params not in initial:
+                initial.append(candidate.queued_params)
+        settings = PBTSettings(
+            population=search.pbt.population,
+            interval_epochs=search.pbt.interval_epochs,
+            epochs=search.pbt.epochs,
+            quantile=search.pbt.quantile,
+            perturb=tuple(search.pbt.perturb),
+            resample_probability=search.pbt.resample_probability,
+            seed=seed,
+        )
+        started = time.time()
 
         def stop_time() -> float:
             """When training must end: the run's budget (less what the final stage needs) or search.timeout."""
@@ -116,20 +90,13 @@ def run_pbt(
         bounded = deadline is not None or search.timeout is not None
         objective = MemberTrainer.of(
             job,
-            prepared,
-            threads=threads,
+            context.prepared,
+            threads=context.threads,
             deadline=stop_time if bounded else None,  # a member's interval ends there, keeping its best epoch
             # per pipeline run: another run continuing the study (--study-name) trains its own population
             checkpoint_dir=local_state().pbt_checkpoints(study.study_name) / pipeline.run_id,
         )
-        mlflow.log_params(
-            {
-                STRATEGY_PARAM: "pbt",
-                STUDY_NAME_PARAM: study.study_name,
-                PARALLELISM_PARAM: search.parallelism,
-                **{f"{PBT_PARAM_PREFIX}{k}": v for k, v in search.pbt.model_dump().items()},
-            }
-        )
+        mlflow.log_params({f"{PBT_PARAM_PREFIX}{k}": v for k, v in search.pbt.model_dump().items()})
         logger.info(
             "search: population-based training, study %s: %d members, %d epochs in intervals of %d, "
             "the worst %d copy the best %d; mutable params %s",
@@ -141,7 +108,7 @@ def run_pbt(
             settings.cut(),
             ", ".join(n for n in space.names if n in MUTABLE_PARAMS),
         )
-        tracker = MlflowPBTObserver(pipeline.experiment_id, run.info.run_id, settings, deadline)
+        tracker = MlflowPBTObserver(pipeline.experiment_id, context.search_run_id, settings, deadline)
         pbt = PopulationBasedTraining(
             objective,
             space,
@@ -167,22 +134,9 @@ def run_pbt(
         )
         objective.drop_checkpoints_before(result.intervals_done - 1)
         ok = [s for s in result.steps if s.ok]
-        counts = TrialCounts(complete=len(ok), failed=len(result.steps) - len(ok))
-        mlflow.log_metrics(
-            {
-                BEST_VAL_LOSS: result.best_value,
-                BEST_TRIAL_METRIC: result.best_trial,
-                PBT_EXPLOIT_STEPS_METRIC: result.exploit_steps,
-                PBT_INTERVALS_METRIC: result.intervals_done,
-                **{f"{TRIALS_METRIC_PREFIX}{k}": v for k, v in counts.as_dict().items()},
-                SEARCH_SECONDS_METRIC: time.time() - started,
-            }
-        )
-        mlflow.log_dict(result.best_params, BEST_PARAMS_FILE)
         schedule = result.schedule(result.best_member)
         mlflow.log_dict(schedule, PBT_SCHEDULE_FILE)
         log_frame(pd.DataFrame(result.lineage()), PBT_LINEAGE_FILE)
-        log_file(best_weights, BEST_TRIAL_WEIGHTS_FILE)
         log_population_plots(result, settings)
         logger.info(
             "search: best member %d, val_loss %.5g after %d intervals; %d exploit steps; schedule of lr: %s",
@@ -192,21 +146,19 @@ def run_pbt(
             result.exploit_steps,
             " -> ".join(f"{p['lr']:.3g}" for p in schedule) if "lr" in space else "fixed",
         )
-    return SearchStageResult(
-        study_name=study.study_name,
-        storage=redact(url),
-        best_params=result.best_params,
-        best_value=result.best_value,
-        best_trial=result.best_trial,
-        counts=counts,
-        enqueued=0,  # the search stage says how many warm-start configs became members
-        search_run_id=run.info.run_id,
-        seconds=time.time() - started,
-        overhead_share=0.0,
-        best_weights=str(best_weights),
-        strategy="pbt",
-        pbt=PBTSummary(settings.population, result.intervals_done, result.exploit_steps, result.best_member, schedule),
-    )
+        return StrategyOutcome(
+            best_params=result.best_params,
+            best_value=result.best_value,
+            best_trial=result.best_trial,
+            counts=TrialCounts(complete=len(ok), failed=len(result.steps) - len(ok)),
+            seconds=time.time() - started,
+            enqueued=len(initial[int(search.try_default_first) : search.pbt.population]),  # warm-start members
+            best_weights=best_weights,
+            metrics={PBT_EXPLOIT_STEPS_METRIC: result.exploit_steps, PBT_INTERVALS_METRIC: result.intervals_done},
+            pbt=PBTSummary(
+                settings.population, result.intervals_done, result.exploit_steps, result.best_member, schedule
+            ),
+        )
 
 
 class MlflowPBTObserver:

@@ -26,7 +26,7 @@ from tasks.search import (
 )
 
 if TYPE_CHECKING:  # the warm-start stage imports MLflow and Prefect; workers that open a storage need neither
-    from tasks.warm_start.stage import WarmStartDecision
+    from tasks.warm_start.decision import WarmStartDecision
 
 # Study user attrs: what the study was first run with.
 RUNG_FRACTIONS_ATTR = "rung_fractions"

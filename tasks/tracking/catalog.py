@@ -3,7 +3,7 @@ of its Prefect artifacts: the tracking layout in one place, as Kedro's catalog i
 
 Names with ``{...}`` are templates (``SPLIT_FILE.format(split="train")``); ``*_PREFIX`` names are followed by a
 metric, param or timestamp. The registered model's own directory (``torch_model``, ``preprocessing.json``) is named
-in tasks/raw_model.py, which ships inside the model and so imports nothing of this package.
+in tasks/registry/raw_model.py, which ships inside the model and so imports nothing of this package.
 """
 
 # --- experiments ----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""MLflow edges of the pipeline: one experiment per config, one parent run per pipeline execution, one child
-run per stage, and lookups by the tags later runs find them by (every name is in tasks/catalog.py). Stages call
-these; the maths never does."""
+"""MLflow edges of the pipeline: one experiment per config, one parent run per pipeline execution, one child run
+per stage (and per trial or PBT member under the search run), and lookups by the tags later runs find them by (every
+name is in ``tasks.tracking.catalog``). Stages call these; the maths never does."""
 
 from __future__ import annotations
 

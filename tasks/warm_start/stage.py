@@ -1,23 +1,16 @@
 """Warm-start stage: every run makes the next one faster. The config store is MLflow itself: each finished
 pipeline run carries its best config, model family, task type, search-space signature and the dataset's
-meta-features. A new run ranks compatible past runs by meta-feature distance, fits their best configs into
-its own search space, and queues them as the first trials.
-
-Distance: for the meta-features both datasets have (sizes and sampling interval on a log scale, the rest as
-they are: autocorrelations, trend and seasonality strength, class balance, categorical share, target shape),
-the root mean square of their differences. 0 means the same profile; about 1 means unrelated data.
+meta-features. This stage finds the compatible past runs (and the configs named in ``warm_start``), lets
+``tasks.warm_start.decision`` rank and fit them, and logs the decision; the search queues them as its first trials.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import mlflow
-import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from prefect import task
@@ -52,147 +45,9 @@ from tasks.tracking.catalog import (
     TOP_K_PARAM,
 )
 from tasks.tracking.runs import PipelineRun, json_tag, log_frame, stage_run
+from tasks.warm_start.decision import Candidate, WarmStartDecision, choose, meta_distance, space_overlap
 
 logger = logging.getLogger("automl")
-
-# Meta-features compared on a log scale (sizes, intervals); all others are compared as they are.
-LOG_SCALED = {"n_rows", "n_features", "step_seconds", "n_classes", "seasonal_period"}
-# Target level and spread depend on units, so they never count towards similarity.
-NOT_COMPARED = {"target_mean", "target_std"}
-
-
-@dataclass
-class Candidate:
-    """A past config considered for warm start, and what became of it."""
-
-    run_id: str
-    source: str  # similar | from_runs | from_file
-    experiment: str = ""
-    run_name: str = ""
-    distance: float | None = None
-    val_loss: float | None = None
-    shared_params: int = 0
-    params: dict[str, Any] = field(default_factory=dict)
-    verdict: str = ""
-    queued_params: dict[str, Any] | None = None  # its params fitted into this run's space, when queued
-    adaptations: list[str] = field(default_factory=list)
-
-
-@dataclass
-class WarmStartDecision:
-    """What the warm-start stage decided: every candidate with its verdict, and the configs to queue."""
-
-    candidates: list[Candidate]
-    skip_low_fidelity: bool = False
-
-    @property
-    def queued(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.queued_params is not None]
-
-    @property
-    def source_run_ids(self) -> list[str]:
-        return [c.run_id for c in self.queued]
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            [
-                {
-                    "run_id": c.run_id,
-                    "source": c.source,
-                    "experiment": c.experiment,
-                    "run_name": c.run_name,
-                    "distance": c.distance,
-                    "val_loss": c.val_loss,
-                    "shared_params": c.shared_params,
-                    "verdict": c.verdict,
-                    "params": json.dumps(c.params, sort_keys=True),
-                    "queued_params": json.dumps(c.queued_params, sort_keys=True) if c.queued_params else "",
-                    "adaptations": "; ".join(c.adaptations),
-                }
-                for c in self.candidates
-            ],
-            columns=[
-                "run_id",
-                "source",
-                "experiment",
-                "run_name",
-                "distance",
-                "val_loss",
-                "shared_params",
-                "verdict",
-                "params",
-                "queued_params",
-                "adaptations",
-            ],
-        )
-
-
-def meta_distance(a: dict[str, float], b: dict[str, float]) -> float:
-    """Root-mean-square difference of the meta-features both have (sizes log-scaled); inf when none are shared.
-
-    Example:
-        >>> meta_distance({"n_rows": 1000, "acf_1": 0.9}, {"n_rows": 1000, "acf_1": 0.5})
-        0.282...
-    """
-    shared = sorted((set(a) & set(b)) - NOT_COMPARED)
-    diffs = []
-    for name in shared:
-        x, y = float(a[name]), float(b[name])
-        if not (math.isfinite(x) and math.isfinite(y)):
-            continue
-        if name in LOG_SCALED:
-            x, y = math.log1p(max(x, 0.0)), math.log1p(max(y, 0.0))
-            diffs.append((x - y) / math.log(10))  # one decade apart counts as 1
-        else:
-            diffs.append(x - y)
-    if not diffs:
-        return math.inf
-    return math.sqrt(sum(d * d for d in diffs) / len(diffs))
-
-
-def space_overlap(signature: dict[str, Any] | None, space: SearchSpace) -> int:
-    """How many parameters a past run's space shares with ``space`` (by name)."""
-    if not signature:
-        return 0
-    return len(set(signature) & set(space.names))
-
-
-def choose(
-    candidates: list[Candidate],
-    space: SearchSpace,
-    defaults: dict[str, Any],
-    top_k: int,
-) -> list[Candidate]:
-    """Fit candidates into ``space`` and queue distinct ones: every explicit source (``from_file``,
-    ``from_runs``) first, then up to ``top_k`` similar runs by distance, then validation loss. Every candidate
-    gets a verdict."""
-    order = sorted(
-        candidates,
-        key=lambda c: (
-            c.source == "similar",
-            c.distance if c.distance is not None else math.inf,
-            c.val_loss if c.val_loss is not None else math.inf,
-        ),
-    )
-    seen: dict[str, str] = {}
-    similar_queued = 0  # top_k limits configs found by similarity; the ones named explicitly come on top
-    for candidate in order:
-        if candidate.verdict:  # already rejected while loading
-            continue
-        if candidate.source == "similar" and similar_queued >= top_k:
-            candidate.verdict = f"not chosen: beyond top_k={top_k}"
-            continue
-        fitted, notes = space.fit(candidate.params, defaults)
-        candidate.adaptations = notes
-        key = json.dumps(fitted, sort_keys=True, default=str)
-        if key in seen:
-            candidate.verdict = f"duplicate of {seen[key]} after adaptation"
-            continue
-        seen[key] = candidate.run_id
-        candidate.queued_params = fitted
-        candidate.verdict = "queued" + (" (adapted)" if notes else "")
-        similar_queued += candidate.source == "similar"
-    return order
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,226 @@
+"""Series data: checks (a parseable, unique time column, a numeric target, enough rows for the windows of each
+split), and the preparation (ordered by time, gaps filled forward, split chronologically, scaled with train
+statistics, cut into windows of ``lookback`` steps predicting the next ``horizon``; cross-validation folds of the
+train+validation rows, each with its own scaling). Tables are in ``tasks.data_prep.tabular``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from configs import CVConfig, DataConfig, DataError
+from tasks.data_prep.columns import describe_target, require_column
+from tasks.data_prep.folds import check_series_folds, cv_kind, series_folds
+from tasks.data_prep.job import DataPlan, DataPrepJob
+from tasks.data_prep.meta_features import series_meta_features
+from tasks.data_prep.prepared import CVSettings, Fold, PreparedData, Split
+from tasks.data_prep.preprocessing import RawInputError, SeriesPreprocessing, fill_gaps, make_windows, order_by_time
+
+
+class SeriesData:
+    """The series kind of data (``lstm``, ``transformer``): what data prep checks and does for it."""
+
+    name = "series"
+
+    def check_columns(self, frame: pd.DataFrame, data: DataConfig) -> None:
+        require_column(frame, data.time_column, "data.time_column", data.path)
+
+    def choose_features(
+        self, frame: pd.DataFrame, data: DataConfig, candidates: list[str]
+    ) -> tuple[list[str], list[str], list[str]]:
+        """The target and the numeric covariates (features, no categorical ones); other columns are dropped, unless
+        ``data.features`` named them."""
+        numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(frame[c])]
+        non_numeric = [c for c in candidates if c not in numeric]
+        if data.features is not None and non_numeric:
+            raise DataError(f"data.features: column {non_numeric[0]!r} is not numeric; series covariates must be")
+        return [data.target, *numeric], [], non_numeric
+
+    def check_rows(self, frame: pd.DataFrame, data: DataConfig, task: str) -> None:
+        _check_series(frame, data)
+
+    def check_folds(self, frame: pd.DataFrame, job: DataPrepJob, plan: DataPlan) -> None:
+        """``search.cv`` must fit the train+validation rows (see ``tasks.data_prep.folds``)."""
+        data = job.data
+        check_series_folds(_split_rows(len(frame), data)[1], job.cv, data.lookback, data.horizon)
+
+    def prepare(
+        self, frame: pd.DataFrame, job: DataPrepJob, plan: DataPlan
+    ) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
+        return _prepare_series(frame, job.data, plan, job.cv)
+
+
+SERIES = SeriesData()
+
+
+# Series need at least this many windows in each split to train, validate and test on.
+MIN_WINDOWS = {"train": 8, "val": 2, "test": 2}
+
+
+def _check_series(frame: pd.DataFrame, data: DataConfig) -> None:
+    times = _parse_times(frame[data.time_column], data.time_column)
+    try:
+        SeriesPreprocessing.check_unique(times, data.time_column)
+    except RawInputError as exc:
+        raise DataError(f"data.time_column: {exc}") from None
+    if not pd.api.types.is_numeric_dtype(frame[data.target]):
+        raise DataError(f"data.target: column {data.target!r} must be numeric to forecast it")
+    windows = _window_counts(len(frame), data)
+    short = [name for name, need in MIN_WINDOWS.items() if windows[name] < need]
+    if short:
+        need_rows = _rows_needed(data)
+        raise DataError(
+            f"data.path: too few rows ({len(frame)}) for lookback {data.lookback} + horizon {data.horizon} and a "
+            f"{data.split.train:g}/{data.split.val:g}/{data.split.test:g} split: need at least {need_rows}"
+        )
+
+
+def _parse_times(column: pd.Series, name: str) -> pd.Series:
+    try:
+        return SeriesPreprocessing.parse_times(column, name)
+    except RawInputError as exc:
+        raise DataError(f"data.time_column: {exc}") from None
+
+
+def _split_rows(n: int, data: DataConfig) -> tuple[int, int]:
+    n_train = int(n * data.split.train)
+    n_val = int(n * data.split.val)
+    return n_train, n_train + n_val
+
+
+def _window_counts(n: int, data: DataConfig) -> dict[str, int]:
+    """Windows per split: a window belongs to a split when all its targets fall inside that split's rows."""
+    train_end, val_end = _split_rows(n, data)
+    lb, h = data.lookback, data.horizon
+    return {
+        "train": max(0, train_end - h + 1 - lb),
+        "val": max(0, val_end - h + 1 - max(lb, train_end)),
+        "test": max(0, n - h + 1 - max(lb, val_end)),
+    }
+
+
+def _rows_needed(data: DataConfig) -> int:
+    n = data.lookback + data.horizon
+    while n < 10**7:
+        if all(_window_counts(n, data)[k] >= v for k, v in MIN_WINDOWS.items()):
+            return n
+        n += max(1, n // 50)
+    return n
+
+
+def _prepare_series(
+    frame: pd.DataFrame, data: DataConfig, plan: DataPlan, cv: CVConfig
+) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
+    times = _parse_times(frame[data.time_column], data.time_column)
+    ordered = order_by_time(frame, data.time_column, times)
+    values = ordered[plan.features].astype(float)
+    missing = {c: int(n) for c, n in values.isna().sum().items() if n}
+    values = fill_gaps(values)
+    n = len(values)
+    train_end, val_end = _split_rows(n, data)
+    lb, h = data.lookback, data.horizon
+    preprocessing = SeriesPreprocessing.fit(ordered[data.time_column], values, train_end, data.time_column, lb, h)
+    mean, std = np.asarray(preprocessing.mean), np.asarray(preprocessing.std)
+    X_all, y_all = make_windows(preprocessing.scale(values), lb, h)
+    first_target = np.arange(len(X_all)) + lb  # row index of each window's first target
+    last_target = first_target + h - 1
+    masks = {
+        "train": last_target < train_end,
+        "val": (first_target >= train_end) & (last_target < val_end),
+        "test": first_target >= val_end,
+    }
+    splits = {name: Split(X_all[m], y_all[m]) for name, m in masks.items()}
+    row_ranges = {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, n)}
+    frames = {
+        name: ordered.iloc[a:b].assign(**{c: values[c].iloc[a:b] for c in plan.features})
+        for name, (a, b) in row_ranges.items()
+    }
+    # The history the raw model needs to predict every test window: the test rows and the lookback before them,
+    # times as in the file (the target and covariates gap-filled, as the windows saw them).
+    start = max(0, val_end - lb)
+    raw_times = frame[data.time_column].loc[times.sort_values(kind="stable").index].reset_index(drop=True)
+    raw_test_input = values.iloc[start:].assign(**{data.time_column: raw_times.iloc[start:]})[preprocessing.columns]
+    target = values[data.target].to_numpy()
+    meta = series_meta_features(ordered[data.time_column], target, n_features=len(plan.features))
+    test_times = ordered[data.time_column].iloc[first_target[masks["test"]]].astype(str).tolist()
+    card = {
+        "kind": "series",
+        "task": "regression",
+        "n_rows": n,
+        "n_columns": frame.shape[1],
+        "n_features": len(plan.features),
+        "features": plan.features,
+        "dropped_columns": plan.dropped,
+        "time_column": data.time_column,
+        "time_range": [str(ordered[data.time_column].iloc[0]), str(ordered[data.time_column].iloc[-1])],
+        "lookback": lb,
+        "horizon": h,
+        "target": describe_target(target, data.target),
+        "missing_filled": missing,
+        "missing_filled_total": int(sum(missing.values())),
+        "rows": {name: b - a for name, (a, b) in row_ranges.items()},
+        "windows": {name: len(s) for name, s in splits.items()},
+        "scaling": {
+            "mean": dict(zip(plan.features, mean.tolist(), strict=True)),
+            "std": dict(zip(plan.features, std.tolist(), strict=True)),
+        },
+        "meta_features": meta,
+    }
+    folds: list[Fold] = []
+    if cv.folds > 1:
+        folds, card["cv"] = _series_fold_data(ordered[data.time_column], values, data, cv, val_end)
+    prepared = PreparedData(
+        kind="series",
+        task="regression",
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        feature_names=plan.features,
+        n_outputs=h,
+        lookback=lb,
+        target=data.target,
+        target_mean=float(mean[0]),
+        target_std=float(std[0]),
+        test_index=test_times,
+        card=card,
+        preprocessing=preprocessing.to_dict(),
+        raw_test_input=raw_test_input.reset_index(drop=True),
+        folds=folds,
+        cv=CVSettings(card["cv"]["kind"], cv.folds, cv.gap) if folds else None,
+    )
+    return prepared, frames
+
+
+def _series_fold_data(
+    times: pd.Series, values: pd.DataFrame, data: DataConfig, cv: CVConfig, n_rows: int
+) -> tuple[list[Fold], dict[str, Any]]:
+    """Each fold's windows, scaled with statistics of its own training rows: a training window lies wholly inside
+    the fold's training rows; a validation window's targets lie inside its validation rows (its inputs are the
+    rows before, as at forecast time)."""
+    lb, h = data.lookback, data.horizon
+    kind = cv_kind(cv, "series", "regression")
+    folds, boundaries = [], []
+    for rows in series_folds(n_rows, cv.folds, kind, cv.gap):
+        a, b, c, d = int(rows.train[0]), int(rows.train[-1]) + 1, int(rows.val[0]), int(rows.val[-1]) + 1
+        fitted = SeriesPreprocessing.fit(times.iloc[a:b], values.iloc[a:b], b - a, data.time_column, lb, h)
+        X, y = make_windows(fitted.scale(values.iloc[:d]), lb, h)
+        start = np.arange(len(X))
+        first_target, last_target = start + lb, start + lb + h - 1
+        train = (start >= a) & (last_target < b)
+        val = (first_target >= c) & (last_target < d)
+        folds.append(Fold(Split(X[train], y[train]), Split(X[val], y[val]), fitted.to_dict()))
+        boundaries.append(
+            {
+                "train_rows": [a, b - 1],
+                "val_rows": [c, d - 1],
+                "train_times": [str(times.iloc[a]), str(times.iloc[b - 1])],
+                "val_times": [str(times.iloc[c]), str(times.iloc[d - 1])],
+                "train_windows": int(train.sum()),
+                "val_windows": int(val.sum()),
+            }
+        )
+    return folds, {"folds": cv.folds, "kind": kind, "gap": cv.gap, "boundaries": boundaries}
+

@@ -1,0 +1,28 @@
+"""The parts of the config the final stage uses, with its plan and the run's deadline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from configs import FinalConfig, ModelConfig, PipelineConfig, RegistryConfig, TrainingConfig
+from tasks.final_train.plan import FinalPlan
+
+
+@dataclass(frozen=True)
+class FinalTrainJob:
+    """The parts of the config the final training stage uses; ``model_name`` is the registered model's name;
+    ``deadline`` (``time.time()``) is when the run's budget ends, if it has one."""
+
+    final: FinalConfig
+    model: ModelConfig
+    training: TrainingConfig
+    registry: RegistryConfig
+    seed: int
+    model_name: str
+    plan: FinalPlan
+    deadline: float | None = None
+
+    @classmethod
+    def of(cls, cfg: PipelineConfig, deadline: float | None = None) -> FinalTrainJob:
+        name = cfg.registry.model_name or cfg.name
+        return cls(cfg.final, cfg.model, cfg.training, cfg.registry, cfg.seed, name, FinalPlan.of(cfg), deadline)

@@ -1,0 +1,106 @@
+"""What the final stage draws into its MLflow run: both trainings' learning curves (and the chosen model's per-epoch
+metrics), the test predictions against the actual values, and for classification the per-class report and the
+confusion matrix."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from models import FitResult
+from tasks.data_prep.prepared import PreparedData
+from tasks.final_train.baselines import NAIVE
+from tasks.final_train.plan import DEFAULT_CONFIG, TUNED
+from tasks.tracking.catalog import (
+    EPOCH_TRAIN_LOSS_METRIC,
+    EPOCH_VAL_LOSS_METRIC,
+    LEARNING_CURVES_PLOT,
+    PER_CLASS_METRICS_FILE,
+    PREDICTED_VS_ACTUAL_PLOT,
+)
+from tasks.tracking.plotting import pyplot
+from tasks.tracking.runs import log_frame
+
+MAX_CONFUSION_CLASSES = 30  # beyond this a confusion matrix is unreadable; per_class_metrics.csv says it all
+
+
+def log_learning_curves(tuned: FitResult, default: FitResult | None, chosen: str) -> None:
+    """Both final trainings' curves in one plot; the per-epoch metrics are the chosen model's."""
+    plt = pyplot()
+    figure, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(tuned.train_loss, label="tuned: train")
+    ax.plot(tuned.val_loss, label="tuned: validation")
+    if default is not None:
+        ax.plot(default.val_loss, label="default config: validation", linestyle="--")
+    if tuned.start_val_loss is not None:
+        ax.axhline(
+            tuned.start_val_loss, color="grey", linestyle=":", linewidth=0.8, label="start: best trial's weights"
+        )
+    if tuned.best_epoch >= 0:
+        ax.axvline(tuned.best_epoch, color="grey", linewidth=0.8, label=f"best epoch ({tuned.best_epoch + 1})")
+    ax.set(xlabel="epoch", ylabel="loss", title="Learning curves (final training)")
+    ax.set_yscale("log")
+    ax.legend()
+    figure.tight_layout()
+    mlflow.log_figure(figure, LEARNING_CURVES_PLOT)
+    plt.close(figure)
+    went_on = default if chosen == DEFAULT_CONFIG and default is not None else tuned
+    for epoch, (train_loss, val_loss) in enumerate(zip(went_on.train_loss, went_on.val_loss, strict=True)):
+        mlflow.log_metrics({EPOCH_TRAIN_LOSS_METRIC: train_loss, EPOCH_VAL_LOSS_METRIC: val_loss}, step=epoch)
+
+
+def log_test_predictions(
+    prepared: PreparedData, y_true: np.ndarray, predictions: dict[str, np.ndarray], chosen: str
+) -> None:
+    """The chosen model's test predictions against the actual values (and the naive forecast's, for a series)."""
+    plt = pyplot()
+    label = "tuned" if chosen == TUNED else "default config"
+    if prepared.task == "classification":
+        log_classification_report(prepared, y_true, predictions[chosen], label)
+        return
+    if prepared.kind == "series":
+        figure, ax = plt.subplots(figsize=(10, 4.5))
+        x = np.arange(len(y_true))
+        ax.plot(x, y_true[:, 0], label="actual", color="black")
+        ax.plot(x, predictions[chosen][:, 0], label=label)
+        if NAIVE in predictions:
+            ax.plot(x, predictions[NAIVE][:, 0], label="naive (last value)", alpha=0.6)
+        step = max(1, len(x) // 8)
+        ax.set_xticks(x[::step], [t[:10] for t in prepared.test_index[::step]], rotation=30)
+        ax.set(ylabel=prepared.target, title="Test set: predicted vs actual (first horizon step)")
+        ax.legend()
+    else:
+        figure, ax = plt.subplots(figsize=(5.5, 5.5))
+        ax.scatter(y_true[:, 0], predictions[chosen][:, 0], s=12, label=label)
+        low, high = float(np.min(y_true)), float(np.max(y_true))
+        ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
+        ax.set(xlabel=f"actual {prepared.target}", ylabel="predicted", title="Test set: predicted vs actual")
+    figure.tight_layout()
+    mlflow.log_figure(figure, PREDICTED_VS_ACTUAL_PLOT)
+    plt.close(figure)
+
+
+def log_classification_report(prepared: PreparedData, y_true: np.ndarray, proba: np.ndarray, label: str) -> None:
+    """Per-class precision, recall, F1 and support (every class, also those absent from the test split or never
+    predicted), and a confusion matrix over all classes when there are at most ``MAX_CONFUSION_CLASSES``."""
+    plt = pyplot()
+    from sklearn.metrics import ConfusionMatrixDisplay, classification_report
+
+    names = [str(c) for c in prepared.classes or []]
+    labels = list(range(len(names)))
+    chosen = proba.argmax(axis=1)
+    report = classification_report(y_true, chosen, labels=labels, target_names=names, output_dict=True, zero_division=0)
+    per_class = pd.DataFrame([{"class": name, **report[name]} for name in names])
+    log_frame(per_class, PER_CLASS_METRICS_FILE)
+    if len(names) > MAX_CONFUSION_CLASSES:
+        return
+    display = ConfusionMatrixDisplay.from_predictions(
+        y_true, chosen, labels=labels, display_labels=names, xticks_rotation=45 if len(names) > 8 else "horizontal"
+    )
+    display.ax_.set_title(f"Test set: {label} model")
+    display.figure_.set_size_inches(max(5.5, 0.45 * len(names) + 2), max(5.5, 0.45 * len(names) + 2))
+    display.figure_.tight_layout()
+    mlflow.log_figure(display.figure_, PREDICTED_VS_ACTUAL_PLOT)
+    plt.close(display.figure_)
+

@@ -1,0 +1,170 @@
+"""``search.strategy: sample``: a sampler backend (Optuna or hyperopt) proposes configs and a fidelity scheduler
+decides how far each goes, on the search engine (``tasks.search``); each trial is an MLflow run under the ``search``
+run, and the search's report (Optuna's plots, importances, the trials table) is logged there. The warm-start configs
+are queued first, or else the family's default config."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import mlflow
+from optuna.trial import TrialState
+
+from tasks.runtime.state import local_state
+from tasks.search import (
+    FOLD_LOSSES_ATTR,
+    SOURCE_ATTR,
+    Observers,
+    PrefectExecutor,
+    SearchEngine,
+    make_backend,
+    make_scheduler,
+)
+from tasks.search_stage.objective import TrainerObjective, trial_weights_path
+from tasks.search_stage.report import log_fold_scores, log_search_report
+from tasks.search_stage.strategy import SearchContext, StrategyOutcome
+from tasks.search_stage.studies import DEFAULT_CONFIG_SOURCE, enqueue_default_config, enqueue_warm_start
+from tasks.search_stage.trial_runs import MlflowTrialObserver
+from tasks.tracking.catalog import (
+    BACKEND_PARAM,
+    CV_FOLDS_PARAM,
+    CV_GAP_PARAM,
+    CV_KIND_PARAM,
+    CV_PRUNING_PARAM,
+    ENGINE_OVERHEAD_SHARE_METRIC,
+    EPOCHS_PARAM,
+    FIDELITY_PARAM,
+    N_STARTUP_TRIALS_PARAM,
+    N_TRIALS_PARAM,
+    RUNG_FRACTIONS_PARAM,
+    SAMPLER_PARAM,
+    SCHEDULER_PARAM,
+    TIMEOUT_PARAM,
+    TRIAL_TIMEOUT_PARAM,
+)
+from tasks.tracking.prefect_ui import SearchProgress, publish_trials
+
+logger = logging.getLogger("automl")
+
+
+def default_n_startup(n_trials: int | None) -> int:
+    """Random configs before the model-based sampler takes over: a third of the budget, between 3 and 10."""
+    return 10 if n_trials is None else max(3, min(10, n_trials // 3))
+
+
+class Sampling:
+    """Configs proposed by a sampler backend, each trained as far as the fidelity scheduler lets it."""
+
+    name = "sample"
+
+    def run(self, context: SearchContext) -> StrategyOutcome:
+        job, prepared, study, space = context.job, context.prepared, context.study, context.space
+        search, pipeline = job.search, context.pipeline
+        enqueued = enqueue_warm_start(study, context.warm_start, space if context.narrowed else None)
+        # Not for the grid sampler: it gives trial n grid point n, so a queued trial would push a point out.
+        if search.try_default_first and not enqueued and search.sampler != "grid":
+            default_config, _ = space.fit({}, job.model.default_config())
+            if enqueue_default_config(study, default_config):
+                logger.info("search: the default config goes first: %s", default_config)
+        n_startup = (
+            search.n_startup_trials if search.n_startup_trials is not None else default_n_startup(search.n_trials)
+        )
+        sampler_seed = job.seed + len(study.trials)  # a continued study must not replay the same random configs
+        backend = make_backend(search.backend, search.sampler, study, space, sampler_seed, n_startup)
+        scheduler = make_scheduler(
+            search.fidelity,
+            search.eta,
+            search.min_fraction,
+            search.promotion == "deferred",
+            folds=len(prepared.folds) or 1,
+            fold_pruning=search.cv.pruning,
+        )
+        weights_dir = local_state().trial_weights(study.study_name)
+        objective = TrainerObjective.of(
+            job,
+            prepared,
+            threads=context.threads,
+            deadline=context.deadline,
+            weights_dir=None if prepared.folds else weights_dir,
+        )
+        cv = prepared.cv
+        mlflow.log_params(
+            {
+                BACKEND_PARAM: search.backend,
+                SAMPLER_PARAM: search.sampler,
+                FIDELITY_PARAM: search.fidelity,
+                RUNG_FRACTIONS_PARAM: ",".join(f"{f:.4g}" for f in scheduler.fractions),
+                SCHEDULER_PARAM: scheduler.name,
+                N_TRIALS_PARAM: search.n_trials,
+                TIMEOUT_PARAM: search.timeout,
+                EPOCHS_PARAM: search.epochs,
+                N_STARTUP_TRIALS_PARAM: n_startup,
+                TRIAL_TIMEOUT_PARAM: search.trial_timeout,
+                CV_FOLDS_PARAM: scheduler.folds,
+                **(
+                    {CV_KIND_PARAM: cv.kind, CV_GAP_PARAM: search.cv.gap, CV_PRUNING_PARAM: search.cv.pruning}
+                    if cv
+                    else {}
+                ),
+            }
+        )
+        logger.info(
+            "search: study %s (%s/%s, fidelity %s, rungs %s%s), %s trials, %d warm-start configs queued",
+            study.study_name,
+            search.backend,
+            search.sampler,
+            search.fidelity,
+            ", ".join(f"{f:.3g}" for f in scheduler.fractions),
+            f"; {scheduler.folds} {cv.kind} folds" if cv else "",
+            search.n_trials if search.n_trials is not None else "unlimited",
+            enqueued,
+        )
+        progress = SearchProgress(job.config_name, search.n_trials, search.timeout, pipeline.prefect_flow_run_id)
+        tracker = MlflowTrialObserver(pipeline.experiment_id, context.search_run_id, progress)
+        engine = SearchEngine(
+            objective,
+            backend,
+            scheduler,
+            n_trials=search.n_trials,
+            timeout=search.timeout,
+            executor=PrefectExecutor(search.parallelism),
+            observer=Observers(tracker, context.deadline) if context.deadline is not None else tracker,
+            run_id=pipeline.run_id,
+            storage=context.storage,
+            deadline=context.deadline,
+        )
+        result = engine.run()
+        progress.finish()
+        publish_trials(job.config_name, result.trials, pipeline.prefect_flow_run_id)
+        importances = log_search_report(study, job.seed)
+        if cv:
+            log_fold_scores(study)
+        best_weights = trial_weights_path(weights_dir, result.best_params)
+        return StrategyOutcome(
+            best_params=result.best_params,
+            best_value=result.best_value,
+            best_trial=result.best_trial,
+            counts=result.counts,
+            seconds=result.seconds,
+            enqueued=enqueued,
+            best_weights=best_weights if best_weights.is_file() else None,
+            metrics={ENGINE_OVERHEAD_SHARE_METRIC: result.overhead_share},
+            overhead_share=result.overhead_share,
+            importances=importances,
+            cv_fold_losses=_fold_losses(study, result.best_trial) if cv else {},
+        )
+
+
+def _fold_losses(study: Any, best_trial: int) -> dict[str, list[float]]:
+    """The fold losses of the best trial ("tuned") and of the default config's complete trial ("default_config")."""
+    losses = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        folds = trial.user_attrs.get(FOLD_LOSSES_ATTR)
+        if not folds:
+            continue
+        if trial.number == best_trial:
+            losses["tuned"] = list(folds)
+        if trial.user_attrs.get(SOURCE_ATTR) == DEFAULT_CONFIG_SOURCE:
+            losses.setdefault("default_config", list(folds))
+    return losses
