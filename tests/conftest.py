@@ -4,6 +4,7 @@ temporary API for the whole session. Nothing here is mocked."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,16 @@ def _no_inherited_tracking_uri():
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     yield
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(autouse=True)
+def _sys_path_as_found():
+    """A test that loads a model with MLflow's own ``mlflow.pyfunc.load_model`` (as a user would) leaves the model's
+    code folder (a partial ``tasks`` package) first on ``sys.path``; processes a later test starts (Dask workers)
+    would import it instead of the project. Each test gets ``sys.path`` back as it found it."""
+    before = list(sys.path)
+    yield
+    sys.path[:] = before
 
 
 @pytest.fixture(scope="session")

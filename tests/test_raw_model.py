@@ -6,6 +6,7 @@ absent and many classes."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import mlflow
@@ -195,3 +196,36 @@ def test_a_rerun_after_a_kill_in_registration_reuses_the_version_and_its_champio
     assert first[2] is again[2] is True and "champion already" in again[3]
     assert len(champion_history(client, "houses")) == 1
 
+
+def test_loading_a_registered_model_keeps_the_installed_package_first_and_reads_older_models(tmp_path):
+    """MLflow puts a loaded model's own copy of its code (a partial ``tasks`` package) first on ``sys.path``; processes
+    started later (Dask workers) would import it instead of the project, so ``automl predict`` and the score flow take
+    it off again. A model registered before ``tasks/`` had rooms pickled its class as ``tasks.raw_model``."""
+    import pickle
+    import subprocess
+    import sys
+
+    from tasks.final_train.registration import register
+    from tasks.registry.prediction import load_registered_model
+    from tasks.registry.raw_model import RawDataModel, log_raw_model
+    from tasks.tracking.runs import PipelineRun
+
+    prepared, model = _prepared_table(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        info = log_raw_model(model, preprocessing_from_dict(prepared.preprocessing), prepared.raw_test_input)
+        register(info.model_uri, "houses", prepared, {"rmse": 1.0}, PipelineRun(run.info.run_id, "0", "houses", "s"))
+    before = list(sys.path)
+    loaded = load_registered_model("models:/houses/1")
+    assert sys.path == before
+    assert loaded.pyfunc.predict(prepared.raw_test_input).shape[0] == len(prepared.raw_test_input)
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys, tasks.search_stage.objective; print('ok')"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.stdout.strip() == "ok", child.stderr[-500:]  # a child process sees the whole project
+    legacy = pickle.dumps(RawDataModel(), protocol=0).replace(b"tasks.registry.raw_model", b"tasks.raw_model")
+    assert b"tasks.raw_model" in legacy and type(pickle.loads(legacy)) is RawDataModel

@@ -15,9 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,7 +118,7 @@ def load_registered_model(uri: str, key: str = "--model") -> RegisteredModel:
                 raise
             what = f"alias {alias!r}" if alias else f"version {number}"
             raise InputError(f"{key}: model {name!r} has no {what}") from None
-        with quiet_mlflow_warnings():
+        with quiet_mlflow_warnings(), _installed_code_first():
             pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
     except InputError:
         raise
@@ -133,9 +135,32 @@ def load_registered_model(uri: str, key: str = "--model") -> RegisteredModel:
     return RegisteredModel(uri, name, str(version.version), pyfunc, preprocessing)
 
 
+@contextmanager
+def _installed_code_first() -> Iterator[None]:
+    """Load a model without letting its own copy of this package's code shadow the installed one.
+
+    MLflow puts a loaded model's code folder (``tasks/`` with the raw-model modules only, and ``models/``) first on
+    ``sys.path`` and leaves it there. In this process ``tasks`` is imported already, but processes started later
+    inherit ``sys.path`` (the Dask workers of a parallel search in ``automl serve``, which also runs the score flow)
+    and would import that partial ``tasks``. Here the package is installed, so the folder is taken off again.
+    Models registered before ``tasks/`` had rooms pickled their class as ``tasks.raw_model``: those names are
+    pointed at the modules' new homes.
+    """
+    from tasks.data_prep import preprocessing
+    from tasks.registry import raw_model
+
+    for old, module in (("tasks.raw_model", raw_model), ("tasks.preprocessing", preprocessing)):
+        sys.modules.setdefault(old, module)
+    before = list(sys.path)
+    try:
+        yield
+    finally:
+        sys.path[:] = [entry for entry in sys.path if entry in before]
+
+
 def read_rows(path: Path, key: str = "--data") -> pd.DataFrame:
     """Read the rows to score (CSV or Parquet); an unreadable or empty file is one line naming it."""
-    from tasks.data_prep.prepare import read_table
+    from tasks.data_prep import read_table
 
     return read_table(Path(path), key=key)
 
