@@ -199,9 +199,11 @@ def _lr_find(args: argparse.Namespace) -> int:
     log_lr_find_run(ensure_experiment(cfg.name, state), cfg.model.family, tested, result, plot)
     ended = "diverged" if result.diverged else "did not diverge; ended"
     print(
-        f"suggested lr: {result.suggestion:.2e} (steepest descent of the smoothed loss; {result.steps} steps, "
+        f"suggested lr: {result.suggestion:.2e} (in the valley of the smoothed loss; {result.steps} steps, "
         f"batch size {result.batch_size}, {ended} at lr {result.lrs[-1]:.2e})"
     )
+    if not result.clear:
+        print("no clear descent: the smoothed loss stays within 10% over the valley; take the suggestion lightly")
     print(f"plot: {plot}")
     return 0
 

@@ -1,5 +1,7 @@
 """The learning-rate range test (Smith 2017, as fastai's ``lr_find`` runs it): train for at most one epoch with a
-learning rate growing exponentially per batch, record the loss, and suggest where it falls fastest."""
+learning rate growing exponentially per batch, record the loss, and suggest a learning rate in its valley (fastai's
+``valley`` rule: about half way down the longest stretch over which the smoothed loss keeps falling), or
+say that the curve shows no clear descent."""
 
 from __future__ import annotations
 
@@ -16,18 +18,23 @@ from models.trainer import LOSSES, OPTIMIZERS, TrainSettings, _tensors, pick_dev
 SMOOTHING = 0.98  # beta of the loss's exponential moving average (fastai's)
 DIVERGED = 4.0  # the test stops when the smoothed loss exceeds this many times its lowest value
 # The first 20 steps count neither for the suggestion nor for divergence: the bias-corrected average of so few
-# batches moves mostly with batch noise (fastai skips 10 points; with 10 the suggestion landed there on a third of
-# the small-batch runs measured, and batches of a few rows "diverged" in the first steps). The last 5 points are
-# left out of the suggestion too (fastai's).
-SKIP_START, SKIP_END = 20, 5
-SLOPE_SPAN = 2  # a point's slope is taken between the points this many steps either side of it
+# batches moves mostly with batch noise (with 10, as fastai, the steepest point landed there on a third of the
+# small-batch runs measured, and batches of a few rows "diverged" in the first steps).
+SKIP_START = 20
+MIN_POINTS = 5  # a valley needs at least this many points after the first SKIP_START
+# A curve shows a clear descent when its smoothed loss falls by at least this share from its level at the start of
+# the valley to the valley's bottom. A flatter curve (measured: 81 batches of 27 rows on a half-hourly demand series,
+# whose steepest point was 1e-5 while the searches chose about 1e-3) is noise, and its suggestion is not used to
+# narrow a search space.
+MIN_DESCENT = 0.1
 MIN_STEPS = 50  # fewer batches in one epoch than this, and the batch size shrinks (see ``lr_range_test``)
 
 
 @dataclass(frozen=True)
 class LRRangeResult:
     """One range test: per step its learning rate, raw and smoothed loss; the suggested learning rate; whether
-    the loss diverged (the test stopped there); and the batch size it ran with."""
+    the loss diverged (the test stopped there); the batch size it ran with; and whether the curve showed a clear
+    descent (``clear``: the smoothed loss fell by at least ``MIN_DESCENT`` of its level over the valley)."""
 
     lrs: list[float]
     losses: list[float]
@@ -36,6 +43,7 @@ class LRRangeResult:
     diverged: bool
     steps: int
     batch_size: int
+    clear: bool = True
 
 
 def lr_range_test(
@@ -54,10 +62,12 @@ def lr_range_test(
     stops early, ``diverged``, when a loss is not finite or, from step 20 on, the smoothed loss exceeds 4 times its
     lowest value since step 20.
 
-    The suggestion is the learning rate where the smoothed loss falls fastest against log(lr), each point's slope
-    taken between its neighbours 2 steps either side, leaving out the first 20 and the last 5 points; a curve too
-    short for that (under 30 points) suggests a tenth of the learning rate of its lowest smoothed loss (fastai's
-    older rule). ``model``'s weights are restored afterwards.
+    The suggestion is fastai's ``valley``: over the smoothed losses after the first 20 points, the longest run of
+    points each lower than one before it (a longest decreasing subsequence) is the valley, and the suggestion is the
+    learning rate about half way down it (fastai's ``start + int(length / 3) + int(length / 6)``). A curve too
+    short for that (under 25 points) suggests a tenth of the learning rate of its lowest smoothed loss (fastai's
+    older rule). ``clear`` says whether the valley is a real descent (the smoothed loss falls by at least
+    ``MIN_DESCENT`` of its level over it). ``model``'s weights are restored afterwards.
 
     Few batches: when one epoch of ``settings.batch_size`` holds fewer than ``min(50, max_steps)`` batches, the
     batch size shrinks to ``max(1, rows // max_steps)``, so that one epoch gives ``max_steps`` batches (every
@@ -119,7 +129,8 @@ def lr_range_test(
         model.load_state_dict(initial)
     if not lrs:
         raise ValueError("train: the loss of the first batch is not finite; no learning rate can be suggested")
-    return LRRangeResult(lrs, losses, smoothed, _suggest(lrs, smoothed), diverged, len(lrs), batch_size)
+    suggestion, clear = _suggest(lrs, smoothed)
+    return LRRangeResult(lrs, losses, smoothed, suggestion, diverged, len(lrs), batch_size, clear)
 
 
 def _batch_size(rows: int, configured: int, max_steps: int) -> int:
@@ -128,12 +139,30 @@ def _batch_size(rows: int, configured: int, max_steps: int) -> int:
     return max(1, rows // max_steps)
 
 
-def _suggest(lrs: list[float], smoothed: list[float]) -> float:
-    """The learning rate at the steepest descent of the smoothed loss against log(lr)."""
-    first, last = SKIP_START + SLOPE_SPAN, len(smoothed) - SKIP_END - SLOPE_SPAN  # points whose slope is taken
-    if last - first < 1:
-        return lrs[int(np.argmin(smoothed))] / 10
-    loss, log_lr = np.asarray(smoothed), np.log(lrs)
-    ahead, behind = slice(first + SLOPE_SPAN, last + SLOPE_SPAN), slice(first - SLOPE_SPAN, last - SLOPE_SPAN)
-    slopes = (loss[ahead] - loss[behind]) / (log_lr[ahead] - log_lr[behind])
-    return lrs[first + int(np.argmin(slopes))]
+def _suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, bool]:
+    """fastai's valley rule on the smoothed loss (the first ``SKIP_START`` points left out), and whether the valley
+    is a clear descent."""
+    loss = np.asarray(smoothed[SKIP_START:])
+    if len(loss) < MIN_POINTS:
+        best = int(np.argmin(smoothed))
+        return lrs[best] / 10, smoothed[best] <= (1 - MIN_DESCENT) * smoothed[0]
+    start, end = _longest_descent(loss)
+    third = (end - start) / 3
+    index = SKIP_START + start + int(third) + int(third / 2)
+    clear = end > start and loss[end] <= (1 - MIN_DESCENT) * loss[start]
+    return lrs[index], bool(clear)
+
+
+def _longest_descent(loss: np.ndarray) -> tuple[int, int]:
+    """The first and last index of the longest decreasing subsequence of ``loss`` (fastai's valley)."""
+    n = len(loss)
+    length = [1] * n
+    start, end = 0, 0
+    for i in range(1, n):
+        for j in range(i):
+            if loss[i] < loss[j] and length[i] < length[j] + 1:
+                length[i] = length[j] + 1
+        if length[end] < length[i]:
+            end = i
+            start = end - length[end] + 1
+    return start, end

@@ -19,10 +19,11 @@ from torch import nn
 
 from automl.cli import main
 from configs import CategoricalParam, FloatParam, IntParam, load_config
-from models import FAMILIES, TrainSettings, fit, lr_range_test
+from models import FAMILIES, LRRangeResult, TrainSettings, fit, lr_range_test
+from models.lr_finder import _suggest
 from tasks.data_prep import DataPrepJob, load_and_check, prepare
 from tasks.runtime.state import local_state
-from tasks.search_stage.lr_range import find_lr_range, narrow_lr, narrow_space
+from tasks.search_stage.lr_range import find_lr_range, narrow_lr, narrow_space, narrowed_by
 from tasks.tracking.runs import configure_mlflow
 
 CPU = torch.device("cpu")
@@ -84,6 +85,26 @@ def test_one_epoch_with_too_few_batches_runs_smaller_batches(rows, batch_size, s
     assert (result.batch_size, result.steps) == (expected, steps)
     assert math.isclose(result.lrs[0], 1e-7)
     assert result.diverged or math.isclose(result.lrs[-1], 10.0)
+
+
+def test_the_valley_rule_suggests_half_way_down_the_descent_and_a_flat_curve_is_not_clear():
+    """fastai's valley on a made curve: flat, a long descent from step 40 to 80, then a rise; and a flat, noisy curve
+    (what a short test on a hard series gives) that shows no clear descent, so the search keeps its bounds."""
+    lrs = list(np.geomspace(1e-7, 10, 100))
+    steps = np.arange(100)
+    valley = np.where(steps < 40, 1.0, np.where(steps <= 80, 1.0 - 0.5 * (steps - 40) / 40, 0.5 + 0.2 * (steps - 80)))
+    suggestion, clear = _suggest(lrs, list(valley))
+    index = lrs.index(suggestion)
+    assert clear and 55 <= index <= 65  # half way down the descent over steps 40..80
+    noisy = list(1.0 + 0.01 * np.random.default_rng(0).standard_normal(100))
+    _, flat_clear = _suggest(lrs, noisy)
+    assert not flat_clear
+    flat = LRRangeResult(lrs, noisy, noisy, 1e-5, False, 100, 27, clear=False)
+    space = {"lr": LOG_SPACE, "hidden_size": IntParam(type="int", low=8, high=16)}
+    kept, note = narrowed_by(space, flat)
+    assert kept == space and "no clear descent" in note
+    narrowed, _ = narrowed_by(space, LRRangeResult(lrs, noisy, noisy, 1e-3, False, 100, 27, clear=True))
+    assert (narrowed["lr"].low, narrowed["lr"].high) == pytest.approx((1e-4, 3e-3))
 
 
 def test_narrow_lr_keeps_a_tenth_to_three_times_the_suggestion():
@@ -153,7 +174,7 @@ def test_lr_find_prints_the_suggestion_saves_the_plot_and_logs_the_run(home, tmp
     assert main(["lr-find", str(config), "--param", "hidden_size=8"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2, out
-    found = re.fullmatch(r"suggested lr: (\S+) \(steepest descent of the smoothed loss; (\d+) steps, .*\)", out[0])
+    found = re.fullmatch(r"suggested lr: (\S+) \(in the valley of the smoothed loss; (\d+) steps, .*\)", out[0])
     assert found, out[0]
     plot = home / "lr_find" / "tiny_mlp" / "lr_range.png"
     assert out[1] == f"plot: {plot}" and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -53,6 +53,9 @@ from tasks.tracking.runs import log_file
 logger = logging.getLogger("automl")
 NARROW_BELOW, NARROW_ABOVE = 10.0, 3.0  # the narrowed lr bounds: [suggestion / 10, suggestion * 3]
 MIN_WIDTH = 2.0  # narrowed bounds closer than this factor (suggestion far outside): the configured ones stay
+NO_CLEAR_DESCENT = (
+    "lr: the range test's loss shows no clear descent (a flat or noisy curve); the configured bounds stay"
+)
 
 
 def parse_params(family_name: str, items: Sequence[str]) -> dict[str, Any]:
@@ -184,6 +187,18 @@ def narrow_space(space: Mapping[str, ParamSpec], suggestion: float) -> tuple[dic
     return {**space, "lr": narrowed}, note
 
 
+def narrowed_by(space: Mapping[str, ParamSpec], result: LRRangeResult) -> tuple[dict[str, ParamSpec], str]:
+    """``space`` with its ``lr`` narrowed around the range test's suggestion, unless the test's curve showed no clear
+    descent: then the space stays as configured, and the note says why.
+
+    Example:
+        >>> space, note = narrowed_by(cfg.search.space, find_lr(cfg.model, prepared, cfg.training, cfg.seed))
+    """
+    if not result.clear:
+        return dict(space), NO_CLEAR_DESCENT
+    return narrow_space(space, result.suggestion)
+
+
 def plot_lr_range(result: LRRangeResult, path: Path) -> Path:
     """Draw the loss per step (raw and smoothed) against the learning rate, on a log axis, with the suggestion
     marked, into the PNG ``path`` (its folder created). Returns ``path``.
@@ -295,7 +310,7 @@ def find_lr_range(job: SearchJob, prepared: PreparedData, logged: Mapping[str, s
         logger.info("search: learning-rate range test of the stopped attempt reused: %s", logged[LR_RANGE_NOTE])
         return LRRangeNarrowing(None, space, logged[LR_RANGE_NOTE])
     result = find_lr(job.model, prepared, job.training, job.seed)
-    space, note = narrow_space(job.search.space, result.suggestion)
+    space, note = narrowed_by(job.search.space, result)
     logger.info(
         "search: learning-rate range test: suggested lr %.3g (%d steps%s); %s",
         result.suggestion,
