@@ -243,7 +243,9 @@ def test_ctrl_c_and_kill_9_stop_the_run_and_the_same_command_finishes(tmp_path):
         tmp_path,
         csv,
         name="stoppable",
-        search={"n_trials": 1, "epochs": 30, "fidelity": "none", "try_default_first": False},  # seconds long
+        # seconds long: a stop 0.5 s into it lands inside it (with 30 epochs a small sampled config once finished
+        # first on a fresh clone, and the Ctrl-C then landed in the hand-over to the final stage)
+        search={"n_trials": 1, "epochs": 150, "fidelity": "none", "try_default_first": False},
         final={"epochs": 1, "patience": 1},
     )
     args = ("run", str(config), "--json")
