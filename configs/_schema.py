@@ -7,10 +7,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 OPTUNA_SAMPLERS = ("tpe", "random", "gp", "cmaes", "grid")
 HYPEROPT_SAMPLERS = ("tpe", "random", "anneal")
+# What search.fidelity: auto means for strategy sample (benchmarks/search_efficiency.py measures the choice).
+AUTO_FIDELITY = "hyperband"
 STORAGE_SCHEMES = ("sqlite:", "postgresql:", "postgresql+", "mysql:", "mysql+", "journal:")
 
 
@@ -192,10 +194,16 @@ class SearchConfig(_Strict):
     timeout: float | None = Field(None, gt=0)
     epochs: int = Field(5, ge=1)
     n_startup_trials: int | None = Field(None, ge=0)
-    fidelity: Literal["none", "successive_halving", "hyperband"] = "none"
+    # auto: multi-fidelity for strategy sample (AUTO_FIDELITY), none for pbt (its members train on all the data)
+    fidelity: Literal["auto", "none", "successive_halving", "hyperband"] = "auto"
     eta: int = 3
     min_fraction: float = 1 / 9
     promotion: Literal["asha", "deferred"] = "asha"  # deferred: no promotion before a rung has eta results
+    # A config promoted to a larger data fraction continues from its checkpoint at the rung below (weights and
+    # optimiser state) instead of training from scratch (false: every rung trains from scratch, as before).
+    continuation: StrictBool = True
+    # A config whose cost per epoch is r times its rung's median (r > 1) must rank in the top 1/(eta r) to be promoted.
+    cost_aware: StrictBool = True
     # A new study with no warm-start config queued evaluates the family's default config first: cheap, usually
     # decent, and a measured reference for the rungs' first comparisons (FLAML's low-cost initial point).
     try_default_first: bool = True
@@ -205,6 +213,14 @@ class SearchConfig(_Strict):
     cluster_address: str | None = None
     trial_timeout: float | None = Field(None, gt=0)
     space: dict[str, ParamSpec] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fidelity_follows_strategy(cls, data: Any) -> Any:
+        """``fidelity: auto`` (the default) becomes a scheduler at the door, so nothing downstream sees ``auto``."""
+        if isinstance(data, dict) and data.get("fidelity", "auto") == "auto":
+            data = {**data, "fidelity": "none" if data.get("strategy") == "pbt" else AUTO_FIDELITY}
+        return data
 
     @field_validator("eta")
     @classmethod

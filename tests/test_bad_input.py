@@ -77,7 +77,7 @@ CASES = {
     ),
     "unknown fidelity scheduler": (
         lambda t: ["--set", "search.fidelity=asha"],
-        "search.fidelity: Input should be 'none', 'successive_halving' or 'hyperband'",
+        "search.fidelity: Input should be 'auto', 'none', 'successive_halving' or 'hyperband'",
     ),
     "unknown promotion rule": (
         lambda t: ["--set", "search.promotion=eager"],
@@ -102,6 +102,27 @@ CASES = {
     "default-first flag a number other than 0 or 1": (
         lambda t: ["--set", "search.try_default_first=2"],
         "search.try_default_first: Input should be a valid boolean",
+    ),
+    "continuation not a boolean": (
+        lambda t: ["--set", "search.continuation=sometimes"],
+        "search.continuation: Input should be a valid boolean",
+    ),
+    "continuation a number": (
+        lambda t: ["--set", "search.continuation=1"],
+        "search.continuation: Input should be a valid boolean",
+    ),
+    "empty continuation": (lambda t: ["--set", "search.continuation="], "search.continuation: Input should be a valid"),
+    "cost-aware flag a string": (
+        lambda t: ["--set", "search.cost_aware=on second thought"],
+        "search.cost_aware: Input should be a valid boolean",
+    ),
+    "cost-aware flag a number": (
+        lambda t: ["--set", "search.cost_aware=0"],
+        "search.cost_aware: Input should be a valid boolean",
+    ),
+    "fidelity auto spelled otherwise": (
+        lambda t: ["--set", "search.fidelity=Auto"],
+        "search.fidelity: Input should be 'auto', 'none', 'successive_halving' or 'hyperband'",
     ),
     "eta below 2": (lambda t: ["--set", "search.eta=1"], "search.eta: must be >= 2 (got 1)"),
     "min fraction 0": (
@@ -296,7 +317,7 @@ CASES = {
         "search.space: PBT perturbs parameters that can change while a model trains",
     ),
     "pbt with hyperband": (
-        lambda t: ["--set", "search.strategy=pbt"],
+        lambda t: ["--set", "search.strategy=pbt", "--set", "search.fidelity=hyperband"],
         "search.fidelity: hyperband does not apply to strategy pbt",
     ),
     "pbt with folds": (
@@ -375,6 +396,7 @@ def test_a_study_continued_with_other_cv_settings(home, tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = optuna.create_study(study_name="earlier", storage=storage)
     study.set_user_attr("rung_fractions", [1.0])  # a study from before search.cv: one split
+    capsys.readouterr()  # Optuna's own line about the study made here, when its logging is still at INFO
     args = ["--set", f"search.storage={storage}", "--set", "search.fidelity=none", "--set", "search.cv.folds=3"]
     assert main(["run", LSTM, *args, "--study-name", "earlier"]) == 2
     err = capsys.readouterr().err
@@ -388,6 +410,7 @@ def test_a_study_continued_with_another_strategy(home, tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = optuna.create_study(study_name="sampled", storage=storage)
     study.set_user_attr("rung_fractions", [1.0])  # a sampled study from before search.strategy
+    capsys.readouterr()  # Optuna's own line about the study made here, when its logging is still at INFO
     assert main(["run", LSTM, *PBT, "--set", f"search.storage={storage}", "--study-name", "sampled"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: search.strategy: study 'sampled' was run with strategy sample; this config gives")
@@ -401,6 +424,7 @@ def test_a_study_continued_with_other_fidelity_settings(home, tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = optuna.create_study(study_name="earlier", storage=storage)
     study.set_user_attr("rung_fractions", [1.0])
+    capsys.readouterr()  # Optuna's own line about the study made here, when its logging is still at INFO
     args = ["--set", f"search.storage={storage}", "--set", "search.fidelity=hyperband", "--study-name", "earlier"]
     assert main(["run", LSTM, *args]) == 2
     err = capsys.readouterr().err

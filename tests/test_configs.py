@@ -26,6 +26,18 @@ def test_shipped_configs_validate_with_the_family_space():
     assert configs["mlp_tabular"].search.space  # filled from the mlp family's default space
 
 
+def test_fidelity_auto_follows_the_strategy_and_an_explicit_conflict_is_refused():
+    """A shipped series config says fidelity auto: its sampled search runs Hyperband, and the same config under PBT
+    (whose members train on all the data) runs at full fidelity without a second override."""
+    assert load_config(REPO / "configs" / "lstm_baseline.yaml").search.fidelity == "hyperband"
+    pbt = load_config(REPO / "configs" / "lstm_baseline.yaml", ["search.strategy=pbt"])
+    assert (pbt.search.strategy, pbt.search.fidelity) == ("pbt", "none")
+    shipped = REPO / "configs" / "lstm_baseline.yaml"
+    assert load_config(shipped, ["search.fidelity=auto"]).search.fidelity == "hyperband"
+    with pytest.raises(ConfigError, match=r"search\.fidelity: successive_halving does not apply to strategy pbt"):
+        load_config(shipped, ["search.strategy=pbt", "search.fidelity=successive_halving"])
+
+
 def test_overrides_are_yaml_scalars_and_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config(
@@ -66,7 +78,7 @@ def _base() -> dict:
         (lambda c: c["search"]["space"].update(lr={"type": "loguniform"}), "search.space.lr: type must be one of"),
         (lambda c: c["search"].update(backend="ray"), "search.backend: Input should be 'optuna' or 'hyperopt'"),
         (lambda c: c["search"].update(sampler="anneal"), "sampler 'anneal' is not available for backend 'optuna'"),
-        (lambda c: c["search"].update(fidelity="asha"), "search.fidelity: Input should be 'none'"),
+        (lambda c: c["search"].update(fidelity="asha"), "search.fidelity: Input should be 'auto', 'none'"),
         (lambda c: c["search"].update(eta=1), "search.eta: must be >= 2"),
         (lambda c: c["search"].update(min_fraction=1.5), "search.min_fraction: must be in (0, 1]"),
         (lambda c: c["search"].update(sampler="grid"), "search.space.dropout: the grid sampler needs discrete"),

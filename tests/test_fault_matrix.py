@@ -117,7 +117,7 @@ def test_killed_anywhere_then_one_rerun_finishes(processes, tmp_path, backend, f
     configs = [t for t in trials if not t.user_attrs.get("source", "").startswith("retry:")]
     assert len(trial_runs) == len(configs), "one MLflow run per config: a retry continues the interrupted run"
     for run in trial_runs:
-        fractions = [v for k, v in sorted(run.data.params.items()) if k.startswith("rung")]
+        fractions = [v for k, v in sorted(run.data.params.items()) if k.endswith("_fraction")]
         assert len(fractions) == len(set(fractions)) and len(fractions) == run.data.metrics["rungs_reached"]
         history = client.get_metric_history(run.info.run_id, "rung_val_loss")
         assert len(history) == len({m.step for m in history}), "a rung was logged twice"

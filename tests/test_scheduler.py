@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from tasks.search import Hyperband, SuccessiveHalving, Verdict, rung_fractions
+from tasks.search import Hyperband, SuccessiveHalving, Verdict, brackets_for, make_scheduler, rung_fractions
 
 
 @dataclass
@@ -106,3 +106,32 @@ def test_deferred_promotion_waits_for_eta_results_then_promotes_the_waiting_ones
     assert scheduler.decide(T(3), 0, 1) == Verdict.PROMOTE  # four results: the best continues at once
     # the default (asha) sends the first config on at once
     assert SuccessiveHalving(eta=3, min_fraction=1 / 9).decide(T(0), 0, 5) == Verdict.PROMOTE
+
+
+def test_a_small_search_uses_only_the_brackets_it_can_fill():
+    """9 configs are plain successive halving (all start on 1/9 of the data, the most pruning); Hyperband's later
+    brackets join when the search samples a round of them (9 + 5 for two, 9 + 5 + 3 for three)."""
+    assert [brackets_for(n, 3, 3) for n in (1, 9, 13, 14, 16, 17, 50, None)] == [1, 1, 1, 2, 2, 3, 3, 3]
+    small = make_scheduler("hyperband", 3, 1 / 9, n_configs=9)
+    assert small.brackets == 1 and {small.bracket(T(i)) for i in range(9)} == {0}
+    middle = make_scheduler("hyperband", 3, 1 / 9, n_configs=15)
+    assert [b for b in range(3) if any(middle.bracket(T(i)) == b for i in range(15))] == [0, 1]
+    assert make_scheduler("hyperband", 3, 1 / 9).brackets == 3  # bounded by time alone
+
+
+def test_a_config_far_dearer_than_its_rung_takes_fewer_promotions():
+    """Cost counts: at a rung of six results where the top third goes on, the second best goes on when it costs
+    what the others do, and stops when it costs twice the median (it must rank in the top sixth)."""
+    for cost_aware, promoted in ((False, Verdict.PROMOTE), (True, Verdict.STOP)):
+        scheduler = SuccessiveHalving(eta=3, min_fraction=1 / 9, cost_aware=cost_aware)
+        for number, loss in enumerate([0.1, 0.3, 0.4, 0.5, 0.6]):
+            scheduler.record_cost(T(number), 0, 1.0)
+            scheduler.decide(T(number), 0, loss)
+        scheduler.record_cost(T(5), 0, 2.0)
+        assert scheduler.decide(T(5), 0, 0.2) == promoted
+        cheap = SuccessiveHalving(eta=3, min_fraction=1 / 9, cost_aware=cost_aware)
+        for number, loss in enumerate([0.1, 0.3, 0.4, 0.5, 0.6]):
+            cheap.record_cost(T(number), 0, 1.0)
+            cheap.decide(T(number), 0, loss)
+        cheap.record_cost(T(5), 0, 0.5)  # cheaper than the others: the plain rule
+        assert cheap.decide(T(5), 0, 0.2) == Verdict.PROMOTE

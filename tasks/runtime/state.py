@@ -56,6 +56,11 @@ class LocalState:
         """Where a study's full-fidelity evaluations keep their best epoch's weights (for the final stage)."""
         return self.home / "trial-weights" / study_name
 
+    def rung_checkpoints(self, study_name: str) -> Path:
+        """Where a study's configs keep a checkpoint at each rung below all the data (weights and optimiser state),
+        so that a config promoted to the next rung continues from it; removed when the search finishes."""
+        return self.home / "rung-checkpoints" / study_name
+
     def pbt_checkpoints(self, study_name: str) -> Path:
         """Where a study's PBT members keep their checkpoints (weights and optimiser state per interval)."""
         return self.home / "pbt-checkpoints" / study_name

@@ -351,6 +351,8 @@ class SearchEngine:
         item.record.rungs.append((fraction, evaluation.loss))
         item.record.curves.append(evaluation.curve)
         item.record.folds = list(item.rung_folds)
+        if evaluation.curve and evaluation.seconds > 0:
+            self.scheduler.record_cost(item.scheduled, rung, evaluation.seconds / len(evaluation.curve))
         verdict = self.scheduler.decide(item.scheduled, rung, evaluation.loss)
         if verdict == Verdict.PROMOTE and item.position == len(item.rungs) - 1:
             verdict = Verdict.COMPLETE

@@ -14,6 +14,7 @@ the running mean at ``fold_step(rung, fold) = step(rung) * folds + fold`` (the r
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from abc import ABC, abstractmethod
@@ -48,11 +49,19 @@ def rung_fractions(eta: int, min_fraction: float) -> tuple[float, ...]:
     return tuple(float(eta ** -(n - k)) for k in range(n + 1))
 
 
-def promotable(loss: float, competing: list[float], eta: int) -> bool:
+def promotable(loss: float, competing: list[float], eta: int, cost_ratio: float = 1.0) -> bool:
     """Asynchronous successive halving's rule: continue when ``loss`` ranks in the top 1/eta of the results
-    seen at this rung so far (itself included); before ``eta`` results, only the best so far continues."""
+    seen at this rung so far (itself included); before ``eta`` results, only the best so far continues. A config
+    whose cost is ``cost_ratio`` times the rung's median cost (above 1: it is dearer than most) must rank in the top
+    1/(eta x cost_ratio): a config that would cost three times the others takes one third of their promotions.
+
+    Example:
+        >>> rung = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+        >>> promotable(0.2, rung, eta=3), promotable(0.2, rung, eta=3, cost_ratio=2.0)
+        (True, False)
+    """
     ranked = sorted(competing)
-    index = max(len(ranked) // eta - 1, 0)
+    index = max(int(len(ranked) / (eta * max(cost_ratio, 1.0))) - 1, 0)
     return loss <= ranked[index]
 
 
@@ -139,6 +148,11 @@ class FidelityScheduler(ABC):
         (deferred promotion only; see ``SuccessiveHalving``)."""
         return []
 
+    def record_cost(self, trial: TrialLike, rung: int, seconds_per_epoch: float) -> None:
+        """What ``trial``'s evaluation at ``rung`` cost, in seconds per epoch, told before its ``decide``: a
+        cost-aware scheduler makes a config far dearer than its rung's median rank higher to be promoted."""
+        return None
+
     def waiting(self, trial: TrialLike, rung: int) -> bool:
         """Whether ``trial`` stopped at ``rung`` only to wait for the rung to fill (deferred promotion)."""
         return False
@@ -195,11 +209,14 @@ class SuccessiveHalving(FidelityScheduler):
         deferred: bool = False,
         folds: int = 1,
         fold_pruning: bool = True,
+        cost_aware: bool = False,
     ):
         super().__init__(eta, min_fraction, folds, fold_pruning)
         self.deferred = deferred
+        self.cost_aware = cost_aware
         self._results: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
         self._waiting: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
+        self._costs: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)  # seconds per epoch, if told
 
     def rungs(self, trial: TrialLike) -> tuple[int, ...]:
         return tuple(range(self.bracket(trial), len(self.fractions)))
@@ -226,7 +243,19 @@ class SuccessiveHalving(FidelityScheduler):
             self._waiting[key][trial.number] = loss
             return Verdict.STOP
         self._waiting[key].pop(trial.number, None)
-        return Verdict.PROMOTE if promotable(loss, competing, self.eta) else Verdict.STOP
+        promoted = promotable(loss, competing, self.eta, self._cost_ratio(key, trial.number))
+        return Verdict.PROMOTE if promoted else Verdict.STOP
+
+    def record_cost(self, trial: TrialLike, rung: int, seconds_per_epoch: float) -> None:
+        if self.cost_aware and math.isfinite(seconds_per_epoch) and seconds_per_epoch > 0:
+            self._costs[(self.bracket(trial), rung)][trial.number] = seconds_per_epoch
+
+    def _cost_ratio(self, key: tuple[int, int], number: int) -> float:
+        """The config's cost over the median of its rung's (1 until ``eta`` configs' costs are known)."""
+        costs = self._costs[key]
+        if number not in costs or len(costs) < self.eta:
+            return 1.0
+        return costs[number] / statistics.median(costs.values())
 
     def promotions_due(self) -> list[tuple[int, int]]:
         due = []
@@ -236,7 +265,7 @@ class SuccessiveHalving(FidelityScheduler):
                 continue
             for number, loss in list(waiting.items()):
                 del waiting[number]
-                if promotable(loss, competing, self.eta):
+                if promotable(loss, competing, self.eta, self._cost_ratio((bracket, rung), number)):
                     due.append((number, rung))
                     self._cleared[number] = rung
         return due
@@ -268,9 +297,36 @@ class SuccessiveHalving(FidelityScheduler):
                 self._waiting[(self.bracket(trial), rung)][trial.number] = loss
 
 
+def hyperband_budgets(eta: int, rungs: int) -> list[int]:
+    """Configs per bracket in one round of Hyperband over ``rungs`` rungs: bracket b starts at rung b.
+
+    Example:
+        >>> hyperband_budgets(3, 3)
+        [9, 5, 3]
+    """
+    return [math.ceil(rungs * eta ** (rungs - 1 - b) / (rungs - b)) for b in range(rungs)]
+
+
+def brackets_for(n_configs: int | None, eta: int, rungs: int) -> int:
+    """How many Hyperband brackets a search of ``n_configs`` configs uses: a bracket only when the search samples
+    enough configs for one round of it and of the brackets before it (so a small search is plain successive
+    halving, which prunes the most; the later brackets hedge against misleading small rungs when configs are many).
+    All of them without a count (a search bounded by time alone).
+
+    Example:
+        >>> [brackets_for(n, 3, 3) for n in (9, 14, 20, 50, None)]
+        [1, 2, 3, 3, 3]
+    """
+    if n_configs is None:
+        return rungs
+    rounds = itertools.accumulate(hyperband_budgets(eta, rungs))
+    return max(1, sum(n_configs >= needed for needed in rounds))
+
+
 class Hyperband(SuccessiveHalving):
     """Several successive-halving brackets, each starting at a higher rung; configs are spread over brackets
-    in proportion to Hyperband's allocation, deterministically by trial number."""
+    in proportion to Hyperband's allocation, deterministically by trial number. With ``n_configs`` (the search's
+    trial budget) only the brackets it can fill are used (``brackets_for``)."""
 
     name = "hyperband"
 
@@ -281,10 +337,12 @@ class Hyperband(SuccessiveHalving):
         deferred: bool = False,
         folds: int = 1,
         fold_pruning: bool = True,
+        n_configs: int | None = None,
+        cost_aware: bool = False,
     ):
-        super().__init__(eta, min_fraction, deferred, folds, fold_pruning)
-        n_brackets = len(self.fractions)
-        budgets = [math.ceil(n_brackets * eta ** (n_brackets - 1 - b) / (n_brackets - b)) for b in range(n_brackets)]
+        super().__init__(eta, min_fraction, deferred, folds, fold_pruning, cost_aware)
+        self.brackets = brackets_for(n_configs, eta, len(self.fractions))
+        budgets = hyperband_budgets(eta, len(self.fractions))[: self.brackets]
         # Interleave brackets so that any run of consecutive trials samples all of them in proportion.
         order = sorted(((j + 0.5) / budget, b) for b, budget in enumerate(budgets) for j in range(budget))
         self._pattern = [b for _, b in order]
@@ -294,12 +352,21 @@ class Hyperband(SuccessiveHalving):
 
 
 def make_scheduler(
-    kind: str, eta: int, min_fraction: float, deferred: bool = False, folds: int = 1, fold_pruning: bool = True
+    kind: str,
+    eta: int,
+    min_fraction: float,
+    deferred: bool = False,
+    folds: int = 1,
+    fold_pruning: bool = True,
+    n_configs: int | None = None,
+    cost_aware: bool = False,
 ) -> FidelityScheduler:
     """The scheduler for ``search.fidelity``, the same whichever sampler backend proposes the configs;
     ``deferred`` (``search.promotion: deferred``) holds promotions until a rung has ``eta`` results; ``folds``
     (``search.cv.folds``) evaluates each rung on that many folds, stopping a config after a fold when
-    ``fold_pruning`` says so (``search.cv.pruning``).
+    ``fold_pruning`` says so (``search.cv.pruning``); ``n_configs`` (``search.n_trials``) is how many configs the
+    search samples, from which Hyperband chooses its brackets; ``cost_aware`` (``search.cost_aware``) makes a config
+    far dearer than its rung's median rank higher to be promoted.
 
     Example:
         >>> make_scheduler("hyperband", 3, 1 / 9).fractions
@@ -308,7 +375,7 @@ def make_scheduler(
     if kind == "none":
         return FullFidelity(eta, min_fraction, folds, fold_pruning)
     if kind == "successive_halving":
-        return SuccessiveHalving(eta, min_fraction, deferred, folds, fold_pruning)
+        return SuccessiveHalving(eta, min_fraction, deferred, folds, fold_pruning, cost_aware)
     if kind == "hyperband":
-        return Hyperband(eta, min_fraction, deferred, folds, fold_pruning)
+        return Hyperband(eta, min_fraction, deferred, folds, fold_pruning, n_configs, cost_aware)
     raise ValueError(f"search.fidelity: unknown scheduler {kind!r}; choose none, successive_halving or hyperband")

@@ -23,12 +23,14 @@ def outcome_of(ending: TrialState) -> str:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What one evaluation of a config at one fidelity produced; ``error`` marks a failed evaluation."""
+    """What one evaluation of a config at one fidelity produced; ``error`` marks a failed evaluation;
+    ``continued_from`` is the lower fidelity whose checkpoint it continued from (None: it trained from scratch)."""
 
     loss: float
     curve: tuple[float, ...] = ()
     seconds: float = 0.0
     error: str | None = None
+    continued_from: float | None = None
 
     @classmethod
     def of(cls, result: Any) -> Evaluation:

@@ -7,6 +7,13 @@ subsample is part of every larger one): series keep the most recent contiguous w
 from one seeded, class-interleaved permutation. An evaluation on all the data keeps its best epoch's weights
 (``trial_weights_path``), so that the final stage continues from the winner instead of training it again.
 
+Continuation across rungs (``search.continuation``): an evaluation below all the data keeps a checkpoint (its best
+epoch's weights and optimiser state) under ``rung_dir``; when the same config is evaluated at a larger fraction (it
+was promoted), it continues from the checkpoint of the largest fraction below instead of training from scratch, for
+the epochs that bring the rows it has seen to about ``epochs`` passes over that fraction: ``epochs x (1 - previous /
+fraction)``. A config that reaches all the data so costs about one full training. A checkpoint at the fraction asked
+for is a rung trained before a stop and not recorded: it is read back, not trained again.
+
 ``MemberTrainer`` is population-based training's objective: one member for one interval, from a checkpoint.
 
 With cross-validation (``prepared.folds``) the engine calls ``objective(params, fidelity, fold=k)``: fold k's
@@ -79,6 +86,7 @@ class TrainerObjective:
         time_limit: float | None = None,
         deadline: Callable[[], float] | None = None,
         weights_dir: Path | None = None,
+        rung_dir: Path | None = None,
     ):
         self.family = family
         self.n_outputs, self.lookback = prepared.n_outputs, prepared.lookback
@@ -98,6 +106,7 @@ class TrainerObjective:
         self.time_limit = time_limit
         self.deadline = deadline  # training ends, keeping its best epoch, at this time.time() (the run's budget)
         self.weights_dir = weights_dir  # where full-fidelity evaluations keep their best epoch's weights
+        self.rung_dir = rung_dir  # where evaluations below all the data keep checkpoints to continue from
         self._stop = threading.Event()
 
     @classmethod
@@ -163,28 +172,99 @@ class TrainerObjective:
     def __call__(self, params: dict[str, Any], fidelity: float, fold: int | None = None) -> Evaluation:
         if self.threads:
             torch.set_num_threads(self.threads)
+        kept = self._checkpoint(params, fidelity, fold)
+        if kept is not None:  # this rung was trained before a stop and not recorded: read back, not trained again
+            return Evaluation(kept["loss"], tuple(kept["curve"]), kept["seconds"], continued_from=kept["start"])
         full = {**self.base_params, **params}
         train, val = (self.train, self.val) if fold is None else self.folds[fold]
         idx = self.subsample(fidelity, fold)
         # a fold's encoding may have fewer columns (categories its training rows lack)
         shape = ModelShape(train[0].shape[-1], self.n_outputs, self.lookback)
         model = build_model(get_family(self.family), shape, full, self.seed)
-        settings = self._settings(full, self.epochs, self.seed)
+        start = self._checkpoint_below(params, fidelity, fold)
+        epochs, optimizer_state = self.epochs, None
+        if start is not None:
+            model.load_state_dict(start["model"])
+            optimizer_state = start["optimizer"]
+            epochs = continued_epochs(self.epochs, start["fraction"], fidelity)
+        keeps_checkpoint = self.rung_dir is not None and fidelity < 1
         result = fit(
             model,
             (train[0][idx], train[1][idx]),
             val,
-            settings,
+            self._settings(full, epochs, self.seed),
             pick_device(self.device),
             should_stop=self._stop.is_set,
+            validate_first=start is not None,
+            optimizer_state=optimizer_state,
+            keep_optimizer=keeps_checkpoint,
         )
-        if self.weights_dir is not None and fold is None and fidelity >= 1 and math.isfinite(result.best_val_loss):
+        evaluation = Evaluation(
+            loss=result.best_val_loss,
+            curve=tuple(result.val_loss),
+            seconds=result.seconds,
+            continued_from=start["fraction"] if start is not None else None,
+        )
+        if not math.isfinite(result.best_val_loss):
+            return evaluation
+        if keeps_checkpoint:
+            kept = {
+                "model": model.state_dict(),
+                "optimizer": result.optimizer_state,
+                "params": params,
+                "fraction": fidelity,
+                "start": evaluation.continued_from,
+                "loss": evaluation.loss,
+                "curve": list(evaluation.curve),
+                "seconds": evaluation.seconds,
+            }
+            _save_atomically(kept, self._checkpoint_path(params, fidelity, fold))
+        if self.weights_dir is not None and fold is None and fidelity >= 1:
             # Trained on all the data: the final stage can continue from here instead of starting again.
-            path = trial_weights_path(self.weights_dir, params)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").replace(path)  # a killed writer never leaves half a file under the real name
-        return Evaluation(loss=result.best_val_loss, curve=tuple(result.val_loss), seconds=result.seconds)
+            _save_atomically(model.state_dict(), trial_weights_path(self.weights_dir, params))
+        return evaluation
+
+    def _checkpoint_path(self, params: dict[str, Any], fraction: float, fold: int | None) -> Path:
+        config = hashlib.sha256(params_key(params).encode()).hexdigest()[:20]
+        return Path(self.rung_dir or ".") / f"{config}-fold{'x' if fold is None else fold}-{fraction:.6f}.pt"
+
+    def _checkpoint(self, params: dict[str, Any], fraction: float, fold: int | None) -> dict[str, Any] | None:
+        """The checkpoint this config kept at exactly ``fraction`` (a rung trained before a stop), if any."""
+        if self.rung_dir is None or fraction >= 1:
+            return None
+        path = self._checkpoint_path(params, fraction, fold)
+        if not path.is_file():
+            return None
+        kept = torch.load(path, map_location="cpu", weights_only=False)
+        return kept if kept["params"] == params else None
+
+    def _checkpoint_below(self, params: dict[str, Any], fraction: float, fold: int | None) -> dict[str, Any] | None:
+        """The checkpoint this config kept at the largest fraction below ``fraction`` (the rung it was promoted
+        from), if any."""
+        if self.rung_dir is None or not self.rung_dir.is_dir():
+            return None
+        prefix = self._checkpoint_path(params, 1.0, fold).name.rsplit("-", 1)[0]
+        below = []
+        for path in self.rung_dir.glob(f"{prefix}-*.pt"):
+            kept_fraction = float(path.stem.rsplit("-", 1)[1])
+            if kept_fraction < fraction - 1e-9:
+                below.append((kept_fraction, path))
+        for _, path in sorted(below, reverse=True):
+            kept = torch.load(path, map_location="cpu", weights_only=False)
+            if kept["params"] == params:
+                return kept
+        return None
+
+
+def continued_epochs(epochs: int, start: float, fraction: float) -> int:
+    """Epochs a config continued from a checkpoint at ``start`` trains at ``fraction``: those that bring the rows it
+    has seen to about ``epochs`` passes over ``fraction``, at least one.
+
+    Example:
+        >>> continued_epochs(5, 1 / 3, 1.0)  # 5 x 2/3
+        3
+    """
+    return max(1, round(epochs * (1 - start / fraction)))
 
 
 def trial_weights_path(weights_dir: Path, params: dict[str, Any]) -> Path:

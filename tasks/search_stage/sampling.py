@@ -6,6 +6,7 @@ are queued first, or else the family's default config."""
 from __future__ import annotations
 
 import logging
+import shutil
 from typing import Any
 
 import mlflow
@@ -15,6 +16,7 @@ from tasks.runtime.state import local_state
 from tasks.search import (
     FOLD_LOSSES_ATTR,
     SOURCE_ATTR,
+    FullFidelity,
     Observers,
     PrefectExecutor,
     SearchEngine,
@@ -28,6 +30,9 @@ from tasks.search_stage.studies import DEFAULT_CONFIG_SOURCE, enqueue_default_co
 from tasks.search_stage.trial_runs import MlflowTrialObserver
 from tasks.tracking.catalog import (
     BACKEND_PARAM,
+    BRACKETS_PARAM,
+    CONTINUATION_PARAM,
+    COST_AWARE_PARAM,
     CV_FOLDS_PARAM,
     CV_GAP_PARAM,
     CV_KIND_PARAM,
@@ -79,14 +84,18 @@ class Sampling:
             search.promotion == "deferred",
             folds=len(prepared.folds) or 1,
             fold_pruning=search.cv.pruning,
+            n_configs=search.n_trials,
+            cost_aware=search.cost_aware,
         )
         weights_dir = local_state().trial_weights(study.study_name)
+        rung_dir = local_state().rung_checkpoints(study.study_name) if search.continuation else None
         objective = TrainerObjective.of(
             job,
             prepared,
             threads=context.threads,
             deadline=context.deadline,
             weights_dir=None if prepared.folds else weights_dir,
+            rung_dir=rung_dir if scheduler.name != FullFidelity.name else None,
         )
         cv = prepared.cv
         mlflow.log_params(
@@ -96,6 +105,9 @@ class Sampling:
                 FIDELITY_PARAM: search.fidelity,
                 RUNG_FRACTIONS_PARAM: ",".join(f"{f:.4g}" for f in scheduler.fractions),
                 SCHEDULER_PARAM: scheduler.name,
+                BRACKETS_PARAM: getattr(scheduler, "brackets", 1),
+                CONTINUATION_PARAM: search.continuation,
+                COST_AWARE_PARAM: search.cost_aware,
                 N_TRIALS_PARAM: search.n_trials,
                 TIMEOUT_PARAM: search.timeout,
                 EPOCHS_PARAM: search.epochs,
@@ -136,6 +148,8 @@ class Sampling:
         )
         result = engine.run()
         progress.finish()
+        if rung_dir is not None:  # the search is over: no config will continue from a rung any more
+            shutil.rmtree(rung_dir, ignore_errors=True)
         publish_trials(job.config_name, result.trials, pipeline.prefect_flow_run_id)
         importances = log_search_report(study, job.seed)
         if cv:

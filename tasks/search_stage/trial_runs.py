@@ -20,6 +20,7 @@ from tasks.tracking.catalog import (
     OUTCOME,
     PROMOTIONS,
     RETRIED_FROM_TRIAL,
+    RUNG_CONTINUED_FROM_PARAM,
     RUNG_CURVE_METRIC,
     RUNG_FRACTION_PARAM,
     RUNG_VAL_LOSS_METRIC,
@@ -108,12 +109,10 @@ class MlflowTrialObserver:
         metrics = [Metric(RUNG_VAL_LOSS_METRIC, evaluation.loss, now, step)]
         curve = RUNG_CURVE_METRIC.format(rung=rung)
         metrics += [Metric(curve, v, now, epoch) for epoch, v in enumerate(evaluation.curve)]
-        self.client.log_batch(
-            run_id,
-            metrics=metrics,
-            params=[Param(RUNG_FRACTION_PARAM.format(rung=rung), f"{fraction:.6g}")],
-            tags=verdict_tag,
-        )
+        params = [Param(RUNG_FRACTION_PARAM.format(rung=rung), f"{fraction:.6g}")]
+        if evaluation.continued_from is not None:
+            params.append(Param(RUNG_CONTINUED_FROM_PARAM.format(rung=rung), f"{evaluation.continued_from:.6g}"))
+        self.client.log_batch(run_id, metrics=metrics, params=params, tags=verdict_tag)
 
     def fold_finished(self, record: TrialRecord, fraction: float, step: int, fold: int, loss: float) -> None:
         run_id, key = self._runs[record.number], FOLD_VAL_LOSS_METRIC.format(fold=fold)

@@ -80,6 +80,9 @@ QUEUED_CONFIGS_FILE = "queued_configs.json"
 # --- search stage run (besides BACKEND_PARAM ... N_TRIALS_PARAM, BEST_VAL_LOSS and TRIALS_METRIC_PREFIX) ------------
 RUNG_FRACTIONS_PARAM = "rung_fractions"
 SCHEDULER_PARAM = "scheduler"
+BRACKETS_PARAM = "brackets"  # the Hyperband brackets used (1: successive halving)
+CONTINUATION_PARAM = "continuation"  # search.continuation
+COST_AWARE_PARAM = "cost_aware"  # search.cost_aware
 TIMEOUT_PARAM = "timeout"
 EPOCHS_PARAM = "epochs"  # also on the final_train run
 N_STARTUP_TRIALS_PARAM = "n_startup_trials"
@@ -132,6 +135,8 @@ PROMOTIONS = "automl.promotions"
 FAIL_REASON = "automl.fail_reason"
 RUNG_VERDICT = "automl.rung{rung}_verdict"
 RUNG_FRACTION_PARAM = "rung{rung}_fraction"
+# the fraction whose checkpoint a rung continued from (search.continuation); absent when it trained from scratch
+RUNG_CONTINUED_FROM_PARAM = "rung{rung}_continued_from"
 RUNG_VAL_LOSS_METRIC = "rung_val_loss"  # with cross-validation: the mean over the rung's folds
 FOLD_VAL_LOSS_METRIC = "val_loss_fold{fold}"  # cross-validation: one step per rung (the rung's step)
 RUNG_CURVE_METRIC = "val_loss_rung{rung}"  # one step per epoch
