@@ -1,203 +1,293 @@
-"""Search efficiency on the bundled CO2 series: does multi-fidelity reach the quality of a plain Optuna TPE search
-with a fraction of the compute?
+"""Search efficiency: does multi-fidelity reach the test error of a plain Optuna TPE search at full fidelity in a
+fraction of its search time, on series it was not tuned on?
 
-Compares, with the same number of sampled configs and over several seeds, the full pipeline (real Prefect,
-MLflow and Optuna; warm start and registry off) with:
+Two series: the bundled weekly CO2 (2,284 rows, lookback 52) and a generated hourly electricity-demand series
+(4,032 rows: a daily cycle with two peaks, a weekly one, a trend, a temperature covariate and noise; lookback 24).
+The full pipeline runs (real Prefect, MLflow and Optuna; warm start and registry off) with the shipped LSTM space,
+at each number of configs and seed, for the methods:
 
-- ``random_full``: random search, every config trained on all the data (5 epochs);
-- ``tpe_full``: Optuna TPE at full fidelity, the plain-script way;
-- ``tpe_hyperband``: Optuna TPE + Hyperband over data subsamples (1/9, 1/3, 1);
-- ``hyperopt_sha``: hyperopt TPE + asynchronous successive halving over the same rungs;
-- ``tpe_hyperband_deferred``: ``tpe_hyperband`` with ``search.promotion: deferred`` (no promotion before a rung
-  has eta results).
+- ``tpe_full``: Optuna TPE, every config trained on all the data (the plain-script way; the reference);
+- ``tpe_mf``: Optuna TPE with the shipped multi-fidelity defaults (``fidelity: auto``: Hyperband over 1/9, 1/3 and
+  all of the data with the brackets the search can fill; promoted configs continue from their rung checkpoint;
+  cost-aware promotion);
+- ``hyperopt_mf``: hyperopt's TPE with the same;
+- ``tpe_mf_deferred``: ``tpe_mf`` with ``search.promotion: deferred`` (no promotion before a rung holds eta results);
+- ``tpe_mf_no_cost``: ``tpe_mf`` without cost-aware promotion;
+- ``tpe_mf_restart``: ``tpe_mf`` without continuation (every rung trains from scratch, as before).
 
-Prints a Markdown table (median and range over seeds) and the speed-ups, and saves the raw results (CSV) and a
-plot of best validation loss against wall-clock under ``benchmarks/results/``.
+It prints one Markdown table (median and range over seeds of the search seconds and test RMSE as ratios to
+``tpe_full`` of the same seed; the share of trained epochs, in passes over all the data, spent on configs that were
+pruned; what a config that reached all the data cost, in full trainings), the learning-rate range test's suggestion
+against the lrs the full searches chose, and saves the raw rows (CSV, appended run by run: a stopped benchmark
+resumes where it stopped) and a plot under ``benchmarks/results/``. Run it alone on the machine.
 
-    .venv/bin/python benchmarks/search_efficiency.py          # 20 configs x 3 seeds: about 40 min on 2 CPU cores
-    .venv/bin/python benchmarks/search_efficiency.py --quick  # a smoke run of the whole script: about 2 min
-    .venv/bin/python benchmarks/search_efficiency.py --methods tpe_hyperband  # one method against tpe_full
+    .venv/bin/python benchmarks/search_efficiency.py                     # 9, 20, 50 configs x 3 seeds: hours
+    .venv/bin/python benchmarks/search_efficiency.py --sizes 9 20 --methods tpe_full tpe_mf hyperopt_mf
+    .venv/bin/python benchmarks/search_efficiency.py --quick             # a smoke run of the whole script
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from _setup import isolated_pipeline_home, save_rows
+import numpy as np
+import pandas as pd
+from _setup import RESULTS, isolated_pipeline_home
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "lstm_baseline.yaml"
+DEFAULTS = ["search.fidelity=auto", "search.promotion=asha", "search.continuation=true", "search.cost_aware=true"]
 METHODS = {
-    "random_full": ["search.backend=optuna", "search.sampler=random", "search.fidelity=none"],
     "tpe_full": ["search.backend=optuna", "search.sampler=tpe", "search.fidelity=none"],
-    "tpe_hyperband": ["search.backend=optuna", "search.sampler=tpe", "search.fidelity=hyperband"],
-    "hyperopt_sha": ["search.backend=hyperopt", "search.sampler=tpe", "search.fidelity=successive_halving"],
-    "tpe_hyperband_deferred": [
-        "search.backend=optuna",
-        "search.sampler=tpe",
-        "search.fidelity=hyperband",
-        "search.promotion=deferred",
-    ],
+    "tpe_mf": ["search.backend=optuna", "search.sampler=tpe", *DEFAULTS],
+    "hyperopt_mf": ["search.backend=hyperopt", "search.sampler=tpe", *DEFAULTS],
+    "tpe_mf_deferred": ["search.backend=optuna", "search.sampler=tpe", *DEFAULTS, "search.promotion=deferred"],
+    "tpe_mf_no_cost": ["search.backend=optuna", "search.sampler=tpe", *DEFAULTS, "search.cost_aware=false"],
+    "tpe_mf_restart": ["search.backend=optuna", "search.sampler=tpe", *DEFAULTS, "search.continuation=false"],
 }
 REFERENCE = "tpe_full"
-TOLERANCE = 0.01  # "reaches the reference's best" means within 1%
+CSV = "search_efficiency.csv"
+# The final stage trains up to this many epochs (shipped: 50, with the same early stopping), the same for every
+# method, so that the whole benchmark fits in a few hours on 2 cores.
+FINAL_EPOCHS = 20
+
+
+def demand_series(path: Path, rows: int = 4032, seed: int = 0) -> Path:
+    """An hourly electricity-demand-like series with a daily and a weekly cycle (generated, so nothing is
+    downloaded): two daily peaks, lower weekends, a slow trend, demand rising with temperature, and noise."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(rows)
+    hour, day = hours % 24, (hours // 24) % 7
+    temperature = 12 + 2.4 * np.sin(2 * np.pi * (hour - 9) / 24) + 6 * np.sin(2 * np.pi * hours / (24 * 90))
+    temperature += rng.normal(0, 1.5, rows)
+    daily = 0.6 * np.exp(-((hour - 8) ** 2) / 6) + 0.9 * np.exp(-((hour - 19) ** 2) / 8)
+    load = 3 + daily * np.where(day >= 5, 0.7, 1.0) - 0.3 * (day >= 5) + 0.0002 * hours
+    load += 0.04 * np.maximum(temperature - 15, 0) + rng.normal(0, 0.08, rows)
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2026-01-05", periods=rows, freq="h").strftime("%Y-%m-%d %H:%M"),
+            "load": np.round(load, 4),
+            "temperature": np.round(temperature, 2),
+        }
+    )
+    frame.to_csv(path, index=False)
+    return path
+
+
+def datasets(work: Path) -> dict[str, list[str]]:
+    """The series, as overrides of the shipped LSTM config."""
+    demand = demand_series(work / "demand.csv")
+    return {
+        "co2": [],
+        "demand": [
+            f"data.path={demand}",
+            "data.target=load",
+            "data.time_column=timestamp",
+            "data.lookback=24",
+            "data.horizon=1",
+        ],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "configs" / "lstm_baseline.yaml"))
-    parser.add_argument("--configs", type=int, default=20, help="sampled configs per search")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[9, 20, 50], help="configs per search")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--datasets", nargs="+", choices=["co2", "demand"], default=["co2", "demand"])
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming the CSV")
+    parser.add_argument("--report", action="store_true", help="print the tables from the CSV; run nothing")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the script, measures nothing")
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        choices=list(METHODS),
-        default=list(METHODS),
-        help=f"methods to run ({REFERENCE} always runs: the others are measured against it)",
-    )
     args = parser.parse_args()
-    methods = {m: METHODS[m] for m in METHODS if m in args.methods or m == REFERENCE}
+    methods = [m for m in METHODS if m in args.methods or m == REFERENCE]
     extra = []
     if args.quick:
-        args.configs, args.seeds = 6, 1
+        args.sizes, args.seeds, args.datasets = [3], 1, ["demand"]
         extra = ["search.epochs=1", "final.epochs=2", "data.lookback=12"]
+        args.out = str(Path(args.out) / "quick")
 
-    isolated_pipeline_home("automl-bench-")
-    rows = []
-    for seed in range(args.seeds):
-        for method, overrides in methods.items():  # interleaved, so machine noise hits every method alike
-            rows.append(run_once(args.config, method, seed, args.configs, overrides + extra))
-            print(
-                f"seed {seed} {method:<14} search {rows[-1]['search_seconds']:7.1f}s  best val "
-                f"{rows[-1]['best_val_loss']:.6f}  test rmse {rows[-1]['test_rmse']:.4f}",
-                file=sys.stderr,
-            )
-    add_time_to_reference(rows)
-    saved = save_rows(rows, args.out, "search_efficiency.csv", leave_out=("trajectory",))
-    print(markdown_table(rows, list(methods), args.configs, args.seeds))
-    plot(rows, saved.with_suffix(".png"))
-    print(f"\nraw results: {saved}; plot: {saved.with_suffix('.png')}")
+    work = isolated_pipeline_home("automl-bench-")
+    out = Path(args.out) / CSV
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = pd.read_csv(out) if out.exists() and not args.fresh else pd.DataFrame()
+    if args.fresh and out.exists():
+        out.unlink()
+    keys = set(zip(done["dataset"], done["configs"], done["seed"], done["method"], strict=True)) if len(done) else set()
+    series = datasets(work)
+    for dataset in [] if args.report else args.datasets:
+        for size in args.sizes:
+            for seed in range(args.seeds):
+                for method in methods:  # interleaved, so machine noise hits every method alike
+                    if (dataset, size, seed, method) in keys:
+                        continue
+                    row = run_once(dataset, method, seed, size, series[dataset] + METHODS[method] + extra)
+                    pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
+                    print(
+                        f"{dataset} {size:>3} configs seed {seed} {method:<16} search {row['search_seconds']:7.1f}s "
+                        f"test rmse {row['test_rmse']:.4f} pruned share {row['pruned_share']:.0%}",
+                        file=sys.stderr,
+                    )
+    rows = pd.read_csv(out)
+    if not args.report:
+        rows = rows[rows["dataset"].isin(args.datasets) & rows["configs"].isin(args.sizes)]
+    print(markdown_table(rows, methods))
+    print(lr_range_table(rows, series, args.datasets))
+    plot(rows, methods, out.with_suffix(".png"))
+    print(f"\nraw results: {out}; plot: {out.with_suffix('.png')}")
 
 
-def run_once(config: str, method: str, seed: int, n_configs: int, overrides: list[str]) -> dict:
-    import optuna
-    from optuna.trial import TrialState
-
+def run_once(dataset: str, method: str, seed: int, n_configs: int, overrides: list[str]) -> dict:
+    from configs import load_config
     from flows.pipeline import automl_pipeline
 
-    summary = automl_pipeline(
-        config_path=config,
-        overrides=[
-            f"seed={seed}",
-            f"search.n_trials={n_configs}",
-            "warm_start.enabled=false",
-            "registry.enabled=false",
-            *overrides,
-        ],
-    )
-    study = optuna.load_study(study_name=summary.study_name, storage=summary.storage)
-    trials = study.get_trials(deepcopy=False)
-    start = min(t.datetime_start for t in trials if t.datetime_start)
-    best, trajectory = float("inf"), []
-    for trial in sorted(
-        (t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.datetime_complete
-    ):  # only full-fidelity results count as "reached"
-        best = min(best, trial.value)
-        trajectory.append(((trial.datetime_complete - start).total_seconds(), best))
-    n = sum(summary.trials.as_dict().values())
+    overrides = [
+        f"seed={seed}",
+        f"search.n_trials={n_configs}",
+        "warm_start.enabled=false",
+        "registry.enabled=false",
+        f"final.epochs={FINAL_EPOCHS}",
+        *overrides,
+    ]
+    epochs = load_config(CONFIG, overrides).search.epochs
+    summary = automl_pipeline(config_path=str(CONFIG), overrides=overrides)
+    spent = trained_passes(summary)
+    full_cost = [passes for outcome, passes in spent if outcome == "complete"]
+    total = sum(passes for _, passes in spent)
     return {
-        "method": method,
+        "dataset": dataset,
+        "configs": n_configs,
         "seed": seed,
-        "configs": n,
+        "method": method,
         "complete": summary.trials.complete,
         "pruned": summary.trials.pruned,
         "search_seconds": summary.search_seconds,
+        "final_seconds": summary.stage_seconds.get("final_train", math.nan),
         "best_val_loss": summary.best_val_loss,
         "test_rmse": summary.test_metrics["rmse"],
-        "overhead_share": summary.search_overhead_share,
-        "overhead_per_trial": summary.search_seconds * summary.search_overhead_share / max(n, 1),
-        "trajectory": trajectory,
+        "best_lr": summary.best_params.get("lr", math.nan),
+        "pruned_share": sum(p for o, p in spent if o == "pruned") / total if total else math.nan,
+        # what a config reaching all the data trained, in passes over all the data, per full training's epochs
+        "full_cost": statistics.median(full_cost) / epochs if full_cost else math.nan,
+        "full_cost_max": max(full_cost) / epochs if full_cost else math.nan,
     }
 
 
-def add_time_to_reference(rows: list[dict]) -> None:
-    """Seconds until each run's best full-fidelity loss came within 1% of the reference's best (same seed)."""
-    reference = {r["seed"]: r["best_val_loss"] for r in rows if r["method"] == REFERENCE}
-    for row in rows:
-        target = reference[row["seed"]] * (1 + TOLERANCE)
-        reached = [t for t, best in row["trajectory"] if best <= target]
-        row["time_to_reference"] = reached[0] if reached else float("nan")
+def trained_passes(summary) -> list[tuple[str, float]]:
+    """Per trial run of the search: its outcome and the epochs it trained, weighted by each rung's share of the data
+    (passes over all the training data), read from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    from tasks.tracking.catalog import OUTCOME, RUNG_CURVE_METRIC, RUNG_FRACTION_PARAM
+
+    client = MlflowClient(summary.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(summary.experiment).experiment_id
+    search = client.search_runs(
+        [experiment], f"tags.`mlflow.parentRunId` = '{summary.pipeline_run_id}' and tags.`automl.stage` = 'search'"
+    )[0]
+    trials = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{search.info.run_id}'", max_results=1000)
+    spent = []
+    for run in trials:
+        passes, rung = 0.0, 0
+        while (fraction := run.data.params.get(RUNG_FRACTION_PARAM.format(rung=rung))) is not None:
+            curve = client.get_metric_history(run.info.run_id, RUNG_CURVE_METRIC.format(rung=rung))
+            passes += len(curve) * float(fraction)
+            rung += 1
+        spent.append((run.data.tags.get(OUTCOME, ""), passes))
+    return spent
 
 
-def markdown_table(rows: list[dict], methods: list[str], n_configs: int, n_seeds: int) -> str:
-    def stat(method: str, key: str, fmt: str) -> str:
-        values = [r[key] for r in rows if r["method"] == method and r[key] == r[key]]
-        if not values:
-            return "not reached"
-        med = statistics.median(values)
-        text = format(med, fmt)
-        if len(values) > 1:
-            text += f" ({format(min(values), fmt)}–{format(max(values), fmt)})"
-        reached = len(values)
-        total = sum(1 for r in rows if r["method"] == method)
-        return text + (f" [{reached}/{total} seeds]" if reached < total else "")
+def _ratio_stats(rows: pd.DataFrame, method: str, key: str) -> tuple[float, float, float]:
+    """Median, min and max over seeds of ``key`` divided by the reference's of the same seed."""
+    mine = rows[rows["method"] == method].set_index("seed")[key]
+    reference = rows[rows["method"] == REFERENCE].set_index("seed")[key]
+    ratios = (mine / reference).dropna()
+    if ratios.empty:
+        return math.nan, math.nan, math.nan
+    return float(ratios.median()), float(ratios.min()), float(ratios.max())
 
-    reference_wall = statistics.median(r["search_seconds"] for r in rows if r["method"] == REFERENCE)
-    reference_test = statistics.median(r["test_rmse"] for r in rows if r["method"] == REFERENCE)
+
+def markdown_table(rows: pd.DataFrame, methods: list[str]) -> str:
     lines = [
-        f"\n### Search efficiency: LSTM on weekly CO2, {n_configs} configs per search, {n_seeds} seeds "
-        "(median, range in brackets)\n",
-        "| method | search wall-clock (s) | best val loss | test RMSE (ppm) | time to TPE-full best ±1% (s) "
-        "| wall-clock vs TPE-full | test RMSE vs TPE-full | pruned configs | engine overhead |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "\n| series | configs | method | seeds | search s (median) | search time × tpe_full | test RMSE × tpe_full "
+        "| pruned configs | epochs on pruned configs | a config reaching all the data, in full trainings |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        wall = statistics.median(r["search_seconds"] for r in mine)
-        test = statistics.median(r["test_rmse"] for r in mine)
-        lines.append(
-            f"| {method} | {stat(method, 'search_seconds', '.0f')} | {stat(method, 'best_val_loss', '.5f')} "
-            f"| {stat(method, 'test_rmse', '.4f')} | {stat(method, 'time_to_reference', '.0f')} "
-            f"| {wall / reference_wall:.2f}x | {test / reference_test - 1:+.1%} "
-            f"| {statistics.median(r['pruned'] for r in mine):.0f} "
-            f"| {statistics.median(r['overhead_share'] for r in mine):.1%} "
-            f"({statistics.median(r['overhead_per_trial'] for r in mine):.2f}s/trial) |"
-        )
-    for method in [m for m in methods if m != REFERENCE and m != "random_full"]:
-        times = [r["time_to_reference"] for r in rows if r["method"] == method]
-        ref_times = [r["search_seconds"] for r in rows if r["method"] == REFERENCE]
-        ratios = [t / w for t, w in zip(times, ref_times, strict=True) if t == t]
-        if ratios:
+    for (dataset, size), group in rows.groupby(["dataset", "configs"], sort=True):
+        for method in methods:
+            mine = group[group["method"] == method]
+            if mine.empty:
+                continue
+            time_ratio, time_low, time_high = _ratio_stats(group, method, "search_seconds")
+            test_ratio, test_low, test_high = _ratio_stats(group, method, "test_rmse")
+            full = mine["full_cost"].dropna()
+            full_text = f"{full.median():.2f} (max {mine['full_cost_max'].max():.2f})" if not full.empty else "-"
             lines.append(
-                f"\n{method}: reached TPE-full's best (±1%) in {len(ratios)}/{len(times)} seeds, after a median "
-                f"{statistics.median(ratios):.0%} of TPE-full's search wall-clock."
+                f"| {dataset} | {size} | {method} | {len(mine)} | {mine['search_seconds'].median():.0f} "
+                f"| {time_ratio:.2f} ({time_low:.2f}–{time_high:.2f}) "
+                f"| {test_ratio:.3f} ({test_low:.3f}–{test_high:.3f}) "
+                f"| {mine['pruned'].median():.0f} | {mine['pruned_share'].median():.0%} | {full_text} |"
             )
-        else:
-            lines.append(f"\n{method}: did not reach TPE-full's best (±1%) in any seed.")
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def lr_range_table(rows: pd.DataFrame, series: dict[str, list[str]], names: list[str]) -> str:
+    """The range test on each series' default config against the lrs its full-fidelity searches chose."""
+    from configs import load_config
+    from tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from tasks.search_stage.lr_range import find_lr
+
+    lines = [
+        "\n| series | range test's suggestion | clear descent | lrs the tpe_full searches chose | decades apart "
+        "(median) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        cfg = load_config(CONFIG, series[name])
+        checked = load_and_check(cfg)
+        prepared, _ = prepare(checked.frame, DataPrepJob.of(cfg), checked.plan, checked.fingerprint)
+        result = find_lr(cfg.model, prepared, cfg.training, cfg.seed)
+        chosen = rows[(rows["dataset"] == name) & (rows["method"] == REFERENCE)]["best_lr"].dropna().tolist()
+        apart = statistics.median(abs(math.log10(result.suggestion / lr)) for lr in chosen) if chosen else math.nan
+        lines.append(
+            f"| {name} | {result.suggestion:.2e} | {'yes' if result.clear else 'no'} "
+            f"| {', '.join(f'{lr:.1e}' for lr in chosen)} | {apart:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: pd.DataFrame, methods: list[str], path: Path) -> None:
     from tasks.tracking.plotting import pyplot
 
     plt = pyplot()
-
-    colours = dict(zip(METHODS, ("tab:grey", "tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True))
-    figure, ax = plt.subplots(figsize=(9, 5))
-    for row in rows:
-        if not row["trajectory"]:
-            continue
-        times, bests = zip(*row["trajectory"], strict=True)
-        label = row["method"] if row["seed"] == 0 else None
-        ax.step(times, bests, where="post", color=colours[row["method"]], alpha=0.8, label=label)
-    ax.set(xlabel="search wall-clock (s)", ylabel="best full-fidelity validation loss", title="Search efficiency")
-    ax.set_yscale("log")
-    ax.legend()
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    for ax, dataset in zip(axes, ["co2", "demand"], strict=True):
+        group = rows[rows["dataset"] == dataset]
+        for method in methods[1:]:
+            points = []
+            for size in sorted(group["configs"].unique()):
+                at = group[group["configs"] == size]
+                time_ratio = _ratio_stats(at, method, "search_seconds")[0]
+                test_ratio = _ratio_stats(at, method, "test_rmse")[0]
+                if time_ratio == time_ratio:
+                    points.append((time_ratio, test_ratio, size))
+            if points:
+                xs, ys, _ = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", label=method)
+                for x, y, size in points:
+                    ax.annotate(str(size), (x, y), fontsize=7)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.axvline(1.0, color="grey", linewidth=0.8)
+        ax.set(title=f"{dataset}: vs TPE at full fidelity (labels: configs)", xlabel="search time × tpe_full")
+    axes[0].set_ylabel("test RMSE × tpe_full")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
