@@ -269,33 +269,33 @@ def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from configs import InputError
-    from tasks.registry import prediction as scoring
+    from tasks.registry import prediction
     from tasks.runtime.state import local_state
 
     out = Path(args.out) if args.out else None
     if args.json and out is None:
         raise InputError("--json: give --out too (without it the predictions themselves go to stdout as CSV)")
-    scoring.check_output(out)
+    prediction.check_output(out)
     uri = args.model
     if not uri:
         if not args.config:
             raise InputError("--model: give a registered model (models:/NAME@champion) or --config CONFIG")
-        uri = scoring.model_uri(_config_by_name_or_path(args.config))
+        uri = prediction.model_uri(_config_by_name_or_path(args.config))
     data = Path(args.data)
-    frame = scoring.read_rows(data)
+    frame = prediction.read_rows(data)
     state = local_state()
-    scoring.open_registry(state)
-    model = scoring.load_registered_model(uri)
-    scoring.check_rows(model, frame, args.rolling, data)
+    prediction.open_registry(state)
+    model = prediction.load_registered_model(uri)
+    prediction.check_rows(model, frame, args.rolling, data)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    predictions = scoring.score_rows(model, frame, args.rolling, scoring.progress_printer(str(data), say))
+    predictions = prediction.score_rows(model, frame, args.rolling, prediction.progress_printer(str(data), say))
     if out is None:
         predictions.to_csv(sys.stdout, index=False)
         return 0
-    scoring.write_predictions(predictions, out)
+    prediction.write_predictions(predictions, out)
     say(f"wrote {len(predictions)} predictions of {model.name} v{model.version} to {out}")
     if args.json:
         record = {

@@ -70,7 +70,7 @@ def compare(seed: int, trials: int, overrides: list[str]) -> list[dict]:
     from tasks.final_train.metrics import score
     from tasks.final_train.training import train_config
     from tasks.runtime.state import local_state
-    from tasks.search_stage.objective import trial_weights_path
+    from tasks.search_stage.checkpoints import trial_weights_path
 
     settings = [f"seed={seed}", f"search.n_trials={trials}", "warm_start.enabled=false", "registry.enabled=false"]
     config = REPO / "configs" / "lstm_baseline.yaml"

@@ -11,7 +11,7 @@ from prefect.states import Failed
 
 from configs import InputError, config_file, load_config
 from flows.pipeline import INVALID_INPUT, ShippedConfig
-from tasks.registry import prediction as scoring
+from tasks.registry import prediction
 from tasks.runtime.state import local_state
 from tasks.tracking.catalog import SCORING_ARTIFACT
 from tasks.tracking.prefect_ui import publish_markdown
@@ -41,19 +41,21 @@ def automl_score(
     state = local_state()
     try:
         cfg = load_config(config_file(config, config_path))
-        request = scoring.prepare_scoring(cfg, state, data_path, output_path, model_alias, rolling)
+        request = prediction.prepare_scoring(cfg, state, data_path, output_path, model_alias, rolling)
     except InputError as exc:  # a bad parameter, config, data file or model: one line, no run started
         get_run_logger().error(str(exc))
         return Failed(message=str(exc), name=INVALID_INPUT)
 
     started = time.monotonic()
-    predictions = scoring.score(request)
-    output = scoring.write_predictions(predictions, request.output)
+    predictions = prediction.score(request)
+    output = prediction.write_predictions(predictions, request.output)
     seconds = time.monotonic() - started
-    run_id = scoring.log_scoring_run(ensure_experiment(cfg.name, state), request, predictions, seconds)
+    run_id = prediction.log_scoring_run(ensure_experiment(cfg.name, state), request, predictions, seconds)
     model = request.model
-    result = scoring.ScoringResult(len(predictions), model.name, model.version, model.uri, str(output), run_id, seconds)
-    publish_markdown(cfg.name, SCORING_ARTIFACT, scoring.scoring_markdown(cfg.name, result, predictions), "Scoring")
+    result = prediction.ScoringResult(
+        len(predictions), model.name, model.version, model.uri, str(output), run_id, seconds
+    )
+    publish_markdown(cfg.name, SCORING_ARTIFACT, prediction.scoring_markdown(cfg.name, result, predictions), "Scoring")
     get_run_logger().info(
         "scored %d rows with %s v%s -> %s (MLflow run %s)",
         len(request.frame),

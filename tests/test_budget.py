@@ -65,8 +65,9 @@ def test_the_search_reserve_and_the_final_split_follow_one_plan():
     assert deadline.final_reserve() == pytest.approx(2 * cfg.final.epochs + plan.overhead)
     deadline.best_params = dict(plan.default_config)
     assert deadline.final_reserve() == pytest.approx(cfg.final.epochs + plan.overhead)
-    assert FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["search.strategy=pbt", "search.fidelity=none"]))\
-        .trainings(fitted_default) == (DEFAULT_CONFIG,)  # PBT: the best member is tested as it is
+    assert FinalPlan.of(
+        load_config("configs/mlp_tabular.yaml", ["search.strategy=pbt", "search.fidelity=none"])
+    ).trainings(fitted_default) == (DEFAULT_CONFIG,)  # PBT: the best member is tested as it is
     no_default = FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["final.baselines=[naive]"]))
     assert no_default.trainings(fitted_default) == (TUNED,) and no_default.share(TUNED, fitted_default) == 1.0
 

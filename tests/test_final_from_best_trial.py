@@ -11,7 +11,8 @@ from models import FitResult, get_family, loss_for
 from tasks.data_prep import DataPrepJob, load_and_check, prepare
 from tasks.final_train.job import FinalTrainJob
 from tasks.final_train.training import choose_model, start_weights, train_config
-from tasks.search_stage.objective import TrainerObjective, trial_weights_path
+from tasks.search_stage.checkpoints import trial_weights_path
+from tasks.search_stage.objective import TrainerObjective
 from tests.helpers import TINY_SPACE, write_config
 
 PARAMS = {"hidden_size": 16, "num_layers": 1, "dropout": 0.0, "lr": 0.01, "batch_size": 32}

@@ -9,7 +9,19 @@ import numpy as np
 import optuna
 import pytest
 
-from tasks.search import Hyperband, SuccessiveHalving, Verdict, brackets_for, make_scheduler, rung_fractions
+from tasks.search import (
+    Evaluation,
+    Hyperband,
+    Ledger,
+    SearchEngine,
+    SearchSpace,
+    SuccessiveHalving,
+    Verdict,
+    brackets_for,
+    make_backend,
+    make_scheduler,
+    rung_fractions,
+)
 
 
 @dataclass
@@ -135,3 +147,24 @@ def test_a_config_far_dearer_than_its_rung_takes_fewer_promotions():
             cheap.decide(T(number), 0, loss)
         cheap.record_cost(T(5), 0, 0.5)  # cheaper than the others: the plain rule
         assert cheap.decide(T(5), 0, 0.2) == Verdict.PROMOTE
+
+
+def test_rung_costs_land_in_the_study_and_a_new_scheduler_restores_them():
+    """Cost-aware decisions survive a restart and reach engines sharing the study: each trial records what its
+    rungs cost per epoch, and the ledger hands them to a fresh scheduler."""
+    study = optuna.create_study()
+
+    def objective(params, fraction):  # configs with x > 0 cost four times as much per epoch
+        return Evaluation((params["x"] - 1) ** 2 + (1 - fraction), (1.0, 1.0), 0.8 if params["x"] > 0 else 0.2)
+
+    space = SearchSpace.from_dict({"x": {"type": "float", "low": -3, "high": 3}})
+    scheduler = make_scheduler("successive_halving", 3, 1 / 9, cost_aware=True)
+    SearchEngine(objective, make_backend("optuna", "random", study, space, 0, 3), scheduler, n_trials=9).run()
+    recorded = [t.user_attrs.get("rung_costs") for t in study.trials]
+    assert all(costs and costs["0"] in (0.1, 0.4) for costs in recorded)  # seconds per epoch at the first rung
+    fresh = make_scheduler("successive_halving", 3, 1 / 9, cost_aware=True)
+    for trial, rung, cost in Ledger(study, None, None).rung_costs(lambda t: t):
+        fresh.record_cost(trial, rung, cost)
+    dear = next(t.number for t in study.trials if t.params["x"] > 0)
+    cheap = next(t.number for t in study.trials if t.params["x"] <= 0)
+    assert fresh._cost_ratio((0, 0), dear) > fresh._cost_ratio((0, 0), cheap)

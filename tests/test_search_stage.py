@@ -4,6 +4,7 @@ both complete, count pruned configs, and show per-rung metrics, plots and import
 from __future__ import annotations
 
 import mlflow
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -42,6 +43,13 @@ def test_multi_fidelity_search_in_the_pipeline(prefect_api, home, series_csv, tm
         assert steps == sorted(steps) and len(steps) == int(trial.data.tags["automl.promotions"]) + 1
         assert {"rung0_fraction", "rung1_fraction"} <= set(trial.data.params)
         assert trial.data.tags["automl.rung0_verdict"] == "promote"
+        # continuation: the promoted rung went on from the rung below's checkpoint
+        assert trial.data.params["rung1_continued_from"] == trial.data.params["rung0_fraction"]
+    # 9 configs fill one round of successive halving only: Hyperband runs one bracket, and the study keeps it
+    assert search.data.params["brackets"] == "1" and search.data.params["continuation"] == "True"
+    study = optuna.load_study(study_name=summary.study_name, storage=summary.storage)
+    assert study.user_attrs.get("hyperband_brackets") == (1 if fidelity == "hyperband" else None)
+    assert not any((home / "rung-checkpoints").rglob("*.pt")), "the search removes its rung checkpoints"
     pruned = next(t for t in trials if t.data.tags["automl.outcome"] == "pruned")
     last = int(pruned.data.tags["automl.promotions"])
     assert pruned.data.tags[f"automl.rung{last}_verdict"] == "stop"

@@ -65,4 +65,3 @@ def describe_target(y: np.ndarray, name: str) -> dict[str, Any]:
         "min": float(y.min()),
         "max": float(y.max()),
     }
-

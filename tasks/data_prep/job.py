@@ -1,12 +1,18 @@
-"""What the data prep stage is given (``DataPrepJob``: its parts of the config) and what checking the table decided
-(``DataPlan``: the kind of data, the task and the columns to use)."""
+"""What the data prep stage is given (``DataPrepJob``: its parts of the config), what checking the table decided
+(``DataPlan``: the kind of data, the task and the columns to use), and what each kind of data provides
+(``DataKind``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import pandas as pd
 
 from configs import CVConfig, DataConfig, PipelineConfig
+
+if TYPE_CHECKING:
+    from tasks.data_prep.prepared import PreparedData
 
 
 @dataclass(frozen=True)
@@ -34,3 +40,28 @@ class DataPlan:
     categorical: list[str]
     dropped: list[str]
 
+
+class DataKind(Protocol):
+    """What data prep checks and does for one kind of data (``series.SeriesData``, ``tabular.TabularData``), in
+    the order ``plan_data`` and ``prepare`` call it."""
+
+    name: str
+
+    def check_columns(self, frame: pd.DataFrame, data: DataConfig) -> None:
+        """The columns this kind needs besides the target."""
+
+    def choose_features(
+        self, frame: pd.DataFrame, data: DataConfig, candidates: list[str]
+    ) -> tuple[list[str], list[str], list[str]]:
+        """The feature columns, the categorical ones among them, and the candidates dropped."""
+
+    def check_rows(self, frame: pd.DataFrame, data: DataConfig, task: str) -> None:
+        """Enough rows (and classes) for the split."""
+
+    def check_folds(self, frame: pd.DataFrame, job: DataPrepJob, plan: DataPlan) -> None:
+        """``search.cv`` fits the train+validation rows."""
+
+    def prepare(
+        self, frame: pd.DataFrame, job: DataPrepJob, plan: DataPlan
+    ) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
+        """The model-ready arrays and the split rows."""

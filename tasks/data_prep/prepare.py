@@ -16,10 +16,10 @@ from configs import DataError, PipelineConfig, check_environment
 from models import get_family
 from tasks.data_prep.columns import check_finite, require_column, resolve_task
 from tasks.data_prep.folds import check_tabular_folds
-from tasks.data_prep.job import DataPlan, DataPrepJob
+from tasks.data_prep.job import DataKind, DataPlan, DataPrepJob
 from tasks.data_prep.prepared import PreparedData
-from tasks.data_prep.series import SERIES, SeriesData
-from tasks.data_prep.tabular import TABULAR, TabularData
+from tasks.data_prep.series import SERIES
+from tasks.data_prep.tabular import TABULAR
 
 
 def read_table(path: Path, key: str = "data.path") -> pd.DataFrame:
@@ -60,9 +60,8 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-
 # The kinds of data, each its own module: what plan_data checks and prepare does differs by kind.
-DATA_KINDS: dict[str, SeriesData | TabularData] = {"series": SERIES, "tabular": TABULAR}
+DATA_KINDS: dict[str, DataKind] = {"series": SERIES, "tabular": TABULAR}
 
 
 def plan_data(frame: pd.DataFrame, job: DataPrepJob) -> DataPlan:
@@ -119,7 +118,6 @@ def prepare(
     return prepared, frames
 
 
-
 class CheckedData:
     """The data file, read and checked once per run: the table, what ``plan_data`` decided, and the file's
     fingerprint. Handed from the CLI's checks to the flow; Prefect stores a flow parameter of this type as a
@@ -137,4 +135,3 @@ def load_and_check(cfg: PipelineConfig) -> CheckedData:
     frame = read_table(cfg.data.path)
     plan = plan_data(frame, DataPrepJob.of(cfg))
     return CheckedData(frame, plan, fingerprint(cfg.data.path))
-

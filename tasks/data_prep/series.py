@@ -223,4 +223,3 @@ def _series_fold_data(
             }
         )
     return folds, {"folds": cv.folds, "kind": kind, "gap": cv.gap, "boundaries": boundaries}
-

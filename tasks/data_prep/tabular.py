@@ -257,4 +257,3 @@ def _tabular_fold_data(
         )
         boundaries.append({"train_rows": len(train), "val_rows": len(val)})
     return folds, {"folds": cv.folds, "kind": kind, "seed": seed, "boundaries": boundaries}
-

@@ -21,4 +21,3 @@ def naive_predictions(prepared: PreparedData) -> np.ndarray:
         counts = np.bincount(prepared.train.y, minlength=prepared.n_outputs).astype(float)
         return np.tile(counts / counts.sum(), (n, 1))
     return np.full((n, 1), prepared.to_original_units(prepared.train.y).mean())
-

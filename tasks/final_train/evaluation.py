@@ -50,4 +50,3 @@ def raw_test_predictions(
     ):
         raise RuntimeError("the raw-data model does not reproduce the test predictions; not registering it")
     return frame
-

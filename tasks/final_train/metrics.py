@@ -31,4 +31,3 @@ def beats(task_type: str, new: dict[str, float], old: dict[str, float]) -> bool:
     if name not in old:
         return True
     return new[name] < old[name] if lower_is_better else new[name] > old[name]
-

@@ -1,6 +1,6 @@
 """What the final stage will train, worked out once from the config and handed to both stages: the search leaves the
-budget's reserve for it (``tasks.runtime.budget.SearchDeadline``) and the final stage splits what is left by it, so
-the two never disagree on what is trained, for how many epochs, or which share of the budget each training gets.
+budget's reserve for it (``tasks.search_stage.deadline.SearchDeadline``) and the final stage splits what is left by
+it, so the two never disagree on what is trained, for how many epochs, or which share of the budget each gets.
 
 Example:
     >>> plan = FinalPlan.of(cfg)

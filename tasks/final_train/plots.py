@@ -103,4 +103,3 @@ def log_classification_report(prepared: PreparedData, y_true: np.ndarray, proba:
     display.figure_.tight_layout()
     mlflow.log_figure(display.figure_, PREDICTED_VS_ACTUAL_PLOT)
     plt.close(display.figure_)
-

@@ -79,4 +79,3 @@ def _registered_by(client: MlflowClient, name: str, pipeline_run_id: str):
     except MlflowException:
         return None
     return next((v for v in versions if v.tags.get(PIPELINE_RUN_TAG) == pipeline_run_id), None)
-

@@ -28,4 +28,3 @@ class FinalResult:
     val_loss: float
     run_id: str = ""
     curves: dict[str, list[float]] = field(default_factory=dict)
-

@@ -91,4 +91,3 @@ def choose_model(tuned: FitResult, default: FitResult | None) -> tuple[str, str]
         f"the tuned config goes on: validation loss {tuned.best_val_loss:.5g} against the default config's "
         f"{default.best_val_loss:.5g}"
     )
-

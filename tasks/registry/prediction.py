@@ -140,12 +140,13 @@ def _installed_code_first() -> Iterator[None]:
     """Load a model without letting its own copy of this package's code shadow the installed one.
 
     MLflow puts a loaded model's code folder (``tasks/`` with the raw-model modules only, and ``models/``) first on
-    ``sys.path`` and leaves it there. In this process ``tasks`` is imported already, but processes started later
-    inherit ``sys.path`` (the Dask workers of a parallel search in ``automl serve``, which also runs the score flow)
-    and would import that partial ``tasks``. Here the package is installed, so the folder is taken off again.
+    ``sys.path`` and leaves it there. Here ``tasks`` and ``models`` are imported before it, but processes started
+    later inherit ``sys.path`` (the Dask workers of a parallel search in ``automl serve``, which also runs the score
+    flow) and would import that partial ``tasks``. The package is installed here, so the folder is taken off again.
     Models registered before ``tasks/`` had rooms pickled their class as ``tasks.raw_model``: those names are
     pointed at the modules' new homes.
     """
+    import models  # noqa: F401  (the installed families, before unpickling could import the model's own copy)
     from tasks.data_prep import preprocessing
     from tasks.registry import raw_model
 

@@ -9,8 +9,9 @@ from typing import Any
 # Raised when a stage's result type changes, so that a run resumed after an upgrade recomputes the stages an older
 # version cached instead of failing to load their results (2: the restructured stages of issue 12;
 # 3: the final stage's chosen model, issue 13; 4: cross-validation folds, issue 14; 5: population-based training;
-# 6: tasks/ in rooms by pipeline step, so the pickled results' classes live in other modules).
-RESULTS_VERSION = 6
+# 6: tasks/ in rooms by pipeline step, so the pickled results' classes live in other modules; 7: FinalResult and
+# WarmStartDecision in modules of their own, PreparedData.cv).
+RESULTS_VERSION = 7
 
 
 def pipeline_stage_key(context: Any, parameters: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ It optimises any ``objective(params, fidelity) -> loss`` (fidelity in (0, 1]), s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -34,6 +35,7 @@ from tasks.search._ledger import (
     PROMOTED_SOURCE,
     REASON_ATTR,
     REUSED_ATTR,
+    RUNG_COSTS_ATTR,
     SCHEDULED_AS_ATTR,
     SECONDS_ATTR,
     SOURCE_ATTR,
@@ -82,6 +84,8 @@ class _Running:
     rung_folds: list[float] = field(default_factory=list)  # the losses of the rung in progress's finished folds
     rung_seconds: float = 0.0  # spent on them
     rung_curves: list[tuple[float, ...]] = field(default_factory=list)  # their validation curves
+    rung_continued_from: float | None = None  # the fraction the rung's folds continued from (continuation)
+    costs: dict[str, float] = field(default_factory=dict)  # rung index -> seconds per epoch (RUNG_COSTS_ATTR)
 
     def rung_evaluation(self, mean: float) -> Evaluation:
         """The rung so far as one evaluation: the mean loss, the mean curve, and seconds for that many epochs at
@@ -89,7 +93,7 @@ class _Running:
         curve = _mean_curve(self.rung_curves)
         epochs = sum(len(c) for c in self.rung_curves)
         seconds = self.rung_seconds * len(curve) / epochs if epochs else self.rung_seconds / len(self.rung_folds)
-        return Evaluation(mean, curve, seconds)
+        return Evaluation(mean, curve, seconds, continued_from=self.rung_continued_from)
 
 
 class SearchEngine:
@@ -151,6 +155,7 @@ class SearchEngine:
                 self.requeue_interrupted()
                 restored = self.ledger.restore(self.scheduler.position_of, _AsScheduled)
                 self.scheduler.restore(restored.history)
+                self._restore_costs()
                 self._restore_waiting()
                 self._best_before = restored.best
                 in_flight: dict[Any, _Running] = {}
@@ -170,6 +175,11 @@ class SearchEngine:
                 self._interrupt(exc)
                 raise
         return self._result(time.monotonic() - started)
+
+    def _restore_costs(self) -> None:
+        """The rung costs the study holds (this engine's before a restart, other engines' sharing the study)."""
+        for trial, rung, cost in self.ledger.rung_costs(_AsScheduled):
+            self.scheduler.record_cost(trial, rung, cost)
 
     def _restore_waiting(self) -> None:
         """Deferred promotion after a restart: configs a stopped search left waiting at a rung (pruned with the
@@ -314,7 +324,7 @@ class SearchEngine:
         self._evaluation_seconds += evaluation.seconds
         item.record.seconds += evaluation.seconds
         if evaluation.error is None and not math.isfinite(evaluation.loss):
-            evaluation = Evaluation(evaluation.loss, evaluation.curve, evaluation.seconds, f"loss is {evaluation.loss}")
+            evaluation = dataclasses.replace(evaluation, error=f"loss is {evaluation.loss}")
         if evaluation.error is not None:
             self._fail(item, evaluation.error)
             return
@@ -333,9 +343,12 @@ class SearchEngine:
         item.rung_folds.append(evaluation.loss)
         item.rung_seconds += evaluation.seconds
         item.rung_curves.append(evaluation.curve)
+        if evaluation.continued_from is not None:
+            item.rung_continued_from = evaluation.continued_from
         # Engines sharing the study (other processes, other machines) may have reported results at this rung since
         # this one started: the scheduler compares with them too, as Optuna's pruners, reading the study, do.
         self.scheduler.restore(self.ledger.rung_history(self.scheduler.position_of, _AsScheduled))
+        self._restore_costs()
         if folds > 1:
             self.observer.fold_finished(item.record, fraction, step, fold, evaluation.loss)
             evaluation = item.rung_evaluation(mean)
@@ -351,8 +364,10 @@ class SearchEngine:
         item.record.rungs.append((fraction, evaluation.loss))
         item.record.curves.append(evaluation.curve)
         item.record.folds = list(item.rung_folds)
-        if evaluation.curve and evaluation.seconds > 0:
-            self.scheduler.record_cost(item.scheduled, rung, evaluation.seconds / len(evaluation.curve))
+        if evaluation.curve and evaluation.seconds > 0:  # a rung reused from the ledger has its cost recorded there
+            item.costs[str(rung)] = evaluation.seconds / len(evaluation.curve)
+            item.trial.set_user_attr(RUNG_COSTS_ATTR, dict(item.costs))
+            self.scheduler.record_cost(item.scheduled, rung, item.costs[str(rung)])
         verdict = self.scheduler.decide(item.scheduled, rung, evaluation.loss)
         if verdict == Verdict.PROMOTE and item.position == len(item.rungs) - 1:
             verdict = Verdict.COMPLETE
@@ -369,6 +384,7 @@ class SearchEngine:
         if verdict == Verdict.PROMOTE:
             item.position, item.fold = item.position + 1, 0
             item.rung_folds, item.rung_seconds, item.rung_curves = [], 0.0, []
+            item.rung_continued_from = None
             return True
         if verdict == Verdict.STOP and self.scheduler.waiting(item.scheduled, rung):
             item.record.reason = WAITING

@@ -5,6 +5,7 @@ that uses it, so the engine runs where Prefect is not installed."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import functools
 import time
 import traceback
@@ -34,7 +35,7 @@ def evaluate(objective: Callable, params: dict[str, Any], fraction: float) -> Ev
     except Exception as exc:  # the search goes on; the reason is recorded on the trial
         return Evaluation(float("nan"), seconds=time.perf_counter() - started, error=_reason(exc))
     if not evaluation.seconds:
-        evaluation = Evaluation(evaluation.loss, evaluation.curve, time.perf_counter() - started, evaluation.error)
+        evaluation = dataclasses.replace(evaluation, seconds=time.perf_counter() - started)
     return evaluation
 
 

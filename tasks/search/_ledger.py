@@ -35,6 +35,7 @@ CONTINUATION_ATTR = "continuation"  # on promotions and on their retries: a conf
 FULL_FIDELITY_ATTR = "full_fidelity"  # set on enqueued configs that skip the low-fidelity rungs
 SCHEDULED_AS_ATTR = "scheduled_as"  # on retried trials: the trial number whose bracket and rungs they keep
 FOLD_LOSSES_ATTR = "fold_losses"  # cross-validation: the validation loss of each fold at the last rung reached
+RUNG_COSTS_ATTR = "rung_costs"  # {rung index: seconds per epoch}: what each rung cost (cost-aware promotion)
 OWNER_ATTR = "owner"  # host:pid:token of the engine evaluating a RUNNING trial
 
 HEARTBEAT_SECONDS = 30.0
@@ -164,6 +165,16 @@ class Ledger:
                 if position is not None and value is not None and math.isfinite(value):
                     history.append((as_scheduled(frozen), *position, value))
         return history
+
+    def rung_costs(self, as_scheduled: Callable[[Any], Any]) -> list[tuple[Any, int, float]]:
+        """(trial as scheduled, rung, seconds per epoch) for every rung cost recorded in the study, also of trials
+        interrupted since (their retries keep their scheduled number): what a cost-aware scheduler restores after a
+        restart, and learns from engines sharing the study."""
+        costs = []
+        for frozen in self.study.get_trials(deepcopy=False):
+            for rung, cost in (frozen.user_attrs.get(RUNG_COSTS_ATTR) or {}).items():
+                costs.append((as_scheduled(frozen), int(rung), float(cost)))
+        return costs
 
     def known(self, params: Mapping[str, Any], step: int) -> float | None:
         return self._known.get((params_key(params), step))

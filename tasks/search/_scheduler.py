@@ -49,19 +49,26 @@ def rung_fractions(eta: int, min_fraction: float) -> tuple[float, ...]:
     return tuple(float(eta ** -(n - k)) for k in range(n + 1))
 
 
+# Costs within this factor of the rung's median count as the same: seconds per epoch are measured, and noisy (other
+# processes, the validation pass that dominates a small rung), so only a config far dearer than most is held back.
+COST_TOLERANCE = 1.5
+
+
 def promotable(loss: float, competing: list[float], eta: int, cost_ratio: float = 1.0) -> bool:
     """Asynchronous successive halving's rule: continue when ``loss`` ranks in the top 1/eta of the results
     seen at this rung so far (itself included); before ``eta`` results, only the best so far continues. A config
-    whose cost is ``cost_ratio`` times the rung's median cost (above 1: it is dearer than most) must rank in the top
-    1/(eta x cost_ratio): a config that would cost three times the others takes one third of their promotions.
+    whose cost is ``cost_ratio`` times the rung's median cost, beyond ``COST_TOLERANCE``, must rank in the top
+    1/(eta x cost_ratio / COST_TOLERANCE): a config three times as dear as most takes half their promotions.
 
     Example:
         >>> rung = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
-        >>> promotable(0.2, rung, eta=3), promotable(0.2, rung, eta=3, cost_ratio=2.0)
-        (True, False)
+        >>> promotable(0.2, rung, eta=3), promotable(0.2, rung, eta=3, cost_ratio=1.4)
+        (True, True)
+        >>> promotable(0.2, rung, eta=3, cost_ratio=3.0)
+        False
     """
     ranked = sorted(competing)
-    index = max(int(len(ranked) / (eta * max(cost_ratio, 1.0))) - 1, 0)
+    index = max(int(len(ranked) / (eta * max(cost_ratio / COST_TOLERANCE, 1.0))) - 1, 0)
     return loss <= ranked[index]
 
 
@@ -326,7 +333,8 @@ def brackets_for(n_configs: int | None, eta: int, rungs: int) -> int:
 class Hyperband(SuccessiveHalving):
     """Several successive-halving brackets, each starting at a higher rung; configs are spread over brackets
     in proportion to Hyperband's allocation, deterministically by trial number. With ``n_configs`` (the search's
-    trial budget) only the brackets it can fill are used (``brackets_for``)."""
+    trial budget) only the brackets it can fill are used (``brackets_for``); ``brackets`` sets their number instead
+    (a continued study keeps the brackets it started with, so its trials stay in theirs)."""
 
     name = "hyperband"
 
@@ -339,9 +347,10 @@ class Hyperband(SuccessiveHalving):
         fold_pruning: bool = True,
         n_configs: int | None = None,
         cost_aware: bool = False,
+        brackets: int | None = None,
     ):
         super().__init__(eta, min_fraction, deferred, folds, fold_pruning, cost_aware)
-        self.brackets = brackets_for(n_configs, eta, len(self.fractions))
+        self.brackets = brackets or brackets_for(n_configs, eta, len(self.fractions))
         budgets = hyperband_budgets(eta, len(self.fractions))[: self.brackets]
         # Interleave brackets so that any run of consecutive trials samples all of them in proportion.
         order = sorted(((j + 0.5) / budget, b) for b, budget in enumerate(budgets) for j in range(budget))
@@ -360,13 +369,14 @@ def make_scheduler(
     fold_pruning: bool = True,
     n_configs: int | None = None,
     cost_aware: bool = False,
+    brackets: int | None = None,
 ) -> FidelityScheduler:
     """The scheduler for ``search.fidelity``, the same whichever sampler backend proposes the configs;
     ``deferred`` (``search.promotion: deferred``) holds promotions until a rung has ``eta`` results; ``folds``
     (``search.cv.folds``) evaluates each rung on that many folds, stopping a config after a fold when
     ``fold_pruning`` says so (``search.cv.pruning``); ``n_configs`` (``search.n_trials``) is how many configs the
-    search samples, from which Hyperband chooses its brackets; ``cost_aware`` (``search.cost_aware``) makes a config
-    far dearer than its rung's median rank higher to be promoted.
+    search samples, from which Hyperband chooses its brackets (``brackets`` fixes their number); ``cost_aware``
+    (``search.cost_aware``) makes a config far dearer than its rung's median rank higher to be promoted.
 
     Example:
         >>> make_scheduler("hyperband", 3, 1 / 9).fractions
@@ -377,5 +387,5 @@ def make_scheduler(
     if kind == "successive_halving":
         return SuccessiveHalving(eta, min_fraction, deferred, folds, fold_pruning, cost_aware)
     if kind == "hyperband":
-        return Hyperband(eta, min_fraction, deferred, folds, fold_pruning, n_configs, cost_aware)
+        return Hyperband(eta, min_fraction, deferred, folds, fold_pruning, n_configs, cost_aware, brackets)
     raise ValueError(f"search.fidelity: unknown scheduler {kind!r}; choose none, successive_halving or hyperband")

@@ -128,7 +128,7 @@ def find_lr(
     family = get_family(model.family)
     full = tested_config(model, params)
     shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
-    model = build_model(family, shape, full, seed)
+    module = build_model(family, shape, full, seed)
     settings = TrainSettings(
         epochs=1,
         lr=float(full["lr"]),
@@ -140,7 +140,7 @@ def find_lr(
         seed=seed,
     )
     train = (prepared.train.X, prepared.train.y)
-    return lr_range_test(model, train, settings, device=pick_device(training.device))
+    return lr_range_test(module, train, settings, device=pick_device(training.device))
 
 
 def narrow_lr(spec: FloatParam, suggestion: float) -> tuple[FloatParam, str]:

@@ -5,14 +5,15 @@ At fidelity f a config trains on a subsample of f of the training windows/rows, 
 Subsamples are deterministic per seed, the same for every config at a rung, and nested (a smaller rung's
 subsample is part of every larger one): series keep the most recent contiguous windows; tabular rows come
 from one seeded, class-interleaved permutation. An evaluation on all the data keeps its best epoch's weights
-(``trial_weights_path``), so that the final stage continues from the winner instead of training it again.
+(``checkpoints.trial_weights_path``), so that the final stage continues from the winner instead of training again.
 
 Continuation across rungs (``search.continuation``): an evaluation below all the data keeps a checkpoint (its best
-epoch's weights and optimiser state) under ``rung_dir``; when the same config is evaluated at a larger fraction (it
-was promoted), it continues from the checkpoint of the largest fraction below instead of training from scratch, for
-the epochs that bring the rows it has seen to about ``epochs`` passes over that fraction: ``epochs x (1 - previous /
-fraction)``. A config that reaches all the data so costs about one full training. A checkpoint at the fraction asked
-for is a rung trained before a stop and not recorded: it is read back, not trained again.
+epoch's weights and optimiser state; ``checkpoints.RungCheckpoints``) under ``rung_dir``; when the same config is
+evaluated at a larger fraction (it was promoted), it continues from the checkpoint of the largest fraction below
+instead of training from scratch, for the epochs that bring the rows it has seen to about ``epochs`` passes over that
+fraction: ``epochs x (1 - previous / fraction)``. A config that reaches all the data so costs about one full
+training. A checkpoint at the fraction asked for is a rung trained before a stop and not recorded: it is read back,
+not trained again.
 
 ``MemberTrainer`` is population-based training's objective: one member for one interval, from a checkpoint.
 
@@ -23,9 +24,7 @@ keep no weights: none of them trained on the split the final stage trains on.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +36,8 @@ import torch
 
 from models import ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
 from tasks.data_prep.prepared import PreparedData
-from tasks.search import Evaluation, params_key
+from tasks.search import Evaluation
+from tasks.search_stage.checkpoints import RungCheckpoints, save_atomically, trial_weights_path
 from tasks.search_stage.job import SearchJob
 
 
@@ -114,7 +114,7 @@ class TrainerObjective:
         cls, job: SearchJob, prepared: PreparedData, *, threads: int, deadline: Callable[[], float] | None, **extra: Any
     ) -> TrainerObjective:
         """Built from the search stage's job (its ``model``, ``training``, ``search`` and ``seed``); ``extra`` goes
-        to the constructor (``weights_dir``, ``checkpoint_dir``)."""
+        to the constructor (``weights_dir``, ``rung_dir``; ``checkpoint_dir`` for ``MemberTrainer``)."""
         family = get_family(job.model.family)
         return cls(
             family.name,
@@ -172,7 +172,8 @@ class TrainerObjective:
     def __call__(self, params: dict[str, Any], fidelity: float, fold: int | None = None) -> Evaluation:
         if self.threads:
             torch.set_num_threads(self.threads)
-        kept = self._checkpoint(params, fidelity, fold)
+        rungs = RungCheckpoints(self.rung_dir) if self.rung_dir is not None and fidelity < 1 else None
+        kept = rungs.at(params, fidelity, fold) if rungs is not None else None
         if kept is not None:  # this rung was trained before a stop and not recorded: read back, not trained again
             return Evaluation(kept["loss"], tuple(kept["curve"]), kept["seconds"], continued_from=kept["start"])
         full = {**self.base_params, **params}
@@ -181,13 +182,12 @@ class TrainerObjective:
         # a fold's encoding may have fewer columns (categories its training rows lack)
         shape = ModelShape(train[0].shape[-1], self.n_outputs, self.lookback)
         model = build_model(get_family(self.family), shape, full, self.seed)
-        start = self._checkpoint_below(params, fidelity, fold)
+        start = RungCheckpoints(self.rung_dir).below(params, fidelity, fold) if self.rung_dir is not None else None
         epochs, optimizer_state = self.epochs, None
         if start is not None:
             model.load_state_dict(start["model"])
             optimizer_state = start["optimizer"]
             epochs = continued_epochs(self.epochs, start["fraction"], fidelity)
-        keeps_checkpoint = self.rung_dir is not None and fidelity < 1
         result = fit(
             model,
             (train[0][idx], train[1][idx]),
@@ -197,7 +197,7 @@ class TrainerObjective:
             should_stop=self._stop.is_set,
             validate_first=start is not None,
             optimizer_state=optimizer_state,
-            keep_optimizer=keeps_checkpoint,
+            keep_optimizer=rungs is not None,
         )
         evaluation = Evaluation(
             loss=result.best_val_loss,
@@ -207,53 +207,14 @@ class TrainerObjective:
         )
         if not math.isfinite(result.best_val_loss):
             return evaluation
-        if keeps_checkpoint:
-            kept = {
-                "model": model.state_dict(),
-                "optimizer": result.optimizer_state,
-                "params": params,
-                "fraction": fidelity,
-                "start": evaluation.continued_from,
-                "loss": evaluation.loss,
-                "curve": list(evaluation.curve),
-                "seconds": evaluation.seconds,
-            }
-            _save_atomically(kept, self._checkpoint_path(params, fidelity, fold))
+        if rungs is not None:
+            state = {"model": model.state_dict(), "optimizer": result.optimizer_state}
+            result_of_rung = {"loss": evaluation.loss, "curve": list(evaluation.curve), "seconds": evaluation.seconds}
+            rungs.keep(params, fidelity, fold, {**state, **result_of_rung, "start": evaluation.continued_from})
         if self.weights_dir is not None and fold is None and fidelity >= 1:
             # Trained on all the data: the final stage can continue from here instead of starting again.
-            _save_atomically(model.state_dict(), trial_weights_path(self.weights_dir, params))
+            save_atomically(model.state_dict(), trial_weights_path(self.weights_dir, params))
         return evaluation
-
-    def _checkpoint_path(self, params: dict[str, Any], fraction: float, fold: int | None) -> Path:
-        config = hashlib.sha256(params_key(params).encode()).hexdigest()[:20]
-        return Path(self.rung_dir or ".") / f"{config}-fold{'x' if fold is None else fold}-{fraction:.6f}.pt"
-
-    def _checkpoint(self, params: dict[str, Any], fraction: float, fold: int | None) -> dict[str, Any] | None:
-        """The checkpoint this config kept at exactly ``fraction`` (a rung trained before a stop), if any."""
-        if self.rung_dir is None or fraction >= 1:
-            return None
-        path = self._checkpoint_path(params, fraction, fold)
-        if not path.is_file():
-            return None
-        kept = torch.load(path, map_location="cpu", weights_only=False)
-        return kept if kept["params"] == params else None
-
-    def _checkpoint_below(self, params: dict[str, Any], fraction: float, fold: int | None) -> dict[str, Any] | None:
-        """The checkpoint this config kept at the largest fraction below ``fraction`` (the rung it was promoted
-        from), if any."""
-        if self.rung_dir is None or not self.rung_dir.is_dir():
-            return None
-        prefix = self._checkpoint_path(params, 1.0, fold).name.rsplit("-", 1)[0]
-        below = []
-        for path in self.rung_dir.glob(f"{prefix}-*.pt"):
-            kept_fraction = float(path.stem.rsplit("-", 1)[1])
-            if kept_fraction < fraction - 1e-9:
-                below.append((kept_fraction, path))
-        for _, path in sorted(below, reverse=True):
-            kept = torch.load(path, map_location="cpu", weights_only=False)
-            if kept["params"] == params:
-                return kept
-        return None
 
 
 def continued_epochs(epochs: int, start: float, fraction: float) -> int:
@@ -264,12 +225,7 @@ def continued_epochs(epochs: int, start: float, fraction: float) -> int:
         >>> continued_epochs(5, 1 / 3, 1.0)  # 5 x 2/3
         3
     """
-    return max(1, round(epochs * (1 - start / fraction)))
-
-
-def trial_weights_path(weights_dir: Path, params: dict[str, Any]) -> Path:
-    """Where the best epoch's weights of ``params`` trained on all the data are kept (one file per config)."""
-    return weights_dir / f"{hashlib.sha256(params_key(params).encode()).hexdigest()[:20]}.pt"
+    return max(1, math.floor(epochs * (1 - start / fraction) + 0.5))  # half up: round() would take 2.5 to 2
 
 
 class MemberTrainer(TrainerObjective):
@@ -326,7 +282,7 @@ class MemberTrainer(TrainerObjective):
             "curve": list(result.val_loss),
             "seconds": result.seconds,
         }
-        _save_atomically(kept, path)
+        save_atomically(kept, path)
         return Evaluation(result.best_val_loss, tuple(result.val_loss), result.seconds)
 
     def drop_checkpoints_before(self, interval: int) -> None:
@@ -338,14 +294,5 @@ class MemberTrainer(TrainerObjective):
     def export_weights(self, member: int, interval: int, path: Path) -> Path:
         """The model weights of a member's checkpoint as a plain state dict (what the final stage loads)."""
         kept = torch.load(self.checkpoint_path(member, interval), map_location="cpu", weights_only=False)
-        _save_atomically(kept["model"], path)
+        save_atomically(kept["model"], path)
         return path
-
-
-def _save_atomically(value: Any, path: Path) -> None:
-    """``torch.save`` to a file of this process, then renamed: a killed writer never leaves half a file under the
-    real name, and two writers (a rerun and a worker of the stopped run) never write the same partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-    torch.save(value, partial)
-    partial.replace(path)

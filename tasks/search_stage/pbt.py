@@ -28,8 +28,9 @@ from tasks.search import (
     PrefectExecutor,
     TrialCounts,
 )
+from tasks.search_stage.checkpoints import trial_weights_path
 from tasks.search_stage.deadline import SearchDeadline
-from tasks.search_stage.objective import MemberTrainer, trial_weights_path
+from tasks.search_stage.objective import MemberTrainer
 from tasks.search_stage.strategy import SearchContext, StrategyOutcome
 from tasks.summary import PBTSummary
 from tasks.tracking.catalog import (

@@ -7,26 +7,35 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 from typing import Any
 
 import mlflow
 from optuna.trial import TrialState
 
+from configs import SearchConfig
 from tasks.runtime.state import local_state
 from tasks.search import (
     FOLD_LOSSES_ATTR,
     SOURCE_ATTR,
     FullFidelity,
+    Hyperband,
     Observers,
     PrefectExecutor,
     SearchEngine,
     make_backend,
     make_scheduler,
 )
-from tasks.search_stage.objective import TrainerObjective, trial_weights_path
+from tasks.search_stage.checkpoints import trial_weights_path
+from tasks.search_stage.objective import TrainerObjective
 from tasks.search_stage.report import log_fold_scores, log_search_report
 from tasks.search_stage.strategy import SearchContext, StrategyOutcome
-from tasks.search_stage.studies import DEFAULT_CONFIG_SOURCE, enqueue_default_config, enqueue_warm_start
+from tasks.search_stage.studies import (
+    BRACKETS_ATTR,
+    DEFAULT_CONFIG_SOURCE,
+    enqueue_default_config,
+    enqueue_warm_start,
+)
 from tasks.search_stage.trial_runs import MlflowTrialObserver
 from tasks.tracking.catalog import (
     BACKEND_PARAM,
@@ -86,16 +95,19 @@ class Sampling:
             fold_pruning=search.cv.pruning,
             n_configs=search.n_trials,
             cost_aware=search.cost_aware,
+            brackets=study.user_attrs.get(BRACKETS_ATTR),  # a continued study keeps the brackets it started with
         )
+        if isinstance(scheduler, Hyperband) and BRACKETS_ATTR not in study.user_attrs:
+            study.set_user_attr(BRACKETS_ATTR, scheduler.brackets)
         weights_dir = local_state().trial_weights(study.study_name)
-        rung_dir = local_state().rung_checkpoints(study.study_name) if search.continuation else None
+        rung_dir = _rung_dir(search, study.study_name, pipeline.run_id, scheduler)
         objective = TrainerObjective.of(
             job,
             prepared,
             threads=context.threads,
             deadline=context.deadline,
             weights_dir=None if prepared.folds else weights_dir,
-            rung_dir=rung_dir if scheduler.name != FullFidelity.name else None,
+            rung_dir=rung_dir,
         )
         cv = prepared.cv
         mlflow.log_params(
@@ -168,6 +180,19 @@ class Sampling:
             importances=importances,
             cv_fold_losses=_fold_losses(study, result.best_trial) if cv else {},
         )
+
+
+def _rung_dir(search: SearchConfig, study_name: str, run_id: str, scheduler: Any) -> Path | None:
+    """Where this pipeline run's configs keep their rung checkpoints (``search.continuation``): per run, so another
+    run continuing the study (``--study-name``), perhaps on other data, never continues from them, and one run's
+    clean-up never removes another's. None without rungs, or on a remote Dask cluster, whose workers would each keep
+    them on their own disk."""
+    if not search.continuation or scheduler.name == FullFidelity.name:
+        return None
+    if search.cluster_address:
+        logger.info("search: continuation is off on a remote Dask cluster (rung checkpoints are local files)")
+        return None
+    return local_state().rung_checkpoints(study_name) / run_id
 
 
 def _fold_losses(study: Any, best_trial: int) -> dict[str, list[float]]:

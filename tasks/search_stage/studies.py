@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the warm-start stage imports MLflow and Prefect; workers th
 
 # Study user attrs: what the study was first run with.
 RUNG_FRACTIONS_ATTR = "rung_fractions"
+BRACKETS_ATTR = "hyperband_brackets"  # the brackets a Hyperband study started with (it keeps them when continued)
 BACKEND_ATTR = "backend"
 STRATEGY_ATTR = "strategy"  # search.strategy: a PBT study's trials are member-intervals, not configs
 CV_ATTR = "cv"  # search.cv's folds, kind and gap: a reported step means another (rung, fold) under other folds

@@ -74,4 +74,3 @@ def local_dask_settings() -> Iterator[None]:
 
     with dask.config.set(LOCAL_DASK_CONFIG):
         yield
-

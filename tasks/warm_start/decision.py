@@ -158,4 +158,3 @@ def choose(
         candidate.verdict = "queued" + (" (adapted)" if notes else "")
         similar_queued += candidate.source == "similar"
     return order
-
