@@ -13,7 +13,8 @@ at each number of configs and seed, for the methods:
 - ``hyperopt_mf``: hyperopt's TPE with the same;
 - ``tpe_mf_deferred``: ``tpe_mf`` with ``search.promotion: deferred`` (no promotion before a rung holds eta results);
 - ``tpe_mf_no_cost``: ``tpe_mf`` without cost-aware promotion;
-- ``tpe_mf_restart``: ``tpe_mf`` without continuation (every rung trains from scratch, as before).
+- ``tpe_mf_restart``: ``tpe_mf`` without continuation (every rung trains from scratch, as before);
+- ``tpe_mf_sh``: ``tpe_mf`` with plain successive halving (one bracket, whatever the number of configs).
 
 It prints one Markdown table (median and range over seeds of the search seconds and test RMSE as ratios to
 ``tpe_full`` of the same seed; the share of trained epochs, in passes over all the data, spent on configs that were
@@ -49,6 +50,7 @@ METHODS = {
     "tpe_mf_deferred": ["search.backend=optuna", "search.sampler=tpe", *DEFAULTS, "search.promotion=deferred"],
     "tpe_mf_no_cost": ["search.backend=optuna", "search.sampler=tpe", *DEFAULTS, "search.cost_aware=false"],
     "tpe_mf_restart": ["search.backend=optuna", "search.sampler=tpe", *DEFAULTS, "search.continuation=false"],
+    "tpe_mf_sh": ["search.backend=optuna", "search.sampler=tpe", *DEFAULTS, "search.fidelity=successive_halving"],
 }
 REFERENCE = "tpe_full"
 CSV = "search_efficiency.csv"
