@@ -280,7 +280,8 @@ def plot(rows: pd.DataFrame, methods: list[str], path: Path) -> None:
                     points.append((time_ratio, test_ratio, size))
             if points:
                 xs, ys, _ = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o", label=method)
+                # one colour per method in both panels
+                ax.plot(xs, ys, marker="o", label=method, color=f"C{methods.index(method)}")
                 for x, y, size in points:
                     ax.annotate(str(size), (x, y), fontsize=7)
         ax.axhline(1.0, color="grey", linewidth=0.8)
