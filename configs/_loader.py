@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from configs._errors import ConfigError
-from configs._schema import CategoricalParam, FloatParam, PipelineConfig
+from configs._schema import SERIES_BASELINE, CategoricalParam, FloatParam, KeyValueError, PipelineConfig
 
 _UNION_TAGS = {"int", "float", "categorical"}
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -214,6 +214,11 @@ def _check_against_family(cfg: PipelineConfig) -> None:
             raise ValueError(f"data.time_column: required for the time-series family {family.name!r}")
         if cfg.data.task == "classification":
             raise ValueError(f"data.task: {family.name!r} forecasts values; use regression or auto")
+    elif SERIES_BASELINE in cfg.final.baselines:
+        raise ValueError(
+            f"final.baselines: {SERIES_BASELINE} forecasts a series; the {family.kind} family {family.name!r} "
+            "takes default_config and naive"
+        )
     cv = cfg.search.cv
     series_kinds, tabular_kinds = ("rolling_origin", "expanding"), ("kfold", "stratified")
     if cv.kind in (tabular_kinds if family.kind == "series" else series_kinds):
@@ -393,7 +398,11 @@ def _check_scheduler_reachable(address: str) -> None:
 def _describe(exc: ValidationError) -> str:
     errors = exc.errors()
     first = errors[0]
-    loc = ".".join(str(part) for part in first["loc"] if part not in _UNION_TAGS) or "(top level)"
+    parts = [str(part) for part in first["loc"] if part not in _UNION_TAGS]
+    error = (first.get("ctx") or {}).get("error")
+    if isinstance(error, KeyValueError):  # raised for the model: the key is in the error
+        parts.append(error.key)
+    loc = ".".join(parts) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
         message = "unknown key"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
@@ -14,10 +15,62 @@ HYPEROPT_SAMPLERS = ("tpe", "random", "anneal")
 # What search.fidelity: auto means for strategy sample (benchmarks/search_efficiency.py measures the choice).
 AUTO_FIDELITY = "hyperband"
 STORAGE_SCHEMES = ("sqlite:", "postgresql:", "postgresql+", "mysql:", "mysql+", "journal:")
+SERIES_BASELINE = "seasonal_naive"  # the baseline only series families have (final.baselines)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        # pydantic's lax mode reads true as 1 for an int or float key (YAML turns yes/no/on/off into booleans too),
+        # and takes .inf or 1e400 for a float key with no upper bound
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            field = cls.model_fields.get(key) if isinstance(key, str) else None
+            if field is None or not _takes(field.annotation, (int, float)):
+                continue
+            for item in value if isinstance(value, list | tuple) else [value]:  # a pair of numbers too
+                if isinstance(item, bool) and not _takes(field.annotation, (bool,)):
+                    raise KeyValueError(key, f"{item!r} is a boolean; this key takes a number")
+                if isinstance(item, float | str) and not _finite(item):
+                    raise KeyValueError(key, f"{item!r} is not a finite number")
+        return data
+
+
+class KeyValueError(ValueError):
+    """A bad value for ``key`` found by a check of the model that holds it (the error names the key)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _finite(value: float | str) -> bool:
+    """False for a float, or a string pydantic would read as one ("1e400", "nan"), that is not finite."""
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return True  # not a number at all: the field's own type check names it
+
+
+def _takes(annotation: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether a field of type ``annotation`` takes values of one of ``kinds`` (through unions, Annotated and
+    Literal; Any takes everything)."""
+    if annotation is Any or annotation in kinds:
+        return True
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return any(type(choice) in kinds for choice in get_args(annotation))
+    if origin is Annotated:
+        return _takes(get_args(annotation)[0], kinds)
+    if origin in (list, tuple):
+        return any(_takes(member, kinds) for member in get_args(annotation) if member is not Ellipsis)
+    if origin is Union or origin is types.UnionType:
+        return any(_takes(member, kinds) for member in get_args(annotation))
+    return False
 
 
 class IntParam(_Strict):
@@ -108,8 +161,20 @@ class DataConfig(_Strict):
     task: Literal["auto", "regression", "classification"] = "auto"
     lookback: int = Field(24, ge=1)
     horizon: int = Field(1, ge=1)
+    # Steps per season for the seasonal-naive baseline; auto infers it from the time column's step (daily -> 7).
+    season: int | Literal["auto"] = "auto"
     features: list[str] | None = None
     split: SplitConfig = SplitConfig()
+
+    @field_validator("season", mode="before")
+    @classmethod
+    def _season(cls, value: Any) -> Any:
+        # before pydantic's own check, which would take true as 1 and 2.0 as 2
+        if isinstance(value, str) and value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"must be a positive integer or auto (got {value!r})")
+        return value
 
 
 class ModelConfig(_Strict):
@@ -262,13 +327,27 @@ class BudgetConfig(_Strict):
     seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
+class EnsembleConfig(_Strict):
+    """Greedy ensemble selection over the search's best configs (Caruana et al. 2004): the ``top_k`` best distinct
+    configs are trained in the final stage, then ``rounds`` picks with replacement on validation predictions, the
+    best prefix kept. ``top_k: 1`` is the single best config."""
+
+    top_k: int = Field(5, ge=1, le=50)
+    rounds: int = Field(25, ge=1, le=1000)
+
+
 class FinalConfig(_Strict):
-    """Retraining of the best config: a bigger budget with early stopping on validation loss."""
+    """Retraining of the best config: a bigger budget with early stopping on validation loss; an ensemble of the
+    best configs when it validates better; a production refit on all rows (``refit: all``)."""
 
     epochs: int = Field(50, ge=1)
     patience: int = Field(5, ge=1)
     init: Literal["best_trial", "scratch"] = "best_trial"  # continue from the best trial's weights, or start over
-    baselines: list[Literal["default_config", "naive"]] = ["default_config", "naive"]  # trained next to it
+    ensemble: EnsembleConfig = EnsembleConfig()
+    # all: after the test, the registered model is trained again on every row (train, validation and test)
+    refit: Literal["none", "all"] = "none"
+    # Trained next to it; without the key, series families also get seasonal_naive (PipelineConfig's default).
+    baselines: list[Literal["default_config", "naive", "seasonal_naive"]] = ["default_config", "naive"]
 
 
 class WarmStartConfig(_Strict):
@@ -354,3 +433,20 @@ class PipelineConfig(_Strict):
     registry: RegistryConfig = RegistryConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     score: ScoreConfig = ScoreConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _series_baselines(cls, data: Any) -> Any:
+        """A config that does not list ``final.baselines`` gets its family's: series families are also tested
+        against the seasonal-naive forecast, so the typed config holds the list the final stage runs."""
+        if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+            return data
+        final, family = data.get("final", {}), data["model"].get("family")
+        if not isinstance(final, dict) or "baselines" in final or not isinstance(family, str):
+            return data
+        from models import FAMILIES  # the family registry is plain data: no torch
+
+        if family not in FAMILIES or FAMILIES[family].kind != "series":
+            return data  # an unknown family is refused after validation, naming the known ones
+        baselines = [*FinalConfig.model_fields["baselines"].default, SERIES_BASELINE]
+        return {**data, "final": {**final, "baselines": baselines}}

@@ -48,6 +48,7 @@ def run_stages(cfg: PipelineConfig, checked: CheckedData, study_name: str | None
                 search_result.best_params,
                 search_result.best_weights,
                 pipeline,
+                search_result.candidates,
             )
         return record_summary(cfg, pipeline, prepared, warm_start_decision, search_result, final, clock, budget)
 

@@ -82,6 +82,7 @@ def fit(
     validate_first: bool = False,
     optimizer_state: dict | None = None,
     keep_optimizer: bool = False,
+    restore_best: bool = True,
 ) -> FitResult:
     """Train ``model`` on ``train`` and keep the weights with the lowest loss on ``val``. ``should_stop`` is
     asked between batches; when it answers True training raises ``TrainingStopped``. Past ``settings.stop_after``
@@ -90,7 +91,8 @@ def fit(
     training (a model continued from trained weights): they count as the best so far (``best_epoch`` -1) until an
     epoch beats them, and early stopping counts from them. ``optimizer_state`` (a ``FitResult.optimizer_state``)
     continues the optimiser's moments, with ``settings``' learning rate and weight decay; ``keep_optimizer`` returns
-    the optimiser's state as it was at the best weights (to continue from them later).
+    the optimiser's state as it was at the best weights (to continue from them later). ``restore_best=False`` keeps
+    the last epoch's weights (a refit for a fixed number of epochs, whose ``val`` rows are among its training rows).
 
     Example:
         >>> result = fit(model, (X, y), (Xv, yv), TrainSettings(epochs=5, lr=1e-3, batch_size=32))
@@ -167,7 +169,7 @@ def fit(
         if _past(settings.stop_after, started):
             result.out_of_time = True
             break
-    if best_state is not None:
+    if best_state is not None and restore_best:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
     return result

@@ -182,9 +182,11 @@ def record_summary(
         total_seconds=clock.total,
         mlflow_tracking_uri=mlflow.get_tracking_uri(),
         budget=BudgetSummary(budget.seconds, round(budget.used(), 3)) if budget is not None else None,
-        cv=_cv_summary(search_result, final.chosen),
+        cv=_cv_summary(search_result, final.single),
         strategy=search_result.strategy,
         pbt=search_result.pbt,
+        ensemble=final.ensemble,
+        refit=final.refit,
     )
     markdown = render_markdown(summary)
     space = search_space(cfg.search.space)
@@ -218,7 +220,7 @@ def record_summary(
         # The config a later run warm-starts from, or `automl configs export` exports next to these test metrics:
         # the model's, i.e. the default config's when it beat the tuned one on validation.
         mlflow.log_dict(_chosen_config(search_result.best_params, final), BEST_CONFIG_FILE)
-        if search_result.pbt is not None and final.chosen == TUNED:  # the schedule that trained the model
+        if search_result.pbt is not None and final.single == TUNED:  # the schedule that trained the model
             mlflow.log_dict(search_result.pbt.schedule, PBT_SCHEDULE_FILE)
         mlflow.set_tag(CHOSEN_TAG, final.chosen)
         mlflow.log_dict(summary.to_json(), SUMMARY_JSON_FILE)
@@ -240,7 +242,7 @@ def _cv_summary(search_result: SearchStageResult, chosen: str) -> CVSummary | No
 
 def _chosen_config(best_params: dict[str, Any], final: FinalResult) -> dict[str, Any]:
     """The search's best params, or the chosen default config's values of the same params."""
-    if final.chosen == TUNED:
+    if final.single == TUNED:
         return best_params
     return {name: final.params[name] for name in best_params if name in final.params}
 

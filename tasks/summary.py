@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # only for the annotation: the CLI imports this module without loading the search's Optuna
@@ -76,6 +76,34 @@ class PBTSummary:
     schedule: list[dict[str, Any]]
 
 
+@dataclass
+class EnsembleSummary:
+    """The ensemble selection of the final stage (``final.ensemble``): the members it picked and their weights, its
+    validation loss against the single chosen model's (tuned or default config), whether it was kept (it validated
+    better), each candidate's validation loss, the picks kept (``rounds``), and the single model's test metrics."""
+
+    members: list[str]
+    weights: dict[str, float]
+    val_loss: float
+    single_val_loss: float
+    kept: bool
+    candidates: dict[str, float] = field(default_factory=dict)
+    rounds: int = 1
+    single_test_metrics: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RefitSummary:
+    """The production refit (``final.refit: all``): the rows (windows, for a series) it trained on, and each
+    refitted training's epochs."""
+
+    rows: int
+    epochs: dict[str, int]
+
+
 @dataclass(frozen=True, kw_only=True)
 class PipelineSummary:
     """One completed pipeline execution: where it is tracked, what the search found, how the tuned model tested
@@ -98,10 +126,10 @@ class PipelineSummary:
     best_params: dict[str, Any]
     best_val_loss: float
     warm_start: WarmStartSummary
-    chosen: str  # the model that went on: tuned, or default_config when its validation loss was lower
+    chosen: str  # the model that went on: tuned, default_config (lower validation loss) or ensemble (lower still)
     test_metrics: dict[str, float]  # the chosen model's
     primary_metric: str
-    baseline_metrics: dict[str, dict[str, float]]  # those of final.baselines (default_config, naive) trained
+    baseline_metrics: dict[str, dict[str, float]]  # those of final.baselines (default_config, naive, ...) tested
     model_uri: str
     registered_model: RegisteredVersion | None  # None when the registry is disabled
     champion: bool
@@ -116,6 +144,8 @@ class PipelineSummary:
     cv: CVSummary | None = None  # None without search.cv (or when the chosen config has no fold losses)
     strategy: str = "sample"  # search.strategy
     pbt: PBTSummary | None = None  # None unless strategy is pbt
+    ensemble: EnsembleSummary | None = None  # None when no ensemble was tried (top_k 1, PBT, one candidate)
+    refit: RefitSummary | None = None  # None unless final.refit is all
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a JSON object (``automl run --json``, ``summary.json``): its fields in order, the
@@ -134,12 +164,13 @@ def render_markdown(summary: PipelineSummary) -> str:
     baselines = summary.baseline_metrics
     rows = "\n".join(
         f"| {name} | {value:.5g} | {_baseline(baselines, 'default_config', name)} "
-        f"| {_baseline(baselines, 'naive', name)} |"
+        f"| {_baseline(baselines, 'naive', name)} | {_baseline(baselines, 'seasonal_naive', name)} |"
         for name, value in summary.test_metrics.items()
     )
     params = "\n".join(f"| {k} | {_short(v)} |" for k, v in summary.best_params.items())
     model = summary.registered_model
     registry = f"`{model.name}` version {model.version}" if model else "not registered"
+    champion = " (champion)" if summary.champion else ""
     return f"""# AutoML pipeline: {summary.experiment}
 
 MLflow run `{summary.pipeline_run_id}` in experiment `{summary.experiment}`; study `{summary.study_name}`
@@ -154,13 +185,13 @@ MLflow run `{summary.pipeline_run_id}` in experiment `{summary.experiment}`; stu
 {params}
 
 ## Test metrics vs baselines
-The model is the {_CHOSEN[summary.chosen]}{_WHY if "default_config" in baselines else "."}
+The model is the {_CHOSEN[summary.chosen]}{_why(summary)}
 
-| metric | model | default config | naive |
-|---|---|---|---|
+| metric | model | default config | naive | seasonal naive |
+|---|---|---|---|---|
 {rows}
 
-{_cv_paragraph(summary)}**Model:** {registry}{" (champion)" if summary.champion else ""}; {summary.champion_note}.
+{_extra_paragraphs(summary)}{_cv_paragraph(summary)}**Model:** {registry}{champion}; {summary.champion_note}.
 """
 
 
@@ -180,16 +211,18 @@ def render_table(summary: PipelineSummary) -> str:
         f"  best params: {' '.join(f'{k}={_short(v)}' for k, v in summary.best_params.items())}",
         f"  best validation loss: {summary.best_val_loss:.5g}",
         "",
-        f"  {'test metric':<12} {'model':>12} {'default cfg':>12} {'naive':>12}",
+        f"  {'test metric':<12} {'model':>12} {'default cfg':>12} {'naive':>12} {'seasonal naive':>14}",
     ]
     for name, value in summary.test_metrics.items():
         lines.append(
             f"  {name:<12} {value:>12.5g} {_baseline(baselines, 'default_config', name):>12} "
-            f"{_baseline(baselines, 'naive', name):>12}"
+            f"{_baseline(baselines, 'naive', name):>12} {_baseline(baselines, 'seasonal_naive', name):>14}"
         )
     registry = f"{model.name} v{model.version}" if model else "not registered"
     champion = " (champion)" if summary.champion else ""
     lines += [
+        *([f"  {_ensemble_line(summary)}"] if summary.ensemble is not None else []),
+        *([f"  {_refit_line(summary)}"] if summary.refit is not None else []),
         *([f"  {_cv_line(summary)}"] if summary.cv is not None else []),
         "",
         f"  model ({_CHOSEN[summary.chosen]}): {summary.model_uri} -> {registry}{champion}",
@@ -204,7 +237,35 @@ def render_table(summary: PipelineSummary) -> str:
     return "\n".join(lines)
 
 
-_CHOSEN = {"tuned": "tuned config", "default_config": "default config"}
+_CHOSEN = {"tuned": "tuned config", "default_config": "default config", "ensemble": "ensemble of the best configs"}
+
+
+def _member(name: str) -> str:
+    """An ensemble member's name as the summary says it: tuned, default config, trial N."""
+    return {"tuned": "tuned", "default_config": "default config"}.get(name, name.replace("member_", "trial "))
+
+
+def _ensemble_line(summary: PipelineSummary) -> str:
+    ensemble = summary.ensemble
+    if ensemble is None:
+        return ""
+    members = ", ".join(f"{_member(name)} {weight:.2f}" for name, weight in ensemble.weights.items())
+    verdict = "kept" if ensemble.kept else "not kept (the single model validated as well or better)"
+    return (
+        f"ensemble: {len(ensemble.weights)} of {len(ensemble.candidates)} candidates ({members}); validation loss "
+        f"{ensemble.val_loss:.5g} vs single {ensemble.single_val_loss:.5g}: {verdict}"
+    )
+
+
+def _refit_line(summary: PipelineSummary) -> str:
+    refit = summary.refit
+    if refit is None:
+        return ""
+    epochs = ", ".join(f"{name.removeprefix('refit_')} {n}" for name, n in refit.epochs.items())
+    return (
+        f"refit: the registered weights trained again on all {refit.rows} rows (epochs: {epochs}); the test metrics "
+        "are the tested model's"
+    )
 
 
 def _pbt_line(summary: PipelineSummary) -> str:
@@ -223,6 +284,10 @@ def _pbt_paragraph(summary: PipelineSummary) -> str:
     return f"\n{_pbt_line(summary)} (a member-interval is a trial).\n" if summary.pbt is not None else ""
 
 
+def _extra_paragraphs(summary: PipelineSummary) -> str:
+    return "".join(f"{line}\n\n" for line in (_ensemble_line(summary), _refit_line(summary)) if line)
+
+
 def _cv_paragraph(summary: PipelineSummary) -> str:
     return f"{_cv_line(summary)}\n\n" if summary.cv is not None else ""
 
@@ -232,12 +297,19 @@ def _cv_line(summary: PipelineSummary) -> str:
     if cv is None:
         return ""
     return (
-        f"cross-validation ({cv.folds} {cv.kind} folds, {_CHOSEN[summary.chosen]}): "
+        f"cross-validation ({cv.folds} {cv.kind} folds, {_CV_OF.get(summary.chosen, _CHOSEN[summary.chosen])}): "
         f"validation loss {cv.mean:.5g} ± {cv.std:.3g}"
     )
 
 
+_CV_OF = {"ensemble": "the single config the ensemble beat"}
 _WHY = " (of it and the default config, the lower validation loss)."
+
+
+def _why(summary: PipelineSummary) -> str:
+    if summary.chosen == "ensemble":
+        return " (its validation loss beat the single model's)."
+    return _WHY if "default_config" in summary.baseline_metrics else "."
 
 
 def _short(value: Any) -> str:

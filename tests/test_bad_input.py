@@ -260,7 +260,7 @@ CASES = {
     "--budget of 0 seconds": (lambda t: ["--budget", "0"], "budget.seconds: Input should be greater than 0 (got 0)"),
     "negative --budget": (lambda t: ["--budget", "-5"], "budget.seconds: Input should be greater than 0 (got -5)"),
     "--budget not a number": (lambda t: ["--budget", "ten"], "budget.seconds: Input should be a valid number"),
-    "infinite --budget": (lambda t: ["--budget", ".inf"], "budget.seconds: Input should be a finite number"),
+    "infinite --budget": (lambda t: ["--budget", ".inf"], "budget.seconds: inf is not a finite number"),
     "empty --budget": (lambda t: ["--budget", " "], "--budget: give the run's budget in seconds"),
     "budget in the config not a number": (
         lambda t: ["--set", "budget.seconds=[60]"],
@@ -293,7 +293,10 @@ CASES = {
         lambda t: [*PBT, "--set", "search.pbt.quantile=0.6"],
         "search.pbt.quantile: Input should be less than or equal to 0.5",
     ),
-    "a non-finite quantile": (lambda t: [*PBT, "--set", "search.pbt.quantile=.nan"], "search.pbt.quantile: Input"),
+    "a non-finite quantile": (
+        lambda t: [*PBT, "--set", "search.pbt.quantile=.nan"],
+        "search.pbt.quantile: nan is not a finite number",
+    ),
     "an interval longer than the training": (
         lambda t: [*PBT, "--set", "search.pbt.interval_epochs=10", "--set", "search.pbt.epochs=4"],
         "search.pbt: interval_epochs (10) must be <= epochs (4)",
@@ -343,6 +346,59 @@ CASES = {
     "unknown final.init": (lambda t: ["--set", "final.init=warm"], "final.init: Input should be 'best_trial' or"),
     "final.baselines not a list": (lambda t: ["--set", "final.baselines=naive"], "final.baselines: Input should be"),
     "unknown baseline": (lambda t: ["--set", "final.baselines=[naive, best]"], "final.baselines.1: Input should be"),
+    # data.season: a positive integer or auto; true is not 1, 2.0 is not 2
+    "season of zero": (lambda t: ["--set", "data.season=0"], "data.season: must be a positive integer or auto (got 0)"),
+    "negative season": (
+        lambda t: ["--set", "data.season=-7"],
+        "data.season: must be a positive integer or auto (got -7)",
+    ),
+    "season a boolean": (lambda t: ["--set", "data.season=true"], "data.season: "),  # not taken as 1
+    "fractional season": (lambda t: ["--set", "data.season=1.5"], "data.season: must be a positive integer or auto"),
+    "season a whole float": (lambda t: ["--set", "data.season=2.0"], "data.season: must be a positive integer or auto"),
+    "season not a number": (lambda t: ["--set", "data.season=.nan"], "data.season: nan is not a finite number"),
+    "infinite season": (lambda t: ["--set", "data.season=.inf"], "data.season: inf is not a finite number"),
+    "season a word": (
+        lambda t: ["--set", "data.season=weekly"],
+        "data.season: must be a positive integer or auto (got 'weekly')",
+    ),
+    "season auto spelled otherwise": (lambda t: ["--set", "data.season=AUTO"], "data.season: must be a positive"),
+    "season longer than the training rows": (
+        lambda t: [*_data(lambda t: _series(t, make_series()))(t), "--set", "data.season=169"],
+        "data.season: 169 is longer than the training rows (168)",
+    ),
+    # final.ensemble and final.refit
+    "no ensemble candidates": (
+        lambda t: ["--set", "final.ensemble.top_k=0"],
+        "final.ensemble.top_k: Input should be greater than or equal to 1 (got 0)",
+    ),
+    "negative selection rounds": (
+        lambda t: ["--set", "final.ensemble.rounds=-1"],
+        "final.ensemble.rounds: Input should be greater than or equal to 1 (got -1)",
+    ),
+    "rounds a boolean": (
+        lambda t: ["--set", "final.ensemble.rounds=true"],
+        "final.ensemble.rounds: True is a boolean; this key takes a number",
+    ),
+    "top_k a fraction": (lambda t: ["--set", "final.ensemble.top_k=2.5"], "final.ensemble.top_k: Input should be"),
+    "rounds not a number": (
+        lambda t: ["--set", "final.ensemble.rounds=.nan"],
+        "final.ensemble.rounds: nan is not a finite number",
+    ),
+    "an unknown ensemble key": (lambda t: ["--set", "final.ensemble.size=3"], "final.ensemble.size: unknown key"),
+    "refit yes": (lambda t: ["--set", "final.refit=yes"], "final.refit: Input should be 'none' or 'all' (got True)"),
+    "refit a word": (
+        lambda t: ["--set", "final.refit=everything"],
+        "final.refit: Input should be 'none' or 'all' (got 'everything')",
+    ),
+    # a boolean for a number anywhere in the config is refused, not read as 1 or 0
+    "a boolean for an int key": (
+        lambda t: ["--set", "warm_start.top_k=true"],
+        "warm_start.top_k: True is a boolean; this key takes a number",
+    ),
+    "a boolean for a float key": (
+        lambda t: ["--set", "search.timeout=false"],
+        "search.timeout: False is a boolean; this key takes a number",
+    ),
 }
 
 
@@ -388,6 +444,14 @@ def test_tabular_folds_the_data_does_not_allow(overrides, expected, home, capsys
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
     assert not home.exists(), "a rejected run must not create the state folder"
+
+
+def test_a_seasonal_baseline_for_a_table(home, capsys):
+    args = ["--set", "final.baselines=[naive, seasonal_naive]"]
+    assert main(["run", str(REPO / "configs" / "mlp_tabular.yaml"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "final.baselines: seasonal_naive forecasts a series; the tabular family 'mlp' takes default_config" in err
+    assert err.count("\n") == 1 and not home.exists(), "a rejected run must not create the state folder"
 
 
 def test_a_study_continued_with_other_cv_settings(home, tmp_path, capsys):

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from configs import load_config
-from tasks.final_train.plan import DEFAULT_CONFIG, TUNED, FinalPlan
+from tasks.final_train.plan import DEFAULT_CONFIG, MEMBER, TUNED, FinalPlan
 from tasks.runtime.budget import RunBudget
 from tasks.search import Evaluation, Observers, SearchEngine, SearchSpace, TrialRecord, make_backend, make_scheduler
 from tasks.search_stage.deadline import FINAL_SHARE_CAP, SearchDeadline
@@ -50,26 +50,46 @@ def test_the_final_stage_reserve_comes_from_measured_costs():
 def test_the_search_reserve_and_the_final_split_follow_one_plan():
     """What the search reserves for and how the final stage splits what is left are read off the same plan, so they
     agree on which trainings there are: the MLP's default config fitted into its space (weight_decay 0 clipped to
-    the space's 1e-6) is not the default config, so the default config still trains beside it, in both stages."""
+    the space's 1e-6) is not the default config, so the default config still trains beside the tuned config and
+    the four other ensemble candidates (final.ensemble.top_k 5), in both stages."""
     cfg = load_config("configs/mlp_tabular.yaml", [])
     plan = FinalPlan.of(cfg)
-    assert plan.epochs == cfg.final.epochs and plan.trains_tuned and plan.default_baseline
+    assert plan.epochs == cfg.final.epochs and plan.trains_tuned and plan.default_baseline and plan.members == 4
     fitted_default = {**plan.default_config, "weight_decay": 1e-6}
-    assert plan.trainings(fitted_default) == (TUNED, DEFAULT_CONFIG)
-    assert plan.share(TUNED, fitted_default) == 0.5 and plan.share(DEFAULT_CONFIG, fitted_default) == 1.0
-    assert plan.trainings(dict(plan.default_config)) == (TUNED,)  # exactly the default: its own baseline
-    assert plan.share(TUNED, dict(plan.default_config)) == 1.0
-    deadline = SearchDeadline(RunBudget(seconds=1000, started_at=0.0), plan)
+    assert plan.trainings(fitted_default) == (TUNED, *[MEMBER] * 4, DEFAULT_CONFIG)
+    assert plan.trainings(dict(plan.default_config)) == (TUNED, *[MEMBER] * 4)  # exactly the default: its own baseline
+    # each training gets an equal share of what is left when it starts
+    now = time.time()
+    assert plan.training_seconds(4, now + plan.overhead + 100) == pytest.approx(25, abs=0.5)
+    assert plan.training_seconds(1, now + plan.overhead + 100) == pytest.approx(100, abs=0.5)
+    assert plan.training_seconds(1, None) is None
+    deadline = SearchDeadline(RunBudget(seconds=10_000, started_at=0.0), plan)
     deadline.epoch_seconds.update({0: 1.0, 1: 1.0})
     deadline.best, deadline.best_params = 0, fitted_default
-    assert deadline.final_reserve() == pytest.approx(2 * cfg.final.epochs + plan.overhead)
+    assert deadline.final_reserve() == pytest.approx(6 * cfg.final.epochs + plan.overhead)
     deadline.best_params = dict(plan.default_config)
-    assert deadline.final_reserve() == pytest.approx(cfg.final.epochs + plan.overhead)
+    assert deadline.final_reserve() == pytest.approx(5 * cfg.final.epochs + plan.overhead)
+    single = FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["final.ensemble.top_k=1"]))
+    assert single.trainings(fitted_default) == (TUNED, DEFAULT_CONFIG)
     assert FinalPlan.of(
         load_config("configs/mlp_tabular.yaml", ["search.strategy=pbt", "search.fidelity=none"])
-    ).trainings(fitted_default) == (DEFAULT_CONFIG,)  # PBT: the best member is tested as it is
-    no_default = FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["final.baselines=[naive]"]))
-    assert no_default.trainings(fitted_default) == (TUNED,) and no_default.share(TUNED, fitted_default) == 1.0
+    ).trainings(fitted_default) == (DEFAULT_CONFIG,)  # PBT: the best member is tested as it is, no candidates
+    no_default = FinalPlan.of(
+        load_config("configs/mlp_tabular.yaml", ["final.baselines=[naive]", "final.ensemble.top_k=1"])
+    )
+    assert no_default.trainings(fitted_default) == (TUNED,)
+    # a refit on every row: the registered configs again, on 1/0.7 of the training rows; the split's trainings leave
+    # the refit its share of the time
+    refit = FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["final.refit=all", "final.ensemble.top_k=1"]))
+    assert refit.refit and refit.refit_scale == pytest.approx(1 / cfg.data.split.train)
+    costs = {TUNED: 1.0, MEMBER: 1.0, DEFAULT_CONFIG: 1.0}
+    assert refit.seconds_needed(costs, fitted_default) == pytest.approx(
+        (2 + refit.refit_scale) * cfg.final.epochs + refit.overhead
+    )
+    assert refit.training_seconds(1, now + refit.overhead + 100) == pytest.approx(
+        100 / (1 + refit.refit_scale), abs=0.5
+    )
+    assert refit.training_seconds(1, now + refit.overhead + 100, refit=True) == pytest.approx(100, abs=0.5)
 
 
 def test_the_search_stops_in_time_to_leave_the_final_stage_its_share():

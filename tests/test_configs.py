@@ -55,6 +55,18 @@ def test_overrides_are_yaml_scalars_and_paths_resolve_against_the_working_direct
     assert cfg.search.space["lr"].high == 0.01
 
 
+def test_the_season_and_the_baselines_each_family_gets():
+    lstm = load_config(REPO / "configs" / "lstm_baseline.yaml")
+    assert lstm.data.season == "auto"
+    assert lstm.final.baselines == ["default_config", "naive", "seasonal_naive"]  # series: also seasonal naive
+    assert load_config(REPO / "configs" / "lstm_baseline.yaml", ["data.season=12"]).data.season == 12
+    listed = load_config(REPO / "configs" / "lstm_baseline.yaml", ["final.baselines=[naive]"])
+    assert listed.final.baselines == ["naive"]  # a list given is the list run
+    assert load_config(REPO / "configs" / "mlp_tabular.yaml").final.baselines == ["default_config", "naive"]
+    with pytest.raises(ConfigError, match=r"final\.baselines: seasonal_naive forecasts a series; the tabular family"):
+        load_config(REPO / "configs" / "mlp_tabular.yaml", ["final.baselines=[seasonal_naive]"])
+
+
 def _base() -> dict:
     return yaml.safe_load((REPO / "configs" / "lstm_baseline.yaml").read_text())
 
@@ -87,6 +99,14 @@ def _base() -> dict:
         (lambda c: c["data"].pop("target"), "data.target: required key is missing"),
         (lambda c: c["data"].update(time_column=None), "data.time_column: required for the time-series family"),
         (lambda c: c["data"].update(lookback=0), "data.lookback: Input should be greater than or equal to 1"),
+        (lambda c: c["data"].update(season=0), "data.season: must be a positive integer or auto (got 0)"),
+        (lambda c: c["data"].update(season=-1), "data.season: must be a positive integer or auto (got -1)"),
+        (lambda c: c["data"].update(season=True), "data.season: "),  # refused, not taken as 1
+        (lambda c: c["data"].update(season=1.5), "data.season: must be a positive integer or auto (got 1.5)"),
+        (lambda c: c["data"].update(season=float("nan")), "data.season: nan is not a finite number"),
+        (lambda c: c["data"].update(season=float("inf")), "data.season: inf is not a finite number"),
+        (lambda c: c["data"].update(season="daily"), "data.season: must be a positive integer or auto (got 'daily')"),
+        (lambda c: c["data"].update(season=None), "data.season: must be a positive integer or auto (got None)"),
         (lambda c: c["data"]["split"].update(train=0.9), "data.split: train + val + test must be 1"),
         (lambda c: c["model"].update(params={"lr": 0.1}), "search.space.lr: also fixed in model.params"),
     ],

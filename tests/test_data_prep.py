@@ -161,3 +161,41 @@ def test_the_checked_table_goes_to_the_flow_but_not_into_prefects_database():
     stored = checked_pipeline.serialize_parameters({"cfg": cfg, "checked": checked, "study_name": None})
     assert stored["checked"] == "<CheckedData>"
     assert stored["cfg"]["name"] == "lstm_baseline" and stored["cfg"]["search"]["backend"] == cfg.search.backend
+
+
+@pytest.mark.parametrize(
+    ("freq", "season"),
+    [("15min", 96), ("30min", 48), ("h", 24), ("D", 7), ("W-SAT", 52), ("MS", 12), ("QS", 4), ("YS", 1), ("7s", 1)],
+)
+def test_the_season_follows_the_time_columns_step(freq, season):
+    from tasks.data_prep.meta_features import infer_season
+
+    assert infer_season(pd.Series(pd.date_range("2001-01-01", periods=40, freq=freq))) == season
+
+
+def test_an_irregular_time_column_has_no_season():
+    from tasks.data_prep.meta_features import infer_season
+
+    steps = np.random.default_rng(0).integers(1, 200, size=60).cumsum()
+    times = pd.Series(pd.Timestamp("2001-01-01") + pd.to_timedelta(steps, unit="h"))
+    assert infer_season(times) == 1
+    assert infer_season(times.head(1)) == 1  # no step at all
+
+
+def test_the_season_is_resolved_and_recorded(tmp_path):
+    frame = make_series(200)  # weekly; 140 training rows
+    _, prepared, _ = _prepared(tmp_path, frame)
+    assert prepared.season == prepared.card["season"] == 52 and "season_note" not in prepared.card
+    _, prepared, _ = _prepared(tmp_path, frame, season=140)  # as long as the training rows: allowed
+    assert prepared.season == prepared.card["season"] == 140
+    assert prepared.target_history[prepared.test_first_rows[0]] == pytest.approx(
+        prepared.to_original_units(prepared.test.y)[0, 0]
+    )
+    with pytest.raises(DataError, match=r"^data\.season: 141 is longer than the training rows \(140\)$"):
+        _prepared(tmp_path, frame, season=141)
+
+
+def test_an_inferred_season_longer_than_the_training_rows_falls_back_to_one(tmp_path):
+    _, prepared, _ = _prepared(tmp_path, make_series().head(60))  # weekly (52), 42 training rows
+    assert prepared.season == prepared.card["season"] == 1
+    assert "implies 52, more than the training rows (42); 1 is used" in prepared.card["season_note"]

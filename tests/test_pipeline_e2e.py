@@ -8,7 +8,9 @@ import json
 import re
 
 import mlflow
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -48,7 +50,7 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     assert set(summary.stage_seconds) == set(STAGES) and summary.total_seconds > 0
     assert summary.warm_start == WarmStartSummary(enqueued=0, source_run_ids=[])
     assert set(summary.test_metrics) == {"rmse", "mae", "mse"}
-    assert set(summary.baseline_metrics) == {"default_config", "naive"}
+    assert set(summary.baseline_metrics) == {"default_config", "naive", "seasonal_naive"}  # a series family's
     assert summary.test_metrics["rmse"] == pytest.approx(summary.test_metrics["mse"] ** 0.5)
 
     mlflow.set_tracking_uri(summary.mlflow_tracking_uri)
@@ -122,7 +124,40 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     assert "source" not in study.trials[1].user_attrs
     assert final_run.data.tags["automl.chosen"] == summary.chosen
     final_metrics = final_run.data.metrics
-    assert final_metrics["val_loss"] == min(final_metrics["tuned_val_loss"], final_metrics["default_config_val_loss"])
+    single = min(final_metrics["tuned_val_loss"], final_metrics["default_config_val_loss"])
+    # the ensemble of the best configs: every complete config but the best is a candidate (final.ensemble.top_k 5),
+    # each a training run nested under the final stage with its checkpoint; kept only when it validates better
+    ensemble = summary.ensemble
+    trainings = _children(client, parent.info.experiment_id, final_run.info.run_id)
+    assert all(r.data.tags["automl.role"] == "final_training" and r.info.status == "FINISHED" for r in trainings)
+    complete = sorted(t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    others = [n for n in complete if n != summary.best_trial]
+    assert {r.data.tags["automl.final_training"] for r in trainings} == {
+        "tuned",
+        "default_config",
+        *(f"member_{n}" for n in others),
+    }
+    assert all("checkpoint.pt" in {f.path for f in client.list_artifacts(r.info.run_id)} for r in trainings)
+    assert set(ensemble.candidates) == {r.data.tags["automl.final_training"] for r in trainings}
+    assert sum(ensemble.weights.values()) == pytest.approx(1.0) and set(ensemble.weights) <= set(ensemble.candidates)
+    assert ensemble.single_val_loss == pytest.approx(single, rel=1e-4)
+    assert ensemble.val_loss <= min(ensemble.candidates.values()) + 1e-12  # it starts from the best single model
+    assert ensemble.kept == (summary.chosen == "ensemble") == (ensemble.val_loss < ensemble.single_val_loss)
+    assert final_metrics["ensemble_val_loss"] == pytest.approx(ensemble.val_loss)
+    assert final_metrics["val_loss"] == pytest.approx(ensemble.val_loss if ensemble.kept else single)
+    selection = mlflow.artifacts.load_dict(f"runs:/{final_run.info.run_id}/ensemble.json")
+    assert selection["weights"] == ensemble.weights and len(selection["losses"]) == 25
+    assert "plots/ensemble_selection.png" in final_plots
+    assert {k: final_metrics[f"single_test_{k}"] for k in ("rmse", "mae", "mse")} == ensemble.single_test_metrics
+    # the seasonal-naive baseline from the file itself: weekly data, so each test target's value 52 rows before
+    assert mlflow.artifacts.load_dict(f"runs:/{stages['data_prep'].info.run_id}/data_card.json")["season"] == 52
+    sales = pd.read_csv(series_csv)["sales"].ffill().bfill().to_numpy()
+    first_targets = np.arange(int(240 * 0.7) + int(240 * 0.15), 240 - 1)  # each test window's (horizon 2)
+    rows = first_targets[:, None] + np.arange(2)
+    seasonal_rmse = float(np.sqrt(np.mean((sales[rows] - sales[rows - 52]) ** 2)))
+    assert final_metrics["baseline_seasonal_naive_rmse"] == pytest.approx(seasonal_rmse)
+    assert summary.baseline_metrics["seasonal_naive"]["rmse"] == pytest.approx(seasonal_rmse)
+    assert parent.data.metrics["baseline_seasonal_naive_rmse"] == pytest.approx(seasonal_rmse)
 
     model = summary.registered_model
     version = client.get_model_version(model.name, str(model.version))
@@ -223,7 +258,9 @@ def test_a_model_whose_test_metric_is_not_finite_is_not_registered(
     real_score = final_train.score
     monkeypatch.setattr(final_train, "score", lambda *a: {k: float("nan") for k in real_score(*a)})
     state = automl_pipeline(config_path=str(config), return_state=True)
-    assert state.is_failed() and re.search(r"test rmse of the (tuned|default-config) model is nan", state.message)
+    assert state.is_failed() and re.search(
+        r"test rmse of the (tuned config|default config|ensemble) model is nan", state.message
+    )
 
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     assert client.search_registered_models() == []
@@ -233,3 +270,61 @@ def test_a_model_whose_test_metric_is_not_finite_is_not_registered(
         "FAILED",
     }
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_a_refit_registers_weights_trained_on_every_row_and_records_the_tested_metrics(
+    prefect_api, home, series_csv, tmp_path
+):
+    """final.refit all: the registered version's weights trained again on every window of the series, with scalers
+    fitted on every row, for the updates the tested training ran; the version keeps the tested model's metrics
+    and says it is a refit; the tested model stays logged beside it."""
+    from tests.helpers import write_config
+
+    config = write_config(
+        tmp_path, series_csv, name="refitted", search={"n_trials": 3}, final={"refit": "all", "ensemble": {"top_k": 2}}
+    )
+    summary = _run(config)
+    record = summary.to_json()
+    windows = 240 - 8 - 2 + 1  # every window of the series (lookback 8, horizon 2)
+    assert record["refit"]["rows"] == windows
+    mlflow.set_tracking_uri(summary.mlflow_tracking_uri)
+    client = MlflowClient()
+    model = summary.registered_model
+    version = client.get_model_version(model.name, str(model.version))
+    assert version.tags["automl.refit"] == "all" and version.tags["automl.refit_rows"] == str(windows)
+    epochs = record["refit"]["epochs"]
+    assert version.tags["automl.refit_epochs"] == ",".join(f"{k}={v}" for k, v in epochs.items())
+    assert float(version.tags["test_rmse"]) == pytest.approx(summary.test_metrics["rmse"])  # the tested model's
+
+    experiment = client.get_experiment_by_name("refitted").experiment_id
+    final_run = client.search_runs(
+        [experiment], f"tags.`mlflow.parentRunId` = '{summary.pipeline_run_id}' and tags.`automl.stage` = 'final_train'"
+    )[0]
+    assert final_run.data.tags["automl.refit"] == "all"
+    logged = mlflow.search_logged_models(
+        experiment_ids=[experiment], filter_string=f"source_run_id = '{final_run.info.run_id}'", output_format="list"
+    )
+    assert sorted(m.name for m in logged) == ["model", "refit_model"]  # the tested model is kept
+    refit_uri = next(m.model_uri for m in logged if m.name == "refit_model")
+    assert summary.model_uri == refit_uri and version.source == refit_uri
+    trainings = {r.data.tags["automl.final_training"]: r for r in _children(client, experiment, final_run.info.run_id)}
+    refits = {name: run for name, run in trainings.items() if name.startswith("refit_")}
+    assert set(refits) == set(epochs) and all(r.info.status == "FINISHED" for r in refits.values())
+    train_windows = int(240 * 0.7) - 8 - 2 + 1
+    for name, run in refits.items():  # as many updates as the tested training's weights had
+        tested = trainings[name.removeprefix("refit_")]
+        seen = tested.data.metrics["best_epoch"] + 1 + (2 if "start_val_loss" in tested.data.metrics else 0)
+        assert epochs[name] == max(1, round(seen * train_windows / windows)) == int(run.data.params["refit_epochs"])
+        assert run.data.metrics["epochs_run"] == epochs[name]
+
+    refitted = mlflow.pyfunc.load_model(f"models:/{model.name}/{model.version}")
+    sales = pd.read_csv(series_csv)["sales"].ffill().bfill()
+    assert refitted.unwrap_python_model().preprocessing.mean[0] == pytest.approx(sales.mean())  # every row's scaler
+    tested_predictions = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(f"runs:/{final_run.info.run_id}/test_predictions.parquet")
+    )
+    history = pd.read_csv(series_csv).iloc[int(240 * 0.85) - 8 :]
+    got = refitted.predict(history, params={"rolling": True})
+    assert len(got) == len(tested_predictions) and np.isfinite(got["prediction"]).all()
+    assert not np.allclose(got["prediction"].to_numpy(), tested_predictions["prediction"].to_numpy())
+    assert "refit: the registered weights trained again on all 231 rows" in render_markdown(summary)

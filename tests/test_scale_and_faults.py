@@ -285,3 +285,84 @@ def test_ctrl_c_and_kill_9_stop_the_run_and_the_same_command_finishes(tmp_path):
     evaluation = study.trials[-1].user_attrs["train_seconds"]
     running_for, stopping = stopped_after["ctrl-c"]  # the evaluation in flight was stopped, not waited for
     assert running_for + stopping < evaluation, (stopped_after, evaluation)
+
+
+def _final_training_running(db: Path, prefix: str) -> float | None:
+    """Seconds since the RUNNING final training whose name starts with ``prefix`` started (None while there is
+    none), read from the MLflow database as the run goes."""
+    if not db.exists():
+        return None
+    query = (
+        "select r.start_time from runs r join tags t on t.run_uuid = r.run_uuid "
+        "where t.key = 'automl.final_training' and t.value like ? and r.status = 'RUNNING'"
+    )
+    try:
+        with sqlite3.connect(db, timeout=1) as connection:
+            row = connection.execute(query, (f"{prefix}%",)).fetchone()
+    except sqlite3.Error:
+        return None
+    return time.time() - row[0] / 1000 if row else None
+
+
+def test_killed_in_the_ensemble_and_in_the_refit_then_one_rerun_trains_nothing_twice(tmp_path):
+    """kill -9 while an ensemble candidate trains, then while the refit trains: each next run of the same command
+    loads the trainings that finished before from their runs (one FINISHED run each, trained once), trains again
+    only the one that was killed, and the last run registers one version with nothing RUNNING."""
+    state = tmp_path / "state"
+    csv = tmp_path / "data.csv"
+    make_series(3000).to_csv(csv, index=False)
+    config = write_config(
+        tmp_path,
+        csv,
+        name="refitting",
+        search={"n_trials": 3, "epochs": 1, "fidelity": "none"},
+        # seconds per training (40 epochs of 2,000 windows), so a kill half a second into one lands inside it
+        final={"epochs": 40, "patience": 40, "init": "scratch", "refit": "all", "ensemble": {"top_k": 3}},
+    )
+    args = ("run", str(config), "--json")
+    db = state / "mlflow.db"
+    for prefix in ("member_", "refit_"):
+        process = _cli(*args, state=state, cwd=tmp_path)
+        deadline = time.monotonic() + 300
+        while (running := _final_training_running(db, prefix)) is None or running < 0.5:
+            assert process.poll() is None, f"{prefix}: the run ended first: " + process.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, f"no {prefix} training started"
+            time.sleep(0.1)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+        assert not _gone(state), "processes left behind"
+    client = _mlflow(state)
+    finished_before = {
+        r.data.tags["automl.final_training"]: r.info.run_id
+        for r in _all_runs(client, "tags.`automl.role` = 'final_training' and attributes.status = 'FINISHED'")
+    }
+    assert "tuned" in finished_before  # the split's first training finished before the first kill
+
+    last = _cli(*args, state=state, cwd=tmp_path)
+    out, err = last.communicate(timeout=600)
+    assert last.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["resumed"] is True and summary["refit"] is not None
+    runs = _all_runs(client)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    trainings = [r for r in runs if r.data.tags.get("automl.role") == "final_training"]
+    finished = [r.data.tags["automl.final_training"] for r in trainings if r.info.status == "FINISHED"]
+    killed = [r.data.tags["automl.final_training"] for r in trainings if r.info.status == "KILLED"]
+    assert len(finished) == len(set(finished)), "a training finished twice"
+    assert sorted(name.split("_")[0] for name in killed) == ["member", "refit"], killed
+    assert set(killed) <= set(finished)  # the killed ones trained again, once
+    for name, run_id in finished_before.items():  # those that finished before a kill were loaded, not trained
+        assert (
+            next(
+                r.info.run_id
+                for r in trainings
+                if r.data.tags["automl.final_training"] == name and r.info.status == "FINISHED"
+            )
+            == run_id
+        )
+    assert "loaded from its run" in err
+    assert {f"refit_{m}" for m in summary["ensemble"]["weights"]} == set(summary["refit"]["epochs"]) or (
+        not summary["ensemble"]["kept"] and len(summary["refit"]["epochs"]) == 1
+    )
+    versions = client.search_model_versions("name = 'refitting'")
+    assert len(versions) == 1 and versions[0].tags["automl.refit"] == "all"

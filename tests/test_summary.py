@@ -13,8 +13,10 @@ from tasks.search import TrialCounts
 from tasks.summary import (
     BudgetSummary,
     CVSummary,
+    EnsembleSummary,
     PBTSummary,
     PipelineSummary,
+    RefitSummary,
     RegisteredVersion,
     WarmStartSummary,
     render_markdown,
@@ -44,7 +46,11 @@ def summary() -> PipelineSummary:
         chosen="tuned",
         test_metrics={"rmse": 1.23456789, "mae": 0.9876543},
         primary_metric="rmse",
-        baseline_metrics={"default_config": {"rmse": 2.0, "mae": 1.5}, "naive": {"rmse": 3.3333333, "mae": 2.25}},
+        baseline_metrics={
+            "default_config": {"rmse": 2.0, "mae": 1.5},
+            "naive": {"rmse": 3.3333333, "mae": 2.25},
+            "seasonal_naive": {"rmse": 2.5, "mae": 1.75},
+        },
         model_uri="models:/m-123",
         registered_model=RegisteredVersion(name="tiny_lstm", version=3),
         champion=True,
@@ -94,7 +100,10 @@ def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
         "mlflow_tracking_uri",
         "budget",
         "strategy",
+        "ensemble",
+        "refit",
     ]
+    assert record["ensemble"] is None and record["refit"] is None  # null without an ensemble tried, without a refit
     assert record["status"] == "completed" and record["strategy"] == "sample"
     assert "cv" not in record and "pbt" not in record  # absent without search.cv, without strategy pbt
     pbt = PBTSummary(population=8, intervals=15, exploit_steps=28, best_member=3, schedule=[{"lr": 0.001}])
@@ -112,7 +121,7 @@ def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
         in render_table(population)
     )
     folded = dataclasses.replace(summary, cv=CVSummary.of("rolling_origin", [0.1, 0.3])).to_json()
-    assert list(folded)[-2:] == ["cv", "strategy"] and folded["cv"]["folds"] == 2
+    assert list(folded)[-4:] == ["cv", "strategy", "ensemble", "refit"] and folded["cv"]["folds"] == 2
     assert folded["cv"]["mean"] == pytest.approx(0.2) and folded["cv"]["std"] == pytest.approx(0.1)
     assert record["trials"] == {"complete": 3, "pruned": 1, "failed": 0}
     assert record["warm_start"] == {"enqueued": 1, "source_run_ids": ["r1"]}
@@ -126,6 +135,38 @@ def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
     assert pickle.loads(pickle.dumps(summary)) == summary  # Prefect persists flow results as pickles
 
 
+def test_the_ensemble_and_the_refit_in_the_json_and_both_renderings(summary):
+    ensemble = EnsembleSummary(
+        members=["member_4", "tuned"],
+        weights={"member_4": 0.6, "tuned": 0.4},
+        val_loss=0.0123,
+        single_val_loss=0.0131,
+        kept=True,
+        candidates={"tuned": 0.0131, "member_4": 0.0135, "default_config": 0.02},
+        rounds=5,
+        single_test_metrics={"rmse": 1.3, "mae": 1.0},
+    )
+    both = dataclasses.replace(
+        summary, chosen="ensemble", ensemble=ensemble, refit=RefitSummary(2232, {"refit_tuned": 6})
+    )
+    record = both.to_json()
+    assert {k: record["ensemble"][k] for k in ("members", "weights", "val_loss", "single_val_loss", "kept")} == {
+        "members": ["member_4", "tuned"],
+        "weights": {"member_4": 0.6, "tuned": 0.4},
+        "val_loss": 0.0123,
+        "single_val_loss": 0.0131,
+        "kept": True,
+    }
+    assert record["refit"] == {"rows": 2232, "epochs": {"refit_tuned": 6}}
+    assert json.loads(json.dumps(record)) == record
+    line = "ensemble: 2 of 3 candidates (trial 4 0.60, tuned 0.40); validation loss 0.0123 vs single 0.0131: kept"
+    refit = "refit: the registered weights trained again on all 2232 rows (epochs: tuned 6); the test metrics are"
+    table, markdown = render_table(both), render_markdown(both)
+    assert f"  {line}\n" in table and refit in table
+    assert "model (ensemble of the best configs):" in table
+    assert f"{line}\n" in markdown and refit in markdown and "The model is the ensemble of the best configs" in markdown
+
+
 def test_the_table(summary):
     assert render_table(summary) == (
         "\n"
@@ -135,9 +176,9 @@ def test_the_table(summary):
         "  best params: lr=0.001235 hidden_size=64 cell=gru\n"
         "  best validation loss: 0.12346\n"
         "\n"
-        "  test metric         model  default cfg        naive\n"
-        "  rmse               1.2346            2       3.3333\n"
-        "  mae               0.98765          1.5         2.25\n"
+        "  test metric         model  default cfg        naive seasonal naive\n"
+        "  rmse               1.2346            2       3.3333            2.5\n"
+        "  mae               0.98765          1.5         2.25           1.75\n"
         "\n"
         "  model (tuned config): models:/m-123 -> tiny_lstm v3 (champion)\n"
         "  stage seconds: data_prep 0.5, warm_start 0.2, search 12.5, final_train 3.0\n"
@@ -150,8 +191,8 @@ def test_the_table(summary):
     assert "The model is the default config (of it and" in render_markdown(default_won)
     naive_only = dataclasses.replace(summary, baseline_metrics={"naive": summary.baseline_metrics["naive"]})
     assert "The model is the tuned config.\n" in render_markdown(naive_only)
-    assert "  rmse               1.2346            -       3.3333\n" in render_table(naive_only)
-    assert "| rmse | 1.2346 | - | 3.3333 |" in render_markdown(naive_only)
+    assert "  rmse               1.2346            -       3.3333              -\n" in render_table(naive_only)
+    assert "| rmse | 1.2346 | - | 3.3333 | - |" in render_markdown(naive_only)
     budgeted = dataclasses.replace(summary, budget=BudgetSummary(seconds=60, used=41.25))
     assert render_table(budgeted).endswith("sqlite:///x/mlflow.db\n  budget: 41.2s of 60s used")
 
@@ -176,10 +217,10 @@ def test_the_markdown(summary):
         "## Test metrics vs baselines\n"
         "The model is the tuned config (of it and the default config, the lower validation loss).\n"
         "\n"
-        "| metric | model | default config | naive |\n"
-        "|---|---|---|---|\n"
-        "| rmse | 1.2346 | 2 | 3.3333 |\n"
-        "| mae | 0.98765 | 1.5 | 2.25 |\n"
+        "| metric | model | default config | naive | seasonal naive |\n"
+        "|---|---|---|---|---|\n"
+        "| rmse | 1.2346 | 2 | 3.3333 | 2.5 |\n"
+        "| mae | 0.98765 | 1.5 | 2.25 | 1.75 |\n"
         "\n"
         "**Model:** `tiny_lstm` version 3 (champion); first version of this model: champion.\n"
     )

@@ -24,10 +24,11 @@ class DataPrepJob:
     seed: int
     config_name: str  # names the MLflow datasets
     cv: CVConfig = field(default_factory=CVConfig)  # search.cv: the folds data prep also makes
+    refit: bool = False  # final.refit all: every row made model-ready too, with a preprocessing fitted on them
 
     @classmethod
     def of(cls, cfg: PipelineConfig) -> DataPrepJob:
-        return cls(cfg.data, cfg.model.family, cfg.seed, cfg.name, cfg.search.cv)
+        return cls(cfg.data, cfg.model.family, cfg.seed, cfg.name, cfg.search.cv, cfg.final.refit == "all")
 
 
 @dataclass

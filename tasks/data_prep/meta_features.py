@@ -9,6 +9,8 @@ import pandas as pd
 
 # Seasonal period (in steps) implied by a sampling interval, for the usual calendars.
 _PERIODS = (  # (seconds per step, steps per season)
+    (900, 96),
+    (1800, 48),
     (3600, 24),
     (86400, 7),
     (7 * 86400, 52),
@@ -27,14 +29,34 @@ def autocorrelation(x: np.ndarray, lag: int) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def seasonal_period(step_seconds: float | None, n: int) -> int | None:
-    """Steps per season for a regular sampling interval (weekly -> 52, daily -> 7, ...), if one fits."""
-    if not step_seconds:
-        return None
+def season_of_step(step_seconds: float | None) -> int:
+    """Steps per season for a sampling interval within 10% of a usual calendar's (15 min -> 96, 30 min -> 48,
+    hourly -> 24, daily -> 7, weekly -> 52, monthly -> 12, quarterly -> 4); 1 for any other (yearly, irregular).
+
+    Example:
+        >>> season_of_step(86400.0)
+        7
+    """
     for seconds, period in _PERIODS:
-        if abs(step_seconds - seconds) / seconds < 0.1 and n >= 2 * period + 1:
+        if step_seconds and abs(step_seconds - seconds) / seconds < 0.1:
             return period
-    return None
+    return 1
+
+
+def infer_season(times: pd.Series) -> int:
+    """Steps per season of a series from its time column's median step (``data.season: auto``); 1 when none fits.
+
+    Example:
+        >>> infer_season(pd.Series(pd.date_range("2024-01-01", periods=48, freq="h")))
+        24
+    """
+    return season_of_step(_median_step_seconds(times))
+
+
+def seasonal_period(step_seconds: float | None, n: int) -> int | None:
+    """Steps per season for a regular sampling interval (weekly -> 52, daily -> 7, ...), if two seasons fit."""
+    period = season_of_step(step_seconds)
+    return period if period > 1 and n >= 2 * period + 1 else None
 
 
 def decomposition_strengths(x: np.ndarray, period: int | None) -> tuple[float, float]:

@@ -33,6 +33,15 @@ class Fold:
     preprocessing: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class RefitData:
+    """Every row (train, validation and test) made model-ready with a preprocessing fitted on all of them, for the
+    production refit (``final.refit: all``); ``preprocessing`` as JSON values."""
+
+    rows: Split
+    preprocessing: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class CVSettings:
     """``search.cv`` as data prep made the folds: the fold kind it resolved (``kfold``, ``stratified``,
@@ -69,6 +78,12 @@ class PreparedData:
     raw_test_input: pd.DataFrame | None = None
     folds: list[Fold] = field(default_factory=list)  # cross-validation folds of train+val; none for one split
     cv: CVSettings | None = None  # how the folds were made; None for one split
+    refit: RefitData | None = None  # with final.refit all: every row, for the production refit
+    season: int = 1  # steps per season (``data.season`` resolved): the seasonal-naive baseline's lag
+    # Series: the gap-filled target of every row in original units, and the row of each test window's first target:
+    # what the seasonal-naive baseline reads (a season may reach back past the windows' lookback). None for tables.
+    target_history: np.ndarray | None = None
+    test_first_rows: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:

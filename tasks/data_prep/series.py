@@ -1,7 +1,8 @@
 """Series data: checks (a parseable, unique time column, a numeric target, enough rows for the windows of each
-split), and the preparation (ordered by time, gaps filled forward, split chronologically, scaled with train
-statistics, cut into windows of ``lookback`` steps predicting the next ``horizon``; cross-validation folds of the
-train+validation rows, each with its own scaling). Tables are in ``tasks.data_prep.tabular``.
+split, a season no longer than the training rows), and the preparation (ordered by time, gaps filled forward, split
+chronologically, scaled with train statistics, cut into windows of ``lookback`` steps predicting the next
+``horizon``; the season resolved; cross-validation folds of the train+validation rows, each with its own scaling).
+Tables are in ``tasks.data_prep.tabular``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from configs import CVConfig, DataConfig, DataError
 from tasks.data_prep.columns import describe_target, require_column
 from tasks.data_prep.folds import check_series_folds, cv_kind, series_folds
 from tasks.data_prep.job import DataPlan, DataPrepJob
-from tasks.data_prep.meta_features import series_meta_features
-from tasks.data_prep.prepared import CVSettings, Fold, PreparedData, Split
+from tasks.data_prep.meta_features import infer_season, series_meta_features
+from tasks.data_prep.prepared import CVSettings, Fold, PreparedData, RefitData, Split
 from tasks.data_prep.preprocessing import RawInputError, SeriesPreprocessing, fill_gaps, make_windows, order_by_time
 
 
@@ -50,7 +51,10 @@ class SeriesData:
     def prepare(
         self, frame: pd.DataFrame, job: DataPrepJob, plan: DataPlan
     ) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
-        return _prepare_series(frame, job.data, plan, job.cv)
+        prepared, frames = _prepare_series(frame, job.data, plan, job.cv)
+        if job.refit:
+            prepared.refit = _refit_data(frame, job.data, plan)
+        return prepared, frames
 
 
 SERIES = SeriesData()
@@ -76,6 +80,9 @@ def _check_series(frame: pd.DataFrame, data: DataConfig) -> None:
             f"data.path: too few rows ({len(frame)}) for lookback {data.lookback} + horizon {data.horizon} and a "
             f"{data.split.train:g}/{data.split.val:g}/{data.split.test:g} split: need at least {need_rows}"
         )
+    train_rows = _split_rows(len(frame), data)[0]
+    if isinstance(data.season, int) and data.season > train_rows:
+        raise DataError(f"data.season: {data.season} is longer than the training rows ({train_rows})")
 
 
 def _parse_times(column: pd.Series, name: str) -> pd.Series:
@@ -89,6 +96,18 @@ def _split_rows(n: int, data: DataConfig) -> tuple[int, int]:
     n_train = int(n * data.split.train)
     n_val = int(n * data.split.val)
     return n_train, n_train + n_val
+
+
+def _resolve_season(times: pd.Series, data: DataConfig, train_rows: int) -> tuple[int, str | None]:
+    """``data.season``, or the season its time column's step implies (auto), and a note when auto's is longer than
+    the training rows: then 1, as a seasonal-naive forecast needs one season of history before the first target."""
+    if isinstance(data.season, int):
+        return data.season, None
+    season = infer_season(times)
+    if season > train_rows:
+        note = f"data.season auto: the time step implies {season}, more than the training rows ({train_rows})"
+        return 1, f"{note}; 1 is used"
+    return season, None
 
 
 def _window_counts(n: int, data: DataConfig) -> dict[str, int]:
@@ -146,6 +165,7 @@ def _prepare_series(
     target = values[data.target].to_numpy()
     meta = series_meta_features(ordered[data.time_column], target, n_features=len(plan.features))
     test_times = ordered[data.time_column].iloc[first_target[masks["test"]]].astype(str).tolist()
+    season, season_note = _resolve_season(ordered[data.time_column], data, train_end)
     card = {
         "kind": "series",
         "task": "regression",
@@ -158,6 +178,8 @@ def _prepare_series(
         "time_range": [str(ordered[data.time_column].iloc[0]), str(ordered[data.time_column].iloc[-1])],
         "lookback": lb,
         "horizon": h,
+        "season": season,
+        **({"season_note": season_note} if season_note else {}),
         "target": describe_target(target, data.target),
         "missing_filled": missing,
         "missing_filled_total": int(sum(missing.values())),
@@ -186,12 +208,28 @@ def _prepare_series(
         target_std=float(std[0]),
         test_index=test_times,
         card=card,
+        season=season,
+        target_history=target,
+        test_first_rows=first_target[masks["test"]],
         preprocessing=preprocessing.to_dict(),
         raw_test_input=raw_test_input.reset_index(drop=True),
         folds=folds,
         cv=CVSettings(card["cv"]["kind"], cv.folds, cv.gap) if folds else None,
     )
     return prepared, frames
+
+
+def _refit_data(frame: pd.DataFrame, data: DataConfig, plan: DataPlan) -> RefitData:
+    """Every window of the whole series, scaled with statistics of all its rows: what the production refit trains
+    on, up to the most recent values."""
+    times = _parse_times(frame[data.time_column], data.time_column)
+    ordered = order_by_time(frame, data.time_column, times)
+    values = fill_gaps(ordered[plan.features].astype(float))
+    fitted = SeriesPreprocessing.fit(
+        ordered[data.time_column], values, len(values), data.time_column, data.lookback, data.horizon
+    )
+    X, y = make_windows(fitted.scale(values), data.lookback, data.horizon)
+    return RefitData(Split(X, y), fitted.to_dict())
 
 
 def _series_fold_data(

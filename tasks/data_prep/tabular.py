@@ -17,7 +17,7 @@ from tasks.data_prep.columns import describe_target
 from tasks.data_prep.folds import check_tabular_folds, cv_kind, tabular_folds
 from tasks.data_prep.job import DataPlan, DataPrepJob
 from tasks.data_prep.meta_features import tabular_meta_features
-from tasks.data_prep.prepared import CVSettings, Fold, PreparedData, Split
+from tasks.data_prep.prepared import CVSettings, Fold, PreparedData, RefitData, Split
 from tasks.data_prep.preprocessing import TabularPreprocessing
 
 
@@ -53,7 +53,10 @@ class TabularData:
     def prepare(
         self, frame: pd.DataFrame, job: DataPrepJob, plan: DataPlan
     ) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
-        return _prepare_tabular(frame, job.data, job.seed, plan, job.cv)
+        prepared, frames = _prepare_tabular(frame, job.data, job.seed, plan, job.cv)
+        if job.refit:
+            prepared.refit = _refit_data(frame, job.data, plan)
+        return prepared, frames
 
 
 TABULAR = TabularData()
@@ -198,6 +201,17 @@ def _prepare_tabular(
         cv=CVSettings(card["cv"]["kind"], cv.folds, cv.gap) if folds else None,
     )
     return prepared, frames
+
+
+def _refit_data(frame: pd.DataFrame, data: DataConfig, plan: DataPlan) -> RefitData:
+    """Every row with a target, encoded (and a regression target scaled) with a preprocessing fitted on all of them:
+    what the production refit trains on. Categories seen only outside the train split get their columns here."""
+    rows = frame[frame[data.target].notna()].reset_index(drop=True)
+    y_all, classes, _ = _encode_target(rows[data.target], plan.task)
+    features = rows[plan.features]
+    every = np.arange(len(rows))
+    fitted = _fit_tabular(features, y_all, every, data, plan, classes)
+    return RefitData(Split(fitted.encode(features), _model_target(y_all, fitted)), fitted.to_dict())
 
 
 def _fit_tabular(

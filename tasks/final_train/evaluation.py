@@ -50,3 +50,35 @@ def raw_test_predictions(
     ):
         raise RuntimeError("the raw-data model does not reproduce the test predictions; not registering it")
     return frame
+
+
+def validation_outputs(model: torch.nn.Module, prepared: PreparedData) -> np.ndarray:
+    """What an ensemble mixes, on the validation split: the model's values in the training's (scaled) units for
+    regression (the target's scaling is linear, so a mean there is the mean in the target's units), class
+    probabilities for classification."""
+    raw = predict(model, prepared.val.X)
+    if prepared.task == "classification":
+        return torch.softmax(torch.as_tensor(raw), dim=1).numpy()
+    return raw
+
+
+def mixture_loss(prepared: PreparedData, loss: str):
+    """The training loss (``loss``, a ``models.trainer.LOSSES`` name) of mixed validation outputs: on the values for
+    regression; for classification cross-entropy on the log of the mixed probabilities, i.e. the mixture's log
+    loss (what the ensemble module's log-probability output gives the training loss too)."""
+    from models.trainer import LOSSES
+
+    criterion = LOSSES[loss]()
+    if prepared.task == "classification":
+        target = torch.as_tensor(prepared.val.y, dtype=torch.long)
+
+        def classification(mix: np.ndarray) -> float:
+            return float(criterion(torch.log(torch.as_tensor(mix).clamp_min(1e-12)), target))
+
+        return classification
+    target = torch.as_tensor(prepared.val.y, dtype=torch.float32)
+
+    def regression(mix: np.ndarray) -> float:
+        return float(criterion(torch.as_tensor(mix, dtype=torch.float32), target))
+
+    return regression

@@ -21,8 +21,12 @@ class FinalTrainJob:
     model_name: str
     plan: FinalPlan
     deadline: float | None = None
+    search_epochs: int = 0  # the epochs the search's weights trained (a full-fidelity trial, or a PBT member)
 
     @classmethod
     def of(cls, cfg: PipelineConfig, deadline: float | None = None) -> FinalTrainJob:
         name = cfg.registry.model_name or cfg.name
-        return cls(cfg.final, cfg.model, cfg.training, cfg.registry, cfg.seed, name, FinalPlan.of(cfg), deadline)
+        epochs = cfg.search.pbt.epochs if cfg.search.strategy == "pbt" else cfg.search.epochs
+        return cls(
+            cfg.final, cfg.model, cfg.training, cfg.registry, cfg.seed, name, FinalPlan.of(cfg), deadline, epochs
+        )

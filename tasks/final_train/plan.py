@@ -4,8 +4,8 @@ it, so the two never disagree on what is trained, for how many epochs, or which 
 
 Example:
     >>> plan = FinalPlan.of(cfg)
-    >>> plan.trainings(best_params)          # ('tuned', 'default_config'), or ('tuned',) when best is the default
-    >>> plan.seconds_needed({"tuned": 0.5, "default_config": 0.4}, best_params)
+    >>> plan.trainings(best_params)   # ('tuned', 'member', ..., 'default_config'); no default when best is it
+    >>> plan.seconds_needed({"tuned": 0.5, "member": 0.4, "default_config": 0.4}, best_params)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from configs import PipelineConfig
 
 TUNED = "tuned"  # the search's best config, trained on
 DEFAULT_CONFIG = "default_config"  # the family's default config, a baseline (final.baselines)
+MEMBER = "member"  # another of the search's best configs, an ensemble candidate (final.ensemble.top_k)
 
 # The final stage besides its trainings (test predictions, plots, logging the model, registering it) and the
 # summary after it: measured 2 s on 2 cores here with the registry on SQLite (1 s without it), twice that kept as a
@@ -29,22 +30,32 @@ FINAL_OVERHEAD_SECONDS = 4.0
 @dataclass(frozen=True)
 class FinalPlan:
     """The final stage's trainings: the search's best config (``trains_tuned``; not under PBT, whose best member is
-    tested as it is) and the default-config baseline (``default_baseline``, when ``final.baselines`` asks for it),
-    each for up to ``epochs`` with early stopping; ``overhead`` seconds for the rest of the stage."""
+    tested as it is), up to ``members`` more of the search's best configs as ensemble candidates (``final.ensemble``,
+    none under PBT) and the default-config baseline (``default_baseline``, when ``final.baselines`` asks for it),
+    each for up to ``epochs`` with early stopping; with ``refit`` (``final.refit: all``) the registered model's
+    configs train again on every row, ``refit_scale`` times the training rows; ``overhead`` seconds for the rest of
+    the stage."""
 
     epochs: int
     default_config: Mapping[str, Any]
     trains_tuned: bool = True
     default_baseline: bool = True
     overhead: float = FINAL_OVERHEAD_SECONDS
+    members: int = 0
+    refit: bool = False
+    refit_scale: float = 1.0
 
     @classmethod
     def of(cls, cfg: PipelineConfig) -> FinalPlan:
+        trains_tuned = cfg.search.strategy != "pbt"
         return cls(
             epochs=cfg.final.epochs,
             default_config=cfg.model.default_config(),
-            trains_tuned=cfg.search.strategy != "pbt",
+            trains_tuned=trains_tuned,
             default_baseline=DEFAULT_CONFIG in cfg.final.baselines,
+            members=cfg.final.ensemble.top_k - 1 if trains_tuned else 0,
+            refit=cfg.final.refit == "all",
+            refit_scale=1.0 / cfg.data.split.train,
         )
 
     def is_default(self, params: Mapping[str, Any] | None) -> bool:
@@ -54,25 +65,32 @@ class FinalPlan:
     def trainings(self, best_params: Mapping[str, Any] | None) -> tuple[str, ...]:
         """What the final stage trains when the search's best config is ``best_params`` (None: not known yet). A best
         config that is the default config is trained once and is its own baseline."""
-        planned = [TUNED] if self.trains_tuned else []
+        planned = [TUNED, *[MEMBER] * self.members] if self.trains_tuned else []
         if self.default_baseline and not self.is_default(best_params):
             planned.append(DEFAULT_CONFIG)
         return tuple(planned)
 
     def seconds_needed(self, epoch_seconds: Mapping[str, float], best_params: Mapping[str, Any] | None) -> float:
-        """Seconds the stage needs: each training's cost per epoch (``epoch_seconds`` by training) x ``epochs``, plus
-        the overhead."""
-        return sum(epoch_seconds[t] for t in self.trainings(best_params)) * self.epochs + self.overhead
+        """Seconds the stage needs: each training's cost per epoch (``epoch_seconds`` by training; a member costs
+        what ``MEMBER`` says, or the tuned config's) x ``epochs``, the refit of every config that may be registered
+        on ``refit_scale`` times the rows, plus the overhead."""
+        trainings = self.trainings(best_params)
+        cost = {name: epoch_seconds.get(name, epoch_seconds[TUNED]) for name in trainings}
+        split = sum(cost[t] for t in trainings) * self.epochs
+        refit = sum(cost[t] for t in trainings if t != DEFAULT_CONFIG or not self.trains_tuned) * self.epochs
+        return split + (refit * self.refit_scale if self.refit else 0.0) + self.overhead
 
-    def share(self, training: str, best_params: Mapping[str, Any] | None) -> float:
-        """The share of the time left (less the overhead) that ``training`` may take when it starts: the tuned
-        config half when the default config trains after it, else all; the default config all that is left then."""
-        return 0.5 if training == TUNED and DEFAULT_CONFIG in self.trainings(best_params) else 1.0
+    def split_share(self) -> float:
+        """The share of the stage's time for its trainings on the split; the rest is the refit's."""
+        return 1.0 / (1.0 + self.refit_scale) if self.refit else 1.0
 
-    def training_seconds(
-        self, training: str, best_params: Mapping[str, Any] | None, deadline: float | None
-    ) -> float | None:
-        """Seconds ``training`` may take now before the run's ``deadline`` (``time.time()``; None: no budget)."""
+    def training_seconds(self, left: int, deadline: float | None, refit: bool = False) -> float | None:
+        """Seconds the next training may take before the run's ``deadline`` (``time.time()``; None: no budget) when
+        ``left`` trainings (this one included) remain of its step: an equal share of what that step has left (the
+        split's trainings keep the refit's share aside)."""
         if deadline is None:
             return None
-        return max(0.0, self.share(training, best_params) * (deadline - time.time() - self.overhead))
+        available = deadline - time.time() - self.overhead
+        if not refit:
+            available -= (1.0 - self.split_share()) * max(0.0, available)
+        return max(0.0, available / max(1, left))

@@ -10,9 +10,11 @@ import pandas as pd
 
 from models import FitResult
 from tasks.data_prep.prepared import PreparedData
-from tasks.final_train.baselines import NAIVE
+from tasks.final_train.baselines import NAIVE, SEASONAL_NAIVE
+from tasks.final_train.ensemble import Selection
 from tasks.final_train.plan import DEFAULT_CONFIG, TUNED
 from tasks.tracking.catalog import (
+    ENSEMBLE_PLOT,
     EPOCH_TRAIN_LOSS_METRIC,
     EPOCH_VAL_LOSS_METRIC,
     LEARNING_CURVES_PLOT,
@@ -50,12 +52,29 @@ def log_learning_curves(tuned: FitResult, default: FitResult | None, chosen: str
         mlflow.log_metrics({EPOCH_TRAIN_LOSS_METRIC: train_loss, EPOCH_VAL_LOSS_METRIC: val_loss}, step=epoch)
 
 
+def log_ensemble_selection(selection: Selection, single_val_loss: float, single: str) -> None:
+    """Validation loss of the ensemble against selection rounds, the single chosen model's as a line, and the
+    prefix kept marked."""
+    plt = pyplot()
+    figure, ax = plt.subplots(figsize=(7, 4))
+    rounds = range(1, len(selection.losses) + 1)
+    ax.plot(rounds, selection.losses, marker="o", markersize=3, label="ensemble")
+    ax.axhline(single_val_loss, color="grey", linestyle="--", linewidth=0.8, label=f"single model ({single})")
+    ax.axvline(selection.kept_rounds, color="grey", linewidth=0.8, label=f"kept: {selection.kept_rounds} picks")
+    ax.set(xlabel="selection round", ylabel="validation loss", title="Ensemble selection (greedy, with replacement)")
+    ax.legend()
+    figure.tight_layout()
+    mlflow.log_figure(figure, ENSEMBLE_PLOT)
+    plt.close(figure)
+
+
 def log_test_predictions(
     prepared: PreparedData, y_true: np.ndarray, predictions: dict[str, np.ndarray], chosen: str
 ) -> None:
-    """The chosen model's test predictions against the actual values (and the naive forecast's, for a series)."""
+    """The chosen model's test predictions against the actual values (and the naive and seasonal-naive forecasts',
+    for a series)."""
     plt = pyplot()
-    label = "tuned" if chosen == TUNED else "default config"
+    label = {TUNED: "tuned", DEFAULT_CONFIG: "default config"}.get(chosen, chosen)
     if prepared.task == "classification":
         log_classification_report(prepared, y_true, predictions[chosen], label)
         return
@@ -66,6 +85,9 @@ def log_test_predictions(
         ax.plot(x, predictions[chosen][:, 0], label=label)
         if NAIVE in predictions:
             ax.plot(x, predictions[NAIVE][:, 0], label="naive (last value)", alpha=0.6)
+        if SEASONAL_NAIVE in predictions:
+            seasonal = f"seasonal naive (season {prepared.season})"
+            ax.plot(x, predictions[SEASONAL_NAIVE][:, 0], label=seasonal, alpha=0.6)
         step = max(1, len(x) // 8)
         ax.set_xticks(x[::step], [t[:10] for t in prepared.test_index[::step]], rotation=30)
         ax.set(ylabel=prepared.target, title="Test set: predicted vs actual (first horizon step)")

@@ -33,10 +33,16 @@ class NonFiniteMetric(RuntimeError):
 
 
 def register(
-    model_uri: str, name: str, prepared: PreparedData, metrics: dict[str, float], pipeline: PipelineRun
+    model_uri: str,
+    name: str,
+    prepared: PreparedData,
+    metrics: dict[str, float],
+    pipeline: PipelineRun,
+    tags: dict[str, str] | None = None,
 ) -> tuple[RegisteredVersion, str, bool, str]:
-    """Register the model; move the ``champion`` alias to it when it beats the champion on the same data. Returns
-    the version, its source (the model's URI), whether it is champion, and why."""
+    """Register the model (with ``tags`` beside its test metrics: whether its weights are a refit); move the
+    ``champion`` alias to it when it beats the champion on the same data. Returns the version, its source (the
+    model's URI), whether it is champion, and why."""
     client = MlflowClient()
     version = _registered_by(client, name, pipeline.run_id) or mlflow.register_model(
         model_uri, name, tags={PIPELINE_RUN_TAG: pipeline.run_id}
@@ -46,6 +52,7 @@ def register(
         FINGERPRINT: prepared.fingerprint,
         PRIMARY_METRIC_TAG: primary,
         **{f"{TEST_METRIC_PREFIX}{k}": v for k, v in metrics.items()},
+        **(tags or {}),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, str(value))

@@ -6,15 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.summary import RegisteredVersion
+from tasks.summary import EnsembleSummary, RefitSummary, RegisteredVersion
+
+ENSEMBLE = "ensemble"  # FinalResult.chosen when the ensemble of the best configs went on
 
 
 @dataclass
 class FinalResult:
-    """Test metrics of the tuned model and its baselines, and where the model went."""
+    """Test metrics of the chosen model and its baselines, the ensemble selection and the refit, and where the model
+    went."""
 
     params: dict[str, Any]  # those of the chosen model
-    chosen: str  # tuned, or default_config when the default config's validation loss was lower
+    chosen: str  # tuned, default_config (its validation loss was lower), or ensemble (lower still)
     chosen_note: str
     test_metrics: dict[str, float]  # the chosen model's
     baseline_metrics: dict[str, dict[str, float]]
@@ -28,3 +31,6 @@ class FinalResult:
     val_loss: float
     run_id: str = ""
     curves: dict[str, list[float]] = field(default_factory=dict)
+    single: str = "tuned"  # the single model that went on, or that the ensemble beat: tuned or default_config
+    ensemble: EnsembleSummary | None = None  # the selection, kept or not; None when none was tried
+    refit: RefitSummary | None = None  # with final.refit all: the registered weights are a refit on every row

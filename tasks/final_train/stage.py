@@ -1,42 +1,68 @@
 """Final training and evaluation stage: train the best config further with the final budget and early stopping (as
-its plan says), evaluate it on the test split in the target's original units next to its baselines (the default
-config, trained the same way, and a naive predictor), keep whichever trained config validates better, log curves,
-plots, the test predictions and the model (raw rows in: it carries data prep's fitted preprocessing), and register
-it. Each step is a module of this package; this one runs them in order as a Prefect task.
+its plan says), and the search's next best configs and the default config the same way; keep the single model that
+validates better (the tuned or the default config), or the ensemble of them that greedy selection finds when it
+validates better still; evaluate it on the test split in the target's original units next to its baselines (the
+default config and the naive forecasts); log curves, plots, the test predictions and the model (raw rows in: it
+carries data prep's fitted preprocessing); refit it on every row when asked; register it. Each step is a module of
+this package; this one runs them in order as a Prefect task.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import mlflow
 from prefect import task
 
-from models import FitResult
+from models import FitResult, ModelShape, build_model, get_family, loss_for
+from models.ensemble import Ensemble
 from tasks.data_prep.prepared import PreparedData
 from tasks.data_prep.preprocessing import preprocessing_from_dict
-from tasks.final_train.baselines import NAIVE, naive_predictions
-from tasks.final_train.evaluation import raw_test_predictions, test_predictions, test_targets
+from tasks.final_train.baselines import baseline_predictions
+from tasks.final_train.ensemble import Selection, keep_ensemble, select_ensemble
+from tasks.final_train.evaluation import (
+    mixture_loss,
+    raw_test_predictions,
+    test_predictions,
+    test_targets,
+    validation_outputs,
+)
 from tasks.final_train.job import FinalTrainJob
 from tasks.final_train.metrics import PRIMARY_METRIC, score
 from tasks.final_train.plan import DEFAULT_CONFIG, TUNED
-from tasks.final_train.plots import log_learning_curves, log_test_predictions
+from tasks.final_train.plots import log_ensemble_selection, log_learning_curves, log_test_predictions
+from tasks.final_train.refit import RefitResult, refit
 from tasks.final_train.registration import NonFiniteMetric, register
-from tasks.final_train.result import FinalResult
+from tasks.final_train.result import ENSEMBLE, FinalResult
+from tasks.final_train.runs import Trained, train_once
 from tasks.final_train.training import choose_model, start_weights, train_config
 from tasks.registry.raw_model import log_raw_model
 from tasks.runtime.caching import pipeline_stage_key
+from tasks.search_stage.result import Candidate
+from tasks.summary import EnsembleSummary, RefitSummary
 from tasks.tracking.catalog import (
     BASELINE_METRIC_PREFIX,
     CHOSEN_TAG,
     DEFAULT_VAL_LOSS_METRIC,
+    ENSEMBLE_FILE,
+    ENSEMBLE_ROUNDS_PARAM,
+    ENSEMBLE_TOP_K_PARAM,
+    ENSEMBLE_VAL_LOSS_METRIC,
     EPOCHS_PARAM,
     EPOCHS_RUN_METRIC,
     INIT_PARAM,
     LOGGED_MODEL,
     PATIENCE_PARAM,
+    REFIT_EPOCHS_TAG,
+    REFIT_MODEL,
+    REFIT_ROWS_TAG,
+    REFIT_TAG,
+    SINGLE_METRIC_PREFIX,
+    SINGLE_VAL_LOSS_METRIC,
     START_VAL_LOSS_METRIC,
     TEST_METRIC_PREFIX,
     TEST_PREDICTIONS_FILE,
@@ -47,6 +73,8 @@ from tasks.tracking.runs import PipelineRun, log_frame, quiet_mlflow_warnings, s
 
 logger = logging.getLogger("automl")
 
+MEMBER_PREFIX = "member_"  # an ensemble candidate's training: member_<its trial number>
+
 
 @task(name="final_train", cache_key_fn=pipeline_stage_key, persist_result=True)
 def final_train(
@@ -55,92 +83,143 @@ def final_train(
     best_params: dict[str, Any],
     best_weights: str | None,
     pipeline: PipelineRun,
+    candidates: list[Candidate] | None = None,
 ) -> FinalResult:
     """Prefect stage: train the best config further (from the weights its search evaluation kept, unless
-    ``final.init`` is scratch or there are none), evaluate against the baselines, log plots and the model,
-    register it."""
+    ``final.init`` is scratch or there are none), and the search's next best ``candidates`` (``final.ensemble``) and
+    the default config beside it; keep the best single model or their ensemble on validation loss; evaluate against
+    the baselines, log plots and the model, refit it on every row (``final.refit: all``), register it."""
     plan = job.plan
     start_from = start_weights(job, best_weights)
     search_trained = not plan.trains_tuned  # PBT: the best member's weights, trained under its schedule, as they are
     tested_as_is = search_trained and start_from is not None
     with stage_run(pipeline, "final_train") as run:
+        stage = _Trainer(job, prepared, pipeline.experiment_id, run.info.run_id)
         mlflow.log_params(
             {
                 **best_params,
                 EPOCHS_PARAM: 0 if tested_as_is else job.final.epochs,
                 PATIENCE_PARAM: job.final.patience,
                 INIT_PARAM: ("pbt_best_member" if search_trained else "best_trial") if start_from else "scratch",
+                ENSEMBLE_TOP_K_PARAM: job.final.ensemble.top_k,
+                ENSEMBLE_ROUNDS_PARAM: job.final.ensemble.rounds,
             }
         )
+        mlflow.set_tag(REFIT_TAG, job.final.refit)
         # The plan says what trains and its share of a budget: a best config that is the default config is trained
-        # once and is its own baseline.
+        # once and is its own baseline; so is another candidate that is the default config.
         trains_default = DEFAULT_CONFIG in plan.trainings(best_params)
-        model, fitted = train_config(
-            job,
-            prepared,
-            best_params,
-            plan.training_seconds(TUNED, best_params, job.deadline),
-            start_from,
-            epochs=0 if tested_as_is else None,
-        )
-        if fitted.start_val_loss is not None:
-            mlflow.log_metric(START_VAL_LOSS_METRIC, fitted.start_val_loss)
-        _log_training(fitted, start_from is not None, tested_as_is)
+        others = [c for c in (candidates or [])[1:] if not (trains_default and plan.is_default(c.params))]
+        others = others[: plan.members]
+        left = 1 + len(others) + int(trains_default)
+        tuned = stage.train(TUNED, best_params, start_from, left, epochs=0 if tested_as_is else None)
+        if tuned.fit.start_val_loss is not None:
+            mlflow.log_metric(START_VAL_LOSS_METRIC, tuned.fit.start_val_loss)
+        _log_training(tuned.fit, start_from is not None, tested_as_is)
+        members = []
+        for i, candidate in enumerate(others):
+            weights = Path(candidate.weights) if candidate.weights and job.final.init != "scratch" else None
+            name = f"{MEMBER_PREFIX}{candidate.trial}"
+            members.append(stage.train(name, candidate.params, weights, left - 1 - i))
+        default = stage.train(DEFAULT_CONFIG, {}, None, 1) if trains_default else None
         y_true = test_targets(prepared)
-        predictions = {TUNED: test_predictions(model, prepared)}
-        default_model, default_fit = None, None
-        if trains_default:  # the family's default config, with the same budget and early stopping
-            seconds = plan.training_seconds(DEFAULT_CONFIG, best_params, job.deadline)
-            default_model, default_fit = train_config(job, prepared, {}, seconds)
-            predictions[DEFAULT_CONFIG] = test_predictions(default_model, prepared)
+        predictions = {TUNED: test_predictions(tuned.model, prepared)}
+        if default is not None:
+            predictions[DEFAULT_CONFIG] = test_predictions(default.model, prepared)
         elif plan.default_baseline:
             logger.info("final training: the tuned config is the default config; it is its own baseline")
             predictions[DEFAULT_CONFIG] = predictions[TUNED]
-        if NAIVE in job.final.baselines:
-            predictions[NAIVE] = naive_predictions(prepared)
-        scores = {name: score(prepared.task, y_true, pred) for name, pred in predictions.items()}
-        chosen, note = choose_model(fitted, default_fit)
-        tuned_fit = fitted
-        if chosen == DEFAULT_CONFIG:
-            model, fitted = default_model, default_fit
+        predictions.update(baseline_predictions(prepared, job.final.baselines))
+        chosen, note = choose_model(tuned.fit, default.fit if default is not None else None)
+        single = default if chosen == DEFAULT_CONFIG and default is not None else tuned
         logger.info("final training: %s", note)
+        pool = [t for t in (tuned, *members, *([default] if default else [])) if math.isfinite(t.fit.best_val_loss)]
+        ensemble = _select(job, prepared, pool, single) if job.final.ensemble.top_k > 1 and len(pool) > 1 else None
+        model = single.model
+        if ensemble is not None and ensemble.kept:
+            by_name = {t.name: t for t in pool}
+            registered_members = [by_name[name] for name in ensemble.weights]
+            model = Ensemble(
+                [t.model for t in registered_members],
+                list(ensemble.weights.values()),
+                prepared.task == "classification",
+            )
+            predictions[ENSEMBLE] = test_predictions(model, prepared)
+            chosen, note = (
+                ENSEMBLE,
+                (
+                    f"the ensemble of {len(registered_members)} goes on: validation loss {ensemble.val_loss:.5g} "
+                    f"against the single {_label(single.name)}'s {ensemble.single_val_loss:.5g}"
+                ),
+            )
+            logger.info("final training: %s", note)
+        else:
+            registered_members = [single]
+        scores = {name: score(prepared.task, y_true, pred) for name, pred in predictions.items()}
+        single_name = single.name if single.name == TUNED else DEFAULT_CONFIG
+        if ensemble is not None:
+            ensemble.single_test_metrics.update(scores[single_name])
         mlflow.set_tag(CHOSEN_TAG, chosen)  # a tag: a resumed stage run may choose again
         mlflow.log_metrics({f"{TEST_METRIC_PREFIX}{k}": v for k, v in scores[chosen].items()})
         for baseline in job.final.baselines:
             mlflow.log_metrics({f"{BASELINE_METRIC_PREFIX}{baseline}_{k}": v for k, v in scores[baseline].items()})
+        registered_val_loss = ensemble.val_loss if chosen == ENSEMBLE and ensemble else single.fit.best_val_loss
         mlflow.log_metrics(
             {
-                VAL_LOSS_METRIC: fitted.best_val_loss,
-                EPOCHS_RUN_METRIC: len(fitted.val_loss),
-                TUNED_VAL_LOSS_METRIC: tuned_fit.best_val_loss,
-                **({DEFAULT_VAL_LOSS_METRIC: default_fit.best_val_loss} if default_fit is not None else {}),
+                VAL_LOSS_METRIC: registered_val_loss,
+                EPOCHS_RUN_METRIC: len(single.fit.val_loss),
+                TUNED_VAL_LOSS_METRIC: tuned.fit.best_val_loss,
+                **({DEFAULT_VAL_LOSS_METRIC: default.fit.best_val_loss} if default is not None else {}),
+                **(
+                    {
+                        ENSEMBLE_VAL_LOSS_METRIC: ensemble.val_loss,
+                        SINGLE_VAL_LOSS_METRIC: ensemble.single_val_loss,
+                        **{f"{SINGLE_METRIC_PREFIX}{k}": v for k, v in scores[single_name].items()},
+                    }
+                    if ensemble is not None
+                    else {}
+                ),
             }
         )
         primary, _ = PRIMARY_METRIC[prepared.task]
         if not math.isfinite(scores[chosen][primary]):
             raise NonFiniteMetric(
-                f"test {primary} of the {'tuned' if chosen == TUNED else 'default-config'} model is "
-                f"{scores[chosen][primary]}; a model whose test metric is not finite is neither registered nor made "
-                "champion"
+                f"test {primary} of the {_label(chosen)} model is {scores[chosen][primary]}; a model whose test "
+                "metric is not finite is neither registered nor made champion"
             )
-        log_learning_curves(tuned_fit, default_fit, chosen)
+        log_learning_curves(tuned.fit, default.fit if default else None, single_name)
         log_test_predictions(prepared, y_true, predictions, chosen)
         pre = preprocessing_from_dict(prepared.preprocessing)
         log_frame(raw_test_predictions(model, pre, prepared, predictions[chosen]), TEST_PREDICTIONS_FILE)
         with quiet_mlflow_warnings():
             model_info = log_raw_model(model, pre, prepared.raw_test_input, name=LOGGED_MODEL)
-        registered, model_uri, champion, champion_note = None, model_info.model_uri, False, "registry disabled"
+        refitted = None
+        registered_uri = model_info.model_uri
+        if job.final.refit == "all":
+            refitted = _refit(stage, registered_members, ensemble)
+            with quiet_mlflow_warnings():
+                refit_info = log_raw_model(
+                    refitted.model,
+                    preprocessing_from_dict(prepared.refit.preprocessing),
+                    prepared.raw_test_input,
+                    name=REFIT_MODEL,
+                )
+            registered_uri = refit_info.model_uri
+        refit_tags = _refit_tags(refitted)
+        mlflow.set_tags({k: v for k, v in refit_tags.items() if k != REFIT_TAG})
+        registered, model_uri, champion, champion_note = None, registered_uri, False, "registry disabled"
         if job.registry.enabled:
             registered, model_uri, champion, champion_note = register(
-                model_info.model_uri, job.model_name, prepared, scores[chosen], pipeline
+                registered_uri, job.model_name, prepared, scores[chosen], pipeline, tags=refit_tags
             )
         logger.info(
             "test %s: %s",
             primary,
             " | ".join(f"{name.replace('_', ' ')} {value[primary]:.5g}" for name, value in scores.items()),
         )
+    fitted = single.fit
     return FinalResult(
-        params={**plan.default_config, **(best_params if chosen == TUNED else {})},
+        params={**plan.default_config, **single.params},
         chosen=chosen,
         chosen_note=note,
         test_metrics=scores[chosen],
@@ -152,9 +231,102 @@ def final_train(
         champion_note=champion_note,
         epochs_run=len(fitted.val_loss),
         best_epoch=fitted.best_epoch,
-        val_loss=fitted.best_val_loss,
+        val_loss=registered_val_loss,
         run_id=run.info.run_id,
         curves={"train_loss": fitted.train_loss, "val_loss": fitted.val_loss},
+        single=single_name,
+        ensemble=ensemble,
+        refit=RefitSummary(refitted.rows, refitted.epochs) if refitted is not None else None,
+    )
+
+
+class _Trainer:
+    """The stage's trainings, each a run nested under the stage run (kept for a resumed stage)."""
+
+    def __init__(self, job: FinalTrainJob, prepared: PreparedData, experiment_id: str, run_id: str) -> None:
+        self.job, self.prepared, self.experiment_id, self.run_id = job, prepared, experiment_id, run_id
+
+    def train(
+        self, name: str, params: dict[str, Any], start_from: Path | None, left: int, epochs: int | None = None
+    ) -> Trained:
+        """Train ``params`` as the final stage does (``left``: trainings left on the split, this one included)."""
+        job, prepared = self.job, self.prepared
+        seconds = job.plan.training_seconds(left, job.deadline)
+        return train_once(
+            self.experiment_id,
+            self.run_id,
+            name,
+            params,
+            train=lambda: train_config(job, prepared, params, seconds, start_from, epochs=epochs),
+            build=lambda: self.build(params),
+            logged={INIT_PARAM: "search_weights" if start_from else "scratch"},
+        )
+
+    def build(self, params: dict[str, Any]):
+        shape = ModelShape(self.prepared.n_features, self.prepared.n_outputs, self.prepared.lookback)
+        full = {**self.job.model.default_config(), **params}
+        return build_model(get_family(self.job.model.family), shape, full, self.job.seed)
+
+
+def _select(job: FinalTrainJob, prepared: PreparedData, pool: list[Trained], single: Trained) -> EnsembleSummary:
+    """Greedy ensemble selection over ``pool``'s validation outputs; kept when it validates better than ``single``
+    (the test split decides nothing). Logs the selection (``ENSEMBLE_FILE``) and its plot."""
+    outputs = {t.name: validation_outputs(t.model, prepared) for t in pool}
+    loss = mixture_loss(prepared, loss_for(prepared.task, job.training.loss))
+    selection: Selection = select_ensemble(outputs, loss, job.final.ensemble.rounds)
+    single_val_loss = loss(outputs[single.name])
+    kept = keep_ensemble(selection, single.name, single_val_loss)
+    outcome = EnsembleSummary(
+        members=selection.members,
+        weights=selection.weights,
+        val_loss=selection.val_loss,
+        single_val_loss=single_val_loss,
+        kept=kept,
+        candidates={t.name: loss(outputs[t.name]) for t in pool},
+        rounds=selection.kept_rounds,
+    )
+    mlflow.log_text(
+        json.dumps(
+            {**outcome.as_dict(), "losses": selection.losses, "params": {t.name: t.params for t in pool}},
+            indent=2,
+            default=str,
+        ),
+        ENSEMBLE_FILE,
+    )
+    log_ensemble_selection(selection, single_val_loss, _label(single.name))
+    logger.info(
+        "ensemble: %s; validation loss %.5g against the single model's %.5g: %s",
+        ", ".join(f"{_label(n)} {w:.2f}" for n, w in selection.weights.items()),
+        selection.val_loss,
+        single_val_loss,
+        "kept" if kept else "not kept (the single model goes on)",
+    )
+    return outcome
+
+
+def _refit(stage: _Trainer, members: list[Trained], ensemble: EnsembleSummary | None) -> RefitResult:
+    """The registered model's trainings again on every row; an ensemble's weights stay as selected."""
+    job = stage.job
+    weights = list(ensemble.weights.values()) if ensemble is not None and ensemble.kept else [1.0]
+    seconds = [job.plan.training_seconds(len(members) - i, job.deadline, refit=True) for i in range(len(members))]
+    return refit(job, stage.prepared, stage.experiment_id, stage.run_id, members, weights, seconds)
+
+
+def _refit_tags(refitted: RefitResult | None) -> dict[str, str]:
+    """What the version (and the stage run) records of a refit: that its weights are one, on how many rows, for
+    how many epochs."""
+    if refitted is None:
+        return {REFIT_TAG: "none"}
+    return {
+        REFIT_TAG: "all",
+        REFIT_ROWS_TAG: str(refitted.rows),
+        REFIT_EPOCHS_TAG: ",".join(f"{name}={n}" for name, n in refitted.epochs.items()),
+    }
+
+
+def _label(name: str) -> str:
+    return {TUNED: "tuned config", DEFAULT_CONFIG: "default config", ENSEMBLE: "ensemble"}.get(
+        name, name.replace(MEMBER_PREFIX, "trial ")
     )
 
 

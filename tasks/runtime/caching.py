@@ -10,8 +10,9 @@ from typing import Any
 # version cached instead of failing to load their results (2: the restructured stages of issue 12;
 # 3: the final stage's chosen model, issue 13; 4: cross-validation folds, issue 14; 5: population-based training;
 # 6: tasks/ in rooms by pipeline step, so the pickled results' classes live in other modules; 7: FinalResult and
-# WarmStartDecision in modules of their own, PreparedData.cv).
-RESULTS_VERSION = 7
+# WarmStartDecision in modules of their own, PreparedData.cv; 8: the ensemble's candidates, the refit rows, the
+# seasonal-naive baseline's history, FinalResult.ensemble and .refit).
+RESULTS_VERSION = 8
 
 
 def pipeline_stage_key(context: Any, parameters: dict[str, Any]) -> str:

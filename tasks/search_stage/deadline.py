@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.final_train.plan import DEFAULT_CONFIG, TUNED, FinalPlan
+from tasks.final_train.plan import DEFAULT_CONFIG, MEMBER, TUNED, FinalPlan
 from tasks.runtime.budget import RunBudget
 
 # The share of the budget the final stage may reserve at most: the search always gets the rest.
@@ -26,9 +26,9 @@ class SearchDeadline:
 
     It watches the search's evaluations (as an observer) and keeps each config's cost per epoch on the whole training
     data; the final stage's ``plan`` says what it trains for the best config so far (the best config at its cost, the
-    default config at a typical config's), capped at ``FINAL_SHARE_CAP`` of the budget (and that share until anything
-    was measured). Called, it answers the current deadline; it pickles, so evaluations in other processes get the
-    deadline of their submission.
+    default config and the other ensemble candidates at a typical config's), capped at ``FINAL_SHARE_CAP`` of the
+    budget (and that share until anything was measured). Called, it answers the current deadline; it pickles, so
+    evaluations in other processes get the deadline of their submission.
     """
 
     budget: RunBudget
@@ -49,7 +49,9 @@ class SearchDeadline:
             return cap
         typical = statistics.median(self.epoch_seconds.values())
         best = self.epoch_seconds.get(self.best, typical) if self.best is not None else typical
-        return min(self.plan.seconds_needed({TUNED: best, DEFAULT_CONFIG: typical}, self.best_params), cap)
+        return min(
+            self.plan.seconds_needed({TUNED: best, MEMBER: typical, DEFAULT_CONFIG: typical}, self.best_params), cap
+        )
 
     # --- observer hooks -------------------------------------------------------------------------------------------
 

@@ -9,6 +9,18 @@ from tasks.search import TrialCounts
 from tasks.summary import PBTSummary
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One of the search's best distinct configs, an ensemble candidate for the final stage: its params, its
+    validation loss (out-of-fold under ``search.cv``), its trial, and its weights trained on all the data when the
+    search kept them."""
+
+    params: dict[str, Any]
+    value: float
+    trial: int
+    weights: str | None = None
+
+
 @dataclass
 class SearchStageResult:
     """What later stages and the summary need from the search."""
@@ -31,3 +43,5 @@ class SearchStageResult:
     cv_fold_losses: dict[str, list[float]] = field(default_factory=dict)
     strategy: str = "sample"  # search.strategy
     pbt: PBTSummary | None = None  # the population's story, with strategy pbt
+    # the best distinct configs, best first (final.ensemble.top_k of them at most; none under PBT)
+    candidates: list[Candidate] = field(default_factory=list)

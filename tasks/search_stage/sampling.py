@@ -25,10 +25,12 @@ from tasks.search import (
     SearchEngine,
     make_backend,
     make_scheduler,
+    params_key,
 )
 from tasks.search_stage.checkpoints import trial_weights_path
 from tasks.search_stage.objective import TrainerObjective
 from tasks.search_stage.report import log_fold_scores, log_search_report
+from tasks.search_stage.result import Candidate
 from tasks.search_stage.strategy import SearchContext, StrategyOutcome
 from tasks.search_stage.studies import (
     BRACKETS_ATTR,
@@ -179,7 +181,31 @@ class Sampling:
             overhead_share=result.overhead_share,
             importances=importances,
             cv_fold_losses=_fold_losses(study, result.best_trial) if cv else {},
+            candidates=best_candidates(study, job.final_plan.members + 1, weights_dir),
         )
+
+
+def best_candidates(study: Any, k: int, weights_dir: Path) -> list[Candidate]:
+    """The study's ``k`` best distinct complete configs, best first (the study's best trial first), each with its
+    weights trained on all the data where the search kept them."""
+    done = sorted(
+        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None),
+        key=lambda t: (t.number != study.best_trial.number, t.value, t.number),
+    )
+    candidates: list[Candidate] = []
+    seen: set[str] = set()
+    for trial in done:
+        key = params_key(trial.params)
+        if key in seen:
+            continue
+        seen.add(key)
+        weights = trial_weights_path(weights_dir, trial.params)
+        candidates.append(
+            Candidate(dict(trial.params), float(trial.value), trial.number, str(weights) if weights.is_file() else None)
+        )
+        if len(candidates) == k:
+            break
+    return candidates
 
 
 def _rung_dir(search: SearchConfig, study_name: str, run_id: str, scheduler: Any) -> Path | None:

@@ -119,6 +119,7 @@ def run_search_stage(
         cv_fold_losses=outcome.cv_fold_losses,
         strategy=strategy.name,
         pbt=outcome.pbt,
+        candidates=outcome.candidates,
     )
 
 

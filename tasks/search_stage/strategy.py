@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tasks.search import SearchSpace, TrialCounts
+from tasks.search_stage.result import Candidate
 from tasks.summary import PBTSummary
 
 if TYPE_CHECKING:  # annotations only: the stage's job, data and tracking types
@@ -66,6 +67,7 @@ class StrategyOutcome:
     importances: dict[str, float] = field(default_factory=dict)
     cv_fold_losses: dict[str, list[float]] = field(default_factory=dict)
     pbt: PBTSummary | None = None
+    candidates: list[Candidate] = field(default_factory=list)  # the best distinct configs, best first
 
 
 class SearchStrategy(Protocol):

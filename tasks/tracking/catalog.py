@@ -21,6 +21,7 @@ TRIAL_ROLE = "trial"
 IMPORTED_ROLE = "imported"
 SCORE_ROLE = "score"
 LR_FIND_ROLE = "lr_find"  # ``automl lr-find``: also the run's name
+FINAL_TRAINING_ROLE = "final_training"  # one training of the final stage, nested under its run
 STAGE = "automl.stage"  # on stage runs: one of STAGES
 STAGES = ("data_prep", "warm_start", "search", "final_train")
 
@@ -148,13 +149,30 @@ MLFLOW_RUN_ATTR = "mlflow_run_id"  # not in MLflow: the Optuna trial's user attr
 # --- final_train stage run (besides TEST_METRIC_PREFIX, BASELINE_METRIC_PREFIX, EPOCHS_PARAM, VAL_LOSS_METRIC) ----
 PATIENCE_PARAM = "patience"
 INIT_PARAM = "init"  # best_trial | scratch: where the tuned model's training started
-CHOSEN_TAG = "automl.chosen"  # tuned | default_config: the model that went on (the lower validation loss)
+CHOSEN_TAG = "automl.chosen"  # tuned | default_config | ensemble: the model that went on (lowest validation loss)
+FINAL_TRAINING_TAG = "automl.final_training"  # on a final training's run: tuned | member_<trial> | default_config
+# | refit_<one of those>
+CONFIG_KEY_TAG = "automl.config_key"  # on a final training's run: its config (a resumed stage reuses the run's
+# checkpoint only for the same config)
+TRAINING_CHECKPOINT_FILE = "checkpoint.pt"  # a final training's weights and curves (what a resumed stage loads)
+ENSEMBLE_TOP_K_PARAM = "ensemble_top_k"  # final.ensemble.top_k
+ENSEMBLE_ROUNDS_PARAM = "ensemble_rounds"  # final.ensemble.rounds
+ENSEMBLE_FILE = "ensemble.json"  # the ensemble selection: candidates, picks, weights, losses, kept or not
+ENSEMBLE_PLOT = "plots/ensemble_selection.png"  # validation loss against selection rounds
+ENSEMBLE_VAL_LOSS_METRIC = "ensemble_val_loss"  # the selected ensemble's validation loss
+SINGLE_VAL_LOSS_METRIC = "single_val_loss"  # the single chosen model's (tuned or default config)
+SINGLE_METRIC_PREFIX = "single_test_"  # single_test_<metric>: the single chosen model's test metrics
+REFIT_TAG = "automl.refit"  # on the final_train run and the version: all (its weights are a refit), or none
+REFIT_ROWS_TAG = "automl.refit_rows"  # rows (windows, for a series) the refit trained on
+REFIT_EPOCHS_TAG = "automl.refit_epochs"  # epochs of each refit training, as "name=epochs,..."
+REFIT_MODEL = "refit_model"  # the refitted raw-data model, logged beside LOGGED_MODEL (the tested one)
 TUNED_VAL_LOSS_METRIC = "tuned_val_loss"  # the final training's best validation loss, tuned config
 DEFAULT_VAL_LOSS_METRIC = "default_config_val_loss"  # the same for the default config (when it is trained)
 CV_MEAN_METRIC = "cv_mean_val_loss"  # the chosen config's validation loss over the search's folds: mean and std
 CV_STD_METRIC = "cv_std_val_loss"
 START_VAL_LOSS_METRIC = "start_val_loss"  # with init best_trial: the validation loss of the weights it started from
 EPOCHS_RUN_METRIC = "epochs_run"
+BEST_EPOCH_METRIC = "best_epoch"  # on a final training's run: the epoch whose weights it kept (-1: its start)
 EPOCH_TRAIN_LOSS_METRIC = "epoch_train_loss"  # one step per epoch
 EPOCH_VAL_LOSS_METRIC = "epoch_val_loss"
 REGISTERED_MODEL_TAG = "registered_model"

@@ -1,0 +1,112 @@
+"""The production refit (``final.refit: all``): after the test, the registered model's configs train again on every
+row (train, validation and test, with the preprocessing fitted on all of them) for as many optimiser updates as their
+tested training ran (the epochs early stopping chose, scaled by the rows: Goodfellow et al., Deep Learning 7.8,
+algorithm 7.2), from scratch with the same seed; an ensemble keeps its weights over the refitted members."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from models import ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
+from models.ensemble import Ensemble
+from tasks.data_prep.prepared import PreparedData, RefitData
+from tasks.final_train.job import FinalTrainJob
+from tasks.final_train.runs import Trained, train_once
+
+logger = logging.getLogger("automl")
+
+REFIT_PREFIX = "refit_"  # a refit training's name: refit_<the tested training's name>
+_TAIL_ROWS = 512  # the refit has no validation rows: its curve's "validation" is the last rows it trains on
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    """The refitted model (one module: a member, or the ensemble of the refitted members), the rows it trained
+    on, and each refitted training's epochs by name."""
+
+    model: torch.nn.Module
+    rows: int
+    epochs: dict[str, int]
+
+
+def refit_epochs(trained: Trained, job: FinalTrainJob, train_rows: int, all_rows: int) -> int:
+    """Epochs on every row with as many updates as ``trained``'s weights had: its best epoch in the final stage, and
+    the search's epochs when it started from the search's weights."""
+    seen = trained.fit.best_epoch + 1 + (job.search_epochs if trained.fit.start_val_loss is not None else 0)
+    return max(1, round(seen * train_rows / all_rows))
+
+
+def refit(
+    job: FinalTrainJob,
+    prepared: PreparedData,
+    experiment_id: str,
+    stage_run_id: str,
+    members: Sequence[Trained],
+    weights: Sequence[float],
+    stop_after: list[float | None],
+) -> RefitResult:
+    """Train each of ``members`` (the registered model's trainings) again on ``prepared.refit``'s rows, each run a
+    training of the stage (kept for a resumed stage); ``stop_after``: the seconds each may take (None: no budget)."""
+    data = prepared.refit
+    if data is None:
+        raise RuntimeError("final.refit is all but data prep made no refit rows")
+    rows = len(data.rows)
+    refitted, epochs = [], {}
+    for member, seconds in zip(members, stop_after, strict=True):
+        n = refit_epochs(member, job, len(prepared.train), rows)
+        name = f"{REFIT_PREFIX}{member.name}"
+        epochs[name] = n
+        trained = train_once(
+            experiment_id,
+            stage_run_id,
+            name,
+            member.params,
+            train=lambda m=member, n=n, s=seconds: _train(job, prepared, data, m.params, n, s),
+            build=lambda m=member: _build(job, prepared, data, m.params),
+            logged={"refit_rows": rows, "refit_epochs": n},
+        )
+        logger.info(
+            "refit: %s on all %d rows for %d epochs%s", member.name, rows, n, " (loaded)" if trained.reused else ""
+        )
+        refitted.append(trained.model)
+    if len(refitted) == 1:
+        return RefitResult(refitted[0], rows, epochs)
+    return RefitResult(Ensemble(refitted, list(weights), prepared.task == "classification"), rows, epochs)
+
+
+def _build(job: FinalTrainJob, prepared: PreparedData, data: RefitData, params: dict) -> torch.nn.Module:
+    shape = ModelShape(data.rows.X.shape[-1], prepared.n_outputs, prepared.lookback)
+    return build_model(get_family(job.model.family), shape, {**job.model.default_config(), **params}, job.seed)
+
+
+def _train(
+    job: FinalTrainJob, prepared: PreparedData, data: RefitData, params: dict, epochs: int, stop_after: float | None
+):
+    full = {**job.model.default_config(), **params}
+    model = _build(job, prepared, data, params)
+    settings = TrainSettings(
+        epochs=epochs,
+        lr=float(full["lr"]),
+        batch_size=int(full["batch_size"]),
+        weight_decay=float(full.get("weight_decay", 0.0)),
+        loss=loss_for(prepared.task, job.training.loss),
+        optimizer=job.training.optimizer,
+        grad_clip=job.training.grad_clip,
+        patience=None,
+        stop_after=stop_after,
+        seed=job.seed,
+    )
+    X, y = data.rows.X, data.rows.y
+    result = fit(
+        model,
+        (X, y),
+        (X[-_TAIL_ROWS:], y[-_TAIL_ROWS:]),
+        settings,
+        pick_device(job.training.device),
+        restore_best=False,
+    )
+    return result.model, result
