@@ -35,7 +35,8 @@ class _Strict(BaseModel):
             for item in value if isinstance(value, list | tuple) else [value]:  # a pair of numbers too
                 if isinstance(item, bool) and not _takes(field.annotation, (bool,)):
                     raise KeyValueError(key, f"{item!r} is a boolean; this key takes a number")
-                if isinstance(item, float | str) and not _finite(item):
+                text = isinstance(item, str) and _takes(field.annotation, (str,))  # "inf" may be a categorical choice
+                if isinstance(item, float | str) and not text and not _finite(item):
                     raise KeyValueError(key, f"{item!r} is not a finite number")
         return data
 

@@ -25,8 +25,9 @@ class Ensemble(nn.Module):
         if len(members) != len(weights) or not members:
             raise ValueError("an ensemble needs one weight per member, and at least one member")
         total = float(sum(weights))
-        self.members = nn.ModuleList(members)
-        self.register_buffer("weights", torch.tensor([w / total for w in weights], dtype=torch.float32))
+        device = next(members[0].parameters()).device
+        self.members = nn.ModuleList(member.to(device) for member in members)  # one device, the first member's
+        self.register_buffer("weights", torch.tensor([w / total for w in weights], dtype=torch.float32, device=device))
         self.classify = classify
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

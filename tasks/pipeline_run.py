@@ -46,6 +46,7 @@ from tasks.tracking.catalog import (
     N_TRIALS_PARAM,
     PBT_SCHEDULE_FILE,
     SAMPLER_PARAM,
+    SINGLE_METRIC_PREFIX,
     SPACE_SIGNATURE,
     STAGES,
     SUMMARY_JSON_FILE,
@@ -215,6 +216,12 @@ def record_summary(
                 **{f"{TRIALS_METRIC_PREFIX}{k}": v for k, v in search_result.counts.as_dict().items()},
                 TOTAL_SECONDS_METRIC: clock.total,
                 **({CV_MEAN_METRIC: summary.cv.mean, CV_STD_METRIC: summary.cv.std} if summary.cv else {}),
+                # the single config's own test metrics when an ensemble was tried: what an exported config scored
+                **(
+                    {f"{SINGLE_METRIC_PREFIX}{k}": v for k, v in final.ensemble.single_test_metrics.items()}
+                    if final.ensemble is not None
+                    else {}
+                ),
             }
         )
         # The config a later run warm-starts from, or `automl configs export` exports next to these test metrics:

@@ -240,16 +240,21 @@ def render_table(summary: PipelineSummary) -> str:
 _CHOSEN = {"tuned": "tuned config", "default_config": "default config", "ensemble": "ensemble of the best configs"}
 
 
-def _member(name: str) -> str:
-    """An ensemble member's name as the summary says it: tuned, default config, trial N."""
-    return {"tuned": "tuned", "default_config": "default config"}.get(name, name.replace("member_", "trial "))
+def training_label(name: str) -> str:
+    """A final training's name as people read it: tuned, default config, ensemble, trial N (``member_N``, another of
+    the search's best configs), refit of any of those."""
+    if name.startswith("refit_"):
+        return f"refit of {training_label(name.removeprefix('refit_'))}"
+    return {"tuned": "tuned", "default_config": "default config", "ensemble": "ensemble"}.get(
+        name, name.replace("member_", "trial ")
+    )
 
 
 def _ensemble_line(summary: PipelineSummary) -> str:
     ensemble = summary.ensemble
     if ensemble is None:
         return ""
-    members = ", ".join(f"{_member(name)} {weight:.2f}" for name, weight in ensemble.weights.items())
+    members = ", ".join(f"{training_label(name)} {weight:.2f}" for name, weight in ensemble.weights.items())
     verdict = "kept" if ensemble.kept else "not kept (the single model validated as well or better)"
     return (
         f"ensemble: {len(ensemble.weights)} of {len(ensemble.candidates)} candidates ({members}); validation loss "
@@ -261,7 +266,7 @@ def _refit_line(summary: PipelineSummary) -> str:
     refit = summary.refit
     if refit is None:
         return ""
-    epochs = ", ".join(f"{name.removeprefix('refit_')} {n}" for name, n in refit.epochs.items())
+    epochs = ", ".join(f"{training_label(name.removeprefix('refit_'))} {n}" for name, n in refit.epochs.items())
     return (
         f"refit: the registered weights trained again on all {refit.rows} rows (epochs: {epochs}); the test metrics "
         "are the tested model's"

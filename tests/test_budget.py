@@ -60,9 +60,12 @@ def test_the_search_reserve_and_the_final_split_follow_one_plan():
     assert plan.trainings(dict(plan.default_config)) == (TUNED, *[MEMBER] * 4)  # exactly the default: its own baseline
     # each training gets an equal share of what is left when it starts
     now = time.time()
-    assert plan.training_seconds(4, now + plan.overhead + 100) == pytest.approx(25, abs=0.5)
-    assert plan.training_seconds(1, now + plan.overhead + 100) == pytest.approx(100, abs=0.5)
+    assert plan.training_seconds(4, now + 100) == pytest.approx(25, abs=0.5)
+    assert plan.training_seconds(1, now + 100) == pytest.approx(100, abs=0.5)
     assert plan.training_seconds(1, None) is None
+    split_end, refit_end = plan.ends(now + plan.overhead + 100, fitted_default)
+    assert split_end == pytest.approx(refit_end, abs=0.01) == pytest.approx(now + 100, abs=0.5)  # no refit: all
+    assert plan.ends(None, fitted_default) == (None, None)
     deadline = SearchDeadline(RunBudget(seconds=10_000, started_at=0.0), plan)
     deadline.epoch_seconds.update({0: 1.0, 1: 1.0})
     deadline.best, deadline.best_params = 0, fitted_default
@@ -78,18 +81,17 @@ def test_the_search_reserve_and_the_final_split_follow_one_plan():
         load_config("configs/mlp_tabular.yaml", ["final.baselines=[naive]", "final.ensemble.top_k=1"])
     )
     assert no_default.trainings(fitted_default) == (TUNED,)
-    # a refit on every row: the registered configs again, on 1/0.7 of the training rows; the split's trainings leave
-    # the refit its share of the time
+    # a refit on every row: the configs that may be registered train again (as many updates as tested: about the
+    # same cost); the split's trainings end when their share of the trainings is used, fixed as the stage starts
     refit = FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["final.refit=all", "final.ensemble.top_k=1"]))
-    assert refit.refit and refit.refit_scale == pytest.approx(1 / cfg.data.split.train)
+    assert refit.refit
     costs = {TUNED: 1.0, MEMBER: 1.0, DEFAULT_CONFIG: 1.0}
-    assert refit.seconds_needed(costs, fitted_default) == pytest.approx(
-        (2 + refit.refit_scale) * cfg.final.epochs + refit.overhead
-    )
-    assert refit.training_seconds(1, now + refit.overhead + 100) == pytest.approx(
-        100 / (1 + refit.refit_scale), abs=0.5
-    )
-    assert refit.training_seconds(1, now + refit.overhead + 100, refit=True) == pytest.approx(100, abs=0.5)
+    assert refit.seconds_needed(costs, fitted_default) == pytest.approx(3 * cfg.final.epochs + refit.overhead)
+    split_end, refit_end = refit.ends(now + refit.overhead + 90, fitted_default)  # 2 trainings, then 1 refit
+    assert split_end == pytest.approx(now + 60, abs=0.5) and refit_end == pytest.approx(now + 90, abs=0.5)
+    five = FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["final.refit=all"]))  # 6 trainings, 5 refits
+    split_end, _ = five.ends(now + five.overhead + 110, fitted_default)
+    assert split_end == pytest.approx(now + 60, abs=0.5)
 
 
 def test_the_search_stops_in_time_to_leave_the_final_stage_its_share():

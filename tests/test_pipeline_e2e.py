@@ -149,6 +149,12 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     assert selection["weights"] == ensemble.weights and len(selection["losses"]) == 25
     assert "plots/ensemble_selection.png" in final_plots
     assert {k: final_metrics[f"single_test_{k}"] for k in ("rmse", "mae", "mse")} == ensemble.single_test_metrics
+    # an exported config carries its own test metrics, not the ensemble's it was part of
+    from tasks.warm_start.config_store import export_config
+
+    exported = export_config(summary.pipeline_run_id).metrics
+    own = ensemble.single_test_metrics if ensemble.kept else summary.test_metrics
+    assert exported["test_rmse"] == pytest.approx(own["rmse"]) and exported["best_val_loss"] == summary.best_val_loss
     # the seasonal-naive baseline from the file itself: weekly data, so each test target's value 52 rows before
     assert mlflow.artifacts.load_dict(f"runs:/{stages['data_prep'].info.run_id}/data_card.json")["season"] == 52
     sales = pd.read_csv(series_csv)["sales"].ffill().bfill().to_numpy()
@@ -203,19 +209,19 @@ def test_a_failed_late_stage_resumes_without_redoing_finished_stages(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
-    import tasks.final_train.stage as final_train
+    import tasks.final_train.training as final_training
     from tests.helpers import write_config
 
     config = write_config(tmp_path, series_csv, search={"n_trials": 3})
-    original = final_train.train_config
+    original = final_training.train_config
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(final_train, "train_config", broken)
+    monkeypatch.setattr(final_training, "train_config", broken)
     state = automl_pipeline(config_path=str(config), return_state=True)
     assert state.is_failed()
-    monkeypatch.setattr(final_train, "train_config", original)
+    monkeypatch.setattr(final_training, "train_config", original)
 
     mlflow_client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     experiment = mlflow_client.get_experiment_by_name("tiny_lstm").experiment_id
@@ -259,7 +265,7 @@ def test_a_model_whose_test_metric_is_not_finite_is_not_registered(
     monkeypatch.setattr(final_train, "score", lambda *a: {k: float("nan") for k in real_score(*a)})
     state = automl_pipeline(config_path=str(config), return_state=True)
     assert state.is_failed() and re.search(
-        r"test rmse of the (tuned config|default config|ensemble) model is nan", state.message
+        r"test rmse of the (tuned|default config|ensemble) model is nan", state.message
     )
 
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")

@@ -33,8 +33,7 @@ class FinalPlan:
     tested as it is), up to ``members`` more of the search's best configs as ensemble candidates (``final.ensemble``,
     none under PBT) and the default-config baseline (``default_baseline``, when ``final.baselines`` asks for it),
     each for up to ``epochs`` with early stopping; with ``refit`` (``final.refit: all``) the registered model's
-    configs train again on every row, ``refit_scale`` times the training rows; ``overhead`` seconds for the rest of
-    the stage."""
+    configs train again on every row; ``overhead`` seconds for the rest of the stage."""
 
     epochs: int
     default_config: Mapping[str, Any]
@@ -43,7 +42,6 @@ class FinalPlan:
     overhead: float = FINAL_OVERHEAD_SECONDS
     members: int = 0
     refit: bool = False
-    refit_scale: float = 1.0
 
     @classmethod
     def of(cls, cfg: PipelineConfig) -> FinalPlan:
@@ -55,7 +53,6 @@ class FinalPlan:
             default_baseline=DEFAULT_CONFIG in cfg.final.baselines,
             members=cfg.final.ensemble.top_k - 1 if trains_tuned else 0,
             refit=cfg.final.refit == "all",
-            refit_scale=1.0 / cfg.data.split.train,
         )
 
     def is_default(self, params: Mapping[str, Any] | None) -> bool:
@@ -72,25 +69,37 @@ class FinalPlan:
 
     def seconds_needed(self, epoch_seconds: Mapping[str, float], best_params: Mapping[str, Any] | None) -> float:
         """Seconds the stage needs: each training's cost per epoch (``epoch_seconds`` by training; a member costs
-        what ``MEMBER`` says, or the tuned config's) x ``epochs``, the refit of every config that may be registered
-        on ``refit_scale`` times the rows, plus the overhead."""
+        what ``MEMBER`` says, or the tuned config's) x ``epochs``; with a refit, the same again for every config that
+        may be registered (a refit runs as many updates as the tested training, on more rows per epoch); plus the
+        overhead."""
         trainings = self.trainings(best_params)
         cost = {name: epoch_seconds.get(name, epoch_seconds[TUNED]) for name in trainings}
         split = sum(cost[t] for t in trainings) * self.epochs
-        refit = sum(cost[t] for t in trainings if t != DEFAULT_CONFIG or not self.trains_tuned) * self.epochs
-        return split + (refit * self.refit_scale if self.refit else 0.0) + self.overhead
+        refit = sum(cost[t] for t in self._refittable(trainings)) * self.epochs if self.refit else 0.0
+        return split + refit + self.overhead
 
-    def split_share(self) -> float:
-        """The share of the stage's time for its trainings on the split; the rest is the refit's."""
-        return 1.0 / (1.0 + self.refit_scale) if self.refit else 1.0
+    def _refittable(self, trainings: tuple[str, ...]) -> list[str]:
+        """The trainings a refit may train again: all but the default-config baseline when a tuned config trains
+        (an ensemble may hold any of them, the default config only in place of one of the others)."""
+        return [t for t in trainings if t != DEFAULT_CONFIG] or list(trainings)
 
-    def training_seconds(self, left: int, deadline: float | None, refit: bool = False) -> float | None:
-        """Seconds the next training may take before the run's ``deadline`` (``time.time()``; None: no budget) when
-        ``left`` trainings (this one included) remain of its step: an equal share of what that step has left (the
-        split's trainings keep the refit's share aside)."""
+    def ends(self, deadline: float | None, best_params: Mapping[str, Any] | None) -> tuple[float | None, float | None]:
+        """When the stage's trainings on the split must end and when the refit's must, fixed once as the stage
+        starts (``time.time()``; None without a budget): the split's share of the time left (less the overhead) is
+        its trainings' share of all the trainings the stage may run, the refit gets the rest."""
         if deadline is None:
+            return None, None
+        now = time.time()
+        available = max(0.0, deadline - now - self.overhead)
+        trainings = self.trainings(best_params)
+        refits = len(self._refittable(trainings)) if self.refit else 0
+        share = len(trainings) / max(1, len(trainings) + refits)
+        return now + share * available, now + available
+
+    @staticmethod
+    def training_seconds(left: int, end: float | None) -> float | None:
+        """Seconds the next training may take when ``left`` trainings (this one included) remain before ``end``
+        (one of ``ends``; None: no budget): an equal share of the time left."""
+        if end is None:
             return None
-        available = deadline - time.time() - self.overhead
-        if not refit:
-            available -= (1.0 - self.split_share()) * max(0.0, available)
-        return max(0.0, available / max(1, left))
+        return max(0.0, (end - time.time()) / max(1, left))

@@ -6,7 +6,7 @@ algorithm 7.2), from scratch with the same seed; an ensemble keeps its weights o
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,32 +47,39 @@ def refit(
     stage_run_id: str,
     members: Sequence[Trained],
     weights: Sequence[float],
-    stop_after: list[float | None],
+    seconds: Callable[[int], float | None],
 ) -> RefitResult:
     """Train each of ``members`` (the registered model's trainings) again on ``prepared.refit``'s rows, each run a
-    training of the stage (kept for a resumed stage); ``stop_after``: the seconds each may take (None: no budget)."""
+    training of the stage (kept for a resumed stage), mixed by ``weights`` when there are several (an ensemble);
+    ``seconds(left)``: what the next may take when ``left`` remain, asked as it starts (None: no budget). Modules
+    end on the CPU, as the registered model is saved."""
     data = prepared.refit
     if data is None:
         raise RuntimeError("final.refit is all but data prep made no refit rows")
     rows = len(data.rows)
     refitted, epochs = [], {}
-    for member, seconds in zip(members, stop_after, strict=True):
+    for i, member in enumerate(members):
         n = refit_epochs(member, job, len(prepared.train), rows)
         name = f"{REFIT_PREFIX}{member.name}"
-        epochs[name] = n
+        limit = seconds(len(members) - i)
         trained = train_once(
             experiment_id,
             stage_run_id,
             name,
             member.params,
-            train=lambda m=member, n=n, s=seconds: _train(job, prepared, data, m.params, n, s),
+            train=lambda m=member, n=n, s=limit: _train(job, prepared, data, m.params, n, s),
             build=lambda m=member: _build(job, prepared, data, m.params),
             logged={"refit_rows": rows, "refit_epochs": n},
         )
+        epochs[name] = len(trained.fit.train_loss)  # what it ran: a budget may have ended it early
         logger.info(
-            "refit: %s on all %d rows for %d epochs%s", member.name, rows, n, " (loaded)" if trained.reused else ""
+            "refit: %s on all %d rows for %d epochs%s",
+            member.name,
+            rows,
+            epochs[name],
+            " (loaded from its run)" if trained.reused else "" if epochs[name] == n else f" of {n} (the budget)",
         )
-        refitted.append(trained.model)
+        refitted.append(trained.model.cpu())
     if len(refitted) == 1:
         return RefitResult(refitted[0], rows, epochs)
     return RefitResult(Ensemble(refitted, list(weights), prepared.task == "classification"), rows, epochs)

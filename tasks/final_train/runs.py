@@ -4,7 +4,8 @@ and curves). A resumed stage loads a finished training's checkpoint instead of t
 middle of the ensemble's or the refit's trainings costs only the training it interrupted.
 
 Example:
-    >>> trained = train_once(stage_run, "member_7", params, train=lambda: train_config(...), build=lambda: model)
+    >>> trainer = StageTrainer(job, prepared, experiment_id, stage_run_id)
+    >>> trained = trainer.train("member_7", params, start_from=weights, seconds=30.0)
     >>> trained.model, trained.fit.best_val_loss, trained.reused
 """
 
@@ -22,7 +23,10 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from models import FitResult
+from models import FitResult, ModelShape, build_model, get_family
+from tasks.data_prep.prepared import PreparedData
+from tasks.final_train import training
+from tasks.final_train.job import FinalTrainJob
 from tasks.search import params_key
 from tasks.tracking.catalog import (
     BEST_EPOCH_METRIC,
@@ -32,6 +36,7 @@ from tasks.tracking.catalog import (
     EPOCHS_RUN_METRIC,
     FINAL_TRAINING_ROLE,
     FINAL_TRAINING_TAG,
+    INIT_PARAM,
     START_VAL_LOSS_METRIC,
     TRAINING_CHECKPOINT_FILE,
     VAL_LOSS_METRIC,
@@ -100,6 +105,40 @@ def train_once(
         raise
     client.set_terminated(run_id, "FINISHED")
     return Trained(name, dict(params), model, fitted, run_id)
+
+
+class StageTrainer:
+    """The final stage's trainings of configs on the split, each through ``train_once`` under the stage run."""
+
+    def __init__(self, job: FinalTrainJob, prepared: PreparedData, experiment_id: str, stage_run_id: str) -> None:
+        self.job, self.prepared, self.experiment_id, self.stage_run_id = job, prepared, experiment_id, stage_run_id
+
+    def train(
+        self,
+        name: str,
+        params: dict[str, Any],
+        start_from: Path | None,
+        seconds: float | None,
+        epochs: int | None = None,
+    ) -> Trained:
+        """``params`` trained as the final stage trains (``tasks.final_train.training.train_config``) for at most
+        ``seconds`` (None: no budget), from ``start_from``'s weights when given, or loaded from its finished run."""
+        job, prepared = self.job, self.prepared
+        return train_once(
+            self.experiment_id,
+            self.stage_run_id,
+            name,
+            params,
+            train=lambda: training.train_config(job, prepared, params, seconds, start_from, epochs=epochs),
+            build=lambda: self.build(params),
+            logged={INIT_PARAM: "search_weights" if start_from else "scratch"},
+        )
+
+    def build(self, params: dict[str, Any]) -> torch.nn.Module:
+        """A fresh module of ``params`` (over the family's defaults), the shape of the split's arrays."""
+        shape = ModelShape(self.prepared.n_features, self.prepared.n_outputs, self.prepared.lookback)
+        full = {**self.job.model.default_config(), **params}
+        return build_model(get_family(self.job.model.family), shape, full, self.job.seed)
 
 
 def _log_fit(client: MlflowClient, run_id: str, fitted: FitResult) -> None:

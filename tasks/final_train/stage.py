@@ -18,7 +18,7 @@ from typing import Any
 import mlflow
 from prefect import task
 
-from models import FitResult, ModelShape, build_model, get_family, loss_for
+from models import FitResult, loss_for
 from models.ensemble import Ensemble
 from tasks.data_prep.prepared import PreparedData
 from tasks.data_prep.preprocessing import preprocessing_from_dict
@@ -38,12 +38,12 @@ from tasks.final_train.plots import log_ensemble_selection, log_learning_curves,
 from tasks.final_train.refit import RefitResult, refit
 from tasks.final_train.registration import NonFiniteMetric, register
 from tasks.final_train.result import ENSEMBLE, FinalResult
-from tasks.final_train.runs import Trained, train_once
-from tasks.final_train.training import choose_model, start_weights, train_config
+from tasks.final_train.runs import StageTrainer, Trained
+from tasks.final_train.training import choose_model, start_weights
 from tasks.registry.raw_model import log_raw_model
 from tasks.runtime.caching import pipeline_stage_key
 from tasks.search_stage.result import Candidate
-from tasks.summary import EnsembleSummary, RefitSummary
+from tasks.summary import EnsembleSummary, RefitSummary, training_label
 from tasks.tracking.catalog import (
     BASELINE_METRIC_PREFIX,
     CHOSEN_TAG,
@@ -94,7 +94,8 @@ def final_train(
     search_trained = not plan.trains_tuned  # PBT: the best member's weights, trained under its schedule, as they are
     tested_as_is = search_trained and start_from is not None
     with stage_run(pipeline, "final_train") as run:
-        stage = _Trainer(job, prepared, pipeline.experiment_id, run.info.run_id)
+        trainer = StageTrainer(job, prepared, pipeline.experiment_id, run.info.run_id)
+        split_end, refit_end = plan.ends(job.deadline, best_params)
         mlflow.log_params(
             {
                 **best_params,
@@ -112,16 +113,20 @@ def final_train(
         others = [c for c in (candidates or [])[1:] if not (trains_default and plan.is_default(c.params))]
         others = others[: plan.members]
         left = 1 + len(others) + int(trains_default)
-        tuned = stage.train(TUNED, best_params, start_from, left, epochs=0 if tested_as_is else None)
+        seconds = plan.training_seconds(left, split_end)
+        tuned = trainer.train(TUNED, best_params, start_from, seconds, epochs=0 if tested_as_is else None)
         if tuned.fit.start_val_loss is not None:
             mlflow.log_metric(START_VAL_LOSS_METRIC, tuned.fit.start_val_loss)
         _log_training(tuned.fit, start_from is not None, tested_as_is)
         members = []
         for i, candidate in enumerate(others):
-            weights = Path(candidate.weights) if candidate.weights and job.final.init != "scratch" else None
+            kept = candidate.weights and job.final.init != "scratch" and Path(candidate.weights).is_file()
+            seconds = plan.training_seconds(left - 1 - i, split_end)
             name = f"{MEMBER_PREFIX}{candidate.trial}"
-            members.append(stage.train(name, candidate.params, weights, left - 1 - i))
-        default = stage.train(DEFAULT_CONFIG, {}, None, 1) if trains_default else None
+            members.append(trainer.train(name, candidate.params, Path(candidate.weights) if kept else None, seconds))
+        default = (
+            trainer.train(DEFAULT_CONFIG, {}, None, plan.training_seconds(1, split_end)) if trains_default else None
+        )
         y_true = test_targets(prepared)
         predictions = {TUNED: test_predictions(tuned.model, prepared)}
         if default is not None:
@@ -134,13 +139,15 @@ def final_train(
         single = default if chosen == DEFAULT_CONFIG and default is not None else tuned
         logger.info("final training: %s", note)
         pool = [t for t in (tuned, *members, *([default] if default else [])) if math.isfinite(t.fit.best_val_loss)]
-        ensemble = _select(job, prepared, pool, single) if job.final.ensemble.top_k > 1 and len(pool) > 1 else None
+        # under PBT the best member is tested as it is: no candidates beside it, no ensemble
+        tries = plan.trains_tuned and job.final.ensemble.top_k > 1 and len(pool) > 1
+        ensemble = _select(job, prepared, pool, single) if tries else None
         model = single.model
         if ensemble is not None and ensemble.kept:
             by_name = {t.name: t for t in pool}
             registered_members = [by_name[name] for name in ensemble.weights]
             model = Ensemble(
-                [t.model for t in registered_members],
+                [t.model.cpu() for t in registered_members],
                 list(ensemble.weights.values()),
                 prepared.task == "classification",
             )
@@ -149,14 +156,14 @@ def final_train(
                 ENSEMBLE,
                 (
                     f"the ensemble of {len(registered_members)} goes on: validation loss {ensemble.val_loss:.5g} "
-                    f"against the single {_label(single.name)}'s {ensemble.single_val_loss:.5g}"
+                    f"against the single {training_label(single.name)}'s {ensemble.single_val_loss:.5g}"
                 ),
             )
             logger.info("final training: %s", note)
         else:
             registered_members = [single]
         scores = {name: score(prepared.task, y_true, pred) for name, pred in predictions.items()}
-        single_name = single.name if single.name == TUNED else DEFAULT_CONFIG
+        single_name = single.name  # tuned or default_config
         if ensemble is not None:
             ensemble.single_test_metrics.update(scores[single_name])
         mlflow.set_tag(CHOSEN_TAG, chosen)  # a tag: a resumed stage run may choose again
@@ -184,8 +191,8 @@ def final_train(
         primary, _ = PRIMARY_METRIC[prepared.task]
         if not math.isfinite(scores[chosen][primary]):
             raise NonFiniteMetric(
-                f"test {primary} of the {_label(chosen)} model is {scores[chosen][primary]}; a model whose test "
-                "metric is not finite is neither registered nor made champion"
+                f"test {primary} of the {training_label(chosen)} model is {scores[chosen][primary]}; a model whose "
+                "test metric is not finite is neither registered nor made champion"
             )
         log_learning_curves(tuned.fit, default.fit if default else None, single_name)
         log_test_predictions(prepared, y_true, predictions, chosen)
@@ -196,7 +203,16 @@ def final_train(
         refitted = None
         registered_uri = model_info.model_uri
         if job.final.refit == "all":
-            refitted = _refit(stage, registered_members, ensemble)
+            weights = list(ensemble.weights.values()) if ensemble is not None and ensemble.kept else [1.0]
+            refitted = refit(
+                job,
+                prepared,
+                pipeline.experiment_id,
+                run.info.run_id,
+                registered_members,
+                weights,
+                lambda left: plan.training_seconds(left, refit_end),
+            )
             with quiet_mlflow_warnings():
                 refit_info = log_raw_model(
                     refitted.model,
@@ -240,41 +256,14 @@ def final_train(
     )
 
 
-class _Trainer:
-    """The stage's trainings, each a run nested under the stage run (kept for a resumed stage)."""
-
-    def __init__(self, job: FinalTrainJob, prepared: PreparedData, experiment_id: str, run_id: str) -> None:
-        self.job, self.prepared, self.experiment_id, self.run_id = job, prepared, experiment_id, run_id
-
-    def train(
-        self, name: str, params: dict[str, Any], start_from: Path | None, left: int, epochs: int | None = None
-    ) -> Trained:
-        """Train ``params`` as the final stage does (``left``: trainings left on the split, this one included)."""
-        job, prepared = self.job, self.prepared
-        seconds = job.plan.training_seconds(left, job.deadline)
-        return train_once(
-            self.experiment_id,
-            self.run_id,
-            name,
-            params,
-            train=lambda: train_config(job, prepared, params, seconds, start_from, epochs=epochs),
-            build=lambda: self.build(params),
-            logged={INIT_PARAM: "search_weights" if start_from else "scratch"},
-        )
-
-    def build(self, params: dict[str, Any]):
-        shape = ModelShape(self.prepared.n_features, self.prepared.n_outputs, self.prepared.lookback)
-        full = {**self.job.model.default_config(), **params}
-        return build_model(get_family(self.job.model.family), shape, full, self.job.seed)
-
-
 def _select(job: FinalTrainJob, prepared: PreparedData, pool: list[Trained], single: Trained) -> EnsembleSummary:
     """Greedy ensemble selection over ``pool``'s validation outputs; kept when it validates better than ``single``
     (the test split decides nothing). Logs the selection (``ENSEMBLE_FILE``) and its plot."""
     outputs = {t.name: validation_outputs(t.model, prepared) for t in pool}
     loss = mixture_loss(prepared, loss_for(prepared.task, job.training.loss))
     selection: Selection = select_ensemble(outputs, loss, job.final.ensemble.rounds)
-    single_val_loss = loss(outputs[single.name])
+    # a single model whose validation loss is not finite is not in the pool: any finite ensemble beats it
+    single_val_loss = loss(outputs[single.name]) if single.name in outputs else math.inf
     kept = keep_ensemble(selection, single.name, single_val_loss)
     outcome = EnsembleSummary(
         members=selection.members,
@@ -293,23 +282,15 @@ def _select(job: FinalTrainJob, prepared: PreparedData, pool: list[Trained], sin
         ),
         ENSEMBLE_FILE,
     )
-    log_ensemble_selection(selection, single_val_loss, _label(single.name))
+    log_ensemble_selection(selection, single_val_loss, training_label(single.name))
     logger.info(
         "ensemble: %s; validation loss %.5g against the single model's %.5g: %s",
-        ", ".join(f"{_label(n)} {w:.2f}" for n, w in selection.weights.items()),
+        ", ".join(f"{training_label(n)} {w:.2f}" for n, w in selection.weights.items()),
         selection.val_loss,
         single_val_loss,
         "kept" if kept else "not kept (the single model goes on)",
     )
     return outcome
-
-
-def _refit(stage: _Trainer, members: list[Trained], ensemble: EnsembleSummary | None) -> RefitResult:
-    """The registered model's trainings again on every row; an ensemble's weights stay as selected."""
-    job = stage.job
-    weights = list(ensemble.weights.values()) if ensemble is not None and ensemble.kept else [1.0]
-    seconds = [job.plan.training_seconds(len(members) - i, job.deadline, refit=True) for i in range(len(members))]
-    return refit(job, stage.prepared, stage.experiment_id, stage.run_id, members, weights, seconds)
 
 
 def _refit_tags(refitted: RefitResult | None) -> dict[str, str]:
@@ -322,12 +303,6 @@ def _refit_tags(refitted: RefitResult | None) -> dict[str, str]:
         REFIT_ROWS_TAG: str(refitted.rows),
         REFIT_EPOCHS_TAG: ",".join(f"{name}={n}" for name, n in refitted.epochs.items()),
     }
-
-
-def _label(name: str) -> str:
-    return {TUNED: "tuned config", DEFAULT_CONFIG: "default config", ENSEMBLE: "ensemble"}.get(
-        name, name.replace(MEMBER_PREFIX, "trial ")
-    )
 
 
 def _log_training(fitted: FitResult, from_weights: bool, tested_as_is: bool) -> None:

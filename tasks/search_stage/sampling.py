@@ -6,6 +6,7 @@ are queued first, or else the family's default config."""
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -188,9 +189,11 @@ class Sampling:
 def best_candidates(study: Any, k: int, weights_dir: Path) -> list[Candidate]:
     """The study's ``k`` best distinct complete configs, best first (the study's best trial first), each with its
     weights trained on all the data where the search kept them."""
+    best = study.best_trial.number
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     done = sorted(
-        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None),
-        key=lambda t: (t.number != study.best_trial.number, t.value, t.number),
+        (t for t in complete if t.value is not None and math.isfinite(t.value)),
+        key=lambda t: (t.number != best, t.value, t.number),
     )
     candidates: list[Candidate] = []
     seen: set[str] = set()

@@ -21,6 +21,7 @@ from tasks.tracking.catalog import (
     BEST_CONFIG_FILE,
     BEST_PARAM_PREFIX,
     BEST_VAL_LOSS,
+    CHOSEN_TAG,
     DATA_SOURCE,
     FAMILY,
     FINGERPRINT,
@@ -30,6 +31,7 @@ from tasks.tracking.catalog import (
     META_FEATURES,
     PIPELINE_ROLE,
     ROLE,
+    SINGLE_METRIC_PREFIX,
     SOURCE_RUN_ID,
     SPACE_SIGNATURE,
     TASK_TYPE,
@@ -92,12 +94,26 @@ def export_config(run_id: str) -> TransferredConfig:
         params=load_best_config(run_id),
         space_signature=json_tag(run, SPACE_SIGNATURE),
         meta_features=json_tag(run, META_FEATURES) or {},
-        metrics={k: v for k, v in run.data.metrics.items() if k == BEST_VAL_LOSS or k.startswith(TEST_METRIC_PREFIX)},
+        metrics=_config_metrics(run),
         source_run_id=run_id,
         experiment=MlflowClient().get_experiment(run.info.experiment_id).name,
         dataset_fingerprint=tags.get(FINGERPRINT),
         exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def _config_metrics(run: Run) -> dict[str, float]:
+    """The best config's validation loss and test metrics: under an ensemble (``automl.chosen: ensemble``) the
+    single config's own test metrics, not the ensemble's."""
+    metrics = run.data.metrics
+    own = {k: v for k, v in metrics.items() if k == BEST_VAL_LOSS or k.startswith(TEST_METRIC_PREFIX)}
+    if run.data.tags.get(CHOSEN_TAG) == "ensemble":
+        single = {
+            k.removeprefix(SINGLE_METRIC_PREFIX): v for k, v in metrics.items() if k.startswith(SINGLE_METRIC_PREFIX)
+        }
+        own = {k: v for k, v in own.items() if not k.startswith(TEST_METRIC_PREFIX)}
+        own.update({f"{TEST_METRIC_PREFIX}{k}": v for k, v in single.items()})
+    return own
 
 
 def write_export(config: TransferredConfig, path: Path) -> None:
