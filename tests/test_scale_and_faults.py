@@ -127,20 +127,28 @@ def _cli(*args: str, state: Path, cwd: Path) -> subprocess.Popen:
     )
 
 
-def _evaluation_running_for(db: Path, study_prefix: str) -> float | None:
-    """Seconds since the RUNNING trial of a study named ``study_prefix...`` started (None while there is none)."""
+def _first_value(db: Path, query: str, prefix: str):
+    """The first column of the first row ``query`` finds for names starting with ``prefix`` in the SQLite database
+    ``db`` as a run writes it (None when there is none, or the database is busy or not there yet)."""
     if not db.exists():
         return None
-    query = (
-        "select t.datetime_start from trials t join studies s on t.study_id = s.study_id "
-        "where t.state = 'RUNNING' and s.study_name like ?"
-    )
     try:
         with sqlite3.connect(db, timeout=1) as connection:
-            row = connection.execute(query, (f"{study_prefix}%",)).fetchone()
+            row = connection.execute(query, (f"{prefix}%",)).fetchone()
     except sqlite3.Error:
         return None
-    return (datetime.now() - datetime.fromisoformat(row[0])).total_seconds() if row and row[0] else None
+    return row[0] if row else None
+
+
+def _evaluation_running_for(db: Path, study_prefix: str) -> float | None:
+    """Seconds since the RUNNING trial of a study named ``study_prefix...`` started (None while there is none)."""
+    started = _first_value(
+        db,
+        "select t.datetime_start from trials t join studies s on t.study_id = s.study_id "
+        "where t.state = 'RUNNING' and s.study_name like ?",
+        study_prefix,
+    )
+    return (datetime.now() - datetime.fromisoformat(started)).total_seconds() if started else None
 
 
 def _processes_of(state: Path) -> list[str]:
@@ -290,18 +298,13 @@ def test_ctrl_c_and_kill_9_stop_the_run_and_the_same_command_finishes(tmp_path):
 def _final_training_running(db: Path, prefix: str) -> float | None:
     """Seconds since the RUNNING final training whose name starts with ``prefix`` started (None while there is
     none), read from the MLflow database as the run goes."""
-    if not db.exists():
-        return None
-    query = (
+    started = _first_value(
+        db,
         "select r.start_time from runs r join tags t on t.run_uuid = r.run_uuid "
-        "where t.key = 'automl.final_training' and t.value like ? and r.status = 'RUNNING'"
+        "where t.key = 'automl.final_training' and t.value like ? and r.status = 'RUNNING'",
+        prefix,
     )
-    try:
-        with sqlite3.connect(db, timeout=1) as connection:
-            row = connection.execute(query, (f"{prefix}%",)).fetchone()
-    except sqlite3.Error:
-        return None
-    return time.time() - row[0] / 1000 if row else None
+    return time.time() - started / 1000 if started else None
 
 
 def test_killed_in_the_ensemble_and_in_the_refit_then_one_rerun_trains_nothing_twice(tmp_path):

@@ -28,6 +28,18 @@ FINAL_OVERHEAD_SECONDS = 4.0
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One of the search's best distinct configs (the search finds them), an ensemble candidate for the final stage:
+    its params, its validation loss (out-of-fold under ``search.cv``), its trial, and its weights trained on all the
+    data when the search kept them."""
+
+    params: dict[str, Any]
+    value: float
+    trial: int
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
 class FinalPlan:
     """The final stage's trainings: the search's best config (``trains_tuned``; not under PBT, whose best member is
     tested as it is), up to ``members`` more of the search's best configs as ensemble candidates (``final.ensemble``,

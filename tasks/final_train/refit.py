@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
-from models import ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
+from models import FitResult, ModelShape, build_model, fit, get_family, pick_device
 from models.ensemble import Ensemble
 from tasks.data_prep.prepared import PreparedData, RefitData
 from tasks.final_train.job import FinalTrainJob
 from tasks.final_train.runs import Trained, train_once
+from tasks.final_train.training import train_settings
 
 logger = logging.getLogger("automl")
 
@@ -92,21 +93,11 @@ def _build(job: FinalTrainJob, prepared: PreparedData, data: RefitData, params: 
 
 def _train(
     job: FinalTrainJob, prepared: PreparedData, data: RefitData, params: dict, epochs: int, stop_after: float | None
-):
+) -> tuple[torch.nn.Module, FitResult]:
+    """``params`` from scratch on every row for ``epochs`` (no early stopping: its last weights stand)."""
     full = {**job.model.default_config(), **params}
     model = _build(job, prepared, data, params)
-    settings = TrainSettings(
-        epochs=epochs,
-        lr=float(full["lr"]),
-        batch_size=int(full["batch_size"]),
-        weight_decay=float(full.get("weight_decay", 0.0)),
-        loss=loss_for(prepared.task, job.training.loss),
-        optimizer=job.training.optimizer,
-        grad_clip=job.training.grad_clip,
-        patience=None,
-        stop_after=stop_after,
-        seed=job.seed,
-    )
+    settings = train_settings(job, prepared, full, epochs, stop_after, patience=None)
     X, y = data.rows.X, data.rows.y
     result = fit(
         model,

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
+import torch
 from prefect import task
 
 from models import FitResult, loss_for
@@ -33,7 +36,7 @@ from tasks.final_train.evaluation import (
 )
 from tasks.final_train.job import FinalTrainJob
 from tasks.final_train.metrics import PRIMARY_METRIC, score
-from tasks.final_train.plan import DEFAULT_CONFIG, TUNED
+from tasks.final_train.plan import DEFAULT_CONFIG, TUNED, Candidate
 from tasks.final_train.plots import log_ensemble_selection, log_learning_curves, log_test_predictions
 from tasks.final_train.refit import RefitResult, refit
 from tasks.final_train.registration import NonFiniteMetric, register
@@ -42,7 +45,6 @@ from tasks.final_train.runs import StageTrainer, Trained
 from tasks.final_train.training import choose_model, start_weights
 from tasks.registry.raw_model import log_raw_model
 from tasks.runtime.caching import pipeline_stage_key
-from tasks.search_stage.result import Candidate
 from tasks.summary import EnsembleSummary, RefitSummary, training_label
 from tasks.tracking.catalog import (
     BASELINE_METRIC_PREFIX,
@@ -76,6 +78,33 @@ logger = logging.getLogger("automl")
 MEMBER_PREFIX = "member_"  # an ensemble candidate's training: member_<its trial number>
 
 
+@dataclass
+class _Trainings:
+    """What the stage trained on the split: the tuned config, the other candidates, the default config."""
+
+    tuned: Trained
+    members: list[Trained]
+    default: Trained | None
+
+    def pool(self) -> list[Trained]:
+        """The ensemble's candidates: every training whose validation loss is finite."""
+        every = (self.tuned, *self.members, *([self.default] if self.default else []))
+        return [t for t in every if math.isfinite(t.fit.best_val_loss)]
+
+
+@dataclass
+class _Choice:
+    """What goes on: ``chosen`` (tuned, default_config or ensemble) and why, the single model (tuned or default
+    config) and the selection it was compared with, the module to test and register and its trainings."""
+
+    chosen: str
+    note: str
+    single: Trained
+    ensemble: EnsembleSummary | None
+    model: torch.nn.Module
+    members: list[Trained]
+
+
 @task(name="final_train", cache_key_fn=pipeline_stage_key, persist_result=True)
 def final_train(
     job: FinalTrainJob,
@@ -91,154 +120,49 @@ def final_train(
     the baselines, log plots and the model, refit it on every row (``final.refit: all``), register it."""
     plan = job.plan
     start_from = start_weights(job, best_weights)
-    search_trained = not plan.trains_tuned  # PBT: the best member's weights, trained under its schedule, as they are
-    tested_as_is = search_trained and start_from is not None
+    tested_as_is = not plan.trains_tuned and start_from is not None  # PBT: its best member's weights as they are
     with stage_run(pipeline, "final_train") as run:
-        trainer = StageTrainer(job, prepared, pipeline.experiment_id, run.info.run_id)
+        _log_settings(job, best_params, start_from, tested_as_is)
         split_end, refit_end = plan.ends(job.deadline, best_params)
-        mlflow.log_params(
-            {
-                **best_params,
-                EPOCHS_PARAM: 0 if tested_as_is else job.final.epochs,
-                PATIENCE_PARAM: job.final.patience,
-                INIT_PARAM: ("pbt_best_member" if search_trained else "best_trial") if start_from else "scratch",
-                ENSEMBLE_TOP_K_PARAM: job.final.ensemble.top_k,
-                ENSEMBLE_ROUNDS_PARAM: job.final.ensemble.rounds,
-            }
-        )
-        mlflow.set_tag(REFIT_TAG, job.final.refit)
-        # The plan says what trains and its share of a budget: a best config that is the default config is trained
-        # once and is its own baseline; so is another candidate that is the default config.
-        trains_default = DEFAULT_CONFIG in plan.trainings(best_params)
-        others = [c for c in (candidates or [])[1:] if not (trains_default and plan.is_default(c.params))]
-        others = others[: plan.members]
-        left = 1 + len(others) + int(trains_default)
-        seconds = plan.training_seconds(left, split_end)
-        tuned = trainer.train(TUNED, best_params, start_from, seconds, epochs=0 if tested_as_is else None)
-        if tuned.fit.start_val_loss is not None:
-            mlflow.log_metric(START_VAL_LOSS_METRIC, tuned.fit.start_val_loss)
-        _log_training(tuned.fit, start_from is not None, tested_as_is)
-        members = []
-        for i, candidate in enumerate(others):
-            kept = candidate.weights and job.final.init != "scratch" and Path(candidate.weights).is_file()
-            seconds = plan.training_seconds(left - 1 - i, split_end)
-            name = f"{MEMBER_PREFIX}{candidate.trial}"
-            members.append(trainer.train(name, candidate.params, Path(candidate.weights) if kept else None, seconds))
-        default = (
-            trainer.train(DEFAULT_CONFIG, {}, None, plan.training_seconds(1, split_end)) if trains_default else None
-        )
+        trainer = StageTrainer(job, prepared, pipeline.experiment_id, run.info.run_id)
+        trained = _train(trainer, best_params, start_from, tested_as_is, candidates or [], split_end)
+        choice = _choose(job, prepared, trained)
         y_true = test_targets(prepared)
-        predictions = {TUNED: test_predictions(tuned.model, prepared)}
-        if default is not None:
-            predictions[DEFAULT_CONFIG] = test_predictions(default.model, prepared)
-        elif plan.default_baseline:
-            logger.info("final training: the tuned config is the default config; it is its own baseline")
-            predictions[DEFAULT_CONFIG] = predictions[TUNED]
-        predictions.update(baseline_predictions(prepared, job.final.baselines))
-        chosen, note = choose_model(tuned.fit, default.fit if default is not None else None)
-        single = default if chosen == DEFAULT_CONFIG and default is not None else tuned
-        logger.info("final training: %s", note)
-        pool = [t for t in (tuned, *members, *([default] if default else [])) if math.isfinite(t.fit.best_val_loss)]
-        # under PBT the best member is tested as it is: no candidates beside it, no ensemble
-        tries = plan.trains_tuned and job.final.ensemble.top_k > 1 and len(pool) > 1
-        ensemble = _select(job, prepared, pool, single) if tries else None
-        model = single.model
-        if ensemble is not None and ensemble.kept:
-            by_name = {t.name: t for t in pool}
-            registered_members = [by_name[name] for name in ensemble.weights]
-            model = Ensemble(
-                [t.model.cpu() for t in registered_members],
-                list(ensemble.weights.values()),
-                prepared.task == "classification",
-            )
-            predictions[ENSEMBLE] = test_predictions(model, prepared)
-            chosen, note = (
-                ENSEMBLE,
-                (
-                    f"the ensemble of {len(registered_members)} goes on: validation loss {ensemble.val_loss:.5g} "
-                    f"against the single {training_label(single.name)}'s {ensemble.single_val_loss:.5g}"
-                ),
-            )
-            logger.info("final training: %s", note)
-        else:
-            registered_members = [single]
+        predictions = _test_predictions(job, prepared, trained, choice)
         scores = {name: score(prepared.task, y_true, pred) for name, pred in predictions.items()}
-        single_name = single.name  # tuned or default_config
-        if ensemble is not None:
-            ensemble.single_test_metrics.update(scores[single_name])
-        mlflow.set_tag(CHOSEN_TAG, chosen)  # a tag: a resumed stage run may choose again
-        mlflow.log_metrics({f"{TEST_METRIC_PREFIX}{k}": v for k, v in scores[chosen].items()})
-        for baseline in job.final.baselines:
-            mlflow.log_metrics({f"{BASELINE_METRIC_PREFIX}{baseline}_{k}": v for k, v in scores[baseline].items()})
-        registered_val_loss = ensemble.val_loss if chosen == ENSEMBLE and ensemble else single.fit.best_val_loss
-        mlflow.log_metrics(
-            {
-                VAL_LOSS_METRIC: registered_val_loss,
-                EPOCHS_RUN_METRIC: len(single.fit.val_loss),
-                TUNED_VAL_LOSS_METRIC: tuned.fit.best_val_loss,
-                **({DEFAULT_VAL_LOSS_METRIC: default.fit.best_val_loss} if default is not None else {}),
-                **(
-                    {
-                        ENSEMBLE_VAL_LOSS_METRIC: ensemble.val_loss,
-                        SINGLE_VAL_LOSS_METRIC: ensemble.single_val_loss,
-                        **{f"{SINGLE_METRIC_PREFIX}{k}": v for k, v in scores[single_name].items()},
-                    }
-                    if ensemble is not None
-                    else {}
-                ),
-            }
-        )
-        primary, _ = PRIMARY_METRIC[prepared.task]
-        if not math.isfinite(scores[chosen][primary]):
-            raise NonFiniteMetric(
-                f"test {primary} of the {training_label(chosen)} model is {scores[chosen][primary]}; a model whose "
-                "test metric is not finite is neither registered nor made champion"
-            )
-        log_learning_curves(tuned.fit, default.fit if default else None, single_name)
-        log_test_predictions(prepared, y_true, predictions, chosen)
+        primary = _log_scores(job, prepared, trained, choice, scores)
+        log_learning_curves(trained.tuned.fit, trained.default.fit if trained.default else None, choice.single.name)
+        log_test_predictions(prepared, y_true, predictions, choice.chosen)
         pre = preprocessing_from_dict(prepared.preprocessing)
-        log_frame(raw_test_predictions(model, pre, prepared, predictions[chosen]), TEST_PREDICTIONS_FILE)
+        log_frame(raw_test_predictions(choice.model, pre, prepared, predictions[choice.chosen]), TEST_PREDICTIONS_FILE)
         with quiet_mlflow_warnings():
-            model_info = log_raw_model(model, pre, prepared.raw_test_input, name=LOGGED_MODEL)
+            registered_uri = log_raw_model(choice.model, pre, prepared.raw_test_input, name=LOGGED_MODEL).model_uri
         refitted = None
-        registered_uri = model_info.model_uri
         if job.final.refit == "all":
-            weights = list(ensemble.weights.values()) if ensemble is not None and ensemble.kept else [1.0]
-            refitted = refit(
-                job,
-                prepared,
-                pipeline.experiment_id,
-                run.info.run_id,
-                registered_members,
-                weights,
-                lambda left: plan.training_seconds(left, refit_end),
-            )
+            refitted = _refit(job, prepared, trainer, choice, refit_end)
             with quiet_mlflow_warnings():
-                refit_info = log_raw_model(
-                    refitted.model,
-                    preprocessing_from_dict(prepared.refit.preprocessing),
-                    prepared.raw_test_input,
-                    name=REFIT_MODEL,
-                )
-            registered_uri = refit_info.model_uri
+                refit_pre = preprocessing_from_dict(prepared.refit.preprocessing)
+                registered_uri = log_raw_model(
+                    refitted.model, refit_pre, prepared.raw_test_input, name=REFIT_MODEL
+                ).model_uri
         refit_tags = _refit_tags(refitted)
         mlflow.set_tags({k: v for k, v in refit_tags.items() if k != REFIT_TAG})
         registered, model_uri, champion, champion_note = None, registered_uri, False, "registry disabled"
         if job.registry.enabled:
             registered, model_uri, champion, champion_note = register(
-                registered_uri, job.model_name, prepared, scores[chosen], pipeline, tags=refit_tags
+                registered_uri, job.model_name, prepared, scores[choice.chosen], pipeline, tags=refit_tags
             )
         logger.info(
             "test %s: %s",
             primary,
             " | ".join(f"{name.replace('_', ' ')} {value[primary]:.5g}" for name, value in scores.items()),
         )
-    fitted = single.fit
+    fitted = choice.single.fit
     return FinalResult(
-        params={**plan.default_config, **single.params},
-        chosen=chosen,
-        chosen_note=note,
-        test_metrics=scores[chosen],
+        params={**plan.default_config, **choice.single.params},
+        chosen=choice.chosen,
+        chosen_note=choice.note,
+        test_metrics=scores[choice.chosen],
         baseline_metrics={name: scores[name] for name in job.final.baselines},
         primary_metric=primary,
         model_uri=model_uri,
@@ -247,12 +171,165 @@ def final_train(
         champion_note=champion_note,
         epochs_run=len(fitted.val_loss),
         best_epoch=fitted.best_epoch,
-        val_loss=registered_val_loss,
+        val_loss=_registered_val_loss(choice),
         run_id=run.info.run_id,
         curves={"train_loss": fitted.train_loss, "val_loss": fitted.val_loss},
-        single=single_name,
-        ensemble=ensemble,
+        single=choice.single.name,
+        ensemble=choice.ensemble,
         refit=RefitSummary(refitted.rows, refitted.epochs) if refitted is not None else None,
+    )
+
+
+def _log_settings(job: FinalTrainJob, best_params: dict[str, Any], start_from: Path | None, tested_as_is: bool):
+    """The stage run's params: the best config, the final training's settings, the ensemble's and the refit's."""
+    search_trained = not job.plan.trains_tuned
+    mlflow.log_params(
+        {
+            **best_params,
+            EPOCHS_PARAM: 0 if tested_as_is else job.final.epochs,
+            PATIENCE_PARAM: job.final.patience,
+            INIT_PARAM: ("pbt_best_member" if search_trained else "best_trial") if start_from else "scratch",
+            ENSEMBLE_TOP_K_PARAM: job.final.ensemble.top_k,
+            ENSEMBLE_ROUNDS_PARAM: job.final.ensemble.rounds,
+        }
+    )
+    mlflow.set_tag(REFIT_TAG, job.final.refit)
+
+
+def _train(
+    trainer: StageTrainer,
+    best_params: dict[str, Any],
+    start_from: Path | None,
+    tested_as_is: bool,
+    candidates: list[Candidate],
+    split_end: float | None,
+) -> _Trainings:
+    """The tuned config, the search's next best configs, the default config, each an equal share of the split's time
+    left as it starts. The plan says what trains: a best config (or a candidate) that is the default config is
+    trained once and is its own baseline."""
+    job, plan = trainer.job, trainer.job.plan
+    trains_default = DEFAULT_CONFIG in plan.trainings(best_params)
+    others = [c for c in candidates[1:] if not (trains_default and plan.is_default(c.params))][: plan.members]
+    left = 1 + len(others) + int(trains_default)
+    seconds = plan.training_seconds(left, split_end)
+    tuned = trainer.train(TUNED, best_params, start_from, seconds, epochs=0 if tested_as_is else None)
+    if tuned.fit.start_val_loss is not None:
+        mlflow.log_metric(START_VAL_LOSS_METRIC, tuned.fit.start_val_loss)
+    _log_training(tuned.fit, start_from is not None, tested_as_is)
+    members = []
+    for i, candidate in enumerate(others):
+        kept = candidate.weights and job.final.init != "scratch" and Path(candidate.weights).is_file()
+        seconds = plan.training_seconds(left - 1 - i, split_end)
+        name = f"{MEMBER_PREFIX}{candidate.trial}"
+        members.append(trainer.train(name, candidate.params, Path(candidate.weights) if kept else None, seconds))
+    default = trainer.train(DEFAULT_CONFIG, {}, None, plan.training_seconds(1, split_end)) if trains_default else None
+    return _Trainings(tuned, members, default)
+
+
+def _choose(job: FinalTrainJob, prepared: PreparedData, trained: _Trainings) -> _Choice:
+    """The single model (the tuned or the default config, on validation loss), then the ensemble of the pool when it
+    validates better still (not under PBT, whose best member is tested as it is)."""
+    default_fit = trained.default.fit if trained.default is not None else None
+    chosen, note = choose_model(trained.tuned.fit, default_fit)
+    single = trained.default if chosen == DEFAULT_CONFIG and trained.default is not None else trained.tuned
+    logger.info("final training: %s", note)
+    pool = trained.pool()
+    tries = job.plan.trains_tuned and job.final.ensemble.top_k > 1 and len(pool) > 1
+    ensemble = _select(job, prepared, pool, single) if tries else None
+    if ensemble is None or not ensemble.kept:
+        return _Choice(chosen, note, single, ensemble, single.model, [single])
+    by_name = {t.name: t for t in pool}
+    members = [by_name[name] for name in ensemble.weights]
+    module = Ensemble(
+        [t.model.cpu() for t in members], list(ensemble.weights.values()), prepared.task == "classification"
+    )
+    note = (
+        f"the ensemble of {len(members)} goes on: validation loss {ensemble.val_loss:.5g} against the single "
+        f"{training_label(single.name)}'s {ensemble.single_val_loss:.5g}"
+    )
+    logger.info("final training: %s", note)
+    return _Choice(ENSEMBLE, note, single, ensemble, module, members)
+
+
+def _test_predictions(
+    job: FinalTrainJob, prepared: PreparedData, trained: _Trainings, choice: _Choice
+) -> dict[str, np.ndarray]:
+    """Test predictions of the tuned and default configs, the naive baselines and the ensemble when it went on."""
+    predictions = {TUNED: test_predictions(trained.tuned.model, prepared)}
+    if trained.default is not None:
+        predictions[DEFAULT_CONFIG] = test_predictions(trained.default.model, prepared)
+    elif job.plan.default_baseline:
+        logger.info("final training: the tuned config is the default config; it is its own baseline")
+        predictions[DEFAULT_CONFIG] = predictions[TUNED]
+    predictions.update(baseline_predictions(prepared, job.final.baselines))
+    if choice.chosen == ENSEMBLE:
+        predictions[ENSEMBLE] = test_predictions(choice.model, prepared)
+    return predictions
+
+
+def _log_scores(
+    job: FinalTrainJob,
+    prepared: PreparedData,
+    trained: _Trainings,
+    choice: _Choice,
+    scores: dict[str, dict[str, float]],
+) -> str:
+    """Log what went on, its test metrics, the baselines' and the validation losses; refuse a model whose test metric
+    is not finite. Returns the primary metric's name."""
+    ensemble, single = choice.ensemble, choice.single
+    if ensemble is not None:
+        ensemble.single_test_metrics.update(scores[single.name])
+    mlflow.set_tag(CHOSEN_TAG, choice.chosen)  # a tag: a resumed stage run may choose again
+    mlflow.log_metrics({f"{TEST_METRIC_PREFIX}{k}": v for k, v in scores[choice.chosen].items()})
+    for baseline in job.final.baselines:
+        mlflow.log_metrics({f"{BASELINE_METRIC_PREFIX}{baseline}_{k}": v for k, v in scores[baseline].items()})
+    mlflow.log_metrics(
+        {
+            VAL_LOSS_METRIC: _registered_val_loss(choice),
+            EPOCHS_RUN_METRIC: len(single.fit.val_loss),
+            TUNED_VAL_LOSS_METRIC: trained.tuned.fit.best_val_loss,
+            **({DEFAULT_VAL_LOSS_METRIC: trained.default.fit.best_val_loss} if trained.default is not None else {}),
+            **(
+                {
+                    ENSEMBLE_VAL_LOSS_METRIC: ensemble.val_loss,
+                    SINGLE_VAL_LOSS_METRIC: ensemble.single_val_loss,
+                    **{f"{SINGLE_METRIC_PREFIX}{k}": v for k, v in scores[single.name].items()},
+                }
+                if ensemble is not None
+                else {}
+            ),
+        }
+    )
+    primary, _ = PRIMARY_METRIC[prepared.task]
+    value = scores[choice.chosen][primary]
+    if not math.isfinite(value):
+        raise NonFiniteMetric(
+            f"test {primary} of the {training_label(choice.chosen)} model is {value}; a model whose test metric is "
+            "not finite is neither registered nor made champion"
+        )
+    return primary
+
+
+def _registered_val_loss(choice: _Choice) -> float:
+    if choice.chosen == ENSEMBLE and choice.ensemble is not None:
+        return choice.ensemble.val_loss
+    return choice.single.fit.best_val_loss
+
+
+def _refit(
+    job: FinalTrainJob, prepared: PreparedData, trainer: StageTrainer, choice: _Choice, refit_end: float | None
+) -> RefitResult:
+    """The registered model's trainings again on every row, each an equal share of the refit's time left as it
+    starts; an ensemble keeps its weights."""
+    weights = list(choice.ensemble.weights.values()) if choice.chosen == ENSEMBLE and choice.ensemble else [1.0]
+    return refit(
+        job,
+        prepared,
+        trainer.experiment_id,
+        trainer.stage_run_id,
+        choice.members,
+        weights,
+        lambda left: job.plan.training_seconds(left, refit_end),
     )
 
 

@@ -35,18 +35,8 @@ def train_config(
     model = build_model(get_family(job.model.family), shape, full, job.seed)
     if start_from is not None:
         model.load_state_dict(torch.load(start_from, map_location="cpu", weights_only=True))
-    settings = TrainSettings(
-        epochs=job.final.epochs if epochs is None else epochs,
-        lr=float(full["lr"]),
-        batch_size=int(full["batch_size"]),
-        weight_decay=float(full.get("weight_decay", 0.0)),
-        loss=loss_for(prepared.task, job.training.loss),
-        optimizer=job.training.optimizer,
-        grad_clip=job.training.grad_clip,
-        patience=job.final.patience,
-        stop_after=stop_after,
-        seed=job.seed,
-    )
+    epochs = job.final.epochs if epochs is None else epochs
+    settings = train_settings(job, prepared, full, epochs, stop_after, job.final.patience)
     result = fit(
         model,
         (prepared.train.X, prepared.train.y),
@@ -56,6 +46,31 @@ def train_config(
         validate_first=start_from is not None,
     )
     return result.model, result
+
+
+def train_settings(
+    job: FinalTrainJob,
+    prepared: PreparedData,
+    full: dict[str, Any],
+    epochs: int,
+    stop_after: float | None,
+    patience: int | str | None = "final",
+) -> TrainSettings:
+    """How the final stage trains the config ``full`` (its params over the defaults): its lr, batch size and weight
+    decay, the pipeline's loss, optimiser and clipping, the seed, and ``final.patience`` unless ``patience`` says
+    otherwise (None: every epoch, as a refit runs)."""
+    return TrainSettings(
+        epochs=epochs,
+        lr=float(full["lr"]),
+        batch_size=int(full["batch_size"]),
+        weight_decay=float(full.get("weight_decay", 0.0)),
+        loss=loss_for(prepared.task, job.training.loss),
+        optimizer=job.training.optimizer,
+        grad_clip=job.training.grad_clip,
+        patience=patience,
+        stop_after=stop_after,
+        seed=job.seed,
+    )
 
 
 def start_weights(job: FinalTrainJob, best_weights: str | None) -> Path | None:

@@ -5,20 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.final_train.plan import Candidate
 from tasks.search import TrialCounts
 from tasks.summary import PBTSummary
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One of the search's best distinct configs, an ensemble candidate for the final stage: its params, its
-    validation loss (out-of-fold under ``search.cv``), its trial, and its weights trained on all the data when the
-    search kept them."""
-
-    params: dict[str, Any]
-    value: float
-    trial: int
-    weights: str | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ import mlflow
 from optuna.trial import TrialState
 
 from configs import SearchConfig
+from tasks.final_train.plan import Candidate
 from tasks.runtime.state import local_state
 from tasks.search import (
     FOLD_LOSSES_ATTR,
@@ -31,7 +32,6 @@ from tasks.search import (
 from tasks.search_stage.checkpoints import trial_weights_path
 from tasks.search_stage.objective import TrainerObjective
 from tasks.search_stage.report import log_fold_scores, log_search_report
-from tasks.search_stage.result import Candidate
 from tasks.search_stage.strategy import SearchContext, StrategyOutcome
 from tasks.search_stage.studies import (
     BRACKETS_ATTR,

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tasks.final_train.plan import Candidate
 from tasks.search import SearchSpace, TrialCounts
-from tasks.search_stage.result import Candidate
 from tasks.summary import PBTSummary
 
 if TYPE_CHECKING:  # annotations only: the stage's job, data and tracking types
