@@ -21,12 +21,14 @@ _ROUNDING = 1e-12  # relative: losses closer than this are the same loss
 @dataclass(frozen=True)
 class Selection:
     """The ensemble the picks chose: ``weights`` by candidate (members only, in order of their first pick), the
-    validation loss after each pick (``losses``), the prefix kept (``kept_rounds`` picks) and its ``val_loss``."""
+    validation loss after each pick (``losses``), the prefix kept (``kept_rounds`` picks) and its ``val_loss``; each
+    candidate's own loss (``single_losses``)."""
 
     weights: dict[str, float]
     losses: list[float]
     kept_rounds: int
     val_loss: float
+    single_losses: dict[str, float]
 
     @property
     def members(self) -> list[str]:
@@ -62,7 +64,8 @@ def select_ensemble(outputs: Mapping[str, np.ndarray], loss: Callable[[np.ndarra
     counts: dict[str, int] = {}
     for index in picks[:kept]:
         counts[names[index]] = counts.get(names[index], 0) + 1
-    return Selection({name: count / kept for name, count in counts.items()}, losses, kept, losses[kept - 1])
+    weights = {name: count / kept for name, count in counts.items()}
+    return Selection(weights, losses, kept, losses[kept - 1], dict(zip(names, single, strict=True)))
 
 
 def keep_ensemble(selection: Selection, single: str, single_val_loss: float) -> bool:

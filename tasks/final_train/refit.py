@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
-from models import FitResult, ModelShape, build_model, fit, get_family, pick_device
+from models import FitResult, fit, pick_device
 from models.ensemble import Ensemble
 from tasks.data_prep.prepared import PreparedData, RefitData
 from tasks.final_train.job import FinalTrainJob
 from tasks.final_train.runs import Trained, train_once
-from tasks.final_train.training import train_settings
+from tasks.final_train.training import build_config, train_settings
 
 logger = logging.getLogger("automl")
 
@@ -69,7 +69,7 @@ def refit(
             name,
             member.params,
             train=lambda m=member, n=n, s=limit: _train(job, prepared, data, m.params, n, s),
-            build=lambda m=member: _build(job, prepared, data, m.params),
+            build=lambda m=member: build_config(job, prepared, m.params, data.rows.X.shape[-1]),
             logged={"refit_rows": rows, "refit_epochs": n},
         )
         epochs[name] = len(trained.fit.train_loss)  # what it ran: a budget may have ended it early
@@ -86,17 +86,12 @@ def refit(
     return RefitResult(Ensemble(refitted, list(weights), prepared.task == "classification"), rows, epochs)
 
 
-def _build(job: FinalTrainJob, prepared: PreparedData, data: RefitData, params: dict) -> torch.nn.Module:
-    shape = ModelShape(data.rows.X.shape[-1], prepared.n_outputs, prepared.lookback)
-    return build_model(get_family(job.model.family), shape, {**job.model.default_config(), **params}, job.seed)
-
-
 def _train(
     job: FinalTrainJob, prepared: PreparedData, data: RefitData, params: dict, epochs: int, stop_after: float | None
 ) -> tuple[torch.nn.Module, FitResult]:
     """``params`` from scratch on every row for ``epochs`` (no early stopping: its last weights stand)."""
     full = {**job.model.default_config(), **params}
-    model = _build(job, prepared, data, params)
+    model = build_config(job, prepared, params, data.rows.X.shape[-1])
     settings = train_settings(job, prepared, full, epochs, stop_after, patience=None)
     X, y = data.rows.X, data.rows.y
     result = fit(

@@ -23,7 +23,7 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from models import FitResult, ModelShape, build_model, get_family
+from models import FitResult
 from tasks.data_prep.prepared import PreparedData
 from tasks.final_train import training
 from tasks.final_train.job import FinalTrainJob
@@ -130,15 +130,9 @@ class StageTrainer:
             name,
             params,
             train=lambda: training.train_config(job, prepared, params, seconds, start_from, epochs=epochs),
-            build=lambda: self.build(params),
+            build=lambda: training.build_config(job, prepared, params),
             logged={INIT_PARAM: "search_weights" if start_from else "scratch"},
         )
-
-    def build(self, params: dict[str, Any]) -> torch.nn.Module:
-        """A fresh module of ``params`` (over the family's defaults), the shape of the split's arrays."""
-        shape = ModelShape(self.prepared.n_features, self.prepared.n_outputs, self.prepared.lookback)
-        full = {**self.job.model.default_config(), **params}
-        return build_model(get_family(self.job.model.family), shape, full, self.job.seed)
 
 
 def _log_fit(client: MlflowClient, run_id: str, fitted: FitResult) -> None:

@@ -340,7 +340,7 @@ def _select(job: FinalTrainJob, prepared: PreparedData, pool: list[Trained], sin
     loss = mixture_loss(prepared, loss_for(prepared.task, job.training.loss))
     selection: Selection = select_ensemble(outputs, loss, job.final.ensemble.rounds)
     # a single model whose validation loss is not finite is not in the pool: any finite ensemble beats it
-    single_val_loss = loss(outputs[single.name]) if single.name in outputs else math.inf
+    single_val_loss = selection.single_losses.get(single.name, math.inf)
     kept = keep_ensemble(selection, single.name, single_val_loss)
     outcome = EnsembleSummary(
         members=selection.members,
@@ -348,7 +348,7 @@ def _select(job: FinalTrainJob, prepared: PreparedData, pool: list[Trained], sin
         val_loss=selection.val_loss,
         single_val_loss=single_val_loss,
         kept=kept,
-        candidates={t.name: loss(outputs[t.name]) for t in pool},
+        candidates=selection.single_losses,
         rounds=selection.kept_rounds,
     )
     mlflow.log_text(

@@ -31,8 +31,7 @@ def train_config(
     config), training continues from them, and they stand unless an epoch beats them on validation. ``epochs`` 0
     validates ``start_from`` without training."""
     full = {**job.model.default_config(), **params}
-    shape = ModelShape(prepared.n_features, prepared.n_outputs, prepared.lookback)
-    model = build_model(get_family(job.model.family), shape, full, job.seed)
+    model = build_config(job, prepared, params)
     if start_from is not None:
         model.load_state_dict(torch.load(start_from, map_location="cpu", weights_only=True))
     epochs = job.final.epochs if epochs is None else epochs
@@ -46,6 +45,13 @@ def train_config(
         validate_first=start_from is not None,
     )
     return result.model, result
+
+
+def build_config(job: FinalTrainJob, prepared: PreparedData, params: dict[str, Any], n_features: int | None = None):
+    """A fresh module of ``params`` (over the family's defaults), seeded, for ``n_features`` inputs (the split's by
+    default; the refit's rows may encode more categories)."""
+    shape = ModelShape(n_features or prepared.n_features, prepared.n_outputs, prepared.lookback)
+    return build_model(get_family(job.model.family), shape, {**job.model.default_config(), **params}, job.seed)
 
 
 def train_settings(
