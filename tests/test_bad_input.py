@@ -386,6 +386,15 @@ CASES = {
     ),
     "an unknown ensemble key": (lambda t: ["--set", "final.ensemble.size=3"], "final.ensemble.size: unknown key"),
     "refit yes": (lambda t: ["--set", "final.refit=yes"], "final.refit: Input should be 'none' or 'all' (got True)"),
+    "top_k empty": (
+        lambda t: ["--set", "final.ensemble.top_k="],
+        "final.ensemble.top_k: Input should be a valid integer",
+    ),
+    "rounds huge": (
+        lambda t: ["--set", "final.ensemble.rounds=99999999"],
+        "final.ensemble.rounds: Input should be less than or equal to 1000",
+    ),
+    "refit a path": (lambda t: ["--set", "final.refit=../../etc"], "final.refit: Input should be 'none' or 'all'"),
     "refit a word": (
         lambda t: ["--set", "final.refit=everything"],
         "final.refit: Input should be 'none' or 'all' (got 'everything')",

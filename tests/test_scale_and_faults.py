@@ -177,15 +177,21 @@ INTERRUPTED_LINE = "interrupted; run the same command again to resume"
 def _stop_during_an_evaluation(process: subprocess.Popen, state: Path, name: str, signum: int, group: bool):
     """Send ``signum`` (to the process group, as a terminal's Ctrl-C does, or to the process) once an evaluation
     of pipeline ``name`` has run half a second; returns (seconds it had run, seconds the process took to end)."""
-    deadline = time.monotonic() + 240
-    while (running_for := _evaluation_running_for(state / "optuna.db", f"{name}-")) is None or running_for < 0.5:
-        assert process.poll() is None, f"{name}: the run ended first: " + process.stderr.read()[-2000:]
-        assert time.monotonic() < deadline, f"{name}: no evaluation started"
+    return _stop_when(process, lambda: _evaluation_running_for(state / "optuna.db", f"{name}-"), signum, group)
+
+
+def _stop_when(process: subprocess.Popen, running_for, signum: int, group: bool, wait: float = 240):
+    """Send ``signum`` once what ``running_for()`` watches has run half a second (it answers None while nothing
+    runs); returns (seconds it had run, seconds the process took to end)."""
+    deadline = time.monotonic() + wait
+    while (seconds := running_for()) is None or seconds < 0.5:
+        assert process.poll() is None, "the run ended first: " + process.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "nothing to stop started"
         time.sleep(0.1)
     signalled = time.monotonic()
     os.killpg(process.pid, signum) if group else os.kill(process.pid, signum)
     process.wait(timeout=120)
-    return running_for, time.monotonic() - signalled
+    return seconds, time.monotonic() - signalled
 
 
 def _assert_stopped_cleanly(err: str, client: MlflowClient, storage: str, name: str) -> None:
@@ -308,7 +314,7 @@ def _final_training_running(db: Path, prefix: str) -> float | None:
 
 
 def test_killed_in_the_ensemble_and_in_the_refit_then_one_rerun_trains_nothing_twice(tmp_path):
-    """kill -9 while an ensemble candidate trains, then while the refit trains: each next run of the same command
+    """Ctrl-C while an ensemble candidate trains, then kill -9 while the refit trains: each next run of the same command
     loads the trainings that finished before from their runs (one FINISHED run each, trained once), trains again
     only the one that was killed, and the last run registers one version with nothing RUNNING."""
     state = tmp_path / "state"
@@ -324,15 +330,10 @@ def test_killed_in_the_ensemble_and_in_the_refit_then_one_rerun_trains_nothing_t
     )
     args = ("run", str(config), "--json")
     db = state / "mlflow.db"
-    for prefix in ("member_", "refit_"):
+    for prefix, (signum, group, code) in (("member_", STOPS["ctrl-c"]), ("refit_", STOPS["kill -9"])):
         process = _cli(*args, state=state, cwd=tmp_path)
-        deadline = time.monotonic() + 300
-        while (running := _final_training_running(db, prefix)) is None or running < 0.5:
-            assert process.poll() is None, f"{prefix}: the run ended first: " + process.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, f"no {prefix} training started"
-            time.sleep(0.1)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
+        _stop_when(process, lambda prefix=prefix: _final_training_running(db, prefix), signum, group, wait=300)
+        assert process.returncode == code, (prefix, process.stderr.read()[-3000:])
         assert not _gone(state), "processes left behind"
     client = _mlflow(state)
     finished_before = {
