@@ -209,25 +209,26 @@ def _check_against_family(cfg: PipelineConfig) -> None:
                 raise ValueError(
                     f"search.space.{name}: the grid sampler needs discrete parameters; give this float a step"
                 )
-    if family.kind == "series":
+    kind = family.data_kind(cfg.data.time_column)
+    if kind == "series":
         if cfg.data.time_column is None:
             raise ValueError(f"data.time_column: required for the time-series family {family.name!r}")
         if cfg.data.task == "classification":
             raise ValueError(f"data.task: {family.name!r} forecasts values; use regression or auto")
     elif SERIES_BASELINE in cfg.final.baselines:
         raise ValueError(
-            f"final.baselines: {SERIES_BASELINE} forecasts a series; the {family.kind} family {family.name!r} "
-            "takes default_config and naive"
+            f"final.baselines: {SERIES_BASELINE} forecasts a series; the tabular family {family.name!r} "
+            "takes default_config, naive and gbm"
         )
     cv = cfg.search.cv
     series_kinds, tabular_kinds = ("rolling_origin", "expanding"), ("kfold", "stratified")
-    if cv.kind in (tabular_kinds if family.kind == "series" else series_kinds):
-        allowed = series_kinds if family.kind == "series" else tabular_kinds
+    if cv.kind in (tabular_kinds if kind == "series" else series_kinds):
+        allowed = series_kinds if kind == "series" else tabular_kinds
         raise ValueError(
-            f"search.cv.kind: {cv.kind!r} does not apply to the {family.kind} family {family.name!r}; "
+            f"search.cv.kind: {cv.kind!r} does not apply to the {kind} family {family.name!r}; "
             f"use auto, {' or '.join(allowed)}"
         )
-    if cv.gap and family.kind != "series":
+    if cv.gap and kind != "series":
         raise ValueError("search.cv.gap: only series folds have a gap (time steps between training and validation)")
     if cfg.data.task == "regression" and cv.kind == "stratified":
         raise ValueError("search.cv.kind: stratified keeps class shares; data.task is regression, use kfold or auto")
@@ -243,9 +244,17 @@ def _check_against_family(cfg: PipelineConfig) -> None:
 def _check_strategy(cfg: PipelineConfig, space: Mapping[str, Any]) -> None:
     """PBT trains every member on all the training data in one validation split; it perturbs parameters that can
     change while a model trains. The range test narrows ``lr``."""
-    from models import MUTABLE_PARAMS
+    from models import FAMILIES, MUTABLE_PARAMS
 
     search = cfg.search
+    family = FAMILIES[cfg.model.family]
+    if family.trains_itself and search.strategy == "pbt":
+        raise ValueError(
+            f"search.strategy: pbt perturbs a network's learning rate, dropout or batch size while it trains; "
+            f"{family.name} boosts trees (no such schedule): use sample"
+        )
+    if family.trains_itself and search.lr_range == "auto":
+        raise ValueError(f"search.lr_range: the range test sweeps a network's lr; {family.name} has none, use off")
     if search.lr_range == "auto" and "lr" not in space:
         raise ValueError("search.lr_range: auto narrows the space's lr, and lr is not in search.space")
     if search.strategy != "pbt":

@@ -447,7 +447,9 @@ class PipelineConfig(_Strict):
             return data
         from models import FAMILIES  # the family registry is plain data: no torch
 
-        if family not in FAMILIES or FAMILIES[family].kind != "series":
+        data_cfg = data.get("data") if isinstance(data.get("data"), dict) else {}
+        time_column = data_cfg.get("time_column") if isinstance(data_cfg.get("time_column"), str) else None
+        if family not in FAMILIES or FAMILIES[family].data_kind(time_column) != "series":
             return data  # an unknown family is refused after validation, naming the known ones
         baselines = [*FinalConfig.model_fields["baselines"].default, SERIES_BASELINE]
         return {**data, "final": {**final, "baselines": baselines}}

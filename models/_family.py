@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 DataKind = Literal["series", "tabular"]
+FamilyKind = Literal["series", "tabular", "any"]  # "any": the data's kind decides (a time column makes a series)
 
 # Parameters the trainer reads; every other parameter goes to the family's builder.
 TRAINING_PARAMS = frozenset({"lr", "batch_size", "weight_decay"})
@@ -73,13 +74,23 @@ class ModelFamily:
     """A model family: ``build(shape, params)`` returns an untrained ``torch.nn.Module``.
 
     ``defaults`` is a complete config (the "default config" baseline); ``default_space`` uses the same
-    YAML shape as ``search.space`` in a pipeline config.
+    YAML shape as ``search.space`` in a pipeline config. ``kind`` "any" fits tables and series (``data_kind``).
+    ``trains_itself``: the model has its own training loop (``fit_rounds``: trees, not gradient steps), so the
+    trainer's lr, batch size and optimiser do not apply, nor do population-based training and the LR range test.
     """
 
     name: str
-    kind: DataKind
+    kind: FamilyKind
     build: Callable[[ModelShape, Mapping[str, Any]], Any]
     defaults: Mapping[str, Any]
     default_space: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tasks: tuple[str, ...] = ("regression",)
     limits: Mapping[str, ParamLimit] = field(default_factory=dict)  # what each parameter can take
+    trains_itself: bool = False
+
+    def data_kind(self, time_column: str | None) -> DataKind:
+        """The kind of data this family fits given the config's ``data.time_column``: its own kind, or for a family
+        of any kind a series when there is a time column and a table when there is none."""
+        if self.kind != "any":
+            return self.kind
+        return "series" if time_column is not None else "tabular"

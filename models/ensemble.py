@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from models.trainer import module_device
+
 
 class Ensemble(nn.Module):
     """Members' outputs mixed by ``weights`` (normalised to sum to 1). Regression: the weighted mean of the members'
@@ -25,7 +27,7 @@ class Ensemble(nn.Module):
         if len(members) != len(weights) or not members:
             raise ValueError("an ensemble needs one weight per member, and at least one member")
         total = float(sum(weights))
-        device = next(members[0].parameters()).device
+        device = module_device(members[0])
         self.members = nn.ModuleList(member.to(device) for member in members)  # one device, the first member's
         self.register_buffer("weights", torch.tensor([w / total for w in weights], dtype=torch.float32, device=device))
         self.classify = classify

@@ -79,7 +79,44 @@ MLP = ModelFamily(
 )
 
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (LSTM, TRANSFORMER, MLP)}
+GBM = ModelFamily(
+    name="gbm",
+    kind="any",
+    build=Builder("models.gbm"),
+    tasks=("regression", "classification"),
+    trains_itself=True,
+    # LightGBM's own defaults: the default config is a default LightGBM (with early stopping on validation)
+    defaults={
+        "learning_rate": 0.1,
+        "num_leaves": 31,
+        "min_child_samples": 20,
+        "feature_fraction": 1.0,
+        "bagging_fraction": 1.0,
+        "lambda_l1": 0.0,
+        "lambda_l2": 0.0,
+    },
+    default_space={
+        "learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+        "num_leaves": {"type": "int", "low": 8, "high": 256, "log": True},
+        "min_child_samples": {"type": "int", "low": 5, "high": 100, "log": True},
+        "feature_fraction": {"type": "float", "low": 0.5, "high": 1.0},
+        "bagging_fraction": {"type": "float", "low": 0.5, "high": 1.0},
+        "lambda_l1": {"type": "float", "low": 1e-8, "high": 10.0, "log": True},
+        "lambda_l2": {"type": "float", "low": 1e-8, "high": 10.0, "log": True},
+    },
+    limits={
+        "learning_rate": ParamLimit("float", 0.0, 10.0, low_open=True),
+        "num_leaves": ParamLimit("int", 2, 131072),
+        "min_child_samples": ParamLimit("int", 1),
+        "feature_fraction": ParamLimit("float", 0.0, 1.0, low_open=True),
+        "bagging_fraction": ParamLimit("float", 0.0, 1.0, low_open=True),
+        "lambda_l1": ParamLimit("float", 0.0),
+        "lambda_l2": ParamLimit("float", 0.0),
+    },
+)
+
+
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (LSTM, TRANSFORMER, MLP, GBM)}
 
 
 def get_family(name: str) -> ModelFamily:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,18 @@ class TrainSettings:
     seed: int = 0
     time_limit: float | None = None  # seconds; checked between batches; past it training fails (TimeLimitExceeded)
     stop_after: float | None = None  # seconds; past it training ends (after one epoch at least), keeping the best
+    rounds: int | None = None  # boosting rounds exactly, instead of epochs (a tree family's refit: models.gbm)
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any], **settings: Any) -> TrainSettings:
+        """Settings for a config ``params`` (a family's params over its defaults): its lr, batch size and weight
+        decay where the family has them (a tree family has none; it reads its own params), and ``settings``."""
+        return cls(
+            lr=float(params.get("lr", 0.0)),
+            batch_size=int(params.get("batch_size", 1)),
+            weight_decay=float(params.get("weight_decay", 0.0)),
+            **settings,
+        )
 
 
 class TimeLimitExceeded(RuntimeError):
@@ -98,6 +111,8 @@ def fit(
         >>> result = fit(model, (X, y), (Xv, yv), TrainSettings(epochs=5, lr=1e-3, batch_size=32))
         >>> result.best_val_loss, len(result.val_loss)
     """
+    if hasattr(model, "fit_rounds"):  # a family that trains itself (models.gbm), to the same contract
+        return model.fit_rounds(train, val, settings, on_epoch, should_stop, validate_first, restore_best)
     device = device or pick_device()
     started = time.perf_counter()
     criterion = LOSSES[settings.loss]()
@@ -193,11 +208,18 @@ def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion:
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray, device: torch.device | None = None) -> np.ndarray:
     """Raw model outputs (regression values or class logits) as a NumPy array."""
-    device = device or next(model.parameters()).device
+    device = device or module_device(model)
     model.eval()
     xt = torch.as_tensor(x, dtype=torch.float32, device=device)
     outs = [model(xt[i : i + _EVAL_BATCH]).cpu() for i in range(0, len(xt), _EVAL_BATCH)]
     return torch.cat(outs).numpy() if outs else np.empty((0,))
+
+
+def module_device(model: nn.Module) -> torch.device:
+    """Where ``model`` runs: its first parameter's device, or its first buffer's (a tree model has no parameters)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _tensors(pair: tuple[np.ndarray, np.ndarray], classify: bool, device: torch.device):

@@ -68,7 +68,7 @@ def plan_data(frame: pd.DataFrame, job: DataPrepJob) -> DataPlan:
     """Check the table against the config (columns, types, size) and decide task type and features."""
     data = job.data
     family = get_family(job.family)
-    kind = DATA_KINDS[family.kind]
+    kind = DATA_KINDS[family.data_kind(data.time_column)]
     columns = list(frame.columns)
     require_column(frame, data.target, "data.target", data.path)
     kind.check_columns(frame, data)

@@ -6,13 +6,15 @@ algorithm 7.2), from scratch with the same seed; an ensemble keeps its weights o
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from models import FitResult, fit, pick_device
 from models.ensemble import Ensemble
+from models.gbm import TREES_PER_EPOCH, GbmModel
 from tasks.data_prep.prepared import PreparedData, RefitData
 from tasks.final_train.job import FinalTrainJob
 from tasks.final_train.runs import Trained, train_once
@@ -36,9 +38,17 @@ class RefitResult:
 
 def refit_epochs(trained: Trained, job: FinalTrainJob, train_rows: int, all_rows: int) -> int:
     """Epochs on every row with as many updates as ``trained``'s weights had: its best epoch in the final stage, and
-    the search's epochs when it started from the search's weights."""
+    the search's epochs when it started from the search's weights. A tree model boosts as many rounds as its tested
+    trees on more rows (the number of trees does not shrink with more rows as a network's epochs do)."""
+    if trained_trees(trained) is not None:  # trees: as many epochs of rounds as the tested model's trees took
+        return max(1, math.ceil(trained_trees(trained) / TREES_PER_EPOCH))
     seen = trained.fit.best_epoch + 1 + (job.search_epochs if trained.fit.start_val_loss is not None else 0)
     return max(1, round(seen * train_rows / all_rows))
+
+
+def trained_trees(trained: Trained) -> int | None:
+    """The boosting rounds of a tree model's tested trees (what its refit boosts again); None for a network."""
+    return trained.model.trees if isinstance(trained.model, GbmModel) else None
 
 
 def refit(
@@ -68,7 +78,7 @@ def refit(
             stage_run_id,
             name,
             member.params,
-            train=lambda m=member, n=n, s=limit: _train(job, prepared, data, m.params, n, s),
+            train=lambda m=member, n=n, s=limit: _train(job, prepared, data, m.params, n, s, trained_trees(m)),
             build=lambda m=member: build_config(job, prepared, m.params, data.rows.X.shape[-1]),
             logged={"refit_rows": rows, "refit_epochs": n},
         )
@@ -87,12 +97,19 @@ def refit(
 
 
 def _train(
-    job: FinalTrainJob, prepared: PreparedData, data: RefitData, params: dict, epochs: int, stop_after: float | None
+    job: FinalTrainJob,
+    prepared: PreparedData,
+    data: RefitData,
+    params: dict,
+    epochs: int,
+    stop_after: float | None,
+    rounds: int | None = None,
 ) -> tuple[torch.nn.Module, FitResult]:
-    """``params`` from scratch on every row for ``epochs`` (no early stopping: its last weights stand)."""
+    """``params`` from scratch on every row for ``epochs`` (``rounds`` of boosting for a tree model; no early
+    stopping: its last weights stand)."""
     full = {**job.model.default_config(), **params}
     model = build_config(job, prepared, params, data.rows.X.shape[-1])
-    settings = train_settings(job, prepared, full, epochs, stop_after, patience=None)
+    settings = replace(train_settings(job, prepared, full, epochs, stop_after, patience=None), rounds=rounds)
     X, y = data.rows.X, data.rows.y
     result = fit(
         model,

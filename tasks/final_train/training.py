@@ -65,11 +65,9 @@ def train_settings(
     """How the final stage trains the config ``full`` (its params over the defaults): its lr, batch size and weight
     decay, the pipeline's loss, optimiser and clipping, the seed, and ``final.patience`` unless ``patience`` says
     otherwise (None: every epoch, as a refit runs)."""
-    return TrainSettings(
+    return TrainSettings.of(
+        full,
         epochs=epochs,
-        lr=float(full["lr"]),
-        batch_size=int(full["batch_size"]),
-        weight_decay=float(full.get("weight_decay", 0.0)),
         loss=loss_for(prepared.task, job.training.loss),
         optimizer=job.training.optimizer,
         grad_clip=job.training.grad_clip,

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.trainer import module_device
 from tasks.data_prep.preprocessing import (
     Preprocessing,
     SeriesPreprocessing,
@@ -63,7 +64,7 @@ def predict_raw(
 @torch.no_grad()
 def _forward(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     module.eval()
-    device = next(module.parameters()).device
+    device = module_device(module)
     xt = torch.as_tensor(x, dtype=torch.float32, device=device)
     return torch.cat([module(xt[i : i + _BATCH]).cpu() for i in range(0, len(xt), _BATCH)]).numpy()
 
@@ -192,6 +193,10 @@ class _RawModelFlavor:
             f"numpy=={np.__version__}",
             f"pandas=={pd.__version__}",
         ]
+        if any(hasattr(part, "fit_rounds") for part in torch_module.modules()):  # trees inside (models.gbm)
+            from importlib.metadata import version
+
+            requirements.append(f"lightgbm=={version('lightgbm')}")
         with tempfile.TemporaryDirectory() as tmp:
             torch_dir = Path(tmp) / TORCH_ARTIFACT
             with warnings.catch_warnings():  # torch's exporter warns about LSTM weight attributes it does not need

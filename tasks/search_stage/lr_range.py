@@ -67,6 +67,8 @@ def parse_params(family_name: str, items: Sequence[str]) -> dict[str, Any]:
         {'lr': 0.01, 'hidden_size': 32}
     """
     family = get_family(family_name)
+    if family.trains_itself:
+        raise InputError(f"model.family: the range test sweeps a network's lr; {family.name} boosts trees and has none")
     params: dict[str, Any] = {}
     for item in items:
         name, sep, text = item.partition("=")

@@ -152,11 +152,9 @@ class TrainerObjective:
         return max(self.deadline() - time.time(), 0.0)
 
     def _settings(self, full: dict[str, Any], epochs: int, seed: int) -> TrainSettings:
-        return TrainSettings(
+        return TrainSettings.of(
+            full,
             epochs=epochs,
-            lr=float(full["lr"]),
-            batch_size=int(full["batch_size"]),
-            weight_decay=float(full.get("weight_decay", 0.0)),
             loss=self.loss,
             optimizer=self.optimizer,
             grad_clip=self.grad_clip,
