@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from configs._errors import ConfigError
-from configs._schema import SERIES_BASELINE, CategoricalParam, FloatParam, KeyValueError, PipelineConfig
+from configs._schema import GBM_BASELINE, SERIES_BASELINE, CategoricalParam, FloatParam, KeyValueError, PipelineConfig
 
 _UNION_TAGS = {"int", "float", "categorical"}
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -219,6 +219,11 @@ def _check_against_family(cfg: PipelineConfig) -> None:
         raise ValueError(
             f"final.baselines: {SERIES_BASELINE} forecasts a series; the tabular family {family.name!r} "
             "takes default_config, naive and gbm"
+        )
+    if family.name == GBM_BASELINE and GBM_BASELINE in cfg.final.baselines:
+        raise ValueError(
+            f"final.baselines: {GBM_BASELINE} (a default LightGBM) is the gbm family's default config; "
+            "list default_config"
         )
     cv = cfg.search.cv
     series_kinds, tabular_kinds = ("rolling_origin", "expanding"), ("kfold", "stratified")

@@ -16,6 +16,7 @@ HYPEROPT_SAMPLERS = ("tpe", "random", "anneal")
 AUTO_FIDELITY = "hyperband"
 STORAGE_SCHEMES = ("sqlite:", "postgresql:", "postgresql+", "mysql:", "mysql+", "journal:")
 SERIES_BASELINE = "seasonal_naive"  # the baseline only series families have (final.baselines)
+GBM_BASELINE = "gbm"  # a default LightGBM beside a network (final.baselines); the gbm family's default config is one
 
 
 class _Strict(BaseModel):
@@ -348,7 +349,7 @@ class FinalConfig(_Strict):
     # all: after the test, the registered model is trained again on every row (train, validation and test)
     refit: Literal["none", "all"] = "none"
     # Trained next to it; without the key, series families also get seasonal_naive (PipelineConfig's default).
-    baselines: list[Literal["default_config", "naive", "seasonal_naive"]] = ["default_config", "naive"]
+    baselines: list[Literal["default_config", "naive", "seasonal_naive", "gbm"]] = ["default_config", "naive"]
 
 
 class WarmStartConfig(_Strict):
@@ -437,9 +438,10 @@ class PipelineConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _series_baselines(cls, data: Any) -> Any:
-        """A config that does not list ``final.baselines`` gets its family's: series families are also tested
-        against the seasonal-naive forecast, so the typed config holds the list the final stage runs."""
+    def _family_baselines(cls, data: Any) -> Any:
+        """A config that does not list ``final.baselines`` gets its family's: series are also tested against the
+        seasonal-naive forecast, and every network against a default LightGBM (``gbm``), so the typed config holds
+        the list the final stage runs."""
         if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
             return data
         final, family = data.get("final", {}), data["model"].get("family")
@@ -447,9 +449,13 @@ class PipelineConfig(_Strict):
             return data
         from models import FAMILIES  # the family registry is plain data: no torch
 
+        if family not in FAMILIES:
+            return data  # an unknown family is refused after validation, naming the known ones
         data_cfg = data.get("data") if isinstance(data.get("data"), dict) else {}
         time_column = data_cfg.get("time_column") if isinstance(data_cfg.get("time_column"), str) else None
-        if family not in FAMILIES or FAMILIES[family].data_kind(time_column) != "series":
-            return data  # an unknown family is refused after validation, naming the known ones
-        baselines = [*FinalConfig.model_fields["baselines"].default, SERIES_BASELINE]
+        baselines = list(FinalConfig.model_fields["baselines"].default)
+        if FAMILIES[family].data_kind(time_column) == "series":
+            baselines.append(SERIES_BASELINE)
+        if family != GBM_BASELINE:
+            baselines.append(GBM_BASELINE)
         return {**data, "final": {**final, "baselines": baselines}}

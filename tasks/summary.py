@@ -162,9 +162,9 @@ def render_markdown(summary: PipelineSummary) -> str:
     """The summary as Markdown (Prefect artifact, MLflow ``summary.md``)."""
     trials = summary.trials
     baselines = summary.baseline_metrics
+    columns = _baseline_columns(baselines)
     rows = "\n".join(
-        f"| {name} | {value:.5g} | {_baseline(baselines, 'default_config', name)} "
-        f"| {_baseline(baselines, 'naive', name)} | {_baseline(baselines, 'seasonal_naive', name)} |"
+        f"| {name} | {value:.5g} | " + " | ".join(_baseline(baselines, key, name) for key, _, _ in columns) + " |"
         for name, value in summary.test_metrics.items()
     )
     params = "\n".join(f"| {k} | {_short(v)} |" for k, v in summary.best_params.items())
@@ -187,8 +187,8 @@ MLflow run `{summary.pipeline_run_id}` in experiment `{summary.experiment}`; stu
 ## Test metrics vs baselines
 The model is the {_CHOSEN[summary.chosen]}{_why(summary)}
 
-| metric | model | default config | naive | seasonal naive |
-|---|---|---|---|---|
+| metric | model | {" | ".join(title for _, title, _ in columns)} |
+|---|---|{"---|" * len(columns)}
 {rows}
 
 {_extra_paragraphs(summary)}{_cv_paragraph(summary)}**Model:** {registry}{champion}; {summary.champion_note}.
@@ -211,12 +211,16 @@ def render_table(summary: PipelineSummary) -> str:
         f"  best params: {' '.join(f'{k}={_short(v)}' for k, v in summary.best_params.items())}",
         f"  best validation loss: {summary.best_val_loss:.5g}",
         "",
-        f"  {'test metric':<12} {'model':>12} {'default cfg':>12} {'naive':>12} {'seasonal naive':>14}",
+        f"  {'test metric':<12} {'model':>12} "
+        + " ".join(f"{short:>{max(12, len(short))}}" for _, _, short in _baseline_columns(baselines)),
     ]
     for name, value in summary.test_metrics.items():
         lines.append(
-            f"  {name:<12} {value:>12.5g} {_baseline(baselines, 'default_config', name):>12} "
-            f"{_baseline(baselines, 'naive', name):>12} {_baseline(baselines, 'seasonal_naive', name):>14}"
+            f"  {name:<12} {value:>12.5g} "
+            + " ".join(
+                f"{_baseline(baselines, key, name):>{max(12, len(short))}}"
+                for key, _, short in _baseline_columns(baselines)
+            )
         )
     registry = f"{model.name} v{model.version}" if model else "not registered"
     champion = " (champion)" if summary.champion else ""
@@ -245,9 +249,8 @@ def training_label(name: str) -> str:
     the search's best configs), refit of any of those."""
     if name.startswith("refit_"):
         return f"refit of {training_label(name.removeprefix('refit_'))}"
-    return {"tuned": "tuned", "default_config": "default config", "ensemble": "ensemble"}.get(
-        name, name.replace("member_", "trial ")
-    )
+    labels = {"tuned": "tuned", "default_config": "default config", "ensemble": "ensemble", "gbm": "default LightGBM"}
+    return labels.get(name, name.replace("member_", "trial "))
 
 
 def _ensemble_line(summary: PipelineSummary) -> str:
@@ -319,6 +322,15 @@ def _why(summary: PipelineSummary) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _baseline_columns(baselines: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The baseline columns of the renderings (key, Markdown title, table title): the default config and the naive
+    forecasts always ("-" when left out), the default LightGBM when it ran."""
+    columns = [("default_config", "default config", "default cfg")]
+    if "gbm" in baselines:
+        columns.append(("gbm", "default LightGBM", "LightGBM"))
+    return [*columns, ("naive", "naive", "naive"), ("seasonal_naive", "seasonal naive", "seasonal naive")]
 
 
 def _baseline(baselines: dict[str, dict[str, float]], name: str, metric: str) -> str:

@@ -19,6 +19,7 @@ from configs import PipelineConfig
 
 TUNED = "tuned"  # the search's best config, trained on
 DEFAULT_CONFIG = "default_config"  # the family's default config, a baseline (final.baselines)
+GBM = "gbm"  # a default LightGBM beside a network, a baseline (final.baselines)
 MEMBER = "member"  # another of the search's best configs, an ensemble candidate (final.ensemble.top_k)
 
 # The final stage besides its trainings (test predictions, plots, logging the model, registering it) and the
@@ -43,9 +44,10 @@ class Candidate:
 class FinalPlan:
     """The final stage's trainings: the search's best config (``trains_tuned``; not under PBT, whose best member is
     tested as it is), up to ``members`` more of the search's best configs as ensemble candidates (``final.ensemble``,
-    none under PBT) and the default-config baseline (``default_baseline``, when ``final.baselines`` asks for it),
-    each for up to ``epochs`` with early stopping; with ``refit`` (``final.refit: all``) the registered model's
-    configs train again on every row; ``overhead`` seconds for the rest of the stage."""
+    none under PBT), the default-config baseline (``default_baseline``, when ``final.baselines`` asks for it) and a
+    default LightGBM (``gbm_baseline``), each for up to ``epochs`` with early stopping; with ``refit``
+    (``final.refit: all``) the registered model's configs train again on every row; ``overhead`` seconds for the rest
+    of the stage."""
 
     epochs: int
     default_config: Mapping[str, Any]
@@ -54,6 +56,7 @@ class FinalPlan:
     overhead: float = FINAL_OVERHEAD_SECONDS
     members: int = 0
     refit: bool = False
+    gbm_baseline: bool = False
 
     @classmethod
     def of(cls, cfg: PipelineConfig) -> FinalPlan:
@@ -65,6 +68,7 @@ class FinalPlan:
             default_baseline=DEFAULT_CONFIG in cfg.final.baselines,
             members=cfg.final.ensemble.top_k - 1 if trains_tuned else 0,
             refit=cfg.final.refit == "all",
+            gbm_baseline=GBM in cfg.final.baselines,
         )
 
     def is_default(self, params: Mapping[str, Any] | None) -> bool:
@@ -77,6 +81,8 @@ class FinalPlan:
         planned = [TUNED, *[MEMBER] * self.members] if self.trains_tuned else []
         if self.default_baseline and not self.is_default(best_params):
             planned.append(DEFAULT_CONFIG)
+        if self.gbm_baseline:
+            planned.append(GBM)
         return tuple(planned)
 
     def seconds_needed(self, epoch_seconds: Mapping[str, float], best_params: Mapping[str, Any] | None) -> float:
@@ -91,9 +97,9 @@ class FinalPlan:
         return split + refit + self.overhead
 
     def _refittable(self, trainings: tuple[str, ...]) -> list[str]:
-        """The trainings a refit may train again: all but the default-config baseline when a tuned config trains
-        (an ensemble may hold any of them, the default config only in place of one of the others)."""
-        return [t for t in trainings if t != DEFAULT_CONFIG] or list(trainings)
+        """The trainings a refit may train again: all but the baselines when a tuned config trains (an ensemble may
+        hold any of them, the default config only in place of one of the others; the gbm baseline never)."""
+        return [t for t in trainings if t not in (DEFAULT_CONFIG, GBM)] or [t for t in trainings if t != GBM]
 
     def ends(self, deadline: float | None, best_params: Mapping[str, Any] | None) -> tuple[float | None, float | None]:
         """When the stage's trainings on the split must end and when the refit's must, fixed once as the stage

@@ -120,17 +120,19 @@ class StageTrainer:
         start_from: Path | None,
         seconds: float | None,
         epochs: int | None = None,
+        family: str | None = None,
     ) -> Trained:
         """``params`` trained as the final stage trains (``tasks.final_train.training.train_config``) for at most
-        ``seconds`` (None: no budget), from ``start_from``'s weights when given, or loaded from its finished run."""
+        ``seconds`` (None: no budget), from ``start_from``'s weights when given, or loaded from its finished run;
+        ``family``: another family than the config's (a baseline)."""
         job, prepared = self.job, self.prepared
         return train_once(
             self.experiment_id,
             self.stage_run_id,
             name,
             params,
-            train=lambda: training.train_config(job, prepared, params, seconds, start_from, epochs=epochs),
-            build=lambda: training.build_config(job, prepared, params),
+            train=lambda: training.train_config(job, prepared, params, seconds, start_from, epochs, family),
+            build=lambda: training.build_config(job, prepared, params, family=family),
             logged={INIT_PARAM: "search_weights" if start_from else "scratch"},
         )
 

@@ -36,7 +36,7 @@ from tasks.final_train.evaluation import (
 )
 from tasks.final_train.job import FinalTrainJob
 from tasks.final_train.metrics import PRIMARY_METRIC, score
-from tasks.final_train.plan import DEFAULT_CONFIG, TUNED, Candidate
+from tasks.final_train.plan import DEFAULT_CONFIG, GBM, TUNED, Candidate
 from tasks.final_train.plots import log_ensemble_selection, log_learning_curves, log_test_predictions
 from tasks.final_train.refit import RefitResult, refit
 from tasks.final_train.registration import NonFiniteMetric, register
@@ -85,6 +85,7 @@ class _Trainings:
     tuned: Trained
     members: list[Trained]
     default: Trained | None
+    gbm: Trained | None = None  # the default-LightGBM baseline: tested beside the model, never part of it
 
     def pool(self) -> list[Trained]:
         """The ensemble's candidates: every training whose validation loss is finite."""
@@ -210,7 +211,7 @@ def _train(
     job, plan = trainer.job, trainer.job.plan
     trains_default = DEFAULT_CONFIG in plan.trainings(best_params)
     others = [c for c in candidates[1:] if not (trains_default and plan.is_default(c.params))][: plan.members]
-    left = 1 + len(others) + int(trains_default)
+    left = 1 + len(others) + int(trains_default) + int(plan.gbm_baseline)
     seconds = plan.training_seconds(left, split_end)
     tuned = trainer.train(TUNED, best_params, start_from, seconds, epochs=0 if tested_as_is else None)
     if tuned.fit.start_val_loss is not None:
@@ -222,8 +223,10 @@ def _train(
         seconds = plan.training_seconds(left - 1 - i, split_end)
         name = f"{MEMBER_PREFIX}{candidate.trial}"
         members.append(trainer.train(name, candidate.params, Path(candidate.weights) if kept else None, seconds))
-    default = trainer.train(DEFAULT_CONFIG, {}, None, plan.training_seconds(1, split_end)) if trains_default else None
-    return _Trainings(tuned, members, default)
+    seconds = plan.training_seconds(1 + int(plan.gbm_baseline), split_end)
+    default = trainer.train(DEFAULT_CONFIG, {}, None, seconds) if trains_default else None
+    gbm = trainer.train(GBM, {}, None, plan.training_seconds(1, split_end), family=GBM) if plan.gbm_baseline else None
+    return _Trainings(tuned, members, default, gbm)
 
 
 def _choose(job: FinalTrainJob, prepared: PreparedData, trained: _Trainings) -> _Choice:
@@ -261,6 +264,8 @@ def _test_predictions(
     elif job.plan.default_baseline:
         logger.info("final training: the tuned config is the default config; it is its own baseline")
         predictions[DEFAULT_CONFIG] = predictions[TUNED]
+    if trained.gbm is not None:
+        predictions[GBM] = test_predictions(trained.gbm.model, prepared)
     predictions.update(baseline_predictions(prepared, job.final.baselines))
     if choice.chosen == ENSEMBLE:
         predictions[ENSEMBLE] = test_predictions(choice.model, prepared)

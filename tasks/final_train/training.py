@@ -25,13 +25,15 @@ def train_config(
     stop_after: float | None = None,
     start_from: Path | None = None,
     epochs: int | None = None,
+    family: str | None = None,
 ) -> tuple[torch.nn.Module, FitResult]:
     """Train ``params`` (merged over the family's defaults) with the final budget and early stopping, ending after
     ``stop_after`` seconds if given (keeping the best epoch). With ``start_from`` (weights the search kept for this
     config), training continues from them, and they stand unless an epoch beats them on validation. ``epochs`` 0
-    validates ``start_from`` without training."""
-    full = {**job.model.default_config(), **params}
-    model = build_config(job, prepared, params)
+    validates ``start_from`` without training. ``family``: another family's defaults under ``params`` (the gbm
+    baseline beside a network) instead of the config's."""
+    full = full_config(job, params, family)
+    model = build_config(job, prepared, params, family=family)
     if start_from is not None:
         model.load_state_dict(torch.load(start_from, map_location="cpu", weights_only=True))
     epochs = job.final.epochs if epochs is None else epochs
@@ -47,11 +49,25 @@ def train_config(
     return result.model, result
 
 
-def build_config(job: FinalTrainJob, prepared: PreparedData, params: dict[str, Any], n_features: int | None = None):
+def build_config(
+    job: FinalTrainJob,
+    prepared: PreparedData,
+    params: dict[str, Any],
+    n_features: int | None = None,
+    family: str | None = None,
+):
     """A fresh module of ``params`` (over the family's defaults), seeded, for ``n_features`` inputs (the split's by
-    default; the refit's rows may encode more categories)."""
+    default; the refit's rows may encode more categories); ``family`` as in ``train_config``."""
     shape = ModelShape(n_features or prepared.n_features, prepared.n_outputs, prepared.lookback)
-    return build_model(get_family(job.model.family), shape, {**job.model.default_config(), **params}, job.seed)
+    return build_model(get_family(family or job.model.family), shape, full_config(job, params, family), job.seed)
+
+
+def full_config(job: FinalTrainJob, params: dict[str, Any], family: str | None = None) -> dict[str, Any]:
+    """``params`` over the config's default config (its family's defaults and fixed ``model.params``), or over
+    ``family``'s own defaults when another family trains beside it (a baseline)."""
+    if family is None or family == job.model.family:
+        return {**job.model.default_config(), **params}
+    return {**get_family(family).defaults, **params}
 
 
 def train_settings(
