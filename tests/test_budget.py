@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from configs import load_config
-from tasks.final_train.plan import DEFAULT_CONFIG, MEMBER, TUNED, FinalPlan
+from tasks.final_train.plan import DEFAULT_CONFIG, GBM, MEMBER, TUNED, FinalPlan
 from tasks.runtime.budget import RunBudget
 from tasks.search import Evaluation, Observers, SearchEngine, SearchSpace, TrialRecord, make_backend, make_scheduler
 from tasks.search_stage.deadline import FINAL_SHARE_CAP, SearchDeadline
@@ -56,8 +56,8 @@ def test_the_search_reserve_and_the_final_split_follow_one_plan():
     plan = FinalPlan.of(cfg)
     assert plan.epochs == cfg.final.epochs and plan.trains_tuned and plan.default_baseline and plan.members == 4
     fitted_default = {**plan.default_config, "weight_decay": 1e-6}
-    assert plan.trainings(fitted_default) == (TUNED, *[MEMBER] * 4, DEFAULT_CONFIG)
-    assert plan.trainings(dict(plan.default_config)) == (TUNED, *[MEMBER] * 4)  # exactly the default: its own baseline
+    assert plan.trainings(fitted_default) == (TUNED, *[MEMBER] * 4, DEFAULT_CONFIG, GBM)
+    assert plan.trainings(dict(plan.default_config)) == (TUNED, *[MEMBER] * 4, GBM)  # exactly the default: its own baseline
     # each training gets an equal share of what is left when it starts
     now = time.time()
     assert plan.training_seconds(4, now + 100) == pytest.approx(25, abs=0.5)
@@ -69,29 +69,34 @@ def test_the_search_reserve_and_the_final_split_follow_one_plan():
     deadline = SearchDeadline(RunBudget(seconds=10_000, started_at=0.0), plan)
     deadline.epoch_seconds.update({0: 1.0, 1: 1.0})
     deadline.best, deadline.best_params = 0, fitted_default
-    assert deadline.final_reserve() == pytest.approx(6 * cfg.final.epochs + plan.overhead)
+    assert deadline.final_reserve() == pytest.approx(7 * cfg.final.epochs + plan.overhead)
     deadline.best_params = dict(plan.default_config)
-    assert deadline.final_reserve() == pytest.approx(5 * cfg.final.epochs + plan.overhead)
+    assert deadline.final_reserve() == pytest.approx(6 * cfg.final.epochs + plan.overhead)
     single = FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["final.ensemble.top_k=1"]))
-    assert single.trainings(fitted_default) == (TUNED, DEFAULT_CONFIG)
+    assert single.trainings(fitted_default) == (TUNED, DEFAULT_CONFIG, GBM)
     assert FinalPlan.of(
         load_config("configs/mlp_tabular.yaml", ["search.strategy=pbt", "search.fidelity=none"])
-    ).trainings(fitted_default) == (DEFAULT_CONFIG,)  # PBT: the best member is tested as it is, no candidates
+    ).trainings(fitted_default) == (DEFAULT_CONFIG, GBM)  # PBT: the best member is tested as it is, no candidates
     no_default = FinalPlan.of(
         load_config("configs/mlp_tabular.yaml", ["final.baselines=[naive]", "final.ensemble.top_k=1"])
     )
     assert no_default.trainings(fitted_default) == (TUNED,)
     # a refit on every row: the configs that may be registered train again (as many updates as tested: about the
     # same cost); the split's trainings end when their share of the trainings is used, fixed as the stage starts
-    refit = FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["final.refit=all", "final.ensemble.top_k=1"]))
+    refit = FinalPlan.of(
+        load_config(
+            "configs/mlp_tabular.yaml",
+            ["final.refit=all", "final.ensemble.top_k=1", "final.baselines=[default_config,naive]"],
+        )
+    )
     assert refit.refit
     costs = {TUNED: 1.0, MEMBER: 1.0, DEFAULT_CONFIG: 1.0}
     assert refit.seconds_needed(costs, fitted_default) == pytest.approx(3 * cfg.final.epochs + refit.overhead)
     split_end, refit_end = refit.ends(now + refit.overhead + 90, fitted_default)  # 2 trainings, then 1 refit
     assert split_end == pytest.approx(now + 60, abs=0.5) and refit_end == pytest.approx(now + 90, abs=0.5)
-    five = FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["final.refit=all"]))  # 6 trainings, 5 refits
-    split_end, _ = five.ends(now + five.overhead + 110, fitted_default)
-    assert split_end == pytest.approx(now + 60, abs=0.5)
+    five = FinalPlan.of(load_config("configs/mlp_tabular.yaml", ["final.refit=all"]))  # 7 trainings (gbm), 5 refits
+    split_end, _ = five.ends(now + five.overhead + 120, fitted_default)
+    assert split_end == pytest.approx(now + 70, abs=0.5)
 
 
 def test_the_search_stops_in_time_to_leave_the_final_stage_its_share():

@@ -12,7 +12,7 @@ from tests.helpers import REPO
 
 def test_shipped_configs_validate_with_the_family_space():
     configs = {name: load_config(path) for name, path in shipped_configs().items()}
-    assert set(configs) == {"lstm_baseline", "transformer_baseline", "mlp_tabular"}
+    assert set(configs) == {"lstm_baseline", "transformer_baseline", "mlp_tabular", "gbm_tabular"}
     lstm = configs["lstm_baseline"]
     space = lstm.search.space
     assert space["hidden_size"] == IntParam(type="int", low=64, high=256, step=64)
@@ -58,11 +58,16 @@ def test_overrides_are_yaml_scalars_and_paths_resolve_against_the_working_direct
 def test_the_season_and_the_baselines_each_family_gets():
     lstm = load_config(REPO / "configs" / "lstm_baseline.yaml")
     assert lstm.data.season == "auto"
-    assert lstm.final.baselines == ["default_config", "naive", "seasonal_naive"]  # series: also seasonal naive
+    # series: also seasonal naive; every network: also a default LightGBM
+    assert lstm.final.baselines == ["default_config", "naive", "seasonal_naive", "gbm"]
     assert load_config(REPO / "configs" / "lstm_baseline.yaml", ["data.season=12"]).data.season == 12
     listed = load_config(REPO / "configs" / "lstm_baseline.yaml", ["final.baselines=[naive]"])
     assert listed.final.baselines == ["naive"]  # a list given is the list run
-    assert load_config(REPO / "configs" / "mlp_tabular.yaml").final.baselines == ["default_config", "naive"]
+    assert load_config(REPO / "configs" / "mlp_tabular.yaml").final.baselines == ["default_config", "naive", "gbm"]
+    # the gbm family's default config is a default LightGBM; on a series it gets the seasonal-naive forecast too
+    assert load_config(REPO / "configs" / "gbm_tabular.yaml").final.baselines == ["default_config", "naive"]
+    on_series = load_config(REPO / "configs" / "lstm_baseline.yaml", ["model.family=gbm", "search.space=null"])
+    assert on_series.final.baselines == ["default_config", "naive", "seasonal_naive"]
     with pytest.raises(ConfigError, match=r"final\.baselines: seasonal_naive forecasts a series; the tabular family"):
         load_config(REPO / "configs" / "mlp_tabular.yaml", ["final.baselines=[seasonal_naive]"])
 

@@ -33,7 +33,7 @@ def test_serve_builds_a_scheduled_deployment_per_shipped_config():
     built = pipeline_deployments(config_files(None))
     deployments = {d.name: d for d in built if d.flow_name == "automl-pipeline"}
     scoring = {d.name: d for d in built if d.flow_name == "automl-score"}
-    assert set(deployments) == set(scoring) == {"lstm_baseline", "transformer_baseline", "mlp_tabular"}
+    assert set(deployments) == set(scoring) == {"lstm_baseline", "transformer_baseline", "mlp_tabular", "gbm_tabular"}
     for name, deployment in deployments.items():
         assert deployment.parameters == {"config": name}
         assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
@@ -47,7 +47,7 @@ def test_serve_builds_a_scheduled_deployment_per_shipped_config():
     from flows.pipeline import automl_pipeline
 
     schema = parameter_schema(automl_pipeline).model_dump()["properties"]
-    assert schema["config"]["enum"] == ["lstm_baseline", "mlp_tabular", "transformer_baseline"]
+    assert schema["config"]["enum"] == ["gbm_tabular", "lstm_baseline", "mlp_tabular", "transformer_baseline"]
     assert {"n_trials", "timeout", "backend", "fidelity", "warm_start_enabled", "seed", "overrides"} <= set(schema)
 
 

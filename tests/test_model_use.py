@@ -38,6 +38,11 @@ TINY_TRANSFORMER_SPACE = {
     "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
     "batch_size": {"type": "categorical", "choices": [32]},
 }
+TINY_GBM_SPACE = {
+    "learning_rate": {"type": "float", "low": 0.05, "high": 0.3, "log": True},
+    "num_leaves": {"type": "int", "low": 4, "high": 16},
+    "min_child_samples": {"type": "int", "low": 3, "high": 10},
+}
 TINY_MLP_SPACE = {
     "hidden_size": {"type": "int", "low": 16, "high": 32, "step": 16},
     "num_layers": {"type": "int", "low": 1, "high": 2},
@@ -50,8 +55,9 @@ TINY_MLP_SPACE = {
 
 @pytest.fixture(scope="module")
 def champions(prefect_api, tmp_path_factory):
-    """Three tiny pipelines (LSTM and Transformer on a series with a covariate and gaps, MLP on the penguins with
-    missing values and categories) in one state folder, the LSTM twice (two versions of one model)."""
+    """Five tiny pipelines (LSTM, Transformer and gbm on a series with a covariate and gaps, MLP and gbm on the
+    penguins with missing values and categories) in one state folder, the LSTM twice (two versions of one model).
+    The series gbm searches on rungs with continuation, as the default configs do."""
     from flows.pipeline import automl_pipeline
 
     work = tmp_path_factory.mktemp("champions")
@@ -78,6 +84,24 @@ def champions(prefect_api, tmp_path_factory):
             model={"family": "mlp"},
             data={"path": str(REPO / "configs" / "data" / "penguins.csv"), "target": "species", "time_column": None},
             **{**quick, "search": {**quick["search"], "space": TINY_MLP_SPACE}},
+        ),
+        "gbm": write_config(
+            work,
+            REPO / "configs" / "data" / "penguins.csv",
+            name="tiny_gbm_penguins",
+            model={"family": "gbm"},
+            data={"path": str(REPO / "configs" / "data" / "penguins.csv"), "target": "species", "time_column": None},
+            **{**quick, "search": {**quick["search"], "space": TINY_GBM_SPACE}},
+        ),
+        "gbm_series": write_config(
+            work,
+            series,
+            name="tiny_gbm_series",
+            model={"family": "gbm"},
+            **{
+                **quick,
+                "search": {"n_trials": 4, "epochs": 2, "fidelity": "successive_halving", "space": TINY_GBM_SPACE},
+            },
         ),
     }
     state = work / "state"
@@ -175,10 +199,10 @@ def test_the_champion_reproduces_the_logged_test_predictions_in_a_fresh_process(
         name = summary.registered_model.name
         champion = client.get_model_version_by_alias(name, "champion")  # its run: the final_train stage that made it
         final = client.get_run(champion.run_id)
-        if family == "mlp":
+        if family in ("mlp", "gbm"):
             prep = _stage_run(champions, summary, "data_prep")
             rows = mlflow.artifacts.download_artifacts(
-                f"runs:/{prep.info.run_id}/splits/test.parquet", dst_path=str(champions["work"] / "mlp-test")
+                f"runs:/{prep.info.run_id}/splits/test.parquet", dst_path=str(champions["work"] / f"{family}-test")
             )
             kind = "tabular"
         else:
@@ -213,7 +237,8 @@ def test_the_champion_reproduces_the_logged_test_predictions_in_a_fresh_process(
         assert outcome["same_rows"], family  # the same times (series) or labels (tables)
         for metric, value in outcome["metrics"].items():
             assert value == pytest.approx(logged[metric], rel=1e-5, abs=1e-7), (family, metric)
-        assert outcome["torch"] in {"LSTMRegressor", "TransformerRegressor", "MLP", "Ensemble"}  # one module either way
+        # one module either way (a gbm's trees are a module too)
+        assert outcome["torch"] in {"LSTMRegressor", "TransformerRegressor", "MLP", "GbmModel", "Ensemble"}, family
     assert checked["lstm"]["inputs"] == checked["lstm"]["example"] == ["week", "sales", "temperature"]
     assert (
         checked["mlp"]["inputs"]

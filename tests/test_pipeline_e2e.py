@@ -50,7 +50,7 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     assert set(summary.stage_seconds) == set(STAGES) and summary.total_seconds > 0
     assert summary.warm_start == WarmStartSummary(enqueued=0, source_run_ids=[])
     assert set(summary.test_metrics) == {"rmse", "mae", "mse"}
-    assert set(summary.baseline_metrics) == {"default_config", "naive", "seasonal_naive"}  # a series family's
+    assert set(summary.baseline_metrics) == {"default_config", "naive", "seasonal_naive", "gbm"}  # a series network's
     assert summary.test_metrics["rmse"] == pytest.approx(summary.test_metrics["mse"] ** 0.5)
 
     mlflow.set_tracking_uri(summary.mlflow_tracking_uri)
