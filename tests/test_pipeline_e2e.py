@@ -135,10 +135,13 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     assert {r.data.tags["automl.final_training"] for r in trainings} == {
         "tuned",
         "default_config",
+        "gbm",  # the default-LightGBM baseline: trained and tested, never part of the model
         *(f"member_{n}" for n in others),
     }
     assert all("checkpoint.pt" in {f.path for f in client.list_artifacts(r.info.run_id)} for r in trainings)
-    assert set(ensemble.candidates) == {r.data.tags["automl.final_training"] for r in trainings}
+    assert set(ensemble.candidates) == {r.data.tags["automl.final_training"] for r in trainings} - {"gbm"}
+    gbm_rmse = summary.baseline_metrics["gbm"]["rmse"]
+    assert final_metrics["baseline_gbm_rmse"] == pytest.approx(gbm_rmse) and 0 < gbm_rmse < 100
     assert sum(ensemble.weights.values()) == pytest.approx(1.0) and set(ensemble.weights) <= set(ensemble.candidates)
     assert ensemble.single_val_loss == pytest.approx(single, rel=1e-4)
     assert ensemble.val_loss <= min(ensemble.candidates.values()) + 1e-12  # it starts from the best single model
