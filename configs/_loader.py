@@ -218,7 +218,7 @@ def _check_against_family(cfg: PipelineConfig) -> None:
     elif SERIES_BASELINE in cfg.final.baselines:
         raise ValueError(
             f"final.baselines: {SERIES_BASELINE} forecasts a series; the tabular family {family.name!r} "
-            "takes default_config, naive and gbm"
+            f"takes default_config{'' if family.trains_itself else ', gbm'} and naive"
         )
     if family.name == GBM_BASELINE and GBM_BASELINE in cfg.final.baselines:
         raise ValueError(

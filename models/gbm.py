@@ -67,8 +67,8 @@ class GbmModel(nn.Module):
         if not self.boosters:
             return np.zeros((len(x), self.n_outputs), dtype=np.float32) + base
         if self.classifies:
-            return self.boosters[0].predict(flat, raw_score=True).reshape(len(x), -1)
-        return np.stack([b.predict(flat, raw_score=True) for b in self.boosters], 1) + base
+            return self.boosters[0].predict(flat, raw_score=True, num_threads=_threads()).reshape(len(x), -1)
+        return np.stack([b.predict(flat, raw_score=True, num_threads=_threads()) for b in self.boosters], 1) + base
 
     def _base(self, x: np.ndarray) -> np.ndarray:
         """What the trees' outputs add to: each window's last observed target for series, else nothing."""
@@ -80,8 +80,8 @@ class GbmModel(nn.Module):
 
     @property
     def trees(self) -> int:
-        """Boosting rounds of the model (of its first booster)."""
-        return self.boosters[0].current_iteration() if self.boosters else 0
+        """Boosting rounds of the model: its largest booster's (each output's booster keeps its own best round)."""
+        return max((b.current_iteration() for b in self.boosters), default=0)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"boosters": [b.model_to_string() for b in self.boosters]}
@@ -101,13 +101,15 @@ class GbmModel(nn.Module):
         validate_first: bool = False,
         restore_best: bool = True,
     ) -> Any:
-        """Boost ``settings.epochs`` x ``TREES_PER_EPOCH`` rounds on ``train`` (``settings.rounds`` exactly, when
-        set: a refit), validating after each epoch's rounds with the trainer's loss; stop after ``settings.patience``
-        epochs (``EARLY_STOPPING_EPOCHS`` when None) without a better validation loss, and keep the trees of the best
-        epoch. A model that has trees (``validate_first``) continues from them, adding trees on ``train``'s rows; its
-        trees stand unless an epoch beats them. ``should_stop``, ``time_limit`` and ``stop_after`` as in
-        ``models.trainer.fit``. Returns a ``FitResult`` (``best_epoch`` counts the epochs of this call; -1: the
-        trees it started with)."""
+        """Boost up to ``settings.epochs`` x ``TREES_PER_EPOCH`` rounds on ``train`` (``settings.rounds`` exactly,
+        when set: a refit). Each booster (one per output; one for classification) is validated after every round
+        with LightGBM's own running scores of ``val`` (its metric is the trainer's loss) and keeps the round it
+        validated best at; it stops after ``settings.patience`` epochs' rounds (``EARLY_STOPPING_EPOCHS`` when None)
+        without a better one. A model that has trees (``validate_first``) continues from them, adding trees on
+        ``train``'s rows; its trees stand unless a round beats them. ``should_stop`` and ``time_limit`` are asked
+        every round, ``stop_after`` too once one round is done. The curves hold one value per epoch of rounds (the
+        last partial one included); ``best_epoch`` is the epoch of this call where the kept trees end (-1: the trees
+        it started with); ``best_val_loss`` is the trainer's loss of the kept trees."""
         import lightgbm as lgb
 
         from models.trainer import LOSSES, FitResult, TimeLimitExceeded, TrainingStopped
@@ -115,73 +117,108 @@ class GbmModel(nn.Module):
         started = time.perf_counter()
         result = FitResult(model=self)
         criterion = LOSSES[settings.loss]()
-        x_train, y_train = train[0].reshape(len(train[0]), -1), np.asarray(train[1])
-        x_val, y_val = val[0], np.asarray(val[1])  # outputs() flattens, after reading the windows' last values
         classify = settings.loss == "cross_entropy"
-        if classify:
-            targets = [y_train]
-        else:
-            change = y_train.reshape(len(y_train), -1) - self._base(train[0])
-            targets = [np.ascontiguousarray(change[:, k]) for k in range(self.n_outputs)]
-        lgb_params = self._lgb_params(settings)
+        x_train, x_val = train[0].reshape(len(train[0]), -1), val[0].reshape(len(val[0]), -1)
+        fit_targets, val_targets = self._targets(train, classify), self._targets(val, classify)
 
         def loss_of() -> float:
-            out = torch.as_tensor(self.outputs(x_val), dtype=torch.float32)
-            target = torch.as_tensor(y_val, dtype=torch.long if classify else torch.float32)
+            out = torch.as_tensor(self.outputs(val[0]), dtype=torch.float32)
+            target = torch.as_tensor(np.asarray(val[1]), dtype=torch.long if classify else torch.float32)
             return float(criterion(out if classify else out.reshape(target.shape), target))
 
         continued = validate_first and self.trees > 0
-        best_rounds = [b.current_iteration() for b in self.boosters] if continued else []  # its trees, until beaten
         if continued:
             result.start_val_loss = result.best_val_loss = loss_of()
+            best = self._losses(val, val_targets, criterion, classify)  # each booster's, of the trees it starts with
+            best_rounds = [b.current_iteration() for b in self.boosters]
+        else:
+            best, best_rounds = [math.inf] * len(fit_targets), [0] * len(fit_targets)
+        lgb_params = self._lgb_params(settings)
         trainers = []
-        for k, target in enumerate(targets):
+        for k, (target, val_target) in enumerate(zip(fit_targets, val_targets, strict=True)):
             data = lgb.Dataset(x_train, target, params={"verbosity": -1}, free_raw_data=False)
-            if continued:  # more trees on this call's rows, over the ones the model has
+            valid = data.create_valid(x_val, val_target)
+            if continued:  # more trees on this call's rows over the model's; lgb.train boosts the first round
                 start = self.boosters[k]
-                trainers.append(lgb.train(lgb_params, data, 1, init_model=start, keep_training_booster=True))
+                trainers.append(
+                    lgb.train(lgb_params, data, 1, init_model=start, valid_sets=[valid], keep_training_booster=True)
+                )
             else:
-                trainers.append(lgb.Booster(lgb_params, data))
+                booster = lgb.Booster(lgb_params, data)
+                booster.add_valid(valid, "val")
+                trainers.append(booster)
         self.boosters = trainers
-        done = [False] * len(trainers)
-        patience = settings.patience if settings.patience is not None else EARLY_STOPPING_EPOCHS
-        total_rounds = settings.rounds if settings.rounds is not None else settings.epochs * TREES_PER_EPOCH
-        since_best = 0
-        for epoch in range(math.ceil(total_rounds / TREES_PER_EPOCH)):
-            for _ in range(min(TREES_PER_EPOCH, total_rounds - epoch * TREES_PER_EPOCH)):
-                if settings.time_limit is not None and time.perf_counter() - started > settings.time_limit:
-                    raise TimeLimitExceeded(f"trial_timeout of {settings.time_limit:g}s exceeded in epoch {epoch + 1}")
-                if should_stop is not None and should_stop():
-                    raise TrainingStopped(f"stopped in epoch {epoch + 1}")
-                for k, booster in enumerate(self.boosters):
-                    if not done[k]:
-                        done[k] = booster.update()  # True: no split gains any more
-            val_loss = loss_of()
-            result.train_loss.append(_train_loss(self.boosters))
-            result.val_loss.append(val_loss)
-            if on_epoch is not None:
-                on_epoch(epoch, result.train_loss[-1], val_loss)
-            if not math.isfinite(val_loss):
-                result.best_val_loss = math.nan
+        total = settings.rounds if settings.rounds is not None else settings.epochs * TREES_PER_EPOCH
+        patience = TREES_PER_EPOCH * (settings.patience if settings.patience is not None else EARLY_STOPPING_EPOCHS)
+        active, since = [True] * len(trainers), [0] * len(trainers)
+        best_round_of_call = -1
+        for round_ in range(total):
+            if settings.time_limit is not None and time.perf_counter() - started > settings.time_limit:
+                raise TimeLimitExceeded(f"trial_timeout of {settings.time_limit:g}s exceeded in round {round_ + 1}")
+            if should_stop is not None and should_stop():
+                raise TrainingStopped(f"stopped in round {round_ + 1} of {total}")
+            for k, booster in enumerate(self.boosters):
+                if not active[k]:
+                    continue
+                finished = booster.update() if round_ > 0 or not continued else False  # True: no split gains
+                value = float(booster.eval_valid()[0][2])
+                if value < best[k]:
+                    best[k], best_rounds[k], since[k], best_round_of_call = (
+                        value,
+                        booster.current_iteration(),
+                        0,
+                        round_,
+                    )
+                else:
+                    since[k] += 1
+                if finished or not math.isfinite(value) or (restore_best and since[k] >= patience):
+                    active[k] = False
+            epoch_end = (round_ + 1) % TREES_PER_EPOCH == 0 or round_ + 1 == total or not any(active)
+            late = settings.stop_after is not None and time.perf_counter() - started > settings.stop_after
+            if epoch_end or late:
+                self._record_epoch(result, on_epoch)
+            if not any(active):
+                result.stopped_early = restore_best and any(n >= patience for n in since)
                 break
-            if not val_loss >= result.best_val_loss:  # lower, or the first epoch of a model with no trees yet
-                result.best_val_loss, result.best_epoch, since_best = val_loss, epoch, 0
-                best_rounds = [b.current_iteration() for b in self.boosters]
-            else:
-                since_best += 1
-                if restore_best and since_best >= patience:
-                    result.stopped_early = True
-                    break
-            if all(done):
-                break
-            if settings.stop_after is not None and time.perf_counter() - started > settings.stop_after:
+            if late:
                 result.out_of_time = True
                 break
-        keep = best_rounds if restore_best and best_rounds else [None] * len(self.boosters)
-        kept = zip(self.boosters, keep, strict=True)
-        self.boosters = [lgb.Booster(model_str=b.model_to_string(num_iteration=n)) for b, n in kept]
+        keep = best_rounds if restore_best else [b.current_iteration() for b in self.boosters]
+        self.boosters = [
+            lgb.Booster(model_str=b.model_to_string(num_iteration=max(n, 1)))
+            for b, n in zip(self.boosters, keep, strict=True)
+        ]
+        result.best_val_loss = loss_of()
+        if not all(math.isfinite(v) for v in result.val_loss):
+            result.best_val_loss = math.nan
+        result.best_epoch = -1 if best_round_of_call < 0 else best_round_of_call // TREES_PER_EPOCH
         result.seconds = time.perf_counter() - started
         return result
+
+    def _targets(self, split: tuple[np.ndarray, np.ndarray], classify: bool) -> list[np.ndarray]:
+        """What each booster fits on ``split``: the labels (classification), else each output's change from the
+        window's last observed target (series) or its value (tables)."""
+        if classify:
+            return [np.asarray(split[1])]
+        change = np.asarray(split[1]).reshape(len(split[1]), -1) - self._base(split[0])
+        return [np.ascontiguousarray(change[:, k]) for k in range(self.n_outputs)]
+
+    def _losses(self, split, targets: list[np.ndarray], criterion: nn.Module, classify: bool) -> list[float]:
+        """Each booster's loss on ``split`` (the trainer's loss of its own output)."""
+        out = self.outputs(split[0]) - (0 if classify else self._base(split[0]))
+        if classify:
+            return [float(criterion(torch.as_tensor(out, dtype=torch.float32), torch.as_tensor(targets[0])))]
+        return [
+            float(criterion(torch.as_tensor(out[:, k], dtype=torch.float32), torch.as_tensor(t, dtype=torch.float32)))
+            for k, t in enumerate(targets)
+        ]
+
+    def _record_epoch(self, result: Any, on_epoch: Callable[[int, float, float], None] | None) -> None:
+        """One point of the curves: the mean over boosters of LightGBM's running training and validation scores."""
+        result.train_loss.append(float(np.mean([b.eval_train()[0][2] for b in self.boosters])))
+        result.val_loss.append(float(np.mean([b.eval_valid()[0][2] for b in self.boosters])))
+        if on_epoch is not None:
+            on_epoch(len(result.val_loss) - 1, result.train_loss[-1], result.val_loss[-1])
 
     def _lgb_params(self, settings: Any) -> dict[str, Any]:
         params = {lgb_name: self.params[name] for name, lgb_name in _LGB_PARAMS.items() if name in self.params}
@@ -192,7 +229,7 @@ class GbmModel(nn.Module):
             seed=settings.seed,
             deterministic=True,
             force_row_wise=True,
-            num_threads=torch.get_num_threads(),
+            num_threads=_threads(),
             verbosity=-1,
         )
         params["metric"] = _METRICS[settings.loss]
@@ -203,11 +240,9 @@ class GbmModel(nn.Module):
         return params
 
 
-def _train_loss(boosters: list[Any]) -> float:
-    """The training loss of the trees so far, from LightGBM's own scores of the training rows (its metric is the
-    trainer's loss: l2 is the mean squared error, multi_logloss the cross-entropy), averaged over the outputs."""
-    values = [value for b in boosters for _, _, value, _ in b.eval_train()]
-    return float(np.mean(values)) if values else math.nan
+def _threads() -> int:
+    """LightGBM's threads: torch's setting (the search sets it per worker), so trees and networks share one limit."""
+    return torch.get_num_threads()
 
 
 def build(shape: ModelShape, params: Mapping[str, Any]) -> GbmModel:

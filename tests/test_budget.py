@@ -57,7 +57,8 @@ def test_the_search_reserve_and_the_final_split_follow_one_plan():
     assert plan.epochs == cfg.final.epochs and plan.trains_tuned and plan.default_baseline and plan.members == 4
     fitted_default = {**plan.default_config, "weight_decay": 1e-6}
     assert plan.trainings(fitted_default) == (TUNED, *[MEMBER] * 4, DEFAULT_CONFIG, GBM)
-    assert plan.trainings(dict(plan.default_config)) == (TUNED, *[MEMBER] * 4, GBM)  # exactly the default: its own baseline
+    # exactly the default config: its own baseline
+    assert plan.trainings(dict(plan.default_config)) == (TUNED, *[MEMBER] * 4, GBM)
     # each training gets an equal share of what is left when it starts
     now = time.time()
     assert plan.training_seconds(4, now + 100) == pytest.approx(25, abs=0.5)

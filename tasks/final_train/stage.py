@@ -56,6 +56,7 @@ from tasks.tracking.catalog import (
     ENSEMBLE_VAL_LOSS_METRIC,
     EPOCHS_PARAM,
     EPOCHS_RUN_METRIC,
+    GBM_BEATS_MODEL_TAG,
     INIT_PARAM,
     LOGGED_MODEL,
     PATIENCE_PARAM,
@@ -128,6 +129,7 @@ def final_train(
         trainer = StageTrainer(job, prepared, pipeline.experiment_id, run.info.run_id)
         trained = _train(trainer, best_params, start_from, tested_as_is, candidates or [], split_end)
         choice = _choose(job, prepared, trained)
+        _compare_with_gbm(trained, choice)
         y_true = test_targets(prepared)
         predictions = _test_predictions(job, prepared, trained, choice)
         scores = {name: score(prepared.task, y_true, pred) for name, pred in predictions.items()}
@@ -252,6 +254,24 @@ def _choose(job: FinalTrainJob, prepared: PreparedData, trained: _Trainings) -> 
     )
     logger.info("final training: %s", note)
     return _Choice(ENSEMBLE, note, single, ensemble, module, members)
+
+
+def _compare_with_gbm(trained: _Trainings, choice: _Choice) -> None:
+    """Say so (a line and a tag) when the default LightGBM validated better than the model that goes on: a baseline
+    is never registered, but a user should know the network was not worth it here."""
+    if trained.gbm is None:
+        return
+    model_loss, gbm_loss = _registered_val_loss(choice), trained.gbm.fit.best_val_loss
+    better = math.isfinite(gbm_loss) and not gbm_loss >= model_loss
+    mlflow.set_tag(GBM_BEATS_MODEL_TAG, str(better).lower())
+    if better:
+        logger.warning(
+            "final training: the default LightGBM validated better (%.5g) than the %s model (%.5g); "
+            "consider model.family: gbm",
+            gbm_loss,
+            training_label(choice.chosen),
+            model_loss,
+        )
 
 
 def _test_predictions(
