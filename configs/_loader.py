@@ -168,11 +168,16 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _with_default_space(raw: dict[str, Any]) -> dict[str, Any]:
-    """Write the family's default search space into the config when it gives none, so the config says all."""
-    from models import FAMILIES
+    """Write the family's default search space into the config when it gives none (under ``model.family: auto``
+    the families it searches, when ``search.families`` is not given), so the config says all."""
+    from models import AUTO, FAMILIES, data_kind, families_for
 
     family = (raw.get("model") or {}).get("family") if isinstance(raw.get("model"), dict) else None
     search = raw.setdefault("search", {}) if isinstance(raw.get("search", {}), dict) else None
+    if search is not None and family == AUTO and search.get("families") is None:
+        data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+        time_column = data.get("time_column") if isinstance(data.get("time_column"), str) else None
+        search["families"] = families_for(data_kind(AUTO, time_column))
     if search is not None and family in FAMILIES and search.get("space") is None:
         fixed = (raw["model"].get("params") or {}) if isinstance(raw["model"].get("params"), dict) else {}
         search["space"] = {
@@ -182,13 +187,79 @@ def _with_default_space(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_against_family(cfg: PipelineConfig) -> None:
+    from models import AUTO, FAMILIES, data_kind
+
+    if cfg.model.family == AUTO:
+        _check_auto(cfg)
+    else:
+        _check_one_family(cfg)
+    _check_kind_of_data(cfg, data_kind(cfg.model.family, cfg.data.time_column))
+    family = FAMILIES.get(cfg.model.family)
+    if family is not None and family.name == GBM_BASELINE and GBM_BASELINE in cfg.final.baselines:
+        raise ValueError(
+            f"final.baselines: {GBM_BASELINE} (a default LightGBM) is the gbm family's default config; "
+            "list default_config"
+        )
+    _check_strategy(cfg, cfg.search.space or {})
+    if cfg.schedule.score_cron and cfg.score.data is None:
+        raise ValueError("schedule.score_cron: a scoring schedule needs score.data, the file to score")
+    if cfg.data.task == "classification" and cfg.training.loss not in ("auto", "cross_entropy"):
+        raise ValueError(f"training.loss: {cfg.training.loss!r} is a regression loss; use cross_entropy or auto")
+    if cfg.data.task == "regression" and cfg.training.loss == "cross_entropy":
+        raise ValueError("training.loss: cross_entropy needs data.task: classification")
+
+
+def _check_auto(cfg: PipelineConfig) -> None:
+    """``model.family: auto``: the families it searches exist and fit the data; each searches its own default space
+    (so no ``search.space`` or ``model.params``), with a sampler that walks a conditional space."""
+    from models import AUTO, FAMILIES, data_kind, families_for
+
+    kind = data_kind(AUTO, cfg.data.time_column)
+    fitting = families_for(kind)
+    if cfg.model.params:
+        raise ValueError(
+            "model.params: model.family auto searches each family's own parameters; fix parameters with one family"
+        )
+    if cfg.search.space:
+        raise ValueError(
+            "search.space: model.family auto searches each family's default space; give a space with one family"
+        )
+    families = cfg.search.families or []
+    if not families:
+        raise ValueError(f"search.families: empty; name at least one of {', '.join(fitting)}")
+    for name in families:
+        if name not in FAMILIES:
+            raise ValueError(f"search.families: unknown model family {name!r}; choose from {', '.join(fitting)}")
+        if name not in fitting:
+            what = "a series (data.time_column is set)" if kind == "series" else "a table (no data.time_column)"
+            raise ValueError(f"search.families: {name!r} does not fit {what}; choose from {', '.join(fitting)}")
+        if families.count(name) > 1:
+            raise ValueError(f"search.families: {name!r} is listed twice")
+    search = cfg.search
+    if search.strategy == "pbt":
+        raise ValueError("search.strategy: pbt trains one family's population; model.family auto searches several")
+    if search.lr_range == "auto":
+        raise ValueError("search.lr_range: the range test narrows one network's lr; model.family auto has several")
+    conditional = {"optuna": ("tpe", "random"), "hyperopt": ("tpe", "random", "anneal")}[search.backend]
+    if search.sampler not in conditional:
+        raise ValueError(
+            f"search.sampler: {search.sampler} samples one fixed space; model.family auto's depends on the family "
+            f"(use {' or '.join(conditional)})"
+        )
+
+
+def _check_one_family(cfg: PipelineConfig) -> None:
+    """One family: its fixed params and searched space are its own parameters, within its limits."""
     from models import FAMILIES
 
     family = FAMILIES.get(cfg.model.family)
     if family is None:
         raise ValueError(
-            f"model.family: unknown model family {cfg.model.family!r}; choose one of {', '.join(sorted(FAMILIES))}"
+            f"model.family: unknown model family {cfg.model.family!r}; choose one of auto, "
+            f"{', '.join(sorted(FAMILIES))}"
         )
+    if cfg.search.families is not None:
+        raise ValueError(f"search.families: applies to model.family auto (this config's family is {family.name})")
     known = set(family.defaults)
     for name, value in cfg.model.params.items():
         if name not in known:
@@ -209,41 +280,34 @@ def _check_against_family(cfg: PipelineConfig) -> None:
                 raise ValueError(
                     f"search.space.{name}: the grid sampler needs discrete parameters; give this float a step"
                 )
-    kind = family.data_kind(cfg.data.time_column)
+
+
+def _check_kind_of_data(cfg: PipelineConfig, kind: str) -> None:
+    """What the kind of data (series or table) allows: a time column and regression for a series, the naive
+    forecasts and fold kinds of its kind."""
+    name = cfg.model.family
     if kind == "series":
         if cfg.data.time_column is None:
-            raise ValueError(f"data.time_column: required for the time-series family {family.name!r}")
+            raise ValueError(f"data.time_column: required for the time-series family {name!r}")
         if cfg.data.task == "classification":
-            raise ValueError(f"data.task: {family.name!r} forecasts values; use regression or auto")
+            raise ValueError(f"data.task: {name!r} forecasts values; use regression or auto")
     elif SERIES_BASELINE in cfg.final.baselines:
         raise ValueError(
-            f"final.baselines: {SERIES_BASELINE} forecasts a series; the tabular family {family.name!r} "
-            f"takes default_config{'' if family.trains_itself else ', gbm'} and naive"
-        )
-    if family.name == GBM_BASELINE and GBM_BASELINE in cfg.final.baselines:
-        raise ValueError(
-            f"final.baselines: {GBM_BASELINE} (a default LightGBM) is the gbm family's default config; "
-            "list default_config"
+            f"final.baselines: {SERIES_BASELINE} forecasts a series; the tabular family {name!r} "
+            f"takes default_config{'' if name == GBM_BASELINE else ', gbm'} and naive"
         )
     cv = cfg.search.cv
     series_kinds, tabular_kinds = ("rolling_origin", "expanding"), ("kfold", "stratified")
     if cv.kind in (tabular_kinds if kind == "series" else series_kinds):
         allowed = series_kinds if kind == "series" else tabular_kinds
         raise ValueError(
-            f"search.cv.kind: {cv.kind!r} does not apply to the {kind} family {family.name!r}; "
+            f"search.cv.kind: {cv.kind!r} does not apply to the {kind} family {name!r}; "
             f"use auto, {' or '.join(allowed)}"
         )
     if cv.gap and kind != "series":
         raise ValueError("search.cv.gap: only series folds have a gap (time steps between training and validation)")
     if cfg.data.task == "regression" and cv.kind == "stratified":
         raise ValueError("search.cv.kind: stratified keeps class shares; data.task is regression, use kfold or auto")
-    _check_strategy(cfg, space)
-    if cfg.schedule.score_cron and cfg.score.data is None:
-        raise ValueError("schedule.score_cron: a scoring schedule needs score.data, the file to score")
-    if cfg.data.task == "classification" and cfg.training.loss not in ("auto", "cross_entropy"):
-        raise ValueError(f"training.loss: {cfg.training.loss!r} is a regression loss; use cross_entropy or auto")
-    if cfg.data.task == "regression" and cfg.training.loss == "cross_entropy":
-        raise ValueError("training.loss: cross_entropy needs data.task: classification")
 
 
 def _check_strategy(cfg: PipelineConfig, space: Mapping[str, Any]) -> None:
@@ -252,7 +316,9 @@ def _check_strategy(cfg: PipelineConfig, space: Mapping[str, Any]) -> None:
     from models import FAMILIES, MUTABLE_PARAMS
 
     search = cfg.search
-    family = FAMILIES[cfg.model.family]
+    family = FAMILIES.get(cfg.model.family)  # None under auto (refused with pbt and lr_range by _check_auto)
+    if family is None:
+        return
     if family.trains_itself and search.strategy == "pbt":
         raise ValueError(
             f"search.strategy: pbt perturbs a network's learning rate, dropout or batch size while it trains; "

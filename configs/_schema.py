@@ -193,8 +193,10 @@ class ModelConfig(_Strict):
             >>> ModelConfig(family="mlp", params={"hidden_size": 32}).default_config()["hidden_size"]
             32
         """
-        from models import get_family  # the family registry is plain data: no torch
+        from models import AUTO, get_family  # the family registry is plain data: no torch
 
+        if self.family == AUTO:
+            raise ValueError("model.family auto has one default config per family (tasks.space.default_config)")
         return {**get_family(self.family).defaults, **self.params}
 
 
@@ -280,6 +282,8 @@ class SearchConfig(_Strict):
     cluster_address: str | None = None
     trial_timeout: float | None = Field(None, gt=0)
     space: dict[str, ParamSpec] | None = None
+    # model.family auto: the families searched (each with its default space); null: every family that fits the data
+    families: list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -447,14 +451,14 @@ class PipelineConfig(_Strict):
         final, family = data.get("final", {}), data["model"].get("family")
         if not isinstance(final, dict) or "baselines" in final or not isinstance(family, str):
             return data
-        from models import FAMILIES  # the family registry is plain data: no torch
+        from models import AUTO, FAMILIES, data_kind  # the family registry is plain data: no torch
 
-        if family not in FAMILIES:
+        if family not in FAMILIES and family != AUTO:
             return data  # an unknown family is refused after validation, naming the known ones
         data_cfg = data.get("data") if isinstance(data.get("data"), dict) else {}
         time_column = data_cfg.get("time_column") if isinstance(data_cfg.get("time_column"), str) else None
         baselines = list(FinalConfig.model_fields["baselines"].default)
-        if FAMILIES[family].data_kind(time_column) == "series":
+        if data_kind(family, time_column) == "series":
             baselines.append(SERIES_BASELINE)
         if family != GBM_BASELINE:
             baselines.append(GBM_BASELINE)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from models._family import MUTABLE_PARAMS, TRAINING_PARAMS, DataKind, ModelFamily, ModelShape
-from models.registry import FAMILIES, get_family
+from models.registry import AUTO, FAMILIES, data_kind, families_for, get_family
 
 if TYPE_CHECKING:
     import torch
@@ -47,6 +47,7 @@ def build_model(family: ModelFamily, shape: ModelShape, params: Mapping[str, Any
 
 
 __all__ = [
+    "AUTO",
     "FAMILIES",
     "MUTABLE_PARAMS",
     "TRAINING_PARAMS",
@@ -57,6 +58,8 @@ __all__ = [
     "ModelShape",
     "TrainSettings",
     "build_model",
+    "data_kind",
+    "families_for",
     "fit",
     "get_family",
     "loss_for",

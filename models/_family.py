@@ -87,6 +87,9 @@ class ModelFamily:
     tasks: tuple[str, ...] = ("regression",)
     limits: Mapping[str, ParamLimit] = field(default_factory=dict)  # what each parameter can take
     trains_itself: bool = False
+    # Params that count training rows (a leaf's minimum): at a data fraction f they are f of their value, so a
+    # config at a low rung is the same model at a smaller scale, not one that cannot split at all.
+    row_counts: tuple[str, ...] = ()
 
     def data_kind(self, time_column: str | None) -> DataKind:
         """The kind of data this family fits given the config's ``data.time_column``: its own kind, or for a family

@@ -85,6 +85,7 @@ GBM = ModelFamily(
     build=Builder("models.gbm"),
     tasks=("regression", "classification"),
     trains_itself=True,
+    row_counts=("min_child_samples",),
     # LightGBM's own defaults: the default config is a default LightGBM (with early stopping on validation)
     defaults={
         "learning_rate": 0.1,
@@ -117,6 +118,22 @@ GBM = ModelFamily(
 
 
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (LSTM, TRANSFORMER, MLP, GBM)}
+
+AUTO = "auto"  # model.family auto: the search picks the family too (search.families)
+
+
+def families_for(kind: str) -> list[str]:
+    """The families that fit ``kind`` of data (series or tabular), networks first: what ``auto`` searches by
+    default."""
+    return [f.name for f in FAMILIES.values() if f.kind in (kind, "any")]
+
+
+def data_kind(family: str, time_column: str | None) -> str:
+    """The kind of data a config of ``family`` (``auto`` included) trains on: its family's, or for ``auto`` and a
+    family of any kind a series when there is a time column."""
+    if family == AUTO:
+        return "series" if time_column is not None else "tabular"
+    return get_family(family).data_kind(time_column)
 
 
 def get_family(name: str) -> ModelFamily:

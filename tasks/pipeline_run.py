@@ -23,7 +23,7 @@ from tasks.final_train.result import FinalResult
 from tasks.runtime.budget import RunBudget
 from tasks.runtime.state import local_state
 from tasks.search_stage.result import SearchStageResult
-from tasks.space import search_space
+from tasks.space import FAMILY_KEY, search_space, split_family
 from tasks.summary import BudgetSummary, CVSummary, PipelineSummary, WarmStartSummary, render_markdown
 from tasks.tracking.catalog import (
     BACKEND_PARAM,
@@ -161,6 +161,7 @@ def record_summary(
         sampler=cfg.search.sampler,
         fidelity=cfg.search.fidelity,
         model_family=cfg.model.family,
+        family=split_family(final.params, cfg.model.family)[0],
         task_type=prepared.task,
         dataset_fingerprint=prepared.fingerprint,
         trials=search_result.counts,
@@ -190,7 +191,7 @@ def record_summary(
         refit=final.refit,
     )
     markdown = render_markdown(summary)
-    space = search_space(cfg.search.space)
+    space = search_space(cfg.search.space, cfg.search.families)
     client = MlflowClient()
     run_id = pipeline.run_id
     with mlflow.start_run(run_id=run_id):
@@ -251,6 +252,8 @@ def _chosen_config(best_params: dict[str, Any], final: FinalResult) -> dict[str,
     """The search's best params, or the chosen default config's values of the same params."""
     if final.single == TUNED:
         return best_params
+    if FAMILY_KEY in final.params:  # auto: the default config is a whole config of its own family
+        return dict(final.params)
     return {name: final.params[name] for name in best_params if name in final.params}
 
 

@@ -118,7 +118,8 @@ class PipelineSummary:
     backend: str
     sampler: str
     fidelity: str
-    model_family: str
+    model_family: str  # the config's (auto: the search picked the family too)
+    family: str  # the family of the single model that went on (the config's, or the one auto's search picked)
     task_type: str
     dataset_fingerprint: str
     trials: TrialCounts  # this pipeline execution's trials, across resumes
@@ -208,6 +209,7 @@ def render_table(summary: PipelineSummary) -> str:
         f"{trials.complete} complete, {trials.pruned} pruned, {trials.failed} failed; "
         f"{summary.warm_start.enqueued} warm-start configs queued",
         *([f"  {_pbt_line(summary)}"] if summary.pbt is not None else []),
+        *([f"  family: {summary.family} (model.family auto)"] if summary.model_family == "auto" else []),
         f"  best params: {' '.join(f'{k}={_short(v)}' for k, v in summary.best_params.items())}",
         f"  best validation loss: {summary.best_val_loss:.5g}",
         "",

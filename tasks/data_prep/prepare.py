@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from configs import DataError, PipelineConfig, check_environment
-from models import get_family
+from models import AUTO, data_kind, get_family
 from tasks.data_prep.columns import check_finite, require_column, resolve_task
 from tasks.data_prep.folds import check_tabular_folds
 from tasks.data_prep.job import DataKind, DataPlan, DataPrepJob
@@ -67,15 +67,16 @@ DATA_KINDS: dict[str, DataKind] = {"series": SERIES, "tabular": TABULAR}
 def plan_data(frame: pd.DataFrame, job: DataPrepJob) -> DataPlan:
     """Check the table against the config (columns, types, size) and decide task type and features."""
     data = job.data
-    family = get_family(job.family)
-    kind = DATA_KINDS[family.data_kind(data.time_column)]
+    kind = DATA_KINDS[data_kind(job.family, data.time_column)]
+    # auto: every task a table's families take (mlp and gbm both classify); a series is regression either way
+    tasks = ("regression", "classification") if job.family == AUTO else get_family(job.family).tasks
     columns = list(frame.columns)
     require_column(frame, data.target, "data.target", data.path)
     kind.check_columns(frame, data)
     target = frame[data.target]
     if target.isna().all():
         raise DataError(f"data.target: column {data.target!r} has no values (all missing)")
-    task = resolve_task(target, data, family.tasks)
+    task = resolve_task(target, data, tasks)
     excluded = {data.target, data.time_column}
     if data.features is not None:
         for name in data.features:

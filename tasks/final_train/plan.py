@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from configs import PipelineConfig
+from tasks.space import default_configs
 
 TUNED = "tuned"  # the search's best config, trained on
 DEFAULT_CONFIG = "default_config"  # the family's default config, a baseline (final.baselines)
@@ -63,7 +64,7 @@ class FinalPlan:
         trains_tuned = cfg.search.strategy != "pbt"
         return cls(
             epochs=cfg.final.epochs,
-            default_config=cfg.model.default_config(),
+            default_config=default_configs(cfg.model, cfg.search.families)[0],
             trains_tuned=trains_tuned,
             default_baseline=DEFAULT_CONFIG in cfg.final.baselines,
             members=cfg.final.ensemble.top_k - 1 if trains_tuned else 0,

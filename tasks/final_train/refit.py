@@ -18,7 +18,7 @@ from models.gbm import TREES_PER_EPOCH, GbmModel
 from tasks.data_prep.prepared import PreparedData, RefitData
 from tasks.final_train.job import FinalTrainJob
 from tasks.final_train.runs import Trained, train_once
-from tasks.final_train.training import build_config, train_settings
+from tasks.final_train.training import build_config, resolve, train_settings
 
 logger = logging.getLogger("automl")
 
@@ -107,7 +107,7 @@ def _train(
 ) -> tuple[torch.nn.Module, FitResult]:
     """``params`` from scratch on every row for ``epochs`` (``rounds`` of boosting for a tree model; no early
     stopping: its last weights stand)."""
-    full = {**job.model.default_config(), **params}
+    _, full = resolve(job, params)
     model = build_config(job, prepared, params, data.rows.X.shape[-1])
     settings = replace(train_settings(job, prepared, full, epochs, stop_after, patience=None), rounds=rounds)
     X, y = data.rows.X, data.rows.y

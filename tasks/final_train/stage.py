@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from prefect import task
 
-from models import FitResult, loss_for
+from models import AUTO, FitResult, loss_for
 from models.ensemble import Ensemble
 from tasks.data_prep.prepared import PreparedData
 from tasks.data_prep.preprocessing import preprocessing_from_dict
@@ -162,7 +162,7 @@ def final_train(
         )
     fitted = choice.single.fit
     return FinalResult(
-        params={**plan.default_config, **choice.single.params},
+        params=_delivered_params(job, choice.single),
         chosen=choice.chosen,
         chosen_note=choice.note,
         test_metrics=scores[choice.chosen],
@@ -181,6 +181,14 @@ def final_train(
         ensemble=choice.ensemble,
         refit=RefitSummary(refitted.rows, refitted.epochs) if refitted is not None else None,
     )
+
+
+def _delivered_params(job: FinalTrainJob, single: Trained) -> dict[str, Any]:
+    """The whole config of the single model that went on: its params over the default config; under
+    ``model.family: auto`` its own config (its family's; the default config's when it is the default config)."""
+    if job.model.family == AUTO:
+        return dict(single.params or job.plan.default_config)
+    return {**job.plan.default_config, **single.params}
 
 
 def _log_settings(job: FinalTrainJob, best_params: dict[str, Any], start_from: Path | None, tested_as_is: bool):

@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
-from models import FitResult, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
+from models import AUTO, FitResult, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
 from tasks.data_prep.prepared import PreparedData
 from tasks.final_train.job import FinalTrainJob
 from tasks.final_train.plan import DEFAULT_CONFIG, TUNED
+from tasks.space import split_family
 
 logger = logging.getLogger("automl")
 
@@ -32,7 +33,7 @@ def train_config(
     config), training continues from them, and they stand unless an epoch beats them on validation. ``epochs`` 0
     validates ``start_from`` without training. ``family``: another family's defaults under ``params`` (the gbm
     baseline beside a network) instead of the config's."""
-    full = full_config(job, params, family)
+    _, full = resolve(job, params, family)
     model = build_config(job, prepared, params, family=family)
     if start_from is not None:
         model.load_state_dict(torch.load(start_from, map_location="cpu", weights_only=True))
@@ -59,15 +60,21 @@ def build_config(
     """A fresh module of ``params`` (over the family's defaults), seeded, for ``n_features`` inputs (the split's by
     default; the refit's rows may encode more categories); ``family`` as in ``train_config``."""
     shape = ModelShape(n_features or prepared.n_features, prepared.n_outputs, prepared.lookback)
-    return build_model(get_family(family or job.model.family), shape, full_config(job, params, family), job.seed)
+    name, full = resolve(job, params, family)
+    return build_model(get_family(name), shape, full, job.seed)
 
 
-def full_config(job: FinalTrainJob, params: dict[str, Any], family: str | None = None) -> dict[str, Any]:
-    """``params`` over the config's default config (its family's defaults and fixed ``model.params``), or over
-    ``family``'s own defaults when another family trains beside it (a baseline)."""
-    if family is None or family == job.model.family:
-        return {**job.model.default_config(), **params}
-    return {**get_family(family).defaults, **params}
+def resolve(job: FinalTrainJob, params: dict[str, Any], family: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The family a final training trains and its whole config: ``params`` over the config's default config (its
+    family's defaults and fixed ``model.params``); under ``model.family: auto`` over the defaults of the family
+    ``params`` names (none: the plan's default config); over ``family``'s own defaults when another family trains
+    beside the model (a baseline)."""
+    if family is not None and family != job.model.family:
+        return family, {**get_family(family).defaults, **params}
+    if job.model.family == AUTO:
+        name, own = split_family(params or job.plan.default_config, AUTO)
+        return name, {**get_family(name).defaults, **own}
+    return job.model.family, {**job.model.default_config(), **params}
 
 
 def train_settings(

@@ -53,7 +53,7 @@ from tasks.search._scheduler import (
     promotable,
     rung_fractions,
 )
-from tasks.search._space import Dimension, SearchSpace
+from tasks.search._space import ConditionalSpace, Dimension, SearchSpace
 from tasks.search._types import (
     COMPLETE,
     FAILED,
@@ -84,6 +84,7 @@ __all__ = [
     "SCHEDULED_AS_ATTR",
     "SOURCE_ATTR",
     "Checkpoint",
+    "ConditionalSpace",
     "Dimension",
     "Evaluation",
     "Executor",

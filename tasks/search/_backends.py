@@ -27,8 +27,9 @@ def make_optuna_sampler(name: str, seed: int, n_startup: int, space: SearchSpace
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe":
+            # group: multivariate TPE per branch of a conditional space (which params a config has depends on a choice)
             return optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=n_startup, multivariate=True, constant_liar=True
+                seed=seed, n_startup_trials=n_startup, multivariate=True, constant_liar=True, group=space.conditional
             )
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
@@ -49,7 +50,6 @@ class SamplerBackend(ABC):
     def __init__(self, study: optuna.Study, space: SearchSpace):
         self.study = study
         self.space = space
-        self.distributions = space.optuna_distributions()
 
     @abstractmethod
     def ask(self) -> optuna.Trial:
@@ -76,7 +76,7 @@ class OptunaBackend(SamplerBackend):
     name = "optuna"
 
     def ask(self) -> optuna.Trial:
-        return self.study.ask(self.distributions)
+        return self.space.ask(self.study)
 
     @property
     def exhausted(self) -> bool:
@@ -124,7 +124,7 @@ class HyperoptBackend(SamplerBackend):
         self._docs: dict[int, dict[str, Any]] = {}
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
         for frozen in study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)):
-            if set(frozen.params) == set(space.names) and self._fits(frozen.params):
+            if space.covers(frozen.params) and self._fits(frozen.params):
                 self._add_doc(frozen.number, frozen.params)
                 if frozen.state in _FINISHED:
                     self._observe(frozen)
@@ -132,7 +132,7 @@ class HyperoptBackend(SamplerBackend):
     def ask(self) -> optuna.Trial:
         if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             self.study.sampler = self._fallback
-            trial = self.study.ask(self.distributions)  # pops an enqueued config with its params fixed
+            trial = self.space.ask(self.study)  # pops an enqueued config with its params fixed
             self._add_doc(trial.number, trial.params)
             return trial
         tid = self._trials.new_trial_ids(1)
@@ -141,7 +141,7 @@ class HyperoptBackend(SamplerBackend):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.sampler = optuna.samplers.PartialFixedSampler(params, self._fallback)
-        trial = self.study.ask(self.distributions)
+        trial = self.space.ask(self.study)
         self._add_doc(trial.number, params, docs[0])
         return trial
 
@@ -150,12 +150,13 @@ class HyperoptBackend(SamplerBackend):
 
         if doc is None:
             tid = self._trials.new_trial_ids(1)[0]
+            vals = self.space.to_hyperopt_vals(params)
             misc = {
                 "tid": tid,
                 "cmd": self._domain.cmd,
                 "workdir": None,
-                "idxs": {name: [tid] for name in self.space.names},
-                "vals": self.space.to_hyperopt_vals(params),
+                "idxs": {name: [tid] if value else [] for name, value in vals.items()},
+                "vals": vals,
             }
             doc = self._trials.new_trial_docs([tid], [None], [{"status": hyperopt.STATUS_NEW}], [misc])[0]
         doc["state"] = hyperopt.JOB_STATE_RUNNING

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -100,6 +100,14 @@ class Dimension:
         if n is not None:
             return float(round((float(value) - self.low) / self.step))
         return float(value)
+
+    def suggest(self, trial: Any) -> Any:
+        """This dimension's value for an asked Optuna trial (define-by-run: an enqueued value is used as it is)."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
     def fit(self, value: Any) -> tuple[Any, str | None]:
         """``value`` moved into this dimension (clipped, snapped, matched) and a note when it had to move."""
@@ -204,6 +212,8 @@ class SearchSpace:
         """A space from ``{name: {"type": ..., ...}}`` (see ``Dimension.from_dict``), in the mapping's order."""
         return cls([Dimension.from_dict(name, s) for name, s in spec.items()])
 
+    conditional = False  # a ConditionalSpace: which dimensions a config has depends on its choice
+
     def __contains__(self, name: str) -> bool:
         return name in self._by_name
 
@@ -217,6 +227,14 @@ class SearchSpace:
     def optuna_distributions(self) -> dict[str, od.BaseDistribution]:
         return {d.name: d.to_optuna() for d in self.dimensions}
 
+    def ask(self, study: Any) -> Any:
+        """A new trial of ``study`` with this space's params set (by the study's sampler, or an enqueued config)."""
+        return study.ask(self.optuna_distributions())
+
+    def covers(self, params: Mapping[str, Any]) -> bool:
+        """Whether ``params`` has exactly the names a config of this space has."""
+        return set(params) == set(self.names)
+
     def hyperopt_space(self) -> dict[str, Any]:
         return {d.name: d.to_hyperopt() for d in self.dimensions}
 
@@ -228,7 +246,8 @@ class SearchSpace:
         }
 
     def to_hyperopt_vals(self, params: Mapping[str, Any]) -> dict[str, list[float]]:
-        return {d.name: [d.to_hyperopt_raw(params[d.name])] for d in self.dimensions}
+        """hyperopt's ``misc.vals`` for ``params`` (an empty list for a dimension the config does not have)."""
+        return {d.name: [d.to_hyperopt_raw(params[d.name])] if d.name in params else [] for d in self.dimensions}
 
     def is_discrete(self) -> bool:
         return all(d.kind != "float" or d.step is not None for d in self.dimensions)
@@ -263,6 +282,74 @@ class SearchSpace:
             fitted[d.name], _ = d.fit(_plain(default))
             notes.append(f"{d.name}: missing; filled with the default {fitted[d.name]!r}")
         return fitted, notes
+
+
+class ConditionalSpace(SearchSpace):
+    """A choice first, then the chosen branch's own space: a config is ``{key: choice, "<choice>.<name>": value,
+    ...}`` with the chosen branch's params only (Optuna define-by-run; hyperopt's nested ``hp.choice``). Branch
+    params carry their choice as a prefix, so two branches' params of one name never share a distribution.
+
+    Example:
+        >>> space = ConditionalSpace("family", {"a": SearchSpace.from_dict(A), "b": SearchSpace.from_dict(B)})
+        >>> space.fit({"family": "b"}, {})[0]   # {"family": "b", "b.x": ...}
+    """
+
+    conditional = True
+
+    def __init__(self, key: str, branches: Mapping[str, SearchSpace]):
+        if not branches:
+            raise ValueError(f"{key}: no choice to search")
+        self.key = key
+        self.choice = Dimension(key, "categorical", choices=tuple(branches))
+        self.branches = {
+            name: [replace(d, name=f"{name}.{d.name}") for d in space.dimensions] for name, space in branches.items()
+        }
+        super().__init__([self.choice, *(d for dims in self.branches.values() for d in dims)])
+
+    def active(self, choice: Any) -> list[Dimension]:
+        """The dimensions a config of ``choice`` has: the choice and its branch's."""
+        return [self.choice, *self.branches[choice]]
+
+    def ask(self, study: Any) -> Any:
+        trial = study.ask()
+        for d in self.active(self.choice.suggest(trial))[1:]:
+            d.suggest(trial)
+        return trial
+
+    def covers(self, params: Mapping[str, Any]) -> bool:
+        choice = params.get(self.key)
+        return choice in self.branches and set(params) == {d.name for d in self.active(choice)}
+
+    def hyperopt_space(self) -> dict[str, Any]:
+        from hyperopt import hp
+
+        options = [{d.name: d.to_hyperopt() for d in dims} for dims in self.branches.values()]
+        return {self.key: hp.choice(self.key, options)}
+
+    def from_hyperopt(self, vals: Mapping[str, Any]) -> dict[str, Any]:
+        def raw(name: str) -> Any:
+            value = vals[name]
+            return value[0] if isinstance(value, list | tuple) else value
+
+        choice = self.choice.from_hyperopt(raw(self.key))
+        return {d.name: d.from_hyperopt(raw(d.name)) for d in self.active(choice)}
+
+    def is_discrete(self) -> bool:
+        return False  # the grid sampler walks one fixed space
+
+    def fit(self, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """As ``SearchSpace.fit`` within the config's branch (its ``key``, else ``defaults``', else the first)."""
+        choice = params.get(self.key, defaults.get(self.key))
+        notes = []
+        if choice not in self.branches:
+            first = self.choice.choices[0]
+            if choice is not None:
+                notes.append(f"{self.key}: {choice!r} is not searched here; replaced by {first!r}")
+            choice = first
+        branch = SearchSpace(self.branches[choice])
+        own = {k: v for k, v in params.items() if k != self.key}
+        fitted, branch_notes = branch.fit(own, defaults)
+        return {self.key: choice, **fitted}, notes + branch_notes
 
 
 def _plain(value: Any) -> Any:

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from configs import FloatParam, InputError, ModelConfig, ParamSpec, TrainingConfig, check_param_value
 from models import (
+    AUTO,
     LRRangeResult,
     ModelShape,
     TrainSettings,
@@ -66,6 +67,8 @@ def parse_params(family_name: str, items: Sequence[str]) -> dict[str, Any]:
         >>> parse_params("mlp", ["lr=0.01", "hidden_size=32"])
         {'lr': 0.01, 'hidden_size': 32}
     """
+    if family_name == AUTO:
+        raise InputError("model.family: the range test sweeps one network's lr; auto searches several, pick one")
     family = get_family(family_name)
     if family.trains_itself:
         raise InputError(f"model.family: the range test sweeps a network's lr; {family.name} boosts trees and has none")

@@ -34,11 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
+from models import AUTO, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
 from tasks.data_prep.prepared import PreparedData
 from tasks.search import Evaluation
 from tasks.search_stage.checkpoints import RungCheckpoints, save_atomically, trial_weights_path
 from tasks.search_stage.job import SearchJob
+from tasks.space import split_family
 
 
 def subsample_indices(n: int, fraction: float, kind: str, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
@@ -115,11 +116,11 @@ class TrainerObjective:
     ) -> TrainerObjective:
         """Built from the search stage's job (its ``model``, ``training``, ``search`` and ``seed``); ``extra`` goes
         to the constructor (``weights_dir``, ``rung_dir``; ``checkpoint_dir`` for ``MemberTrainer``)."""
-        family = get_family(job.model.family)
+        auto = job.model.family == AUTO  # each config names its family; its defaults are that family's
         return cls(
-            family.name,
+            job.model.family,
             prepared,
-            base_params=job.model.default_config(),
+            base_params={} if auto else job.model.default_config(),
             epochs=job.search.epochs,
             loss=loss_for(prepared.task, job.training.loss),
             optimizer=job.training.optimizer,
@@ -174,12 +175,15 @@ class TrainerObjective:
         kept = rungs.at(params, fidelity, fold) if rungs is not None else None
         if kept is not None:  # this rung was trained before a stop and not recorded: read back, not trained again
             return Evaluation(kept["loss"], tuple(kept["curve"]), kept["seconds"], continued_from=kept["start"])
-        full = {**self.base_params, **params}
+        family, own = split_family(params, self.family)  # under model.family auto a config names its family
+        full = {**(self.base_params if family == self.family else get_family(family).defaults), **own}
+        for name in get_family(family).row_counts:  # e.g. a leaf's minimum rows: a share of the rows trained on
+            full[name] = max(1, round(full[name] * fidelity))
         train, val = (self.train, self.val) if fold is None else self.folds[fold]
         idx = self.subsample(fidelity, fold)
         # a fold's encoding may have fewer columns (categories its training rows lack)
         shape = ModelShape(train[0].shape[-1], self.n_outputs, self.lookback)
-        model = build_model(get_family(self.family), shape, full, self.seed)
+        model = build_model(get_family(family), shape, full, self.seed)
         start = RungCheckpoints(self.rung_dir).below(params, fidelity, fold) if self.rung_dir is not None else None
         epochs, optimizer_state = self.epochs, None
         if start is not None:

@@ -36,10 +36,11 @@ from tasks.search_stage.strategy import SearchContext, StrategyOutcome
 from tasks.search_stage.studies import (
     BRACKETS_ATTR,
     DEFAULT_CONFIG_SOURCE,
-    enqueue_default_config,
+    enqueue_default_configs,
     enqueue_warm_start,
 )
 from tasks.search_stage.trial_runs import MlflowTrialObserver
+from tasks.space import default_configs
 from tasks.tracking.catalog import (
     BACKEND_PARAM,
     BRACKETS_PARAM,
@@ -81,9 +82,10 @@ class Sampling:
         enqueued = enqueue_warm_start(study, context.warm_start, space if context.narrowed else None)
         # Not for the grid sampler: it gives trial n grid point n, so a queued trial would push a point out.
         if search.try_default_first and not enqueued and search.sampler != "grid":
-            default_config, _ = space.fit({}, job.model.default_config())
-            if enqueue_default_config(study, default_config):
-                logger.info("search: the default config goes first: %s", default_config)
+            defaults = [space.fit({}, d)[0] for d in default_configs(job.model, job.search.families)]
+            if enqueue_default_configs(study, defaults):
+                for default_config in defaults:
+                    logger.info("search: the default config goes first: %s", default_config)
         n_startup = (
             search.n_startup_trials if search.n_startup_trials is not None else default_n_startup(search.n_trials)
         )

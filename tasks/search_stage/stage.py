@@ -54,7 +54,7 @@ def run_search_stage(
     search = job.search
     strategy = STRATEGIES[search.strategy]()
     lr_range = find_lr_range(job, prepared, stage_run_record(pipeline, "search")) if search.lr_range == "auto" else None
-    space = search_space(lr_range.space if lr_range else search.space)
+    space = search_space(lr_range.space if lr_range else search.space, search.families)
     deadline = (
         SearchDeadline(job.budget, job.final_plan, train_scale=_train_scale(prepared))
         if job.budget is not None

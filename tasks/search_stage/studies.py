@@ -156,12 +156,13 @@ def enqueue_warm_start(
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - before
 
 
-def enqueue_default_config(study: optuna.Study, params: dict[str, Any]) -> bool:
-    """Queue ``params`` (the family's default config, fitted into the search space) as the first trial of a study
-    that has none yet; True when it was queued."""
+def enqueue_default_configs(study: optuna.Study, configs: list[dict[str, Any]]) -> bool:
+    """Queue ``configs`` (the family's default config, or each searched family's under ``model.family: auto``,
+    fitted into the search space) as the first trials of a study that has none yet; True when they were queued."""
     if study.get_trials(deepcopy=False):
         return False
-    study.enqueue_trial(params, user_attrs={SOURCE_ATTR: DEFAULT_CONFIG_SOURCE}, skip_if_exists=True)
+    for params in configs:
+        study.enqueue_trial(params, user_attrs={SOURCE_ATTR: DEFAULT_CONFIG_SOURCE}, skip_if_exists=True)
     return True
 
 

@@ -134,9 +134,9 @@ def write_export(config: TransferredConfig, path: Path) -> None:
 def import_config(path: Path, state: LocalState) -> str:
     """Validate a transferred config file and store it as a finished ``imported`` run; returns the run id."""
     config = load_transferred_config(path)  # raises before anything is written
-    from models import FAMILIES
+    from models import AUTO, FAMILIES
 
-    if config.model_family not in FAMILIES:
+    if config.model_family not in FAMILIES and config.model_family != AUTO:
         raise ConfigError(f"{path}: model_family: unknown model family {config.model_family!r}")
     configure_mlflow(state)
     experiment_id = ensure_experiment(IMPORTED_EXPERIMENT, state)

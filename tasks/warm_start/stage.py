@@ -23,10 +23,10 @@ from configs import (
     WarmStartConfig,
     load_transferred_config,
 )
-from models import get_family
+from models import AUTO
 from tasks.runtime.caching import pipeline_stage_key
 from tasks.search import SearchSpace
-from tasks.space import search_space
+from tasks.space import every_default, join_family, search_space
 from tasks.tracking.catalog import (
     BEST_CONFIG_FILE,
     BEST_VAL_LOSS,
@@ -57,10 +57,22 @@ class WarmStartJob:
     warm_start: WarmStartConfig
     model: ModelConfig
     space: dict[str, ParamSpec]
+    families: tuple[str, ...] = ()  # model.family auto: the families searched (their past runs seed it too)
 
     @classmethod
     def of(cls, cfg: PipelineConfig) -> WarmStartJob:
-        return cls(cfg.warm_start, cfg.model, dict(cfg.search.space or {}))
+        return cls(cfg.warm_start, cfg.model, dict(cfg.search.space or {}), tuple(cfg.search.families or ()))
+
+    def sources(self) -> dict[str, str]:
+        """The families whose past configs may seed this search, each with the family it is searched as: the
+        config's family; under ``model.family: auto`` every searched family and past ``auto`` runs."""
+        if not self.families:
+            return {self.model.family: self.model.family}
+        return {**{name: name for name in self.families}, AUTO: AUTO}
+
+    def as_searched(self, params: dict[str, Any], family: str) -> dict[str, Any]:
+        """A past config of ``family`` as a config of this search (prefixed by its family under auto)."""
+        return join_family(family, params) if self.families and family != AUTO else dict(params)
 
 
 def decide_warm_start(
@@ -68,21 +80,21 @@ def decide_warm_start(
 ) -> WarmStartDecision:
     """Find, rank and fit the configs to queue (reads MLflow; writes nothing)."""
     settings = job.warm_start
-    family = get_family(job.model.family)
-    defaults = job.model.default_config()
+    defaults = every_default(job.families) if job.families else job.model.default_config()
     candidates: list[Candidate] = []
     if settings.from_file is not None:
-        candidates.append(_from_transferred(load_transferred_config(settings.from_file), family.name, task_type, space))
+        candidates.append(_from_transferred(load_transferred_config(settings.from_file), job, task_type, space))
     for run_id in settings.from_runs:
-        candidates.append(_from_run_id(run_id, family.name, task_type, space))
+        candidates.append(_from_run_id(run_id, job, task_type, space))
     if settings.top_k > 0:
         explicit = {c.run_id for c in candidates}
-        for run in find_past_runs(family.name, task_type, exclude={exclude_run_id, *explicit}):
-            candidate = _candidate(run, "similar", space)
-            candidate.distance = meta_distance(meta_features, json_tag(run, META_FEATURES) or {})
-            if candidate.shared_params == 0:
-                candidate.verdict = "rejected: its search space shares no parameter with this one"
-            candidates.append(candidate)
+        for family in job.sources():
+            for run in find_past_runs(family, task_type, exclude={exclude_run_id, *explicit}):
+                candidate = _candidate(run, "similar", space, job)
+                candidate.distance = meta_distance(meta_features, json_tag(run, META_FEATURES) or {})
+                if candidate.shared_params == 0:
+                    candidate.verdict = "rejected: its search space shares no parameter with this one"
+                candidates.append(candidate)
     ranked = choose(candidates, space, defaults, settings.top_k)
     return WarmStartDecision(candidates=ranked, skip_low_fidelity=settings.skip_low_fidelity)
 
@@ -111,7 +123,7 @@ def warm_start(
     job: WarmStartJob, meta_features: dict[str, float], task_type: str, pipeline: PipelineRun
 ) -> WarmStartDecision:
     """Prefect stage: decide the warm start and log the candidate table, queued configs and adaptations."""
-    space = search_space(job.space)
+    space = search_space(job.space, job.families)
     settings = job.warm_start
     with stage_run(pipeline, "warm_start"):
         if not settings.enabled:
@@ -147,7 +159,7 @@ def warm_start(
 # --- loading candidates -------------------------------------------------------------------------------------
 
 
-def _candidate(run: Run, source: str, space: SearchSpace) -> Candidate:
+def _candidate(run: Run, source: str, space: SearchSpace, job: WarmStartJob) -> Candidate:
     client = MlflowClient()
     experiment = client.get_experiment(run.info.experiment_id).name
     signature = json_tag(run, SPACE_SIGNATURE)
@@ -160,37 +172,42 @@ def _candidate(run: Run, source: str, space: SearchSpace) -> Candidate:
         shared_params=space_overlap(signature, space),
     )
     try:
-        candidate.params = load_best_config(run.info.run_id)
+        candidate.params = job.as_searched(load_best_config(run.info.run_id), run.data.tags.get(FAMILY, ""))
+        if job.families:  # its space's names are its family's; this search's carry the family as a prefix
+            candidate.shared_params = len(set(candidate.params) & set(space.names))
     except Exception as exc:  # an unreadable past run must not stop this one
         candidate.verdict = f"rejected: cannot read {BEST_CONFIG_FILE} ({type(exc).__name__})"
     return candidate
 
 
-def _from_run_id(run_id: str, family: str, task_type: str, space: SearchSpace) -> Candidate:
+def _from_run_id(run_id: str, job: WarmStartJob, task_type: str, space: SearchSpace) -> Candidate:
     try:
         run = MlflowClient().get_run(run_id)
     except Exception:
         return Candidate(run_id=run_id, source="from_runs", verdict="rejected: no such MLflow run")
-    candidate = _candidate(run, "from_runs", space)
+    candidate = _candidate(run, "from_runs", space, job)
     tags = run.data.tags
-    if tags.get(FAMILY) != family or tags.get(TASK_TYPE) != task_type:
+    if tags.get(FAMILY) not in job.sources() or tags.get(TASK_TYPE) != task_type:
         candidate.verdict = (
-            f"rejected: it is a {tags.get(FAMILY, '?')}/{tags.get(TASK_TYPE, '?')} run; this is {family}/{task_type}"
+            f"rejected: it is a {tags.get(FAMILY, '?')}/{tags.get(TASK_TYPE, '?')} run; "
+            f"this is {job.model.family}/{task_type}"
         )
     return candidate
 
 
-def _from_transferred(config: TransferredConfig, family: str, task_type: str, space: SearchSpace) -> Candidate:
+def _from_transferred(config: TransferredConfig, job: WarmStartJob, task_type: str, space: SearchSpace) -> Candidate:
+    params = job.as_searched(dict(config.params), config.model_family)
     candidate = Candidate(
         run_id=config.source_run_id or "file",
         source="from_file",
         experiment=config.experiment or "",
         val_loss=config.metrics.get(BEST_VAL_LOSS),
-        params=dict(config.params),
-        shared_params=len(set(config.params) & set(space.names)),
+        params=params,
+        shared_params=len(set(params) & set(space.names)),
     )
-    if config.model_family != family or config.task_type != task_type:
+    if config.model_family not in job.sources() or config.task_type != task_type:
         candidate.verdict = (
-            f"rejected: the file holds a {config.model_family}/{config.task_type} config; this is {family}/{task_type}"
+            f"rejected: the file holds a {config.model_family}/{config.task_type} config; "
+            f"this is {job.model.family}/{task_type}"
         )
     return candidate
