@@ -94,3 +94,31 @@ def test_every_out_of_range_top_k_is_refused(top_k: Any):
         return  # 3.0 is a whole number in range: pydantic takes it as 3
     with pytest.raises(InputError, match=r"final\.ensemble\.top_k: "):
         load_config(LSTM, values={"final.ensemble.top_k": top_k})
+
+
+FITTING = {"series": ["lstm", "transformer", "gbm"], "tabular": ["mlp", "gbm"]}
+NAMES = st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), min_size=1, max_size=12)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    kind=st.sampled_from(["series", "tabular"]),
+    families=st.lists(st.sampled_from(["lstm", "transformer", "mlp", "gbm"]) | NAMES, min_size=0, max_size=4),
+)
+def test_search_families_take_exactly_the_distinct_families_that_fit_the_data(kind, families):
+    """Under model.family auto, a list of the families that fit the data, each once, validates as given; anything
+    else (another kind's family, an unknown or odd name, a repeat, nothing) is one error naming search.families."""
+    overrides = ["model.family=auto", "search.space=null", f"search.families={_yaml_list(families)}"]
+    if kind == "tabular":
+        overrides += ["data.time_column=null", "data.target=co2", "final.baselines=[naive]"]
+    valid = bool(families) and len(set(families)) == len(families) and set(families) <= set(FITTING[kind])
+    if valid:
+        assert load_config(LSTM, overrides).search.families == families
+        return
+    with pytest.raises(InputError) as error:
+        load_config(LSTM, overrides)
+    assert "search.families" in str(error.value) and "\n" not in str(error.value)
+
+
+def _yaml_list(items: list[str]) -> str:
+    return "[" + ", ".join('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items) + "]"
