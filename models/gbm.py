@@ -51,7 +51,8 @@ class GbmModel(nn.Module):
         super().__init__()
         self.n_outputs = shape.n_outputs
         # Series windows: the trees learn each step's change from the last observed target (the window's first
-        # column, as the naive forecast reads it), since trees cannot extrapolate a level they never saw (a trend).
+        # column, as the naive forecast reads it) from the window relative to its last step, since trees cannot
+        # extrapolate a level they never saw (a trend).
         self.from_last = shape.lookback is not None
         self.params = {k: params[k] for k in _LGB_PARAMS if k in params}
         self.boosters: list[Any] = []
@@ -62,13 +63,21 @@ class GbmModel(nn.Module):
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
         """Raw outputs for ``x`` (rows first; any further axes are flattened into features), shape (rows, outputs)."""
-        flat = x.reshape(len(x), -1)
+        flat = self._features(x)
         base = self._base(x)
         if not self.boosters:
             return np.zeros((len(x), self.n_outputs), dtype=np.float32) + base
         if self.classifies:
             return self.boosters[0].predict(flat, raw_score=True, num_threads=_threads()).reshape(len(x), -1)
         return np.stack([b.predict(flat, raw_score=True, num_threads=_threads()) for b in self.boosters], 1) + base
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        """The trees' inputs: a table's encoded row; a series window relative to its last step (as the networks see
+        it, models._series), flattened: each column's lags as changes from its last value, so a trending level the
+        trees never saw reads like the changes they did."""
+        if self.from_last and x.ndim == 3:
+            x = x - x[:, -1:, :]
+        return x.reshape(len(x), -1)
 
     def _base(self, x: np.ndarray) -> np.ndarray:
         """What the trees' outputs add to: each window's last observed target for series, else nothing."""
@@ -118,7 +127,7 @@ class GbmModel(nn.Module):
         result = FitResult(model=self)
         criterion = LOSSES[settings.loss]()
         classify = settings.loss == "cross_entropy"
-        x_train, x_val = train[0].reshape(len(train[0]), -1), val[0].reshape(len(val[0]), -1)
+        x_train, x_val = self._features(train[0]), self._features(val[0])
         fit_targets, val_targets = self._targets(train, classify), self._targets(val, classify)
 
         def loss_of() -> float:

@@ -53,15 +53,19 @@ def test_each_asked_config_has_its_family_and_only_that_familys_params(backend, 
 def test_auto_on_a_table_searches_both_families_and_warm_starts_from_each(prefect_api, home, tmp_path):
     from flows.pipeline import automl_pipeline
 
-    quick = {"search": QUICK, "final": {"epochs": 2, "patience": 1}, "data": TABLE}
+    # the two runs that seed it: two configs each, one final training (no ensemble, no baselines but naive)
+    seed = {**QUICK, "n_trials": 2}
+    final = {"epochs": 1, "patience": 1, "ensemble": {"top_k": 1}, "baselines": ["naive"]}
+    quick = {"search": seed, "final": final, "data": TABLE}
     mlp = automl_pipeline(
         config_path=str(write_config(tmp_path, PENGUINS, name="p_mlp", model={"family": "mlp"}, **quick))
     )
     gbm = automl_pipeline(
         config_path=str(write_config(tmp_path, PENGUINS, name="p_gbm", model={"family": "gbm"}, **quick))
     )
-    config = write_config(tmp_path, PENGUINS, name="p_auto", model={"family": "auto"}, **quick)
-    summary = automl_pipeline(config_path=str(config), overrides=["search.n_trials=6"])
+    config = write_config(tmp_path, PENGUINS, name="p_auto", model={"family": "auto"}, **{**quick, "search": QUICK})
+    # six trials: the default config of each family, the two queued past configs, two sampled
+    summary = automl_pipeline(config_path=str(config), overrides=["search.n_trials=6", "final.epochs=2"])
 
     assert summary.model_family == "auto" and summary.family in ("mlp", "gbm")
     assert summary.to_json()["family"] == summary.family

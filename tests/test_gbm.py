@@ -64,7 +64,7 @@ def test_a_gbm_trial_promoted_to_the_next_rung_adds_trees_to_the_same_model(prep
     assert high.loss <= low.loss  # the rung's trees stand unless more trees validate better
     full = _model(prepared, trial_weights_path(tmp_path / "weights", PARAMS))
     assert full.trees > rung_model.trees > 0  # more trees...
-    x_val = prepared.val.X.reshape(len(prepared.val.X), -1)
+    x_val = full._features(prepared.val.X)  # the trees' inputs: the windows relative to their last step
     # each output's booster: its first trees are the rung's (its own count)
     first = [
         b.predict(x_val, raw_score=True, num_iteration=r.current_iteration())
