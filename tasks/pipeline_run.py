@@ -31,6 +31,7 @@ from tasks.tracking.catalog import (
     BEST_CONFIG_FILE,
     BEST_PARAM_PREFIX,
     BEST_VAL_LOSS,
+    CHOSEN_FAMILY_TAG,
     CHOSEN_TAG,
     CONFIG_FILE,
     CONFIG_HASH,
@@ -230,7 +231,7 @@ def record_summary(
         mlflow.log_dict(_chosen_config(search_result.best_params, final), BEST_CONFIG_FILE)
         if search_result.pbt is not None and final.single == TUNED:  # the schedule that trained the model
             mlflow.log_dict(search_result.pbt.schedule, PBT_SCHEDULE_FILE)
-        mlflow.set_tag(CHOSEN_TAG, final.chosen)
+        mlflow.set_tags({CHOSEN_TAG: final.chosen, CHOSEN_FAMILY_TAG: summary.family})
         mlflow.log_dict(summary.to_json(), SUMMARY_JSON_FILE)
         mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), CONFIG_FILE)
         mlflow.log_text(markdown, SUMMARY_MD_FILE)

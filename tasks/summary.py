@@ -180,7 +180,7 @@ MLflow run `{summary.pipeline_run_id}` in experiment `{summary.experiment}`; stu
 **Trials:** {trials.complete} complete, {trials.pruned} pruned, {trials.failed} failed;
 {summary.warm_start.enqueued} warm-start configs queued. **Best validation loss:** {summary.best_val_loss:.5g}
 {_pbt_paragraph(summary)}
-## Best params
+{_family_paragraph(summary)}## Best params
 | param | value |
 |---|---|
 {params}
@@ -324,6 +324,13 @@ def _why(summary: PipelineSummary) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _family_paragraph(summary: PipelineSummary) -> str:
+    """Under ``model.family: auto``: which family went on (an empty string otherwise)."""
+    if summary.model_family != "auto":
+        return ""
+    return f"**Family:** {summary.family} (searched by `model.family: auto`)\n\n"
 
 
 def _baseline_columns(baselines: dict[str, Any]) -> list[tuple[str, str, str]]:

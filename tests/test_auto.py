@@ -90,6 +90,7 @@ def test_auto_on_a_table_searches_both_families_and_warm_starts_from_each(prefec
         family = params["family"]
         assert {k for k in params if "." in k} == _branch_names(family) - {"family"}, params
     # the family that went on is the family of the model registered; its raw-data model takes raw rows
+    assert client.get_run(summary.pipeline_run_id).data.tags["automl.chosen_family"] == summary.family
     module = mlflow.pytorch.load_model(summary.model_uri)
     assert type(module).__name__ in ({"mlp": "MLP", "gbm": "GbmModel"}[summary.family], "Ensemble")
     model = mlflow.pyfunc.load_model(summary.model_uri)

@@ -326,7 +326,14 @@ def test_killed_in_the_ensemble_and_in_the_refit_then_one_rerun_trains_nothing_t
         name="refitting",
         search={"n_trials": 3, "epochs": 1, "fidelity": "none"},
         # seconds per training (40 epochs of 2,000 windows), so a kill half a second into one lands inside it
-        final={"epochs": 40, "patience": 40, "init": "scratch", "refit": "all", "ensemble": {"top_k": 3}},
+        final={
+            "epochs": 40,
+            "patience": 40,
+            "init": "scratch",
+            "refit": "all",
+            "ensemble": {"top_k": 3},
+            "baselines": ["default_config", "naive"],  # the gbm baseline's 2,000 rounds would add nothing here
+        },
     )
     args = ("run", str(config), "--json")
     db = state / "mlflow.db"

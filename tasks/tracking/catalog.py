@@ -150,6 +150,7 @@ MLFLOW_RUN_ATTR = "mlflow_run_id"  # not in MLflow: the Optuna trial's user attr
 PATIENCE_PARAM = "patience"
 INIT_PARAM = "init"  # best_trial | scratch: where the tuned model's training started
 GBM_BEATS_MODEL_TAG = "automl.gbm_validated_better"  # final_train: the default-LightGBM baseline beat the model
+CHOSEN_FAMILY_TAG = "automl.chosen_family"  # pipeline run: the family of the single model that went on (auto's pick)
 CHOSEN_TAG = "automl.chosen"  # tuned | default_config | ensemble: the model that went on (lowest validation loss)
 FINAL_TRAINING_TAG = "automl.final_training"  # on a final training's run: tuned | member_<trial> | default_config
 # | refit_<one of those>
