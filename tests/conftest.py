@@ -4,9 +4,16 @@ temporary API for the whole session. Nothing here is mocked."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
+
+# A suite started as a background job of a script (`.ci/run &`) inherits SIGINT ignored, and so would every `automl`
+# process it starts (Python installs its Ctrl-C handler only where SIGINT is not ignored): the Ctrl-C tests would
+# then see a run that never stops. Python's own handler here gives the children SIGINT at its default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="automl-tests-"))
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_DIR / "prefect-home"))

@@ -252,13 +252,13 @@ def test_ctrl_c_and_kill_9_stop_the_run_and_the_same_command_finishes(tmp_path):
     the two a last run finishes the pipeline with nothing RUNNING, nothing duplicated, nothing recomputed."""
     state = tmp_path / "state"
     csv = tmp_path / "data.csv"
-    make_series(3000).to_csv(csv, index=False)
+    make_series(1500).to_csv(csv, index=False)
     config = write_config(
         tmp_path,
         csv,
         name="stoppable",
-        # seconds long: a stop 0.5 s into it lands inside it (with 30 epochs a small sampled config once finished
-        # first on a fresh clone, and the Ctrl-C then landed in the hand-over to the final stage)
+        # seconds long (150 epochs of about 1,000 windows): a stop 0.5 s into it lands inside it (with 30 epochs a
+        # small sampled config once finished first on a fresh clone, and the Ctrl-C then landed in the hand-over)
         search={"n_trials": 1, "epochs": 150, "fidelity": "none", "try_default_first": False},
         final={"epochs": 1, "patience": 1},
     )
@@ -325,10 +325,10 @@ def test_killed_in_the_ensemble_and_in_the_refit_then_one_rerun_trains_nothing_t
         csv,
         name="refitting",
         search={"n_trials": 3, "epochs": 1, "fidelity": "none"},
-        # seconds per training (40 epochs of 2,000 windows), so a kill half a second into one lands inside it
+        # seconds per training (20 epochs of 2,000 windows), so a kill half a second into one lands inside it
         final={
-            "epochs": 40,
-            "patience": 40,
+            "epochs": 20,
+            "patience": 20,
             "init": "scratch",
             "refit": "all",
             "ensemble": {"top_k": 3},
