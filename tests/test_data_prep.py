@@ -75,6 +75,12 @@ def test_series_missing_values_are_filled_forward_and_counted(tmp_path):
     assert 0 <= prepared.card["meta_features"]["seasonality_strength"] <= 1
 
 
+def _fortnightly_from(frame: pd.DataFrame, row: int) -> pd.DataFrame:
+    """``frame`` weekly up to ``row``, every other week from there on (the test rows and the lookback before)."""
+    days = np.concatenate([[0], np.where(np.arange(1, len(frame)) < row, 7, 14).cumsum()])
+    return frame.assign(week=(pd.Timestamp("2000-01-01") + pd.to_timedelta(days, unit="D")).strftime("%Y-%m-%d"))
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -86,6 +92,11 @@ def test_series_missing_values_are_filled_forward_and_counted(tmp_path):
         (lambda f: pd.concat([f, f.tail(1)]), "data.time_column: column 'week' has duplicate timestamps"),
         (lambda f: f.assign(week="someday"), "data.time_column: column 'week' is not a date/time"),
         (lambda f: f.assign(temperature=np.nan), "column 'temperature': all values are missing"),
+        (
+            lambda f: _fortnightly_from(f, 150),
+            "data.time_column: the test rows and the 8 before them do not keep the file's step (column 'week': rows "
+            "are 14 days apart; the model was trained on steps of 7 days)",
+        ),
     ],
 )
 def test_series_data_errors_are_one_line(tmp_path, mutate, message):

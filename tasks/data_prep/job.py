@@ -39,7 +39,7 @@ class DataPlan:
     task: Literal["regression", "classification"]
     features: list[str]
     categorical: list[str]
-    dropped: list[str]
+    dropped: dict[str, str]  # a column of the file training leaves out -> why
 
 
 class DataKind(Protocol):
@@ -53,8 +53,8 @@ class DataKind(Protocol):
 
     def choose_features(
         self, frame: pd.DataFrame, data: DataConfig, candidates: list[str]
-    ) -> tuple[list[str], list[str], list[str]]:
-        """The feature columns, the categorical ones among them, and the candidates dropped."""
+    ) -> tuple[list[str], list[str], dict[str, str]]:
+        """The feature columns, the categorical ones among them, and the columns dropped (each with why)."""
 
     def check_rows(self, frame: pd.DataFrame, data: DataConfig, task: str) -> None:
         """Enough rows (and classes) for the split."""

@@ -8,6 +8,7 @@ is ``tasks.data_prep.stage``.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,8 @@ from tasks.data_prep.job import DataKind, DataPlan, DataPrepJob
 from tasks.data_prep.prepared import PreparedData
 from tasks.data_prep.series import SERIES
 from tasks.data_prep.tabular import TABULAR
+
+logger = logging.getLogger("automl")
 
 
 def read_table(path: Path, key: str = "data.path") -> pd.DataFrame:
@@ -104,7 +107,9 @@ def plan_data(frame: pd.DataFrame, job: DataPrepJob) -> DataPlan:
 def prepare(
     frame: pd.DataFrame, job: DataPrepJob, plan: DataPlan, source_fingerprint: str = ""
 ) -> tuple[PreparedData, dict[str, pd.DataFrame]]:
-    """Split, impute, scale and (for series) window the table. Returns the arrays and the split rows.
+    """Split, impute, scale and (for series) window the table. Returns the arrays and the split rows. The columns
+    training leaves out are named in one warning (they are recorded in the preprocessing, and ignored in rows to
+    predict from).
 
     Example:
         >>> job = DataPrepJob.of(cfg)
@@ -113,6 +118,8 @@ def prepare(
         >>> prepared.train.X.shape
     """
     prepared, frames = DATA_KINDS[plan.kind].prepare(frame, job, plan)
+    if plan.dropped:  # here, not in plan_data: a run refused at the door prints its one error line alone
+        logger.warning("data: dropped %s", ", ".join(f"column {c!r} ({why})" for c, why in plan.dropped.items()))
     prepared.fingerprint = source_fingerprint
     prepared.card["fingerprint"] = source_fingerprint
     prepared.card["source"] = str(job.data.path)

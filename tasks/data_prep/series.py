@@ -1,5 +1,6 @@
 """Series data: checks (a parseable, unique time column, a numeric target, enough rows for the windows of each
-split, a season no longer than the training rows), and the preparation (ordered by time, gaps filled forward, split
+split, a season no longer than the training rows, test rows at the file's step; columns that are not numbers are
+dropped, each with its reason), and the preparation (ordered by time, gaps filled forward, split
 chronologically, scaled with train statistics, cut into windows of ``lookback`` steps predicting the next
 ``horizon``; the season resolved; cross-validation folds of the train+validation rows, each with its own scaling).
 Tables are in ``tasks.data_prep.tabular``.
@@ -18,7 +19,14 @@ from tasks.data_prep.folds import check_series_folds, cv_kind, series_folds
 from tasks.data_prep.job import DataPlan, DataPrepJob
 from tasks.data_prep.meta_features import infer_season, series_meta_features
 from tasks.data_prep.prepared import CVSettings, Fold, PreparedData, RefitData, Split
-from tasks.data_prep.preprocessing import RawInputError, SeriesPreprocessing, fill_gaps, make_windows, order_by_time
+from tasks.data_prep.preprocessing import (
+    Cadence,
+    RawInputError,
+    SeriesPreprocessing,
+    fill_gaps,
+    make_windows,
+    order_by_time,
+)
 
 
 class SeriesData:
@@ -31,14 +39,15 @@ class SeriesData:
 
     def choose_features(
         self, frame: pd.DataFrame, data: DataConfig, candidates: list[str]
-    ) -> tuple[list[str], list[str], list[str]]:
-        """The target and the numeric covariates (features, no categorical ones); other columns are dropped, unless
-        ``data.features`` named them."""
+    ) -> tuple[list[str], list[str], dict[str, str]]:
+        """The target and the numeric covariates (features, no categorical ones); other columns are dropped, with
+        the reason, unless ``data.features`` named them."""
         numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(frame[c])]
         non_numeric = [c for c in candidates if c not in numeric]
         if data.features is not None and non_numeric:
             raise DataError(f"data.features: column {non_numeric[0]!r} is not numeric; series covariates must be")
-        return [data.target, *numeric], [], non_numeric
+        dropped = {c: f"{_not_numeric(frame[c])}; series use numeric covariates only" for c in non_numeric}
+        return [data.target, *numeric], [], dropped
 
     def check_rows(self, frame: pd.DataFrame, data: DataConfig, task: str) -> None:
         _check_series(frame, data)
@@ -58,6 +67,15 @@ class SeriesData:
 
 
 SERIES = SeriesData()
+
+
+def _not_numeric(column: pd.Series) -> str:
+    """What a column that is not numbers holds, in words."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return "dates/times"
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return "categories"
+    return "text"
 
 
 # Series need at least this many windows in each split to train, validate and test on.
@@ -80,9 +98,18 @@ def _check_series(frame: pd.DataFrame, data: DataConfig) -> None:
             f"data.path: too few rows ({len(frame)}) for lookback {data.lookback} + horizon {data.horizon} and a "
             f"{data.split.train:g}/{data.split.val:g}/{data.split.test:g} split: need at least {need_rows}"
         )
-    train_rows = _split_rows(len(frame), data)[0]
+    train_rows, val_end = _split_rows(len(frame), data)
     if isinstance(data.season, int) and data.season > train_rows:
         raise DataError(f"data.season: {data.season} is longer than the training rows ({train_rows})")
+    # The registered model forecasts the test rows from the lookback before them (its input example, the logged
+    # test predictions): a cadence it would refuse there is refused here, before hours of training.
+    ordered = times.sort_values(kind="stable").reset_index(drop=True)
+    try:
+        Cadence.of(ordered).check(ordered.iloc[max(0, val_end - data.lookback) :], data.time_column)
+    except RawInputError as exc:
+        raise DataError(
+            f"data.time_column: the test rows and the {data.lookback} before them do not keep the file's step ({exc})"
+        ) from None
 
 
 def _parse_times(column: pd.Series, name: str) -> pd.Series:
@@ -141,7 +168,9 @@ def _prepare_series(
     n = len(values)
     train_end, val_end = _split_rows(n, data)
     lb, h = data.lookback, data.horizon
-    preprocessing = SeriesPreprocessing.fit(ordered[data.time_column], values, train_end, data.time_column, lb, h)
+    preprocessing = SeriesPreprocessing.fit(
+        ordered[data.time_column], values, train_end, data.time_column, lb, h, plan.dropped
+    )
     mean, std = np.asarray(preprocessing.mean), np.asarray(preprocessing.std)
     X_all, y_all = make_windows(preprocessing.scale(values), lb, h)
     first_target = np.arange(len(X_all)) + lb  # row index of each window's first target
@@ -226,7 +255,7 @@ def _refit_data(frame: pd.DataFrame, data: DataConfig, plan: DataPlan) -> RefitD
     ordered = order_by_time(frame, data.time_column, times)
     values = fill_gaps(ordered[plan.features].astype(float))
     fitted = SeriesPreprocessing.fit(
-        ordered[data.time_column], values, len(values), data.time_column, data.lookback, data.horizon
+        ordered[data.time_column], values, len(values), data.time_column, data.lookback, data.horizon, plan.dropped
     )
     X, y = make_windows(fitted.scale(values), data.lookback, data.horizon)
     return RefitData(Split(X, y), fitted.to_dict())

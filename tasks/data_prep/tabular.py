@@ -31,12 +31,16 @@ class TabularData:
 
     def choose_features(
         self, frame: pd.DataFrame, data: DataConfig, candidates: list[str]
-    ) -> tuple[list[str], list[str], list[str]]:
-        """Every candidate column; the non-numeric and boolean ones are categorical; none is dropped."""
+    ) -> tuple[list[str], list[str], dict[str, str]]:
+        """Every candidate column; the non-numeric and boolean ones are categorical. Only a ``data.time_column``
+        is dropped: a table model (``mlp``) reads rows, not their time."""
         categorical = [c for c in candidates if not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool]
         if not candidates:
             raise DataError(f"data.path: no feature columns besides the target {data.target!r}")
-        return list(candidates), categorical, []
+        dropped = {}
+        if data.time_column is not None and data.time_column in frame.columns:
+            dropped[data.time_column] = "data.time_column; a table model reads no time"
+        return list(candidates), categorical, dropped
 
     def check_rows(self, frame: pd.DataFrame, data: DataConfig, task: str) -> None:
         _check_tabular_size(frame, frame[data.target], data, task)
@@ -157,6 +161,7 @@ def _prepare_tabular(
         "n_features": len(plan.features),
         "n_encoded_features": len(names),
         "features": plan.features,
+        "dropped_columns": plan.dropped,
         "categorical_features": plan.categorical,
         "encoded_features": names,
         "rows_without_target": dropped_targets,
@@ -232,6 +237,7 @@ def _fit_tabular(
         MAX_CATEGORIES,
         classes=classes,
         y_train=y_all[train] if plan.task == "regression" else None,
+        dropped=plan.dropped,
     )
 
 

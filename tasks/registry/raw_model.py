@@ -7,10 +7,12 @@ registered model still gives the torch module.
 - Tabular: a DataFrame with the training's feature columns and raw types (strings for categories, missing values
   allowed) -> ``prediction`` (the target's units, or the class label) and, for classification, one
   ``proba_<class>`` column per class.
-- Series: the recent history (the time column, the target, the covariates; at least ``lookback`` rows) -> the
-  next ``horizon`` steps, one row each: ``origin`` (the last observed time), the time column (the forecast's
-  time, one training interval apart), ``step`` and ``prediction``. With the param ``rolling=True``: every window
-  of the history whose targets are inside it, with ``actual`` (what the test metrics measure).
+- Series: the recent history (the time column, the target, the covariates; at least ``lookback`` rows, at the
+  training's cadence: gaps of whole steps pass, another step is refused) -> the next ``horizon`` steps, one row
+  each: ``origin`` (the last observed time), the time column (``origin`` plus ``step`` training steps, calendar
+  months for a monthly model), ``step`` and ``prediction``. With the param ``rolling=True``: every window of the
+  history whose targets are inside it, with ``actual`` (what the test metrics measure).
+- Columns the training file had but training dropped (text in a series, a table's time column) are ignored.
 
 Example:
     >>> model = mlflow.pyfunc.load_model("models:/lstm_baseline@champion")
