@@ -13,16 +13,16 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
+from tasks.runtime.interrupts import Terminated, raise_if_stopped, stop_on_signals
 from tasks.runtime.state import configure_environment
 from tasks.summary import render_table
 
 EXIT_INPUT = 2
 EXIT_FAILED = 1
+MAX_MODEL_VERSION = 2**31 - 1  # the registry keeps versions in a 32-bit integer column
 _FREEZE_AT_EXIT = True
 
 
@@ -32,8 +32,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.started_at = started_at
     configure_environment()  # before anything imports prefect
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous_sigterm = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     global _FREEZE_AT_EXIT
     if _FREEZE_AT_EXIT:
         # Registered before the pipeline's modules register theirs, so it runs after them: the interpreter's
@@ -42,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         atexit.register(gc.freeze)
         _FREEZE_AT_EXIT = False
     try:
-        return args.handler(args)
+        with stop_on_signals():
+            return args.handler(args)
     except KeyboardInterrupt as exc:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
@@ -53,18 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_INPUT
         raise
-    finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is: what is running is stopped and recorded as interrupted, exit hooks run
-    (the temporary Prefect server stops), and the same command resumes."""
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -337,8 +324,10 @@ def _registered(client, name: str):
 
 
 def _champion_history(args: argparse.Namespace) -> int:
+    from configs import check_name
     from tasks.registry.champion import champion_history
 
+    check_name("champion: NAME", args.name)  # before the registry is opened (and the state folder made)
     client = _registry()
     _registered(client, args.name)
     moves = champion_history(client, args.name)
@@ -366,20 +355,23 @@ def _champion_set(args: argparse.Namespace) -> int:
 
     from mlflow.exceptions import MlflowException
 
-    from configs import InputError
+    from configs import InputError, check_name
     from tasks.registry.champion import MAX_NOTE, current_champion, move_champion
 
+    check_name("champion: NAME", args.name)  # before the registry is opened (and the state folder made)
+    if not (args.version.isascii() and args.version.isdigit() and 1 <= int(args.version) <= MAX_MODEL_VERSION):
+        raise InputError(f"champion: VERSION: {args.version!r} is not a model version (1, 2, ...)")
     if len(args.note) > MAX_NOTE:
         raise InputError(f"--note: at most {MAX_NOTE} characters (got {len(args.note)})")
     client = _registry()
     _registered(client, args.name)
     try:
-        client.get_model_version(args.name, args.version)
+        target = client.get_model_version(args.name, args.version)
     except MlflowException:
         raise InputError(f"champion: model {args.name!r} has no version {args.version!r}") from None
     current = current_champion(client, args.name)
-    if current is not None and str(current.version) == str(args.version):
-        print(f"{args.name}: version {args.version} is already the champion")
+    if current is not None and str(current.version) == str(target.version):  # "01" is version 1 too
+        print(f"{args.name}: version {target.version} is already the champion; nothing recorded")
         return 0
     move = move_champion(
         client,
@@ -393,8 +385,11 @@ def _champion_set(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from configs import check_cron
     from deployments.serve import config_files, pipeline_deployments, serve
 
+    if args.cron is not None:
+        check_cron("--cron", args.cron)
     if args.limit < 1:
         print("error: --limit: must be at least 1", file=sys.stderr)
         return EXIT_INPUT
@@ -404,11 +399,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from configs import InputError, load_config
+    from configs import MAX_STUDY_NAME_LENGTH, InputError, check_name, load_config
     from tasks.data_prep import load_and_check
     from tasks.runtime.state import local_state
 
     setup_console()
+    if args.study_name is not None:  # it names the study and folders of the state: none may lead out of it
+        check_name("--study-name", args.study_name, MAX_STUDY_NAME_LENGTH)
     if args.budget is not None and not args.budget.strip():
         raise InputError("--budget: give the run's budget in seconds, a number > 0 (got nothing)")
     overrides = [*args.overrides, *([f"budget.seconds={args.budget}"] if args.budget is not None else [])]
@@ -439,6 +436,7 @@ def _run(args: argparse.Namespace) -> int:
     flow_state = checked_pipeline(
         cfg, checked, args.study_name, args.started_at, return_state=True
     )  # validated above: not again
+    raise_if_stopped()  # a stop that landed as the flow run ended, which Prefect's flow engine drops
     if not flow_state.is_completed():
         error = flow_state.result(raise_on_failure=False)
         if flow_state.name == INVALID_INPUT:
@@ -468,15 +466,22 @@ def _open_stores(cfg) -> None:
     make_storage(storage_url(cfg.search))
 
 
-def _quiet_interrupt(record: logging.LogRecord) -> bool:
-    """Prefect's "Crash detected! Execution was aborted by an interrupt (or a termination) signal." lines stay in
-    the Prefect UI; the console gets the one line the CLI prints."""
-    return "Crash detected! Execution was aborted by a" not in record.getMessage()
+def _quiet_reported(record: logging.LogRecord) -> bool:
+    """Prefect's lines about what the CLI reports in its own last line stay in the Prefect UI, off the console: a
+    run stopped by Ctrl-C or SIGTERM ("Crash detected! Execution was aborted by an interrupt signal.", a task's
+    "Finished in state Crashed('Execution was aborted by a termination signal.')"), and the traceback each flow run
+    logs for a search where no trial completed (``error: search failed: <reason>`` says it)."""
+    from tasks.search import SearchFailed
+
+    if "Execution was aborted by a" in record.getMessage():
+        return False
+    return not (record.exc_info and isinstance(record.exc_info[1], SearchFailed))
 
 
 def setup_console(progress: bool = True) -> None:
     """Progress lines of the ``automl`` logger go to stderr as they are (or nowhere with ``progress=False``);
-    Prefect's console shows warnings only (its INFO lines still reach the Prefect UI)."""
+    Prefect's console shows warnings only (its INFO lines still reach the Prefect UI), and none of the lines about
+    what the CLI reports itself (``_quiet_reported``)."""
     os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"  # read when Prefect sets up its logging
     logger = logging.getLogger("automl")
     logger.setLevel(logging.INFO if progress else logging.WARNING)
@@ -493,7 +498,7 @@ def setup_console(progress: bool = True) -> None:
             for h in logging.getLogger(name).handlers:
                 if isinstance(h, PrefectConsoleHandler):
                     h.setLevel(logging.WARNING)
-                    h.addFilter(_quiet_interrupt)
+                    h.addFilter(_quiet_reported)
     for noisy in ("mlflow", "alembic", "optuna", "hyperopt", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

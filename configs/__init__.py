@@ -8,16 +8,20 @@ Example:
 from configs._errors import ConfigError, DataError, InputError
 from configs._loader import (
     CONFIG_DIR,
+    check_cron,
     check_environment,
+    check_name,
     check_param_value,
     config_file,
     config_hash,
     load_config,
     shipped_configs,
+    storage_file,
     typed_overrides,
     validate_config,
 )
 from configs._schema import (
+    MAX_STUDY_NAME_LENGTH,
     BudgetConfig,
     CategoricalParam,
     CVConfig,
@@ -40,6 +44,7 @@ from configs._transfer import TransferredConfig, load_transferred_config
 
 __all__ = [
     "CONFIG_DIR",
+    "MAX_STUDY_NAME_LENGTH",
     "TRANSFER_FORMAT",
     "BudgetConfig",
     "CVConfig",
@@ -61,13 +66,16 @@ __all__ = [
     "TrainingConfig",
     "TransferredConfig",
     "WarmStartConfig",
+    "check_cron",
     "check_environment",
+    "check_name",
     "check_param_value",
     "config_file",
     "config_hash",
     "load_config",
     "load_transferred_config",
     "shipped_configs",
+    "storage_file",
     "typed_overrides",
     "validate_config",
 ]

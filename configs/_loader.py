@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,18 @@ import yaml
 from pydantic import ValidationError
 
 from configs._errors import ConfigError
-from configs._schema import GBM_BASELINE, SERIES_BASELINE, CategoricalParam, FloatParam, KeyValueError, PipelineConfig
+from configs._schema import (
+    GBM_BASELINE,
+    MAX_INT_PARAM,
+    MAX_NAME_LENGTH,
+    SERIES_BASELINE,
+    CategoricalParam,
+    FloatParam,
+    KeyValueError,
+    PipelineConfig,
+    cron_problem,
+    name_problem,
+)
 
 _UNION_TAGS = {"int", "float", "categorical"}
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -85,6 +97,50 @@ def check_environment(cfg: PipelineConfig) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def check_name(key: str, name: str, max_length: int = MAX_NAME_LENGTH) -> str:
+    """``name`` as given, when it may name a pipeline's files, experiment, study or registered model (the rule the
+    config's ``name`` and ``registry.model_name`` follow); else a ``ConfigError`` naming ``key``.
+
+    Example:
+        >>> check_name("--study-name", "co2-20260101-020000-ab12")
+        'co2-20260101-020000-ab12'
+    """
+    problem = name_problem(name, max_length)
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+    return name
+
+
+def check_cron(key: str, expression: str) -> str:
+    """``expression`` as given, when Prefect takes it as a cron schedule (as ``schedule.cron`` must be); else a
+    ``ConfigError`` naming ``key``."""
+    problem = cron_problem(expression)
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+    return expression
+
+
+def storage_file(url: str) -> Path | None:
+    """The file behind a ``sqlite:`` or ``journal:`` storage URL (None for a server's URL or an in-memory database).
+
+    Example:
+        >>> storage_file("journal:///var/automl/studies.log")
+        PosixPath('/var/automl/studies.log')
+    """
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:").removeprefix("//"))
+    if not url.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return None  # not a URL at all: _check_storage_driver names it
+    return Path(database) if database and database != ":memory:" else None
+
+
 def typed_overrides(**values: Any) -> dict[str, Any]:
     """Config keys for the pipeline's typed parameters (the Prefect form), with their values as given; ``None``
     means unset.
@@ -126,13 +182,43 @@ def config_hash(cfg: PipelineConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+class _DuplicateKey(yaml.MarkedYAMLError):
+    """A key given twice in one mapping: plain YAML keeps the later value without a word."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping at any depth. Checked as each mapping is read
+    (before merge keys, ``<<``, are expanded: a key given beside a merge overrides the merged one, as YAML means)."""
+
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in first_lines:
+                raise _DuplicateKey(
+                    problem=f"duplicate key {key!r} (first given at line {first_lines[key] + 1})",
+                    problem_mark=key_node.start_mark,
+                )
+            first_lines[key] = key_node.start_mark.line
+        return node
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _yaml(path.read_text())
     except RecursionError:
         raise ConfigError(f"{path}: not a config: its YAML is nested too deeply") from None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: line {exc.problem_mark.line + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -150,7 +236,9 @@ def _parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: expected dotted.key=value")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = _yaml(text) if text.strip() else None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"--set {key}: {exc.problem}") from None
     except yaml.YAMLError:
         value = text
     return key, value
@@ -360,6 +448,8 @@ def check_param_value(family: Any, name: str, value: Any, key: str) -> None:
         raise ValueError(f"{key}: {value!r} is not a finite number; {name} takes {limit.describe()}")
     if limit.kind == "int" and not float(value).is_integer():
         raise ValueError(f"{key}: {value!r} is not an integer; {name} takes {limit.describe()}")
+    if limit.kind == "int" and abs(value) > MAX_INT_PARAM:
+        raise ValueError(f"{key}: {value!r} is out of range; {name} takes an integer of at most {MAX_INT_PARAM}")
     if not limit.admits(float(value)):
         raise ValueError(f"{key}: {value!r} is out of range; {name} takes {limit.describe()}")
 
@@ -389,6 +479,8 @@ def _check_environment(cfg: PipelineConfig) -> None:
     if cfg.search.storage and not cfg.search.storage.startswith("journal:"):
         _check_storage_driver(cfg.search.storage)
         _check_storage_reachable(cfg.search.storage)
+    if cfg.search.storage:
+        _check_storage_folder(cfg.search.storage)
     if cfg.search.cluster_address:
         _check_scheduler_reachable(cfg.search.cluster_address)
     if cfg.warm_start.from_file is not None:
@@ -418,6 +510,30 @@ def _check_storage_driver(url: str) -> None:
         raise ValueError(
             f"search.storage: the database driver for {parsed.drivername!r} is not installed ({exc.name or exc}){hint}"
         ) from None
+
+
+def _check_storage_folder(url: str) -> None:
+    """A SQLite or journal file whose folder cannot be made (a file in the way, no write permission) fails here;
+    nothing is created to find out: the nearest folder that exists must be one we may write in."""
+    path = storage_file(url)
+    if path is None:
+        return
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        raise ValueError(f"search.storage: {path} is a folder, not a file for the studies")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ValueError(f"search.storage: {path} is not writable")
+        return
+    existing = path.parent
+    while not existing.exists():
+        if os.path.lexists(existing):  # a dangling symlink: mkdir would fail on it
+            raise ValueError(f"search.storage: cannot create {path.parent}: {existing} is a broken link")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"search.storage: cannot create {path.parent}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"search.storage: cannot create {path}: {existing} is not writable")
 
 
 REACH_TIMEOUT_SECONDS = 10

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 import re
 import types
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -17,6 +20,88 @@ AUTO_FIDELITY = "hyperband"
 STORAGE_SCHEMES = ("sqlite:", "postgresql:", "postgresql+", "mysql:", "mysql+", "journal:")
 SERIES_BASELINE = "seasonal_naive"  # the baseline only series families have (final.baselines)
 GBM_BASELINE = "gbm"  # a default LightGBM beside a network (final.baselines); the gbm family's default config is one
+
+# Names the pipeline turns into folders under $AUTOML_HOME, MLflow experiments, registered models and Optuna studies
+# (the config's name, registry.model_name, --study-name, the NAME of `automl champion`). The characters leave a name
+# one ordinary path component, never hidden ('.' first) nor a way up ('..'), and rule out what MLflow's registry
+# refuses ('/', ':', a name that normalises to another path) or cannot address ('@' ends NAME in models:/NAME@ALIAS).
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+# A file name holds at most 255 bytes and ours add to a name (a default study name is the config's name plus 21
+# characters); MLflow keeps registered-model names to 256 characters, aliases to 255, experiment names to 500.
+MAX_NAME_LENGTH = 128
+# A study's default name: "<config name>-<UTC start, YYYYmmdd-HHMMSS>-<4 hex digits>" (tasks/tracking/runs.py).
+MAX_STUDY_NAME_LENGTH = MAX_NAME_LENGTH + len("-20260101-000000-abcd")
+# numpy's RandomState (Optuna's samplers, scikit-learn's splits) takes seeds in [0, 2**32 - 1].
+MAX_SEED = 2**32 - 1
+# Upper bounds of the integer keys: far beyond any useful setting, and within what numpy, torch, Optuna and
+# LightGBM take (so a value past them is a typo found at the door, not an overflow an hour into a run).
+MAX_EPOCHS = 100_000
+MAX_TRIALS = 1_000_000
+MAX_STEPS = 1_000_000  # time steps of a series window, season or gap
+MAX_WORKERS = 1024
+# A searched or fixed integer model parameter ends up a C int (LightGBM's parameters, torch's layer sizes).
+MAX_INT_PARAM = 2**31 - 1
+
+
+def name_problem(name: str, max_length: int = MAX_NAME_LENGTH) -> str | None:
+    """Why ``name`` cannot name a pipeline's files, experiment, study or registered model; None when it can.
+
+    Example:
+        >>> name_problem("co2-weekly_v2.1") is None
+        True
+        >>> name_problem("../etc")
+        "'../etc' is not a name: letters, digits, '_', '-' and '.', first a letter or digit, no '..'"
+    """
+    if len(name) > max_length:
+        return f"a name of {len(name)} characters is too long (at most {max_length})"
+    if not re.fullmatch(NAME_PATTERN, name) or ".." in name:
+        return f"{name!r} is not a name: letters, digits, '_', '-' and '.', first a letter or digit, no '..'"
+    return None
+
+
+def _name(name: str) -> str:
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+@functools.cache
+def _prefect_croniter() -> Any:
+    """The croniter Prefect vendors, with which its CronSchedule validates a cron string, loaded from its file:
+    importing it through the prefect package would load all of Prefect, which checking a config must not."""
+    prefect = importlib.util.find_spec("prefect")  # finds the package without running it
+    path = Path(next(iter(prefect.submodule_search_locations))) / "_vendor" / "croniter" / "croniter.py"
+    spec = importlib.util.spec_from_file_location("automl_prefect_croniter", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.croniter
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())  # Prefect's list of the zones a schedule may name
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why Prefect would refuse ``expression`` as a cron schedule (its ``validate_cron_string``); None when it takes it.
+
+    Example:
+        >>> cron_problem("0 2 * * *") is None
+        True
+    """
+    if not _prefect_croniter().is_valid(expression):
+        return f"{expression!r} is not a cron schedule (minute hour day-of-month month day-of-week, e.g. '0 2 * * *')"
+    if any(field.casefold() in ("r", "h") for field in expression.split()):
+        return f"{expression!r}: Prefect does not take random (R) or hashed (H) cron fields"
+    return None
+
+
+def time_zone_problem(zone: str) -> str | None:
+    """Why Prefect would refuse ``zone`` as a schedule's time zone (not an IANA name); None when it takes it."""
+    if zone not in _time_zones():
+        return f"{zone!r} is not a time zone name (IANA tzdata, e.g. UTC or Europe/Berlin)"
+    return None
 
 
 class _Strict(BaseModel):
@@ -79,9 +164,9 @@ class IntParam(_Strict):
     """An integer in [low, high] on a grid of ``step`` (linear), or log-uniform with step 1."""
 
     type: Literal["int"]
-    low: int
-    high: int
-    step: int = Field(1, ge=1)
+    low: int = Field(ge=-MAX_INT_PARAM, le=MAX_INT_PARAM)
+    high: int = Field(ge=-MAX_INT_PARAM, le=MAX_INT_PARAM)
+    step: int = Field(1, ge=1, le=MAX_INT_PARAM)
     log: bool = False
 
     @model_validator(mode="after")
@@ -122,6 +207,9 @@ class CategoricalParam(_Strict):
     def _non_empty_unique(cls, choices: list[Any]) -> list[Any]:
         if not choices:
             raise ValueError("choices must not be empty")
+        for choice in choices:
+            if isinstance(choice, int) and not isinstance(choice, bool) and abs(choice) > MAX_INT_PARAM:
+                raise ValueError(f"{choice} is out of range: an integer choice is at most {MAX_INT_PARAM} in size")
         if len({(type(c), c) for c in choices}) != len(choices):
             raise ValueError(f"choices must be unique (got {choices})")
         return choices
@@ -161,8 +249,8 @@ class DataConfig(_Strict):
     target: str
     time_column: str | None = None
     task: Literal["auto", "regression", "classification"] = "auto"
-    lookback: int = Field(24, ge=1)
-    horizon: int = Field(1, ge=1)
+    lookback: int = Field(24, ge=1, le=MAX_STEPS)
+    horizon: int = Field(1, ge=1, le=MAX_STEPS)
     # Steps per season for the seasonal-naive baseline; auto infers it from the time column's step (daily -> 7).
     season: int | Literal["auto"] = "auto"
     features: list[str] | None = None
@@ -176,6 +264,8 @@ class DataConfig(_Strict):
             return value
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"must be a positive integer or auto (got {value!r})")
+        if value > MAX_STEPS:
+            raise ValueError(f"must be at most {MAX_STEPS} steps (got {value})")
         return value
 
 
@@ -218,7 +308,7 @@ class CVConfig(_Strict):
 
     folds: int = Field(1, ge=1, le=100)
     kind: Literal["auto", "kfold", "stratified", "rolling_origin", "expanding"] = "auto"
-    gap: int = Field(0, ge=0)
+    gap: int = Field(0, ge=0, le=MAX_STEPS)
     pruning: bool = True
 
 
@@ -229,11 +319,11 @@ class PBTConfig(_Strict):
     from the space with ``resample_probability`` (explore)."""
 
     population: int = Field(8, ge=2, le=256)
-    interval_epochs: int = Field(2, ge=1)
+    interval_epochs: int = Field(2, ge=1, le=MAX_EPOCHS)
     quantile: float = Field(0.25, gt=0, le=0.5)
     perturb: tuple[float, float] = (0.8, 1.2)
     resample_probability: float = Field(0.25, ge=0, le=1)
-    epochs: int = Field(30, ge=1, le=100_000)
+    epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
 
     @field_validator("perturb")
     @classmethod
@@ -259,13 +349,13 @@ class SearchConfig(_Strict):
     lr_range: Literal["off", "auto"] = "off"
     backend: Literal["optuna", "hyperopt"] = "optuna"
     sampler: str = "tpe"
-    n_trials: int | None = Field(20, ge=1)
+    n_trials: int | None = Field(20, ge=1, le=MAX_TRIALS)
     timeout: float | None = Field(None, gt=0)
-    epochs: int = Field(5, ge=1)
-    n_startup_trials: int | None = Field(None, ge=0)
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
+    n_startup_trials: int | None = Field(None, ge=0, le=MAX_TRIALS)
     # auto: multi-fidelity for strategy sample (AUTO_FIDELITY), none for pbt (its members train on all the data)
     fidelity: Literal["auto", "none", "successive_halving", "hyperband"] = "auto"
-    eta: int = 3
+    eta: int = Field(3, le=100)  # an eta of 100 already keeps one config in a hundred per rung
     min_fraction: float = 1 / 9
     promotion: Literal["asha", "deferred"] = "asha"  # deferred: no promotion before a rung has eta results
     # A config promoted to a larger data fraction continues from its checkpoint at the rung below (weights and
@@ -278,7 +368,7 @@ class SearchConfig(_Strict):
     try_default_first: bool = True
     cv: CVConfig = CVConfig()
     storage: str | None = None
-    parallelism: int = Field(1, ge=1)
+    parallelism: int = Field(1, ge=1, le=MAX_WORKERS)
     cluster_address: str | None = None
     trial_timeout: float | None = Field(None, gt=0)
     space: dict[str, ParamSpec] | None = None
@@ -346,8 +436,8 @@ class FinalConfig(_Strict):
     """Retraining of the best config: a bigger budget with early stopping on validation loss; an ensemble of the
     best configs when it validates better; a production refit on all rows (``refit: all``)."""
 
-    epochs: int = Field(50, ge=1)
-    patience: int = Field(5, ge=1)
+    epochs: int = Field(50, ge=1, le=MAX_EPOCHS)
+    patience: int = Field(5, ge=1, le=MAX_EPOCHS)
     init: Literal["best_trial", "scratch"] = "best_trial"  # continue from the best trial's weights, or start over
     ensemble: EnsembleConfig = EnsembleConfig()
     # all: after the test, the registered model is trained again on every row (train, validation and test)
@@ -361,25 +451,27 @@ class WarmStartConfig(_Strict):
     and/or with configs named explicitly (run ids, or a file written by ``automl configs export``)."""
 
     enabled: bool = True
-    top_k: int = Field(3, ge=0)
+    top_k: int = Field(3, ge=0, le=1000)
     from_runs: list[str] = []
     from_file: Path | None = None
     skip_low_fidelity: bool = False
 
 
 class RegistryConfig(_Strict):
-    """Register the final model in the MLflow model registry; ``model_name`` defaults to the config's name."""
+    """Register the final model in the MLflow model registry; ``model_name`` defaults to the config's name.
+    ``promote`` moves the ``champion`` alias to the new version: ``better`` when it scores better than the current
+    champion on the new run's test rows (the first version always), ``always``, or ``never`` (the alias is moved
+    by hand, ``automl champion set``)."""
 
     enabled: bool = True
-    model_name: str | None = Field(None, min_length=1, max_length=256)
+    model_name: str | None = None
+    promote: Literal["better", "always", "never"] = "better"
 
     @field_validator("model_name")
     @classmethod
     def _registry_name(cls, name: str | None) -> str | None:
-        # MLflow's registry refuses these (after all the training, if not checked here)
-        if name is not None and (name.strip() != name or any(c in name for c in "/:")):
-            raise ValueError(f"{name!r} is not a registered model name MLflow accepts (no '/', ':' or outer spaces)")
-        return name
+        # checked here, not by MLflow's registry after all the training
+        return None if name is None else _name(name)
 
 
 class ScheduleConfig(_Strict):
@@ -390,6 +482,23 @@ class ScheduleConfig(_Strict):
     timezone: str = "UTC"
     score_cron: str | None = None
 
+    @field_validator("cron", "score_cron")
+    @classmethod
+    def _cron(cls, expression: str | None) -> str | None:
+        # checked here, not by `automl serve` when it builds the deployments
+        problem = None if expression is None else cron_problem(expression)
+        if problem:
+            raise ValueError(problem)
+        return expression
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, zone: str) -> str:
+        problem = time_zone_problem(zone)
+        if problem:
+            raise ValueError(problem)
+        return zone
+
 
 class ScoreConfig(_Strict):
     """Batch scoring with the registered model (the ``score`` flow, ``automl predict --config``). Relative paths
@@ -398,13 +507,13 @@ class ScoreConfig(_Strict):
 
     data: Path | None = None
     output: Path | None = None
-    alias: str = Field("champion", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$", max_length=255)
+    alias: str = Field("champion", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$", max_length=MAX_NAME_LENGTH)
     rolling: bool = False
 
     @field_validator("alias")
     @classmethod
     def _not_reserved(cls, alias: str) -> str:
-        if alias.lower() == "latest" or re.fullmatch(r"v\d+", alias):
+        if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):  # as MLflow reserves them
             raise ValueError(f"{alias!r} is reserved by MLflow's registry; use another alias")
         return alias
 
@@ -426,9 +535,9 @@ class PipelineConfig(_Strict):
         6
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str
     description: str = ""
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     model: ModelConfig
     data: DataConfig
     training: TrainingConfig = TrainingConfig()
@@ -439,6 +548,11 @@ class PipelineConfig(_Strict):
     registry: RegistryConfig = RegistryConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     score: ScoreConfig = ScoreConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _config_name(cls, name: str) -> str:
+        return _name(name)
 
     @model_validator(mode="before")
     @classmethod

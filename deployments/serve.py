@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from configs import ConfigError, config_file, load_config, shipped_configs
+from configs import check_cron, config_file, load_config, shipped_configs
 from tasks.runtime.state import local_state
 
 DEFAULT_LIMIT = 2
@@ -75,12 +75,10 @@ def pipeline_deployments(files: list[Path], cron: str | None = None) -> list:
 
 
 def _cron(expression: str, timezone: str, key: str):
+    """Prefect's schedule, its cron checked first: Prefect's own check waits until the deployment is built."""
     from prefect.schedules import Cron
 
-    try:
-        return Cron(expression, timezone=timezone)
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {exc}") from None
+    return Cron(check_cron(key, expression), timezone=timezone)
 
 
 def serve(deployments: list, limit: int = DEFAULT_LIMIT) -> None:

@@ -188,9 +188,92 @@ CASES = {
     ),
     "registry name MLflow refuses": (
         lambda t: ["--set", "registry.model_name=team/model"],
-        "registry.model_name: 'team/model' is not a registered model name MLflow accepts",
+        "registry.model_name: 'team/model' is not a name: letters, digits, '_', '-' and '.', first a letter or digit",
     ),
+    # names become folders, experiments, studies and registered models: the rule for names, checked at the door
+    "registry name a models:/ URI cannot address": (
+        lambda t: ["--set", "registry.model_name=a@b"],
+        "registry.model_name: 'a@b' is not a name",
+    ),
+    "registry name that is a way up": (lambda t: ["--set", "registry.model_name=.."], "registry.model_name: '..' is"),
+    "config name of 600 characters": (
+        lambda t: ["--set", f"name={'n' * 600}"],
+        "name: a name of 600 characters is too long (at most 128)",
+    ),
+    "config name with a control character": (lambda t: ["--set", 'name="co2\tweekly"'], "name: 'co2\\tweekly' is not"),
+    "study name that is a path": (lambda t: ["--study-name", "/tmp/x"], "--study-name: '/tmp/x' is not a name"),
+    "study name leading out of the state": (lambda t: ["--study-name", "../../x"], "--study-name: '../../x' is not"),
+    "study name of 600 characters": (
+        lambda t: ["--study-name", "s" * 600],
+        "--study-name: a name of 600 characters is too long (at most 149)",
+    ),
+    "empty study name": (lambda t: ["--study-name", ""], "--study-name: '' is not a name"),
     "reserved alias": (lambda t: ["--set", "score.alias=latest"], "score.alias: 'latest' is reserved"),
+    "version alias in capitals": (lambda t: ["--set", "score.alias=V2"], "score.alias: 'V2' is reserved"),
+    # integers within what the libraries downstream take
+    "negative seed": (lambda t: ["--set", "seed=-1"], "seed: Input should be greater than or equal to 0 (got -1)"),
+    "seed past numpy's": (
+        lambda t: ["--set", "seed=4294967296"],
+        "seed: Input should be less than or equal to 4294967295 (got 4294967296)",
+    ),
+    "trials past any budget": (
+        lambda t: ["--set", f"search.n_trials={10**30}"],
+        "search.n_trials: Input should be less than or equal to 1000000",
+    ),
+    "a searched size past a C int": (
+        lambda t: ["--set", f"search.space.hidden_size.high={10**30}"],
+        "search.space.hidden_size.high: Input should be less than or equal to 2147483647",
+    ),
+    "a fixed size past a C int": (
+        lambda t: ["--set", "search.space=null", "--set", f"model.params.hidden_size={10**30}"],
+        f"model.params.hidden_size: {10**30} is out of range; hidden_size takes an integer of at most 2147483647",
+    ),
+    "an integer choice past a C int": (
+        lambda t: ["--set", f"search.space.batch_size.choices=[32, {2**31}]"],
+        "search.space.batch_size.choices: 2147483648 is out of range",
+    ),
+    "a season past any series": (
+        lambda t: ["--set", f"data.season={10**30}"],
+        "data.season: must be at most 1000000 steps",
+    ),
+    # a key given twice: the later value would win without a word
+    "duplicate key in an override's mapping": (
+        lambda t: [
+            "--set",
+            "search.space={lr: {type: float, low: 0.001, high: 0.01}, lr: {type: float, low: 0.1, high: 1}}",
+        ],
+        "--set search.space: duplicate key 'lr'",
+    ),
+    # schedules: what Prefect takes, checked by `automl validate` and `run`, not first by `automl serve`
+    "unknown time zone": (
+        lambda t: ["--set", "schedule.timezone=Mars/Olympus"],
+        "schedule.timezone: 'Mars/Olympus' is not a time zone name",
+    ),
+    "cron minute past 59": (
+        lambda t: ["--set", "schedule.cron=61 * * * *"],
+        "schedule.cron: '61 * * * *' is not a cron",
+    ),
+    "random cron field": (
+        lambda t: ["--set", "schedule.cron=R 2 * * *"],
+        "schedule.cron: 'R 2 * * *': Prefect does not take random (R) or hashed (H) cron fields",
+    ),
+    "scoring cron not a cron": (
+        lambda t: ["--set", "score.data=x.csv", "--set", "schedule.score_cron=every day"],
+        "schedule.score_cron: 'every day' is not a cron",
+    ),
+    # storage files whose folder cannot be made
+    "SQLite storage under a file": (
+        lambda t: ["--set", f"search.storage=sqlite:///{_file(t, 'plain', 'x')}/studies/optuna.db"],
+        "search.storage: cannot create {tmp}/plain/studies: {tmp}/plain is a file, not a folder",
+    ),
+    "journal storage under a file": (
+        lambda t: ["--set", f"search.storage=journal://{_file(t, 'plain', 'x')}/studies.log"],
+        "search.storage: cannot create {tmp}/plain: {tmp}/plain is a file, not a folder",
+    ),
+    "storage file that is a folder": (
+        lambda t: ["--set", f"search.storage=sqlite:///{t}"],
+        "search.storage: {tmp} is a folder, not a file for the studies",
+    ),
     "scoring schedule without data": (
         lambda t: ["--set", "schedule.score_cron=0 6 * * *"],
         "schedule.score_cron: a scoring schedule needs score.data",
@@ -569,3 +652,35 @@ def test_an_export_to_a_folder_leaves_nothing_behind(home, tmp_path, capsys, mon
     assert main(["configs", "export", "some-run", "-o", str(folder)]) == 2
     assert f"--output: {folder} is a directory" in capsys.readouterr().err
     assert list(folder.iterdir()) == [] and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused_naming_the_file_line_and_key(home, tmp_path, capsys):
+    config = (REPO / "configs" / "lstm_baseline.yaml").read_text()
+    doubled = tmp_path / "doubled.yaml"
+    doubled.write_text(config.replace("search:\n", "search:\n  epochs: 3\n  epochs: 4\n", 1))
+    line = doubled.read_text().splitlines().index("  epochs: 4") + 1
+    assert main(["run", str(doubled)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {doubled}: line {line}: duplicate key 'epochs' (first given at line {line - 1})\n"
+    assert not home.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["champion", "history", "a@b"], "champion: NAME: 'a@b' is not a name"),
+        (["champion", "history", "--", "../mlruns"], "champion: NAME: '../mlruns' is not a name"),
+        (["champion", "set", "x" * 300, "1"], "champion: NAME: a name of 300 characters is too long (at most 128)"),
+        (["champion", "set", "co2", "v2"], "champion: VERSION: 'v2' is not a model version"),
+        (["champion", "set", "co2", "0"], "champion: VERSION: '0' is not a model version"),
+        (["champion", "set", "co2", str(2**31)], "champion: VERSION: '2147483648' is not a model version"),
+        (["serve", "--cron", "0 25 * * *", "--configs", "lstm_baseline"], "--cron: '0 25 * * *' is not a cron"),
+    ],
+)
+def test_champion_and_serve_arguments_are_refused_before_the_registry_or_prefect_is_touched(
+    args, expected, home, capsys
+):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {expected}") and err.count("\n") == 1, err
+    assert not home.exists()

@@ -140,3 +140,16 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(listed)
     with pytest.raises(ConfigError, match=r"expected dotted\.key=value"):
         load_config(REPO / "configs" / "lstm_baseline.yaml", ["search.n_trials"])
+
+
+def test_a_key_given_twice_is_refused_but_a_key_beside_a_merge_overrides_it_as_yaml_means(tmp_path):
+    shipped = (REPO / "configs" / "lstm_baseline.yaml").read_text()
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(shipped.replace("search:\n", "search:\n  <<: {n_trials: 3, eta: 4, epochs: 2}\n", 1))
+    cfg = load_config(merged)
+    assert (cfg.search.n_trials, cfg.search.eta, cfg.search.epochs) == (12, 3, 5)  # the shipped file's own keys
+    doubled = tmp_path / "doubled.yaml"
+    doubled.write_text(shipped.replace("  eta: 3\n", "  eta: 3\n  eta: 4\n", 1))
+    line = doubled.read_text().splitlines().index("  eta: 4") + 1
+    with pytest.raises(ConfigError, match=rf"doubled\.yaml: line {line}: duplicate key 'eta' \(first given at line"):
+        load_config(doubled)

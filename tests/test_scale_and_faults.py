@@ -4,7 +4,9 @@ same command resumes."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import re
 import signal
@@ -12,6 +14,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -25,7 +29,7 @@ from prefect.settings import PREFECT_API_URL
 
 from automl.cli import main
 from flows.pipeline import automl_pipeline
-from tests.helpers import REPO, make_series, write_config
+from tests.helpers import REPO, TINY_SPACE, make_series, write_config
 from tests.test_cli import AUTOML
 
 pytestmark = pytest.mark.e2e
@@ -88,14 +92,33 @@ def test_dask_settings_of_one_parallel_search_leave_dask_defaults_for_the_next()
     assert done.stdout.split() == ["30s", "True"]
 
 
+@contextmanager
+def prefect_console() -> Iterator[io.StringIO]:
+    """What Prefect's console handler prints during the block, for in-process runs: a second PrefectConsoleHandler
+    on the ``prefect`` logger, writing to a buffer, which ``setup_console`` quiets as it quiets the real one (whose
+    stream pytest took over before any test ran)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    console = io.StringIO()
+    handler = PrefectConsoleHandler(stream=console)
+    logging.getLogger("prefect").addHandler(handler)
+    try:
+        yield console
+    finally:
+        logging.getLogger("prefect").removeHandler(handler)
+
+
 def test_trial_timeouts_fail_the_trials_and_the_pipeline_names_the_reason(
     prefect_api, home, series_csv, tmp_path, capsys
 ):
     config = write_config(tmp_path, series_csv, search={"n_trials": 3})
-    code = main(["run", str(config), "--set", "search.trial_timeout=0.001"])
+    with prefect_console() as console:
+        code = main(["run", str(config), "--set", "search.trial_timeout=0.001"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1].startswith("error: search failed: no trial completed in study")
+    # the one line says it all: no Prefect traceback (one per flow run) before it
+    assert "Traceback" not in console.getvalue() and "SearchFailed" not in console.getvalue(), console.getvalue()
     assert "most common reason: TimeLimitExceeded: trial_timeout of 0.001s exceeded in epoch 1 of 2" in err[-1]
 
     client = _mlflow(home)
@@ -257,9 +280,17 @@ def test_ctrl_c_and_kill_9_stop_the_run_and_the_same_command_finishes(tmp_path):
         tmp_path,
         csv,
         name="stoppable",
-        # seconds long (150 epochs of about 1,000 windows): a stop 0.5 s into it lands inside it (with 30 epochs a
-        # small sampled config once finished first on a fresh clone, and the Ctrl-C then landed in the hand-over)
-        search={"n_trials": 1, "epochs": 150, "fidelity": "none", "try_default_first": False},
+        # seconds long (80 epochs of about 1,000 windows, the largest config of the tiny space held fixed): a stop
+        # 0.5 s into it lands inside it (with 30 epochs a small sampled config once finished first on a fresh clone,
+        # and the Ctrl-C then landed in the hand-over; 150 epochs of a sampled one cost the suite a minute more)
+        model={"family": "lstm", "params": {"hidden_size": 16, "num_layers": 2, "batch_size": 16}},
+        search={
+            "n_trials": 1,
+            "epochs": 80,
+            "fidelity": "none",
+            "try_default_first": False,
+            "space": {"lr": TINY_SPACE["lr"], "dropout": TINY_SPACE["dropout"]},
+        },
         final={"epochs": 1, "patience": 1},
     )
     args = ("run", str(config), "--json")

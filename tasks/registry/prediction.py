@@ -182,9 +182,10 @@ def check_output(path: Path | None, key: str = "--out") -> None:
 
 
 def check_rows(model: RegisteredModel, frame: pd.DataFrame, rolling: bool, path: Path) -> None:
-    """Every column, type and length problem as one ``DataError`` naming the file and column, before scoring.
-    Stricter than the served model, which ignores extra columns (MLflow drops them): a file to score with an
-    extra or misnamed column is refused, so a typo does not pass unnoticed."""
+    """Every column, type, length and cadence problem as one ``DataError`` naming the file and column, before
+    scoring. Stricter than the served model, which ignores extra columns (MLflow drops them): a file to score with
+    an extra or misnamed column is refused, so a typo does not pass unnoticed; the columns training dropped are
+    not extra (a file like the training's has them)."""
     try:
         model.preprocessing.validate(frame, rolling, extra_allowed=False)
     except RawInputError as exc:
@@ -239,7 +240,7 @@ def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
 
 def default_output(state: LocalState, config_name: str) -> Path:
     """A new Parquet file for a scoring run: ``$AUTOML_HOME/predictions/<config name>/<UTC time>.parquet``."""
-    folder = state.home / "predictions" / config_name
+    folder = state.predictions(config_name)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,2 +1,3 @@
 """What a run runs on: the local state folder (``state``), the temporary Prefect API (``prefect_server``), which
-stage results a resumed run reuses (``caching``), and the wall-clock budget (``budget``)."""
+stage results a resumed run reuses (``caching``), the wall-clock budget (``budget``), and Ctrl-C and SIGTERM as a
+stop no stage boundary lets through (``interrupts``)."""

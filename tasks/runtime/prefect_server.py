@@ -7,7 +7,10 @@ server (the uvicorn process its client would start on first use), started here i
   connection errors);
 - it stops with the pipeline process: Prefect stops it at exit, and Linux sends it SIGTERM when the process dies
   in a way Python never sees (kill -9), so no server is left behind;
-- a first start on a fresh machine (Prefect creating its database) gets more than Prefect's 20 s.
+- a first start on a fresh machine (Prefect creating its database) gets more than Prefect's 20 s;
+- what it prints goes to ``$AUTOML_HOME/prefect-server.log``, not the terminal: a server stopped while it starts
+  (Ctrl-C in the first seconds of a run) prints a traceback of its interrupted database migration, and the console
+  of a stopped run holds one line.
 
 Once it answers, it is handed to Prefect as its ephemeral server, so Prefect's client uses it and stops it at exit.
 """
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -35,6 +39,7 @@ _PORT_TAKEN = 3  # uvicorn's exit code when its port is in use
 class TemporaryServer:
     port: int
     process: subprocess.Popen
+    log: Path
 
     @property
     def api_url(self) -> str:
@@ -59,8 +64,10 @@ def launch_temporary_server() -> TemporaryServer | None:
     prefect_server = sys.modules.get("prefect.server.api.server")  # not imported: no ephemeral server yet
     if prefect_server is not None and None in prefect_server.SubprocessASGIServer._instances:
         return None  # one runs in this process already (a second run in one process): Prefect reuses it
-    port = _free_port()
-    return TemporaryServer(port, _spawn(port))
+    from tasks.runtime.state import local_state
+
+    port, log = _free_port(), local_state().prefect_server_log
+    return TemporaryServer(port, _spawn(port, log), log)
 
 
 def wait_until_up(server: TemporaryServer | None, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
@@ -72,9 +79,11 @@ def wait_until_up(server: TemporaryServer | None, timeout: float = STARTUP_TIMEO
         code = server.process.poll()
         if code == _PORT_TAKEN:  # taken between choosing it and binding it: take another
             server.port = _free_port()
-            server.process = _spawn(server.port)
+            server.process = _spawn(server.port, server.log)
         elif code is not None:
-            raise RuntimeError(f"the temporary Prefect server exited with code {code} while starting")
+            raise RuntimeError(
+                f"the temporary Prefect server exited with code {code} while starting (its output: {server.log})"
+            )
         try:
             if httpx.get(f"{server.api_url}/health", timeout=5).status_code == 200:
                 break
@@ -91,40 +100,43 @@ def wait_until_up(server: TemporaryServer | None, timeout: float = STARTUP_TIMEO
     atexit.register(ephemeral.stop)
 
 
-def _spawn(port: int) -> subprocess.Popen:
+def _spawn(port: int, log: Path) -> subprocess.Popen:
     """Prefect's own command for its ephemeral server (prefect/server/api/server.py, SubprocessASGIServer), in a
-    new session and tied to this process."""
+    new session and tied to this process, printing to ``log``."""
     import prefect
     from prefect.settings import get_current_settings
 
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            str(prefect.__module_path__.parent),
-            "--factory",
-            "prefect.server.api.server:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "error",
-            "--lifespan",
-            "on",
-        ],
-        env={
-            **os.environ,
-            "PREFECT_UI_ENABLED": "0",
-            "PREFECT__SERVER_EPHEMERAL": "1",
-            "PREFECT__SERVER_FINAL": "1",
-            **get_current_settings().to_environment_variables(exclude_unset=True),
-        },
-        start_new_session=True,
-        preexec_fn=_stop_with_parent(os.getpid()),
-    )
+    with open(log, "a") as output:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(prefect.__module_path__.parent),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env={
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+                **get_current_settings().to_environment_variables(exclude_unset=True),
+            },
+            start_new_session=True,
+            preexec_fn=_stop_with_parent(os.getpid()),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _free_port() -> int:

@@ -4,7 +4,10 @@ under one folder, ``.automl/`` in the working directory unless ``AUTOML_HOME`` s
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,22 +55,31 @@ class LocalState:
     def prefect_results(self) -> Path:
         return self.home / "prefect-results"
 
+    @property
+    def prefect_server_log(self) -> Path:
+        """What the temporary Prefect servers of ``automl run`` print (their errors), appended run after run."""
+        return self.home / "prefect-server.log"
+
     def trial_weights(self, study_name: str) -> Path:
         """Where a study's full-fidelity evaluations keep their best epoch's weights (for the final stage)."""
-        return self.home / "trial-weights" / study_name
+        return self.home / "trial-weights" / folder_name(study_name)
 
     def rung_checkpoints(self, study_name: str) -> Path:
         """Where a study's configs keep a checkpoint at each rung below all the data (weights and optimiser state),
         so that a config promoted to the next rung continues from it; removed when the search finishes."""
-        return self.home / "rung-checkpoints" / study_name
+        return self.home / "rung-checkpoints" / folder_name(study_name)
 
     def pbt_checkpoints(self, study_name: str) -> Path:
         """Where a study's PBT members keep their checkpoints (weights and optimiser state per interval)."""
-        return self.home / "pbt-checkpoints" / study_name
+        return self.home / "pbt-checkpoints" / folder_name(study_name)
 
     def lr_find(self, config_name: str) -> Path:
         """Where ``automl lr-find`` writes a config's range-test plot."""
-        return self.home / "lr_find" / config_name
+        return self.home / "lr_find" / folder_name(config_name)
+
+    def predictions(self, config_name: str) -> Path:
+        """Where a config's scoring runs write their predictions when ``score.output`` is not set."""
+        return self.home / "predictions" / folder_name(config_name)
 
     def ensure(self) -> LocalState:
         """Create the folder; one that cannot be (a file in the way, no permission) is a one-line input error."""
@@ -82,6 +94,23 @@ class LocalState:
         if not os.access(self.home, os.W_OK):
             raise InputError(f"AUTOML_HOME: {self.home} is not writable")
         return self
+
+
+def folder_name(name: str) -> str:
+    """The folder of the state named after a study or config: the name itself when it follows the rule for names
+    (what the config check and ``--study-name`` take), else a plain name derived from it, so that no name, e.g. that
+    of a study begun before names were checked, leads out of the state folder or makes too long a file name.
+
+    Example:
+        >>> folder_name("co2-20260101-020000-ab12"), folder_name("../../etc")
+        ('co2-20260101-020000-ab12', 'etc-74ccf3c5b4c1')
+    """
+    from configs import MAX_STUDY_NAME_LENGTH, ConfigError, check_name
+
+    with contextlib.suppress(ConfigError):
+        return check_name("name", name, MAX_STUDY_NAME_LENGTH)
+    plain = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_-")[:64] or "name"
+    return f"{plain}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -89,7 +89,8 @@ class Sampling:
         n_startup = (
             search.n_startup_trials if search.n_startup_trials is not None else default_n_startup(search.n_trials)
         )
-        sampler_seed = job.seed + len(study.trials)  # a continued study must not replay the same random configs
+        # A continued study must not replay the same random configs; numpy's seeds end at 2**32 - 1 (config.seed's too).
+        sampler_seed = (job.seed + len(study.trials)) % 2**32
         backend = make_backend(search.backend, search.sampler, study, space, sampler_seed, n_startup)
         scheduler = make_scheduler(
             search.fidelity,

@@ -14,7 +14,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from configs import ConfigError, SearchConfig
+from configs import MAX_STUDY_NAME_LENGTH, ConfigError, SearchConfig, check_name, storage_file
 from tasks.runtime.state import enable_wal, first_use_lock, local_state
 from tasks.search import (
     FULL_FIDELITY_ATTR,
@@ -49,7 +49,9 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        return JournalStorage(JournalFileBackend(url.removeprefix("journal:").removeprefix("//")))
+        path = storage_file(url)
+        path.parent.mkdir(parents=True, exist_ok=True)  # as for SQLite; the config check found it can be made
+        return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite"):
         enable_wal(url)
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
@@ -94,10 +96,11 @@ def open_study(search: SearchConfig, study_name: str, storage: optuna.storages.B
 
 
 def check_study(search: SearchConfig, study_name: str | None) -> None:
-    """A study continued by name (``--study-name``) must have been run with this config's rungs: checked before
-    any run or trial exists, without creating the study."""
-    if not study_name:
+    """A study continued by name (``--study-name``) must have a name that may name folders of the state, and have
+    been run with this config's rungs: checked before any run or trial exists, without creating the study."""
+    if not study_name:  # the Prefect form's empty field: a new study
         return
+    check_name("study_name", study_name, MAX_STUDY_NAME_LENGTH)
     storage = make_storage(storage_url(search))
     try:
         study_id = storage.get_study_id_from_name(study_name)
