@@ -21,6 +21,7 @@ from tasks.data_prep.prepared import PreparedData
 from tasks.final_train.plan import TUNED
 from tasks.final_train.result import FinalResult
 from tasks.runtime.budget import RunBudget
+from tasks.runtime.interrupts import raise_if_stopped
 from tasks.runtime.state import local_state
 from tasks.search_stage.result import SearchStageResult
 from tasks.space import FAMILY_KEY, search_space, split_family
@@ -76,13 +77,16 @@ logger = logging.getLogger("automl")
 
 @dataclass
 class StageClock:
-    """Wall-clock seconds per stage in this invocation (a stage reused from cache costs about nothing)."""
+    """Wall-clock seconds per stage in this invocation (a stage reused from cache costs about nothing). Every stage
+    starts through it, so it is also where a stop that a library swallowed surfaces again: no stage starts after
+    Ctrl-C or SIGTERM."""
 
     started: float = field(default_factory=time.monotonic)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        raise_if_stopped()
         begin = time.monotonic()
         try:
             yield
@@ -127,6 +131,7 @@ def pipeline_run(
     clock = StageClock()
     try:
         yield pipeline, clock
+        raise_if_stopped()  # a stopped pipeline is never closed FINISHED
     except BaseException as exc:
         try:
             if was_interrupted(exc):
@@ -190,6 +195,7 @@ def record_summary(
         pbt=search_result.pbt,
         ensemble=final.ensemble,
         refit=final.refit,
+        promotion=final.promotion,
     )
     markdown = render_markdown(summary)
     space = search_space(cfg.search.space, cfg.search.families)

@@ -104,6 +104,21 @@ class RefitSummary:
     epochs: dict[str, int]
 
 
+@dataclass(frozen=True)
+class PromotionSummary:
+    """The registry's champion decision (``registry.promote``): the champion the new version was compared with
+    (None: there was none) and both primary metrics on the same ``rows``, the new run's test rows (None: the
+    champion could not score them), and whether the new version took the champion alias."""
+
+    champion_version: int | None
+    champion_metric: float | None
+    challenger_metric: float | None
+    rows: int
+    promoted: bool
+    metric: str
+    rule: str  # registry.promote: better, always or never
+
+
 @dataclass(frozen=True, kw_only=True)
 class PipelineSummary:
     """One completed pipeline execution: where it is tracked, what the search found, how the tuned model tested
@@ -147,6 +162,7 @@ class PipelineSummary:
     pbt: PBTSummary | None = None  # None unless strategy is pbt
     ensemble: EnsembleSummary | None = None  # None when no ensemble was tried (top_k 1, PBT, one candidate)
     refit: RefitSummary | None = None  # None unless final.refit is all
+    promotion: PromotionSummary | None = None  # None when the registry is disabled
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a JSON object (``automl run --json``, ``summary.json``): its fields in order, the

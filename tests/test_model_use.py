@@ -56,7 +56,8 @@ TINY_MLP_SPACE = {
 @pytest.fixture(scope="module")
 def champions(prefect_api, tmp_path_factory):
     """Five tiny pipelines (LSTM, Transformer and gbm on a series with a covariate and gaps, MLP and gbm on the
-    penguins with missing values and categories) in one state folder, the LSTM twice (two versions of one model).
+    penguins with missing values and categories) in one state folder, the MLP twice with another seed (two versions
+    of one model, tested on other rows).
     The series gbm searches on rungs with continuation, as the default configs do."""
     from flows.pipeline import automl_pipeline
 
@@ -108,7 +109,7 @@ def champions(prefect_api, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AUTOML_HOME", str(state))
         summaries = {family: automl_pipeline(config_path=str(path)) for family, path in configs.items()}
-        second = automl_pipeline(config_path=str(configs["lstm"]), overrides=["seed=8"])
+        second = automl_pipeline(config_path=str(configs["mlp"]), overrides=["seed=8"])
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     for summary in [*summaries.values(), second]:
         assert isinstance(summary, PipelineSummary) and summary.status == "completed", summary
@@ -184,11 +185,12 @@ def _series_test_history(champions, summary) -> Path:
     return path
 
 
-def _stage_run(champions, summary, stage: str):
+def _stage_run(champions, summary, stage: str, pipeline_run_id: str | None = None):
     client = _client(champions)
     return client.search_runs(
         [client.get_experiment_by_name(summary.experiment).experiment_id],
-        f"tags.`mlflow.parentRunId` = '{summary.pipeline_run_id}' and tags.`automl.stage` = '{stage}'",
+        f"tags.`mlflow.parentRunId` = '{pipeline_run_id or summary.pipeline_run_id}' "
+        f"and tags.`automl.stage` = '{stage}'",
     )[0]
 
 
@@ -199,8 +201,8 @@ def test_the_champion_reproduces_the_logged_test_predictions_in_a_fresh_process(
         name = summary.registered_model.name
         champion = client.get_model_version_by_alias(name, "champion")  # its run: the final_train stage that made it
         final = client.get_run(champion.run_id)
-        if family in ("mlp", "gbm"):
-            prep = _stage_run(champions, summary, "data_prep")
+        if family in ("mlp", "gbm"):  # the test rows of the run that made the champion (its seed's split)
+            prep = _stage_run(champions, summary, "data_prep", final.data.tags["mlflow.parentRunId"])
             rows = mlflow.artifacts.download_artifacts(
                 f"runs:/{prep.info.run_id}/splits/test.parquet", dst_path=str(champions["work"] / f"{family}-test")
             )
@@ -374,6 +376,18 @@ BAD_PREDICT_INPUTS = {
         [],
         "column 'week' has duplicate timestamps",
     ),
+    "every other week": (
+        LSTM,
+        lambda: make_series(220).iloc[::2].tail(30),
+        [],
+        "column 'week': rows are 14 days apart; the model was trained on steps of 7 days",
+    ),
+    "hourly rows for a weekly model": (
+        LSTM,
+        lambda: _history().assign(week=pd.date_range("2004-01-03", periods=30, freq="h").astype(str)),
+        [],
+        "column 'week': rows are 1 hour apart; the model was trained on steps of 7 days",
+    ),
     "empty file": (LSTM, lambda: None, [], "the file is empty"),
     "header only": (LSTM, lambda: _history().head(0), [], "no data rows"),
     "unknown model": ("models:/no_such_model@champion", _history, [], "no registered model 'no_such_model'"),
@@ -453,28 +467,91 @@ def test_predict_without_a_registry_creates_none(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "state").exists()
 
 
+def test_a_run_with_another_seed_is_compared_with_the_champion_on_its_own_test_rows(champions):
+    """The second MLP run (seed 8) tests on other rows than the first (seed 42): the champion (version 1) is scored
+    on the second run's test rows, and both recorded metrics are recomputed here from the two registered models."""
+    from sklearn.metrics import f1_score
+
+    first, second = champions["summaries"]["mlp"], champions["second"]
+    assert (first.registered_model.version, second.registered_model.version) == (1, 2)
+    assert first.promotion.champion_version is None and first.promotion.promoted
+    rows = {}
+    for summary in (first, second):
+        prep = _stage_run(champions, summary, "data_prep")
+        path = f"runs:/{prep.info.run_id}/splits/test.parquet"
+        rows[summary.pipeline_run_id] = pd.read_parquet(mlflow.artifacts.download_artifacts(path))
+    theirs, ours = rows[first.pipeline_run_id], rows[second.pipeline_run_id]
+    assert not theirs.equals(ours)  # other seeds, other test rows
+    promotion = second.promotion
+    assert promotion.champion_version == 1 and promotion.rows == len(ours) and promotion.metric == "f1_macro"
+    truth = ours.pop("species").astype(str)
+    mlflow.set_tracking_uri(f"sqlite:///{champions['state'] / 'mlflow.db'}")
+    recomputed = {}
+    for version in (1, 2):
+        predicted = mlflow.pyfunc.load_model(f"models:/tiny_penguins/{version}").predict(ours)
+        classes = [c.removeprefix("proba_") for c in predicted.columns if c.startswith("proba_")]
+        recomputed[version] = f1_score(truth, predicted["prediction"].astype(str), average="macro", labels=classes)
+    assert promotion.champion_metric == pytest.approx(recomputed[1])
+    assert promotion.challenger_metric == pytest.approx(recomputed[2])
+    assert promotion.challenger_metric == pytest.approx(second.test_metrics["f1_macro"])
+    assert promotion.promoted is (recomputed[2] > recomputed[1]) is second.champion
+    recorded = second.to_json()["promotion"]
+    assert {k: recorded[k] for k in ("champion_version", "rows", "promoted")} == {
+        "champion_version": 1,
+        "rows": len(ours),
+        "promoted": second.champion,
+    }
+    tags = _client(champions).get_model_version("tiny_penguins", "2").tags
+    assert tags["automl.promotion.rows"] == str(len(ours))
+
+
+def test_a_series_champion_is_scored_on_the_forecasts_both_models_make(champions):
+    """Series: the challenger's rolling test forecasts are matched with the champion's by target time and step;
+    a champion of other columns cannot score the rows at all."""
+    from tasks.final_train.promotion import compare_on_rows
+    from tasks.registry.prediction import load_registered_model
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setenv("AUTOML_HOME", str(champions["state"]))
+    mlflow.set_tracking_uri(f"sqlite:///{champions['state'] / 'mlflow.db'}")
+    history = pd.read_csv(_series_test_history(champions, champions["summaries"]["lstm"]))
+    lstm = load_registered_model("models:/tiny_lstm@champion")
+    transformer = load_registered_model("models:/tiny_transformer@champion")
+    rows = lstm.pyfunc.predict(history, params={"rolling": True})
+    compared = compare_on_rows(transformer, rows, history, "regression", "week")
+    theirs = transformer.pyfunc.predict(history, params={"rolling": True}).merge(rows, on=["week", "step"])
+    assert compared.rows == len(theirs) > 0
+    rmse = lambda a, b: float(np.sqrt(np.mean((a.to_numpy() - b.to_numpy()) ** 2)))  # noqa: E731
+    assert compared.champion_metric == pytest.approx(rmse(theirs["prediction_x"], theirs["actual_y"]))
+    assert compared.challenger_metric == pytest.approx(rmse(theirs["prediction_y"], theirs["actual_y"]))
+    penguins = load_registered_model("models:/tiny_penguins/1")
+    with pytest.raises(ValueError, match="scores table rows"):
+        compare_on_rows(penguins, rows, history, "regression", "week")
+    monkey.undo()
+
+
 def test_champion_history_records_every_move_and_set_rolls_back(champions, monkeypatch, capsys):
     monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
-    first, second = champions["summaries"]["lstm"], champions["second"]
-    assert (first.registered_model.version, second.registered_model.version) == (1, 2)
+    first, second = champions["summaries"]["mlp"], champions["second"]
     client = _client(champions)
-    before = str(client.get_model_version_by_alias("tiny_lstm", "champion").version)
+    before = str(client.get_model_version_by_alias("tiny_penguins", "champion").version)
     other = "1" if before == "2" else "2"
 
-    assert main(["champion", "set", "tiny_lstm", other, "--note", "trying it"]) == 0
-    assert main(["champion", "set", "tiny_lstm", before, "--note", "rollback"]) == 0
-    assert str(client.get_model_version_by_alias("tiny_lstm", "champion").version) == before
+    assert main(["champion", "set", "tiny_penguins", other, "--note", "trying it"]) == 0
+    assert main(["champion", "set", "tiny_penguins", before, "--note", "rollback"]) == 0
+    assert str(client.get_model_version_by_alias("tiny_penguins", "champion").version) == before
     capsys.readouterr()
 
-    assert main(["champion", "history", "tiny_lstm", "--json"]) == 0
+    assert main(["champion", "history", "tiny_penguins", "--json"]) == 0
     moves = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert moves[0]["from_version"] is None and moves[0]["to_version"] == "1"
     assert moves[0]["by"] == f"pipeline run {first.pipeline_run_id}"
     assert moves[0]["pipeline_run_id"] == first.pipeline_run_id
-    assert moves[0]["metric"] == "rmse" and moves[0]["value"] == pytest.approx(first.test_metrics["rmse"])
-    if second.champion:  # the second run beat the first: its move is recorded with both metric values
+    assert moves[0]["metric"] == "f1_macro" and moves[0]["value"] == pytest.approx(first.test_metrics["f1_macro"])
+    if second.champion:  # the second run beat the first on its test rows: both values measured there
         assert moves[1]["from_version"] == "1" and moves[1]["to_version"] == "2"
-        assert moves[1]["previous_value"] == pytest.approx(first.test_metrics["rmse"])
+        assert moves[1]["previous_value"] == pytest.approx(second.promotion.champion_metric)
+        assert moves[1]["rows"] == second.promotion.rows
     assert [(m["from_version"], m["to_version"], m["note"]) for m in moves[-2:]] == [
         (before, other, "trying it"),
         (other, before, "rollback"),
@@ -482,12 +559,18 @@ def test_champion_history_records_every_move_and_set_rolls_back(champions, monke
     assert moves[-1]["by"].startswith("automl champion set (")
     assert len(moves) == 1 + int(second.champion) + 2
 
-    assert main(["champion", "history", "tiny_lstm"]) == 0
+    assert main(["champion", "history", "tiny_penguins"]) == 0
     table = capsys.readouterr().out
     assert "rollback" in table and f"pipeline run {first.pipeline_run_id}" in table
 
-    assert main(["champion", "set", "tiny_lstm", "42"]) == 2
-    assert "model 'tiny_lstm' has no version '42'" in capsys.readouterr().err
+    # to the champion it already is, however the version is spelt: said, and nothing recorded
+    assert main(["champion", "set", "tiny_penguins", f"0{before}"]) == 0
+    assert "already the champion" in capsys.readouterr().out
+    assert main(["champion", "history", "tiny_penguins", "--json"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == len(moves)
+
+    assert main(["champion", "set", "tiny_penguins", "42"]) == 2
+    assert "model 'tiny_penguins' has no version '42'" in capsys.readouterr().err
     assert main(["champion", "history", "nobody"]) == 2
     assert "no registered model 'nobody'" in capsys.readouterr().err
 

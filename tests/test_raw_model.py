@@ -188,12 +188,12 @@ def test_a_rerun_after_a_kill_in_registration_reuses_the_version_and_its_champio
     with mlflow.start_run() as run:
         info = log_raw_model(model, preprocessing_from_dict(prepared.preprocessing), prepared.raw_test_input)
         pipeline = PipelineRun(run.info.run_id, run.info.experiment_id, "houses", "study")
-        first = register(info.model_uri, "houses", prepared, {"rmse": 1.0, "mae": 1.0, "mse": 1.0}, pipeline)
-        again = register(info.model_uri, "houses", prepared, {"rmse": 1.0, "mae": 1.0, "mse": 1.0}, pipeline)
+        first = register(info.model_uri, "houses", prepared, {"rmse": 1.0, "mae": 1.0, "mse": 1.0}, pipeline, None)
+        again = register(info.model_uri, "houses", prepared, {"rmse": 1.0, "mae": 1.0, "mse": 1.0}, pipeline, None)
     client = mlflow.MlflowClient()
     assert [v.version for v in client.search_model_versions("name = 'houses'")] == [1]
     assert first[:2] == again[:2] == (RegisteredVersion("houses", 1), info.model_uri)
-    assert first[2] is again[2] is True and "champion already" in again[3]
+    assert first[3].promoted and again[3].promoted and "champion already" in again[2]
     assert len(champion_history(client, "houses")) == 1
 
 
@@ -214,7 +214,9 @@ def test_loading_a_registered_model_keeps_the_installed_package_first_and_reads_
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with mlflow.start_run() as run:
         info = log_raw_model(model, preprocessing_from_dict(prepared.preprocessing), prepared.raw_test_input)
-        register(info.model_uri, "houses", prepared, {"rmse": 1.0}, PipelineRun(run.info.run_id, "0", "houses", "s"))
+        register(
+            info.model_uri, "houses", prepared, {"rmse": 1.0}, PipelineRun(run.info.run_id, "0", "houses", "s"), None
+        )
     before = list(sys.path)
     loaded = load_registered_model("models:/houses/1")
     assert sys.path == before

@@ -104,6 +104,7 @@ def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
         "strategy",
         "ensemble",
         "refit",
+        "promotion",
     ]
     assert record["ensemble"] is None and record["refit"] is None  # null without an ensemble tried, without a refit
     assert record["status"] == "completed" and record["strategy"] == "sample"
@@ -123,7 +124,7 @@ def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
         in render_table(population)
     )
     folded = dataclasses.replace(summary, cv=CVSummary.of("rolling_origin", [0.1, 0.3])).to_json()
-    assert list(folded)[-4:] == ["cv", "strategy", "ensemble", "refit"] and folded["cv"]["folds"] == 2
+    assert list(folded)[-5:] == ["cv", "strategy", "ensemble", "refit", "promotion"] and folded["cv"]["folds"] == 2
     assert folded["cv"]["mean"] == pytest.approx(0.2) and folded["cv"]["std"] == pytest.approx(0.1)
     assert record["trials"] == {"complete": 3, "pruned": 1, "failed": 0}
     assert record["warm_start"] == {"enqueued": 1, "source_run_ids": ["r1"]}

@@ -1,24 +1,31 @@
-"""Registering the final stage's model: a version in the MLflow registry (one per pipeline run, also across a
-resume), its test metrics as tags, and the champion decision (it takes the ``champion`` alias when it beats the
-current champion on the same data)."""
+"""Registering the final stage's model: a version in the MLflow model registry (one per pipeline run, also across a
+resume), its test metrics as tags, and the champion decision: the current champion is scored on this run's test
+rows (``tasks.final_train.promotion``) and ``registry.promote`` decides whether the new version takes the
+``champion`` alias; both metrics, the row count and the decision are tags of the new version."""
 
 from __future__ import annotations
 
 import logging
 
 import mlflow
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from configs import InputError
 from tasks.data_prep.prepared import PreparedData
-from tasks.final_train.metrics import PRIMARY_METRIC, beats
-from tasks.registry.champion import current_champion, move_champion, version_metrics
-from tasks.summary import RegisteredVersion
+from tasks.data_prep.preprocessing import SeriesPreprocessing, preprocessing_from_dict
+from tasks.final_train.metrics import PRIMARY_METRIC
+from tasks.final_train.promotion import Comparison, better, compare_on_rows
+from tasks.registry.champion import current_champion, move_champion
+from tasks.summary import PromotionSummary, RegisteredVersion
 from tasks.tracking.catalog import (
     CHAMPION_TAG,
     FINGERPRINT,
     PIPELINE_RUN_TAG,
     PRIMARY_METRIC_TAG,
+    PROMOTION_PREFIX,
     REGISTERED_MODEL_TAG,
     REGISTERED_VERSION_TAG,
     TEST_METRIC_PREFIX,
@@ -38,11 +45,14 @@ def register(
     prepared: PreparedData,
     metrics: dict[str, float],
     pipeline: PipelineRun,
+    test_rows: pd.DataFrame,
+    promote: str = "better",
     tags: dict[str, str] | None = None,
-) -> tuple[RegisteredVersion, str, bool, str]:
-    """Register the model (with ``tags`` beside its test metrics: whether its weights are a refit); move the
-    ``champion`` alias to it when it beats the champion on the same data. Returns the version, its source (the
-    model's URI), whether it is champion, and why."""
+) -> tuple[RegisteredVersion, str, str, PromotionSummary]:
+    """Register the model (with ``tags`` beside its test metrics: whether its weights are a refit); score the
+    current champion on ``test_rows`` (this run's test predictions from ``prepared.raw_test_input``, with the
+    actual values) and move the ``champion`` alias as ``promote`` says. Returns the version, its source (the
+    model's URI), why it is champion or not, and the decision."""
     client = MlflowClient()
     version = _registered_by(client, name, pipeline.run_id) or mlflow.register_model(
         model_uri, name, tags={PIPELINE_RUN_TAG: pipeline.run_id}
@@ -57,24 +67,106 @@ def register(
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, str(value))
     current = current_champion(client, name)
-    moved = False  # this version may be champion already (a rerun after a kill): no second move then
-    if current is None:
-        champion, note = True, "first version of this model: champion"
-    elif str(current.version) == str(version.version):
-        champion, note, moved = True, "champion already (moved before the run was interrupted)", True
-    elif current.tags.get(FINGERPRINT) != prepared.fingerprint:
-        champion, note = False, f"champion v{current.version} was trained on other data; not compared"
+    if current is not None and str(current.version) == str(version.version):
+        # a rerun after a kill between the move and the end of the stage: no second move
+        note = "champion already (moved before the run was interrupted)"
+        promotion = _recorded(client.get_model_version(name, version.version), primary, promote)
     else:
-        old = version_metrics(current)
-        champion = beats(prepared.task, metrics, old)
-        verb = "beats" if champion else "does not beat"
-        theirs = old.get(primary, float("nan"))
-        note = f"{verb} champion v{current.version} on test {primary} ({metrics[primary]:.5g} vs {theirs:.5g})"
-    if champion and not moved:
-        move_champion(client, name, version.version, by=f"pipeline run {pipeline.run_id}", note=note)
-    mlflow.set_tags({REGISTERED_MODEL_TAG: name, REGISTERED_VERSION_TAG: version.version, CHAMPION_TAG: str(champion)})
+        promotion, note = _decide(current, name, prepared, test_rows, primary, promote)
+        for key, value in promotion.__dict__.items():
+            client.set_model_version_tag(name, version.version, f"{PROMOTION_PREFIX}{key}", str(value))
+        if promotion.promoted:
+            value, previous = promotion.challenger_metric, promotion.champion_metric
+            move_champion(
+                client,
+                name,
+                version.version,
+                by=f"pipeline run {pipeline.run_id}",
+                note=note,
+                compared=(value, previous, promotion.rows) if value is not None else None,
+            )
+    mlflow.set_tags(
+        {REGISTERED_MODEL_TAG: name, REGISTERED_VERSION_TAG: version.version, CHAMPION_TAG: str(promotion.promoted)}
+    )
     logger.info("registry: %s version %s; %s", name, version.version, note)
-    return RegisteredVersion(name, int(version.version)), version.source, champion, note
+    return RegisteredVersion(name, int(version.version)), version.source, note, promotion
+
+
+def _decide(
+    current: ModelVersion | None,
+    name: str,
+    prepared: PreparedData,
+    test_rows: pd.DataFrame,
+    primary: str,
+    promote: str,
+) -> tuple[PromotionSummary, str]:
+    """The decision, and the line that says why."""
+    if current is None:
+        promoted = promote != "never"
+        note = "first version of this model: champion" if promoted else "registry.promote never: no champion set"
+        return PromotionSummary(None, None, None, 0, promoted, primary, promote), note
+    theirs = f"champion v{current.version}"
+    try:
+        comparison: Comparison | None = _compare(name, str(current.version), prepared, test_rows)
+        reason = ""
+    except ValueError as exc:
+        comparison, reason = None, str(exc)
+    if comparison is None:
+        promoted = promote == "always"
+        note = (
+            f"{theirs} cannot score this run's test rows ({reason}): not compared; registry.promote {promote} "
+            f"{'moves the champion here' if promoted else 'keeps it'}"
+        )
+        return PromotionSummary(int(current.version), None, None, 0, promoted, primary, promote), note
+    wins = better(prepared.task, comparison)
+    promoted = {"better": wins, "always": True, "never": False}[promote]
+    note = (
+        f"{'beats' if wins else 'does not beat'} {theirs} on this run's {comparison.rows} test rows "
+        f"({primary} {comparison.challenger_metric:.5g} vs {comparison.champion_metric:.5g})"
+        f"{'' if promote == 'better' else f'; registry.promote {promote}'}"
+    )
+    summary = PromotionSummary(
+        int(current.version),
+        comparison.champion_metric,
+        comparison.challenger_metric,
+        comparison.rows,
+        promoted,
+        primary,
+        promote,
+    )
+    return summary, note
+
+
+def _compare(name: str, version: str, prepared: PreparedData, test_rows: pd.DataFrame) -> Comparison:
+    """The champion's raw-data model loaded from the registry and scored on this run's raw test rows."""
+    from tasks.registry.prediction import load_registered_model
+
+    try:
+        champion = load_registered_model(f"models:/{name}/{version}", key="registry")
+    except InputError as exc:
+        raise ValueError(str(exc).removeprefix("registry: ")) from None
+    pre = preprocessing_from_dict(prepared.preprocessing)
+    time_column = pre.time_column if isinstance(pre, SeriesPreprocessing) else None
+    return compare_on_rows(champion, test_rows, prepared.raw_test_input, prepared.task, time_column)
+
+
+def _recorded(version: ModelVersion, primary: str, promote: str) -> PromotionSummary:
+    """The decision recorded on ``version`` (its ``automl.promotion.*`` tags) by the run that moved the alias."""
+    tags = {k.removeprefix(PROMOTION_PREFIX): v for k, v in version.tags.items() if k.startswith(PROMOTION_PREFIX)}
+
+    def number(key: str, kind: type) -> float | int | None:
+        text = tags.get(key, "None")
+        return None if text == "None" else kind(text)
+
+    return PromotionSummary(
+        number("champion_version", int),
+        number("champion_metric", float),
+        number("challenger_metric", float),
+        int(tags.get("rows", 0)),
+        True,
+        tags.get("metric", primary),
+        tags.get("rule", promote),
+    )
 
 
 def _registered_by(client: MlflowClient, name: str, pipeline_run_id: str):

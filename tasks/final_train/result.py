@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.summary import EnsembleSummary, RefitSummary, RegisteredVersion
+from tasks.summary import EnsembleSummary, PromotionSummary, RefitSummary, RegisteredVersion
 
 ENSEMBLE = "ensemble"  # FinalResult.chosen when the ensemble of the best configs went on
 
@@ -34,3 +34,4 @@ class FinalResult:
     single: str = "tuned"  # the single model that went on, or that the ensemble beat: tuned or default_config
     ensemble: EnsembleSummary | None = None  # the selection, kept or not; None when none was tried
     refit: RefitSummary | None = None  # with final.refit all: the registered weights are a refit on every row
+    promotion: PromotionSummary | None = None  # the champion decision; None when the registry is disabled

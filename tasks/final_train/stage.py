@@ -137,7 +137,8 @@ def final_train(
         log_learning_curves(trained.tuned.fit, trained.default.fit if trained.default else None, choice.single.name)
         log_test_predictions(prepared, y_true, predictions, choice.chosen)
         pre = preprocessing_from_dict(prepared.preprocessing)
-        log_frame(raw_test_predictions(choice.model, pre, prepared, predictions[choice.chosen]), TEST_PREDICTIONS_FILE)
+        test_rows = raw_test_predictions(choice.model, pre, prepared, predictions[choice.chosen])
+        log_frame(test_rows, TEST_PREDICTIONS_FILE)
         with quiet_mlflow_warnings():
             registered_uri = log_raw_model(choice.model, pre, prepared.raw_test_input, name=LOGGED_MODEL).model_uri
         refitted = None
@@ -150,10 +151,17 @@ def final_train(
                 ).model_uri
         refit_tags = _refit_tags(refitted)
         mlflow.set_tags({k: v for k, v in refit_tags.items() if k != REFIT_TAG})
-        registered, model_uri, champion, champion_note = None, registered_uri, False, "registry disabled"
+        registered, model_uri, champion_note, promotion = None, registered_uri, "registry disabled", None
         if job.registry.enabled:
-            registered, model_uri, champion, champion_note = register(
-                registered_uri, job.model_name, prepared, scores[choice.chosen], pipeline, tags=refit_tags
+            registered, model_uri, champion_note, promotion = register(
+                registered_uri,
+                job.model_name,
+                prepared,
+                scores[choice.chosen],
+                pipeline,
+                test_rows,
+                job.registry.promote,
+                tags=refit_tags,
             )
         logger.info(
             "test %s: %s",
@@ -170,8 +178,9 @@ def final_train(
         primary_metric=primary,
         model_uri=model_uri,
         registered_model=registered,
-        champion=champion,
+        champion=promotion is not None and promotion.promoted,
         champion_note=champion_note,
+        promotion=promotion,
         epochs_run=len(fitted.val_loss),
         best_epoch=fitted.best_epoch,
         val_loss=_registered_val_loss(choice),

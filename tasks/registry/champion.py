@@ -46,6 +46,7 @@ class ChampionMove:
     value: float | None
     previous_value: float | None
     note: str = ""
+    rows: int | None = None  # value and previous_value were measured on the same rows, this many (None: own splits)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,9 +73,17 @@ def version_metrics(version: ModelVersion) -> dict[str, float]:
 
 
 def move_champion(
-    client: MlflowClient, name: str, version: str, by: str, note: str = "", alias: str = CHAMPION_ALIAS
+    client: MlflowClient,
+    name: str,
+    version: str,
+    by: str,
+    note: str = "",
+    alias: str = CHAMPION_ALIAS,
+    compared: tuple[float, float | None, int] | None = None,
 ) -> ChampionMove:
-    """Point ``alias`` at ``version`` and record the move on that version."""
+    """Point ``alias`` at ``version`` and record the move on that version, with the metric values ``compared``
+    (the new version's, the previous champion's, on how many shared rows) when the pipeline measured both on the
+    same rows, else each version's own test metric."""
     if len(note) > MAX_NOTE:
         raise ValueError(f"a note of at most {MAX_NOTE} characters, please (got {len(note)})")
     previous = current_champion(client, name, alias)
@@ -83,6 +92,9 @@ def move_champion(
     metric = target.tags.get(PRIMARY_METRIC_TAG)
     value = version_metrics(target).get(metric) if metric else None
     previous_value = version_metrics(previous).get(metric) if metric and previous is not None else None
+    rows = None
+    if compared is not None:
+        value, previous_value, rows = compared
     client.set_registered_model_alias(name, alias, str(version))
     now = time.time()
     move = ChampionMove(
@@ -95,6 +107,7 @@ def move_champion(
         value=value,
         previous_value=previous_value,
         note=note,
+        rows=rows,
     )
     client.set_model_version_tag(
         name, str(version), f"{CHAMPION_MOVE_PREFIX}{int(now * 1000)}", json.dumps(move.to_dict())

@@ -191,6 +191,8 @@ CHAMPION_ALIAS = "champion"
 PIPELINE_RUN_TAG = "pipeline_run_id"  # the pipeline run that registered the version
 PRIMARY_METRIC_TAG = "automl.primary_metric"  # besides FINGERPRINT and test_<metric> (TEST_METRIC_PREFIX)
 CHAMPION_MOVE_PREFIX = "automl.champion_move."  # <epoch ms>: a JSON record of one move of the champion alias
+# The champion decision (tasks.final_train.promotion): automl.promotion.<field of PromotionSummary>, e.g. rows
+PROMOTION_PREFIX = "automl.promotion."
 
 # --- scoring runs (ROLE score, in the config's experiment) ----------------------------------------------------------
 MODEL_NAME = "automl.model_name"  # the registered model and version that scored
