@@ -359,7 +359,8 @@ def _champion_set(args: argparse.Namespace) -> int:
     from tasks.registry.champion import MAX_NOTE, current_champion, move_champion
 
     check_name("champion: NAME", args.name)  # before the registry is opened (and the state folder made)
-    if not (args.version.isascii() and args.version.isdigit() and 1 <= int(args.version) <= MAX_MODEL_VERSION):
+    digits = args.version.isascii() and args.version.isdigit() and len(args.version) <= len(str(MAX_MODEL_VERSION))
+    if not (digits and 1 <= int(args.version) <= MAX_MODEL_VERSION):
         raise InputError(f"champion: VERSION: {args.version!r} is not a model version (1, 2, ...)")
     if len(args.note) > MAX_NOTE:
         raise InputError(f"--note: at most {MAX_NOTE} characters (got {len(args.note)})")

@@ -674,6 +674,7 @@ def test_a_key_given_twice_in_a_config_file_is_refused_naming_the_file_line_and_
         (["champion", "set", "co2", "v2"], "champion: VERSION: 'v2' is not a model version"),
         (["champion", "set", "co2", "0"], "champion: VERSION: '0' is not a model version"),
         (["champion", "set", "co2", str(2**31)], "champion: VERSION: '2147483648' is not a model version"),
+        (["champion", "set", "co2", "9" * 5000], "champion: VERSION: '99999"),  # past int()'s digit limit
         (["serve", "--cron", "0 25 * * *", "--configs", "lstm_baseline"], "--cron: '0 25 * * *' is not a cron"),
     ],
 )

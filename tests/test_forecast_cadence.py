@@ -119,3 +119,16 @@ def test_a_model_of_irregular_times_takes_its_own_rows_and_refuses_twice_their_i
     assert len(predict_raw(module, pre, _history(times.tail(40), "seen"))) == HORIZON
     with pytest.raises(RawInputError, match=r"^column 'seen': rows are .* apart; the model was trained on steps of"):
         predict_raw(module, pre, _history(times.iloc[::2].tail(40), "seen"))
+
+
+@pytest.mark.parametrize(
+    ("times", "problem"),
+    [
+        ([False, True, False, True], "must hold dates/times or numbers (got booleans)"),
+        ([0.0, 1.0, 2.0, float("inf")], "values must be finite"),
+        ([0.0, 1.0, 2.0, 1e300], "values must be finite"),
+    ],
+)
+def test_booleans_and_numbers_that_are_not_finite_are_not_times(times, problem):
+    with pytest.raises(RawInputError, match=re.escape(problem)):
+        SeriesPreprocessing.parse_times(pd.Series(times), "t")

@@ -505,15 +505,14 @@ def test_a_run_with_another_seed_is_compared_with_the_champion_on_its_own_test_r
     assert tags["automl.promotion.rows"] == str(len(ours))
 
 
-def test_a_series_champion_is_scored_on_the_forecasts_both_models_make(champions):
+def test_a_series_champion_is_scored_on_the_forecasts_both_models_make(champions, monkeypatch):
     """Series: the challenger's rolling test forecasts are matched with the champion's by target time and step;
     a champion of other columns cannot score the rows at all."""
     from tasks.final_train.promotion import compare_on_rows
     from tasks.registry.prediction import load_registered_model
 
-    monkey = pytest.MonkeyPatch()
-    monkey.setenv("AUTOML_HOME", str(champions["state"]))
-    mlflow.set_tracking_uri(f"sqlite:///{champions['state'] / 'mlflow.db'}")
+    monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
+    mlflow.set_tracking_uri(f"sqlite:///{champions['state'] / 'mlflow.db'}")  # the autouse fixture clears it after
     history = pd.read_csv(_series_test_history(champions, champions["summaries"]["lstm"]))
     lstm = load_registered_model("models:/tiny_lstm@champion")
     transformer = load_registered_model("models:/tiny_transformer@champion")
@@ -527,7 +526,6 @@ def test_a_series_champion_is_scored_on_the_forecasts_both_models_make(champions
     penguins = load_registered_model("models:/tiny_penguins/1")
     with pytest.raises(ValueError, match="scores table rows"):
         compare_on_rows(penguins, rows, history, "regression", "week")
-    monkey.undo()
 
 
 def test_champion_history_records_every_move_and_set_rolls_back(champions, monkeypatch, capsys):

@@ -10,6 +10,7 @@ import dataclasses
 import mlflow
 import numpy as np
 import pytest
+import torch
 
 from models import ModelShape, build_model, get_family
 from tasks.data_prep.preprocessing import preprocessing_from_dict
@@ -110,3 +111,67 @@ def test_a_champion_that_cannot_score_the_rows_is_compared_on_nothing_and_the_ru
     assert promotion.promoted is moves
     champion = str(mlflow.MlflowClient().get_model_version_by_alias("houses", "champion").version)
     assert champion == ("2" if moves else "1")
+
+
+def test_a_champion_scored_by_another_metric_is_not_compared_and_a_refit_one_on_each_ones_own_rows(tmp_path):
+    """A champion of another task under the same name is compared on nothing; a champion refit on every row has
+    trained on these test rows, so the two are compared on each one's recorded test metric instead (rows 0)."""
+    from tasks.tracking.catalog import PRIMARY_METRIC_TAG, REFIT_TAG
+
+    prepared, first = _prepared_table(tmp_path)
+    _register(prepared, first)
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag("houses", "1", PRIMARY_METRIC_TAG, "f1_macro")
+    note, other_task = _register(prepared, _model(prepared, seed=1))
+    assert "scored by f1_macro, this run by rmse" in note and other_task.champion_metric is None
+    assert not other_task.promoted
+
+    client.set_model_version_tag("houses", "1", PRIMARY_METRIC_TAG, "rmse")
+    client.set_model_version_tag("houses", "1", REFIT_TAG, "all")
+    client.set_model_version_tag("houses", "1", "test_rmse", "1e9")  # its own test rows, before its refit
+    note, refit = _register(prepared, _model(prepared, seed=2))
+    assert refit.rows == 0 and refit.champion_metric == 1e9 and refit.promoted and "own test rows" in note
+
+
+def test_class_labels_compare_however_the_file_spelt_them(tmp_path):
+    """Integer labels read as floats one night (a missing value in the column) are the same classes."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from tasks.final_train.promotion import compare_on_rows
+
+    rows = pd.DataFrame({"prediction": [0.0, 1.0, 1.0], "proba_0.0": [0.9, 0.2, 0.1], "proba_1.0": [0.1, 0.8, 0.9]})
+    rows["actual"] = [0.0, 1.0, 0.0]
+    champion = SimpleNamespace(  # what the registry gives: its check of the rows, and its predictions
+        preprocessing=SimpleNamespace(validate=lambda frame, rolling: None),
+        pyfunc=SimpleNamespace(predict=lambda frame, params=None: pd.DataFrame({"prediction": [0, 1, 0]})),
+    )
+    compared = compare_on_rows(champion, rows, pd.DataFrame({"x": [1, 2, 3]}), "classification", None)
+    assert compared.champion_metric == 1.0 and compared.challenger_metric < 1.0
+
+
+def test_a_series_champion_that_looks_back_further_forecasts_every_test_row_from_the_whole_history(tmp_path):
+    from configs import load_config
+    from tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from tests.helpers import make_series, write_config
+
+    def prepared_with(lookback: int):
+        config = write_config(tmp_path, path, name=f"sales{lookback}", data={"lookback": lookback})
+        checked = load_and_check(load_config(config))
+        return prepare(checked.frame, DataPrepJob.of(load_config(config)), checked.plan, checked.fingerprint)[0]
+
+    def linear(prepared):
+        pre = preprocessing_from_dict(prepared.preprocessing)
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(pre.lookback * len(pre.features), pre.horizon))
+
+    path = tmp_path / "sales.csv"
+    make_series(200).to_csv(path, index=False)
+    far, near = prepared_with(40), prepared_with(8)
+    assert len(near.raw_test_input) < 40 + near.lookback  # this run's test rows alone are too short for the champion
+    _register(far, linear(far))  # the champion looks back 40 steps
+    _, promotion = _register(near, linear(near))
+    pre = preprocessing_from_dict(near.preprocessing)
+    rows = predict_raw(linear(near), pre, near.raw_test_input, rolling=True)
+    assert promotion.champion_version == 1 and promotion.rows == len(rows) > 0

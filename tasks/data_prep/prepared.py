@@ -76,6 +76,9 @@ class PreparedData:
     # test predictions through it: what the registered raw-data model carries and is checked against.
     preprocessing: dict[str, Any] = field(default_factory=dict)
     raw_test_input: pd.DataFrame | None = None
+    # Series: every row of the file, raw as raw_test_input (ordered, gap-filled): what the current champion forecasts
+    # the test targets from when it looks back further than this run's lookback. None for tables.
+    raw_history: pd.DataFrame | None = None
     folds: list[Fold] = field(default_factory=list)  # cross-validation folds of train+val; none for one split
     cv: CVSettings | None = None  # how the folds were made; None for one split
     refit: RefitData | None = None  # with final.refit all: every row, for the production refit

@@ -249,10 +249,15 @@ class SeriesPreprocessing:
 
     @staticmethod
     def parse_times(column: pd.Series, name: str) -> pd.Series:
-        """Numeric times as they are, anything else as datetimes; missing or unparseable values are an error."""
+        """Numeric times as they are, anything else as datetimes; missing or unparseable values, booleans and
+        numbers that are not finite (or absurdly large) are an error."""
+        if pd.api.types.is_bool_dtype(column):
+            raise RawInputError(f"column {name!r} must hold dates/times or numbers (got booleans)")
         if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
             if column.isna().any():
                 raise RawInputError(f"column {name!r} has missing values")
+            if pd.api.types.is_numeric_dtype(column):
+                check_magnitude(column.astype(float), name)
             return column
         try:
             times = pd.to_datetime(column, format="mixed")

@@ -190,7 +190,8 @@ def _prepare_series(
     # times as in the file (the target and covariates gap-filled, as the windows saw them).
     start = max(0, val_end - lb)
     raw_times = frame[data.time_column].loc[times.sort_values(kind="stable").index].reset_index(drop=True)
-    raw_test_input = values.iloc[start:].assign(**{data.time_column: raw_times.iloc[start:]})[preprocessing.columns]
+    raw_history = values.assign(**{data.time_column: raw_times})[preprocessing.columns]
+    raw_test_input = raw_history.iloc[start:]
     target = values[data.target].to_numpy()
     meta = series_meta_features(ordered[data.time_column], target, n_features=len(plan.features))
     test_times = ordered[data.time_column].iloc[first_target[masks["test"]]].astype(str).tolist()
@@ -242,6 +243,7 @@ def _prepare_series(
         test_first_rows=first_target[masks["test"]],
         preprocessing=preprocessing.to_dict(),
         raw_test_input=raw_test_input.reset_index(drop=True),
+        raw_history=raw_history,
         folds=folds,
         cv=CVSettings(card["cv"]["kind"], cv.folds, cv.gap) if folds else None,
     )

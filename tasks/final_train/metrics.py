@@ -1,5 +1,5 @@
-"""Test metrics: regression and classification scores in the target's units, the metric that decides champions, and
-whether one set of metrics beats another on it. NumPy and scikit-learn only."""
+"""Test metrics: regression and classification scores in the target's units, and the metric that decides champions
+(compared in ``tasks.final_train.promotion``). NumPy and scikit-learn only."""
 
 from __future__ import annotations
 
@@ -24,10 +24,3 @@ def score(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, f
     error = np.asarray(y_pred, dtype=float) - np.asarray(y_true, dtype=float)
     mse = float(np.mean(error**2))
     return {"rmse": float(np.sqrt(mse)), "mae": float(np.mean(np.abs(error))), "mse": mse}
-
-
-def beats(task_type: str, new: dict[str, float], old: dict[str, float]) -> bool:
-    name, lower_is_better = PRIMARY_METRIC[task_type]
-    if name not in old:
-        return True
-    return new[name] < old[name] if lower_is_better else new[name] > old[name]

@@ -61,6 +61,8 @@ def compare_on_rows(
             raise ValueError("it forecasts none of the test rows' target times and steps")
         ours_pred, their_pred, actual = both["prediction"], both["champion"], both["actual"]
     else:
+        if len(theirs) != len(challenger_rows):
+            raise ValueError(f"it gave {len(theirs)} predictions for {len(challenger_rows)} rows")
         ours_pred, their_pred, actual = challenger_rows["prediction"], theirs["prediction"], challenger_rows["actual"]
     return Comparison(
         metric,
@@ -76,12 +78,27 @@ def _metric(task: str, actual: pd.Series, predicted: pd.Series, challenger_rows:
     if task == "classification":
         from sklearn.metrics import f1_score
 
-        classes = [c.removeprefix(PROBA_PREFIX) for c in challenger_rows.columns if c.startswith(PROBA_PREFIX)]
-        labels = [str(v) for v in actual]
-        return float(f1_score(labels, [str(v) for v in predicted], average="macro", labels=classes, zero_division=0))
+        classes = [_label(c.removeprefix(PROBA_PREFIX)) for c in challenger_rows.columns if c.startswith(PROBA_PREFIX)]
+        labels = [_label(v) for v in actual]
+        return float(f1_score(labels, [_label(v) for v in predicted], average="macro", labels=classes, zero_division=0))
     error = np.asarray(predicted, dtype=float) - np.asarray(actual, dtype=float)
     value = float(np.sqrt(np.mean(error**2)))
     return value if math.isfinite(value) else math.inf  # a champion that forecasts NaN loses
+
+
+def challenger_metric(challenger_rows: pd.DataFrame, task: str) -> float:
+    """The primary metric of the challenger's own test predictions (``challenger_rows``, with ``actual``)."""
+    return _metric(task, challenger_rows["actual"], challenger_rows["prediction"], challenger_rows)
+
+
+def _label(value: Any) -> str:
+    """A class label as text that reads the same however a file spelt it: 1, 1.0 and "1.0" are "1" (a label column
+    read as floats one night, because of a missing value, is the same classes as the integers the champion saw)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return str(int(number)) if math.isfinite(number) and number.is_integer() else str(value)
 
 
 def better(task: str, comparison: Comparison) -> bool:

@@ -17,8 +17,8 @@ from configs import InputError
 from tasks.data_prep.prepared import PreparedData
 from tasks.data_prep.preprocessing import SeriesPreprocessing, preprocessing_from_dict
 from tasks.final_train.metrics import PRIMARY_METRIC
-from tasks.final_train.promotion import Comparison, better, compare_on_rows
-from tasks.registry.champion import current_champion, move_champion
+from tasks.final_train.promotion import Comparison, better, challenger_metric, compare_on_rows
+from tasks.registry.champion import current_champion, move_champion, version_metrics
 from tasks.summary import PromotionSummary, RegisteredVersion
 from tasks.tracking.catalog import (
     CHAMPION_TAG,
@@ -26,6 +26,7 @@ from tasks.tracking.catalog import (
     PIPELINE_RUN_TAG,
     PRIMARY_METRIC_TAG,
     PROMOTION_PREFIX,
+    REFIT_TAG,
     REGISTERED_MODEL_TAG,
     REGISTERED_VERSION_TAG,
     TEST_METRIC_PREFIX,
@@ -106,11 +107,17 @@ def _decide(
         note = "first version of this model: champion" if promoted else "registry.promote never: no champion set"
         return PromotionSummary(None, None, None, 0, promoted, primary, promote), note
     theirs = f"champion v{current.version}"
-    try:
-        comparison: Comparison | None = _compare(name, str(current.version), prepared, test_rows)
-        reason = ""
-    except ValueError as exc:
-        comparison, reason = None, str(exc)
+    their_metric = current.tags.get(PRIMARY_METRIC_TAG)
+    if current.tags.get(REFIT_TAG) == "all" and their_metric == primary:
+        return _on_own_rows(current, prepared, test_rows, primary, promote)
+    comparison: Comparison | None = None
+    if their_metric not in (None, primary):
+        reason = f"it is scored by {their_metric}, this run by {primary}"
+    else:
+        try:
+            comparison, reason = _compare(name, str(current.version), prepared, test_rows), ""
+        except ValueError as exc:
+            reason = str(exc)
     if comparison is None:
         promoted = promote == "always"
         note = (
@@ -137,8 +144,31 @@ def _decide(
     return summary, note
 
 
+def _on_own_rows(
+    current: ModelVersion, prepared: PreparedData, test_rows: pd.DataFrame, primary: str, promote: str
+) -> tuple[PromotionSummary, str]:
+    """A champion refit on every row of its data (``final.refit: all``) has trained on this run's test rows, so it
+    would be scored on its own training data: the two are compared on their recorded test metrics, each measured
+    on its own test rows before any refit (``rows`` 0: not the same rows)."""
+    theirs = version_metrics(current).get(primary)
+    ours = challenger_metric(test_rows, prepared.task)
+    if theirs is None:
+        promoted = promote == "always"
+        note = f"champion v{current.version} (a refit) has no recorded test {primary}: not compared"
+        return PromotionSummary(int(current.version), None, None, 0, promoted, primary, promote), note
+    wins = better(prepared.task, Comparison(primary, theirs, ours, 0))
+    promoted = {"better": wins, "always": True, "never": False}[promote]
+    note = (
+        f"{'beats' if wins else 'does not beat'} champion v{current.version} on each one's own test rows "
+        f"({primary} {ours:.5g} vs {theirs:.5g}; the champion is a refit on every row, these included)"
+        f"{'' if promote == 'better' else f'; registry.promote {promote}'}"
+    )
+    return PromotionSummary(int(current.version), theirs, ours, 0, promoted, primary, promote), note
+
+
 def _compare(name: str, version: str, prepared: PreparedData, test_rows: pd.DataFrame) -> Comparison:
-    """The champion's raw-data model loaded from the registry and scored on this run's raw test rows."""
+    """The champion's raw-data model loaded from the registry and scored on this run's raw test rows (a series: it
+    forecasts them from the whole history, however far it looks back)."""
     from tasks.registry.prediction import load_registered_model
 
     try:
@@ -146,8 +176,10 @@ def _compare(name: str, version: str, prepared: PreparedData, test_rows: pd.Data
     except InputError as exc:
         raise ValueError(str(exc).removeprefix("registry: ")) from None
     pre = preprocessing_from_dict(prepared.preprocessing)
-    time_column = pre.time_column if isinstance(pre, SeriesPreprocessing) else None
-    return compare_on_rows(champion, test_rows, prepared.raw_test_input, prepared.task, time_column)
+    if isinstance(pre, SeriesPreprocessing):
+        history = prepared.raw_history if prepared.raw_history is not None else prepared.raw_test_input
+        return compare_on_rows(champion, test_rows, history, prepared.task, pre.time_column)
+    return compare_on_rows(champion, test_rows, prepared.raw_test_input, prepared.task, None)
 
 
 def _recorded(version: ModelVersion, primary: str, promote: str) -> PromotionSummary:
