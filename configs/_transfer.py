@@ -44,9 +44,11 @@ def load_transferred_config(path: str | Path) -> TransferredConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    except ValueError as exc:  # a key given twice, NaN or Infinity: what strict JSON and this format do not hold
+        raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object with format {FORMAT!r}")
     try:
@@ -56,3 +58,19 @@ def load_transferred_config(path: str | Path) -> TransferredConfig:
         loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
         message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{path}: {loc}: {message}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (Python's reader would keep the last of two without a word)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r}")
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity, which Python's reader takes and strict JSON does not."""
+    raise ValueError(f"{name} is not a number this file may hold")
+

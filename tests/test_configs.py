@@ -153,3 +153,21 @@ def test_a_key_given_twice_is_refused_but_a_key_beside_a_merge_overrides_it_as_y
     line = doubled.read_text().splitlines().index("  eta: 4") + 1
     with pytest.raises(ConfigError, match=rf"doubled\.yaml: line {line}: duplicate key 'eta' \(first given at line"):
         load_config(doubled)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('"params": {"lr": 0.01, "lr": 0.1}', "duplicate key 'lr'"),
+        ('"params": {"lr": NaN}', "NaN is not a number this file may hold"),
+        ('"params": {"lr": 0.01}, "meta_features": {"rows": Infinity}', "Infinity is not a number this file may hold"),
+    ],
+)
+def test_a_transferred_config_with_a_repeated_key_or_a_non_finite_number_is_refused(tmp_path, text, problem):
+    from configs import ConfigError, load_transferred_config
+
+    path = tmp_path / "best.json"
+    path.write_text('{"model_family": "lstm", "task_type": "regression", ' + text + "}")
+    with pytest.raises(ConfigError) as error:
+        load_transferred_config(path)
+    assert str(error.value) == f"{path}: {problem}"
