@@ -73,4 +73,3 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _no_constant(name: str) -> Any:
     """NaN, Infinity and -Infinity, which Python's reader takes and strict JSON does not."""
     raise ValueError(f"{name} is not a number this file may hold")
-
