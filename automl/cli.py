@@ -56,10 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="automl", description="Workflow-orchestrated AutoML pipelines.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a pipeline end to end: data prep, warm start, search, final training")
-    run.add_argument("config", help="pipeline config (YAML), e.g. configs/lstm_baseline.yaml")
+    run.add_argument("config", help="pipeline config: a shipped config's name (lstm_baseline) or a YAML file")
     run.add_argument("--study-name", help="continue this Optuna study instead of starting a new one")
     run.add_argument(
         "--set",
@@ -78,14 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     validate = sub.add_parser("validate", help="check a config and its data without training")
-    validate.add_argument("config")
+    validate.add_argument("config", help="pipeline config: a shipped config's name or a YAML file")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     validate.set_defaults(handler=_validate)
 
     lr_find = sub.add_parser(
         "lr-find", help="learning-rate range test of the family's default config: a suggested lr and its plot"
     )
-    lr_find.add_argument("config", help="pipeline config (YAML), e.g. configs/mlp_tabular.yaml")
+    lr_find.add_argument("config", help="pipeline config: a shipped config's name (mlp_tabular) or a YAML file")
     lr_find.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     lr_find.add_argument(
         "--param",
@@ -149,11 +150,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("automl-pipeline")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _config_path(value: str) -> str:
+    """A config given by path, or by the name of a shipped config (``automl run lstm_baseline``)."""
+    from configs import shipped_configs
+
+    shipped = shipped_configs()
+    return str(shipped[value]) if value in shipped and not os.path.exists(value) else value
+
+
 def _validate(args: argparse.Namespace) -> int:
     from configs import load_config
     from tasks.data_prep import load_and_check
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(_config_path(args.config), args.overrides)
     checked = load_and_check(cfg)
     plan = checked.plan
     print(
@@ -174,7 +192,7 @@ def _lr_find(args: argparse.Namespace) -> int:
     from tasks.tracking.runs import configure_mlflow, ensure_experiment
 
     setup_console()
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(_config_path(args.config), args.overrides)
     params = parse_params(cfg.model.family, args.params)
     checked = load_and_check(cfg)  # every input error surfaces before the state folder or MLflow is touched
     state = local_state()
@@ -410,7 +428,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.budget is not None and not args.budget.strip():
         raise InputError("--budget: give the run's budget in seconds, a number > 0 (got nothing)")
     overrides = [*args.overrides, *([f"budget.seconds={args.budget}"] if args.budget is not None else [])]
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(_config_path(args.config), overrides)
     checked = load_and_check(cfg)  # every input error surfaces here, before Prefect, MLflow or torch do any work
     local_state().ensure()  # and an unusable state folder
     from tasks.runtime.prefect_server import launch_temporary_server, wait_until_up

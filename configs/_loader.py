@@ -601,7 +601,7 @@ def _describe(exc: ValidationError) -> str:
     loc = ".".join(parts) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
-        message = "unknown key"
+        message = "unknown key" + _did_you_mean(first["loc"])
     elif kind == "missing":
         message = "required key is missing"
     elif kind == "union_tag_invalid":
@@ -615,3 +615,21 @@ def _describe(exc: ValidationError) -> str:
             message += f" (got {value!r})"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{loc}: {message}{more}"
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """The closest key the mapping at ``loc`` takes ("search.n_trails" -> "; did you mean search.n_trials?"), or
+    nothing when none is close: walked down the schema's models along ``loc``."""
+    import difflib
+
+    from pydantic import BaseModel
+
+    model: Any = PipelineConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        kind = getattr(field, "annotation", None)
+        if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+            return ""
+        model = kind
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}?" if close else ""

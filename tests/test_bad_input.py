@@ -45,7 +45,14 @@ def _data(path_of):
 PBT = ["--set", "search.strategy=pbt", "--set", "search.fidelity=none"]
 CASES = {
     # config and overrides
-    "unknown key": (lambda t: ["--set", "search.n_trails=3"], "search.n_trails: unknown key"),
+    "unknown key": (
+        lambda t: ["--set", "search.n_trails=3"],
+        "search.n_trails: unknown key; did you mean search.n_trials?",
+    ),
+    "unknown nested key": (
+        lambda t: ["--set", "final.ensemble.topk=3"],
+        "final.ensemble.topk: unknown key; did you mean final.ensemble.top_k?",
+    ),
     "wrong type": (lambda t: ["--set", "search.n_trials=many"], "search.n_trials: Input should be a valid integer"),
     "negative budget": (
         lambda t: ["--set", "search.n_trials=-3"],

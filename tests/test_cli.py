@@ -32,6 +32,18 @@ def test_validate_reports_the_plan(tmp_path):
     assert result.stdout.startswith("ok: ") and "classification" in result.stdout and "344 rows" in result.stdout
 
 
+def test_a_shipped_config_is_named_on_the_command_line_and_the_version_is_printed(tmp_path, capsys):
+    """``automl run|validate|lr-find NAME`` takes a shipped config by name, as ``predict --config`` does; a file
+    of that name in the working directory wins."""
+    from automl.cli import main
+
+    assert main(["validate", "mlp_tabular"]) == 0
+    assert "344 rows" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as shown:
+        main(["--version"])
+    assert shown.value.code == 0 and capsys.readouterr().out.startswith("automl 0.")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
