@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,7 +93,8 @@ def test_run_on_a_users_own_csv_prints_json_that_matches_mlflow(tmp_path):
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
     assert "test metric" in result.stdout  # the human summary table comes first
-    assert "trial   0 |" in result.stderr and "best" in result.stderr  # a progress line per trial
+    assert "trial   0 |" in result.stderr and "best" in result.stderr  # a progress line per trial...
+    assert re.search(r"trial   \d .*\| 1/2, \d+s in, ETA \d+s", result.stderr), result.stderr  # ...with n/N, an ETA
     for key in (
         "status",
         "experiment",

@@ -64,3 +64,18 @@ def test_multi_fidelity_search_in_the_pipeline(prefect_api, home, series_csv, tm
     importances = mlflow.artifacts.load_dict(f"runs:/{search.info.run_id}/param_importances.json")
     assert set(importances) == {"hidden_size", "num_layers", "dropout", "lr", "batch_size"}
     assert sum(importances.values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_search_pace_counts_trials_across_resumes_and_its_eta_is_the_earliest_end():
+    import time
+
+    from tasks.search_stage.trial_runs import SearchPace
+
+    pace = SearchPace(n_trials=10, finished=4, started=time.monotonic() - 20)  # 4 before a resume; 20 s in
+    assert pace.tick() == "5/10, 20s in, ETA 1m40s"  # one trial in 20 s, five left
+    timed = SearchPace(n_trials=10, timeout=30, started=time.monotonic() - 20)
+    assert timed.tick() == "1/10, 20s in, ETA 10s"  # the timeout comes first
+    ends = time.time() + 3725
+    budget = SearchPace(deadline=lambda: ends, started=time.monotonic() - 5)
+    assert budget.tick() == "1/-, 5s in, ETA 1h02m"
+    assert SearchPace(started=time.monotonic()).tick() == "1/-, 0s in"

@@ -39,7 +39,7 @@ from tasks.search_stage.studies import (
     enqueue_default_configs,
     enqueue_warm_start,
 )
-from tasks.search_stage.trial_runs import MlflowTrialObserver
+from tasks.search_stage.trial_runs import MlflowTrialObserver, SearchPace
 from tasks.space import default_configs
 from tasks.tracking.catalog import (
     BACKEND_PARAM,
@@ -151,7 +151,8 @@ class Sampling:
             enqueued,
         )
         progress = SearchProgress(job.config_name, search.n_trials, search.timeout, pipeline.prefect_flow_run_id)
-        tracker = MlflowTrialObserver(pipeline.experiment_id, context.search_run_id, progress)
+        pace = SearchPace(search.n_trials, search.timeout, context.deadline)
+        tracker = MlflowTrialObserver(pipeline.experiment_id, context.search_run_id, progress, pace)
         engine = SearchEngine(
             objective,
             backend,

@@ -1,10 +1,13 @@
 """MLflow and console edge of the search: one nested MLflow run per trial under the ``search`` stage run, and a
-progress line per trial (number, params, validation loss, best so far)."""
+progress line per trial (number, outcome, validation loss, best so far, params, seconds, then how far the search
+is: trials finished of ``n_trials``, time in, and an ETA from the pace so far, the timeout and the run's budget)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -37,19 +40,62 @@ from tasks.tracking.runs import child_runs, create_child_run
 logger = logging.getLogger("automl")
 
 
+@dataclass
+class SearchPace:
+    """How far a search is, for its progress lines: trials finished of ``n_trials`` (across resumes), seconds in,
+    and when it should end: at the pace so far for the trials left, at its ``timeout``, or at the run's
+    ``deadline`` (a callable answering a ``time.time()``: a budget's search deadline moves with measured costs),
+    whichever comes first.
+
+    Example:
+        >>> pace = SearchPace(n_trials=12, finished=2)
+        >>> line = pace.tick()  # after the third trial, e.g. "3/12, 41s in, ETA 4m33s"
+    """
+
+    n_trials: int | None = None
+    timeout: float | None = None
+    deadline: Callable[[], float] | None = None
+    finished: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _counted: int = 0  # trials finished since ``started``: the pace
+
+    def tick(self) -> str:
+        """Count a finished trial; the line's tail."""
+        self.finished += 1
+        self._counted += 1
+        elapsed = time.monotonic() - self.started
+        ends = []
+        if self.n_trials:
+            ends.append(elapsed / self._counted * max(self.n_trials - self.finished, 0))
+        if self.timeout:
+            ends.append(max(self.timeout - elapsed, 0.0))
+        if self.deadline is not None:
+            ends.append(max(self.deadline() - time.time(), 0.0))
+        eta = f", ETA {_clock(min(ends))}" if ends else ""
+        return f"{self.finished}/{self.n_trials or '-'}, {_clock(elapsed)} in{eta}"
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
+
+
 class MlflowTrialObserver:
     """Creates and fills the trial runs; reuses the run of a trial already tracked (resume)."""
 
-    def __init__(self, experiment_id: str, search_run_id: str, progress: Any = None):
+    def __init__(self, experiment_id: str, search_run_id: str, progress: Any = None, pace: SearchPace | None = None):
         self.client = MlflowClient()
         self.experiment_id = experiment_id
         self.search_run_id = search_run_id
         self.progress = progress
+        tracked = child_runs(experiment_id, search_run_id, role=TRIAL_ROLE)
         self._runs = {
-            int(run.data.tags[TRIAL_NUMBER]): run.info.run_id
-            for run in child_runs(experiment_id, search_run_id, role=TRIAL_ROLE)
-            if TRIAL_NUMBER in run.data.tags
+            int(run.data.tags[TRIAL_NUMBER]): run.info.run_id for run in tracked if TRIAL_NUMBER in run.data.tags
         }
+        self.pace = pace or SearchPace()
+        # a resumed search counts the trials it finished before (an interrupted one's run was closed KILLED)
+        self.pace.finished = sum(run.info.status in ("FINISHED", "FAILED") for run in tracked)
         self._rungs_logged: dict[str, set[str]] = {}  # reopened runs: rung params logged before the interruption
         self._folds_logged: dict[str, set[tuple[str, int]]] = {}  # reopened runs: (fold metric, step) logged before
         self._started = time.monotonic()
@@ -134,7 +180,7 @@ class MlflowTrialObserver:
             tags.append(RunTag(FAIL_REASON, record.reason[:4000]))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         self.client.set_terminated(run_id, "FAILED" if record.outcome == FAILED else "FINISHED")
-        logger.info(_progress_line(record, best))
+        logger.info("%s | %s", _progress_line(record, best), self.pace.tick())
         if self.progress is not None:
             self.progress(record, best)
 
