@@ -53,7 +53,26 @@ def run_stages(cfg: PipelineConfig, checked: CheckedData, study_name: str | None
         return record_summary(cfg, pipeline, prepared, warm_start_decision, search_result, final, clock, budget)
 
 
-@flow(name="automl-pipeline", validate_parameters=False)
+def run_name() -> str:
+    """A pipeline's flow run is named after its config and its start (UTC), e.g. ``lstm_baseline-20261206-0200``,
+    in the Prefect UI's list of runs instead of a random name."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    cfg = params.get("cfg")
+    if isinstance(cfg, PipelineConfig):
+        name = cfg.name
+    elif params.get("config_path"):
+        name = Path(params["config_path"]).stem
+    else:
+        name = params.get("config") or "automl-pipeline"
+    return f"{name}-{datetime.now(UTC):%Y%m%d-%H%M}"
+
+
+@flow(name="automl-pipeline", flow_run_name=run_name, validate_parameters=False)
 def automl_pipeline(
     config: ShippedConfig = "lstm_baseline",
     n_trials: int | None = None,
@@ -101,7 +120,7 @@ def automl_pipeline(
         return _invalid(exc)
 
 
-@flow(name="automl-pipeline", validate_parameters=False)
+@flow(name="automl-pipeline", flow_run_name=run_name, validate_parameters=False)
 def checked_pipeline(
     cfg: PipelineConfig, checked: CheckedData, study_name: str | None = None, started_at: float | None = None
 ) -> Any:

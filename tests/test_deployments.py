@@ -256,6 +256,7 @@ def test_custom_runs_complete_one_at_a_time_and_land_in_mlflow_and_prefect(serve
     )
     assert spans[1][0] >= spans[0][1], "the two runs overlapped"
     assert run["parameters"]["n_trials"] == 3 and run["parameters"]["backend"] == "hyperopt"
+    assert re.fullmatch(r"tiny_served-\d{8}-\d{4}", run["name"]), run["name"]  # its config and start, not random
 
     mine = [r for r in _pipeline_runs(served["state"]) if r.data.params.get("backend") == "hyperopt"]
     assert len(mine) == 1 and mine[0].info.status == "FINISHED"
