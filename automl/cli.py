@@ -291,10 +291,11 @@ def _predict(args: argparse.Namespace) -> int:
     state = local_state()
     prediction.open_registry(state)
     model = prediction.load_registered_model(uri)
-    prediction.check_rows(model, frame, args.rolling, data)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
+
+    prediction.check_rows(model, frame, args.rolling, data, say)
 
     predictions = prediction.score_rows(model, frame, args.rolling, prediction.progress_printer(str(data), say))
     if out is None:

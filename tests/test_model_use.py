@@ -301,20 +301,19 @@ def test_automl_predict_writes_a_forecast_and_table_predictions(champions, tmp_p
 def test_automl_predict_reads_the_config_champion_and_rolls_over_history(champions, monkeypatch, capsys):
     monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
     rows = champions["work"] / "some-penguins.csv"
-    pd.read_csv(REPO / "configs" / "data" / "penguins.csv").drop(columns="species").head(7).to_csv(rows, index=False)
+    pd.read_csv(REPO / "configs" / "data" / "penguins.csv").head(7).to_csv(rows, index=False)  # labelled rows
     # a "large" file: scored in chunks, a progress line each
     monkeypatch.setattr("tasks.registry.prediction.CHUNK_ROWS", 3)
     assert main(["predict", "--config", str(champions["configs"]["mlp"]), "--data", str(rows)]) == 0
     captured = capsys.readouterr()
     assert [line.split(": ", 1)[1] for line in captured.err.strip().splitlines()] == [
+        "column 'species' is the target this model predicts: not an input (kept in the output)",
         "scored 3 of 7 rows (43%)",
         "scored 6 of 7 rows (86%)",
         "scored 7 of 7 rows (100%)",
     ]
     table = pd.read_csv(io.StringIO(captured.out))
-    assert len(table) == 7 and {"island", "prediction", "proba_Adelie", "proba_Chinstrap", "proba_Gentoo"} <= set(
-        table.columns
-    )
+    assert len(table) == 7 and {"island", "species", "prediction", "proba_Adelie", "proba_Gentoo"} <= set(table.columns)
     assert np.allclose(table.filter(like="proba_").sum(axis=1), 1.0, atol=1e-5)
     assert set(table["prediction"]) <= {"Adelie", "Chinstrap", "Gentoo"}
 
@@ -394,12 +393,6 @@ BAD_PREDICT_INPUTS = {
     "unknown alias": ("models:/tiny_lstm@gold", _history, [], "model 'tiny_lstm' has no alias 'gold'"),
     "unknown version": ("models:/tiny_lstm/99", _history, [], "model 'tiny_lstm' has no version 99"),
     "not a model uri": ("runs:/abc/model", _history, [], "is not a registered model URI"),
-    "target in a table": (
-        MLP,
-        lambda: pd.read_csv(PENGUINS).head(5),
-        [],
-        "column 'species' is the target this model predicts",
-    ),
     "category model asked to roll": (
         MLP,
         lambda: pd.read_csv(PENGUINS).drop(columns="species").head(5),

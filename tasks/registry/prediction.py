@@ -33,7 +33,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from configs import DataError, InputError, PipelineConfig
-from tasks.data_prep.preprocessing import Preprocessing, RawInputError, SeriesPreprocessing
+from tasks.data_prep.preprocessing import Preprocessing, RawInputError, SeriesPreprocessing, TabularPreprocessing
 from tasks.runtime.state import LocalState, sqlite_path
 from tasks.tracking.catalog import (
     DATA_PATH_PARAM,
@@ -181,11 +181,19 @@ def check_output(path: Path | None, key: str = "--out") -> None:
         raise InputError(f"{key}: folder {path.parent} is not writable")
 
 
-def check_rows(model: RegisteredModel, frame: pd.DataFrame, rolling: bool, path: Path) -> None:
+def check_rows(
+    model: RegisteredModel, frame: pd.DataFrame, rolling: bool, path: Path, say: Callable[[str], Any] | None = None
+) -> None:
     """Every column, type, length and cadence problem as one ``DataError`` naming the file and column, before
     scoring. Stricter than the served model, which ignores extra columns (MLflow drops them): a file to score with
     an extra or misnamed column is refused, so a typo does not pass unnoticed; the columns training dropped are
-    not extra (a file like the training's has them)."""
+    not extra (a file like the training's has them), nor is a table's target (a labelled file, scored to compare:
+    ``say`` is told once that it is not an input)."""
+    target = model.preprocessing.target if isinstance(model.preprocessing, TabularPreprocessing) else None
+    if target is not None and target in frame.columns:
+        if say is not None:
+            say(f"{path}: column {target!r} is the target this model predicts: not an input (kept in the output)")
+        frame = frame.drop(columns=[target])
     try:
         model.preprocessing.validate(frame, rolling, extra_allowed=False)
     except RawInputError as exc:
@@ -203,9 +211,10 @@ def score_rows(
     params = {"rolling": True} if rolling else None
     if isinstance(model.preprocessing, SeriesPreprocessing):
         return model.pyfunc.predict(frame, params=params)
+    inputs = frame.drop(columns=[model.preprocessing.target], errors="ignore")  # a labelled file keeps it to output
     parts = []
-    for start in range(0, len(frame), CHUNK_ROWS):
-        chunk = frame.iloc[start : start + CHUNK_ROWS]
+    for start in range(0, len(inputs), CHUNK_ROWS):
+        chunk = inputs.iloc[start : start + CHUNK_ROWS]
         parts.append(model.pyfunc.predict(chunk).set_axis(chunk.index))
         if progress is not None:
             progress(min(start + CHUNK_ROWS, len(frame)), len(frame))
@@ -278,7 +287,7 @@ def prepare_scoring(
     open_registry(state, key="model_alias")
     model = load_registered_model(model_uri(cfg, model_alias), key="model_alias")
     rolling = cfg.score.rolling if rolling is None else rolling
-    check_rows(model, frame, rolling, data)
+    check_rows(model, frame, rolling, data, logger.info)
     return ScoringRequest(data, output or default_output(state, cfg.name), rolling, frame, model)
 
 
