@@ -40,6 +40,18 @@ def _no_inherited_tracking_uri():
 
 
 @pytest.fixture(autouse=True)
+def _no_active_mlflow_run():
+    """A test that fails inside an MLflow run (a pipeline stopped in-process, an assertion under ``start_run``)
+    leaves it active in this process; every later pipeline would then fail to nest its runs under its own parent.
+    Ended after each test, so one failure stays one failure."""
+    yield
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run("KILLED")
+
+
+@pytest.fixture(autouse=True)
 def _sys_path_as_found():
     """A test that loads a model with MLflow's own ``mlflow.pyfunc.load_model`` (as a user would) leaves the model's
     code folder (a partial ``tasks`` package) first on ``sys.path``; processes a later test starts (Dask workers)

@@ -45,6 +45,7 @@ from tasks.final_train.runs import StageTrainer, Trained
 from tasks.final_train.training import choose_model, start_weights
 from tasks.registry.raw_model import log_raw_model
 from tasks.runtime.caching import pipeline_stage_key
+from tasks.runtime.interrupts import deferred_stop
 from tasks.summary import EnsembleSummary, RefitSummary, training_label
 from tasks.tracking.catalog import (
     BASELINE_METRIC_PREFIX,
@@ -153,16 +154,17 @@ def final_train(
         mlflow.set_tags({k: v for k, v in refit_tags.items() if k != REFIT_TAG})
         registered, model_uri, champion_note, promotion = None, registered_uri, "registry disabled", None
         if job.registry.enabled:
-            registered, model_uri, champion_note, promotion = register(
-                registered_uri,
-                job.model_name,
-                prepared,
-                scores[choice.chosen],
-                pipeline,
-                test_rows,
-                job.registry.promote,
-                tags=refit_tags,
-            )
+            with deferred_stop():  # seconds of registry writes: a stop lands after them, never inside one
+                registered, model_uri, champion_note, promotion = register(
+                    registered_uri,
+                    job.model_name,
+                    prepared,
+                    scores[choice.chosen],
+                    pipeline,
+                    test_rows,
+                    job.registry.promote,
+                    tags=refit_tags,
+                )
         logger.info(
             "test %s: %s",
             primary,
