@@ -193,6 +193,14 @@ CASES = {
         lambda t: ["--set", f"warm_start.from_file={t / 'best.json'}"],
         "warm_start.from_file: {tmp}/best.json: no such file",
     ),
+    "unknown registry promote rule": (
+        lambda t: ["--set", "registry.promote=sometimes"],
+        "registry.promote: Input should be 'better', 'always' or 'never'",
+    ),
+    "boolean registry promote rule": (
+        lambda t: ["--set", "registry.promote=true"],
+        "registry.promote: Input should be 'better', 'always' or 'never'",
+    ),
     "registry name MLflow refuses": (
         lambda t: ["--set", "registry.model_name=team/model"],
         "registry.model_name: 'team/model' is not a name: letters, digits, '_', '-' and '.', first a letter or digit",

@@ -126,7 +126,7 @@ def _decide(
         )
         return PromotionSummary(int(current.version), None, None, 0, promoted, primary, promote), note
     wins = better(prepared.task, comparison)
-    promoted = {"better": wins, "always": True, "never": False}[promote]
+    promoted = _promoted(promote, wins)
     note = (
         f"{'beats' if wins else 'does not beat'} {theirs} on this run's {comparison.rows} test rows "
         f"({primary} {comparison.challenger_metric:.5g} vs {comparison.champion_metric:.5g})"
@@ -157,13 +157,18 @@ def _on_own_rows(
         note = f"champion v{current.version} (a refit) has no recorded test {primary}: not compared"
         return PromotionSummary(int(current.version), None, None, 0, promoted, primary, promote), note
     wins = better(prepared.task, Comparison(primary, theirs, ours, 0))
-    promoted = {"better": wins, "always": True, "never": False}[promote]
+    promoted = _promoted(promote, wins)
     note = (
         f"{'beats' if wins else 'does not beat'} champion v{current.version} on each one's own test rows "
         f"({primary} {ours:.5g} vs {theirs:.5g}; the champion is a refit on every row, these included)"
         f"{'' if promote == 'better' else f'; registry.promote {promote}'}"
     )
     return PromotionSummary(int(current.version), theirs, ours, 0, promoted, primary, promote), note
+
+
+def _promoted(promote: str, wins: bool) -> bool:
+    """``registry.promote``'s answer when the two were compared: ``better`` follows the comparison."""
+    return {"better": wins, "always": True, "never": False}[promote]
 
 
 def _compare(name: str, version: str, prepared: PreparedData, test_rows: pd.DataFrame) -> Comparison:
