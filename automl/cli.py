@@ -147,6 +147,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--cron", help="one cron schedule for every deployment (default: each config's schedule.cron)")
     serve.add_argument("--limit", type=int, default=2, help="flow runs this process executes at once (default 2)")
     serve.set_defaults(handler=_serve)
+
+    collect = sub.add_parser(
+        "gc",
+        help="remove trial weights, checkpoints, Prefect results and predictions of all but the last runs",
+        description="Remove the trial weights, checkpoints, Prefect results and predictions of each experiment's "
+        "runs beyond the newest N. MLflow runs, metrics and configs stay, as does every registered version's "
+        "model and source run; a run in progress is never touched, an unfinished one only with --older-than.",
+        epilog="example: automl gc --keep 3 --older-than 7 --dry-run",
+    )
+    collect.add_argument("--keep", default="5", metavar="N", help="runs kept whole per experiment (default 5)")
+    collect.add_argument(
+        "--older-than",
+        metavar="DAYS",
+        help="only runs last active more than DAYS days ago (then also unfinished runs and files no run owns)",
+    )
+    collect.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
+    collect.set_defaults(handler=_gc)
     return parser
 
 
@@ -401,6 +418,28 @@ def _champion_set(args: argparse.Namespace) -> int:
         note=args.note,
     )
     print(f"{args.name}: champion v{move.from_version or '-'} -> v{move.to_version}")
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from rich.filesize import decimal
+
+    from tasks.runtime.retention import check_retention_args, collect_garbage
+    from tasks.runtime.state import local_state
+    from tasks.tracking.runs import configure_mlflow
+
+    keep, days = check_retention_args(args.keep, args.older_than)
+    state = local_state()
+    if not state.home.is_dir():
+        print(f"{state.home}: no state folder, nothing to remove")
+        return 0
+    configure_mlflow(state)
+    report = collect_garbage(state, keep, days, dry_run=args.dry_run)
+    verb = "would remove" if report.dry_run else "removed"
+    for kind, (count, size) in report.by_kind().items():
+        print(f"{kind}: {verb} {count} ({decimal(size)})")
+    after = "after (estimated)" if report.dry_run else "after"
+    print(f"{report.home}: {decimal(report.before)} before, {decimal(report.after)} {after}")
     return 0
 
 

@@ -444,6 +444,9 @@ class FinalConfig(_Strict):
     refit: Literal["none", "all"] = "none"
     # Trained next to it; without the key, series families also get seasonal_naive (PipelineConfig's default).
     baselines: list[Literal["default_config", "naive", "seasonal_naive", "gbm"]] = ["default_config", "naive"]
+    # A finished run removes its own trial weights and checkpoints (files and MLflow artifacts) and Prefect results:
+    # nothing reads them once it has FINISHED, and they are most of what a run leaves on disk.
+    clean_up: StrictBool = True
 
 
 class WarmStartConfig(_Strict):

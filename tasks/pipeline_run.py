@@ -15,6 +15,7 @@ import mlflow
 import yaml
 from mlflow.tracking import MlflowClient
 from prefect.context import FlowRunContext
+from rich.filesize import decimal
 
 from configs import PipelineConfig, config_hash
 from tasks.data_prep.prepared import PreparedData
@@ -22,7 +23,8 @@ from tasks.final_train.plan import TUNED
 from tasks.final_train.result import FinalResult
 from tasks.runtime.budget import RunBudget
 from tasks.runtime.interrupts import raise_if_stopped
-from tasks.runtime.state import local_state
+from tasks.runtime.retention import clean_up_finished_run
+from tasks.runtime.state import LocalState, local_state
 from tasks.search_stage.result import SearchStageResult
 from tasks.space import FAMILY_KEY, search_space, split_family
 from tasks.summary import BudgetSummary, CVSummary, PipelineSummary, WarmStartSummary, render_markdown
@@ -144,6 +146,24 @@ def pipeline_run(
             logger.warning("could not close pipeline run %s (%s)", pipeline.run_id, error)
         raise
     close_run(pipeline.run_id, "FINISHED")
+    if cfg.final.clean_up:  # only now: a run stopped before FINISHED resumes from these files
+        _clean_up(state, pipeline)
+
+
+def _clean_up(state: LocalState, pipeline: PipelineRun) -> None:
+    """Remove the finished run's own trial weights and checkpoints; a failure here is a warning, not a failed run
+    (``automl gc`` removes what is left once the run is beyond the last few)."""
+    try:
+        removed = clean_up_finished_run(state, pipeline)
+    except Exception as exc:
+        logger.warning("clean-up of pipeline run %s failed (%s); automl gc removes what is left", pipeline.run_id, exc)
+        return
+    if removed:
+        logger.info(
+            "clean-up: removed %d files or folders (%s) of trial weights, checkpoints and Prefect results",
+            len(removed),
+            decimal(sum(r.size for r in removed)),
+        )
 
 
 def record_summary(

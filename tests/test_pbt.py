@@ -257,7 +257,7 @@ def test_a_killed_pbt_run_resumes_and_its_population_and_lineage_land_in_mlflow_
         csv,
         name="pbt_tiny",
         search={"strategy": "pbt", "pbt": pbt, "lr_range": "auto"},
-        final={"epochs": 1, "patience": 1},
+        final={"epochs": 1, "patience": 1, "clean_up": False},  # the search's artifacts are looked at after
     )
     args = ("run", str(config), "--json")
     process = _cli(*args, state=state, cwd=tmp_path)

@@ -41,7 +41,9 @@ def _run(config, *overrides):
 def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     from tests.helpers import write_config
 
-    config = write_config(tmp_path, series_csv, search={"fidelity": "successive_halving", "n_trials": 5})
+    config = write_config(
+        tmp_path, series_csv, search={"fidelity": "successive_halving", "n_trials": 5}, final={"clean_up": False}
+    )
     summary = _run(config)
 
     assert summary.status == "completed"
