@@ -73,6 +73,7 @@ def compare(seed: int, trials: int, overrides: list[str]) -> list[dict]:
     from tasks.search_stage.checkpoints import trial_weights_path
 
     settings = [f"seed={seed}", f"search.n_trials={trials}", "warm_start.enabled=false", "registry.enabled=false"]
+    settings += ["final.clean_up=false"]  # the best trial's weights are read after the run
     config = REPO / "configs" / "lstm_baseline.yaml"
     summary = automl_pipeline(config_path=str(config), overrides=settings + overrides)
     cfg = load_config(config, settings + overrides)
