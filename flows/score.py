@@ -12,9 +12,10 @@ from prefect.states import Failed
 from configs import InputError, config_file, load_config
 from flows.pipeline import INVALID_INPUT, ShippedConfig
 from tasks.registry import prediction
+from tasks.registry.stage import score
 from tasks.runtime.state import local_state
 from tasks.tracking.catalog import SCORING_ARTIFACT
-from tasks.tracking.prefect_ui import publish_markdown
+from tasks.tracking.prefect_ui import lines_in_logs_tab, publish_markdown
 from tasks.tracking.runs import ensure_experiment
 
 
@@ -39,6 +40,7 @@ def automl_score(
         config_path: a config file outside configs/.
     """
     state = local_state()
+    lines_in_logs_tab()  # a deployment's run executes in Prefect's own process, where no CLI set the logger up
     try:
         cfg = load_config(config_file(config, config_path))
         request = prediction.prepare_scoring(cfg, state, data_path, output_path, model_alias, rolling)
@@ -47,7 +49,7 @@ def automl_score(
         return Failed(message=str(exc), name=INVALID_INPUT)
 
     started = time.monotonic()
-    predictions = prediction.score(request)
+    predictions = score(request)
     output = prediction.write_predictions(predictions, request.output)
     seconds = time.monotonic() - started
     run_id = prediction.log_scoring_run(ensure_experiment(cfg.name, state), request, predictions, seconds)

@@ -298,6 +298,44 @@ def test_automl_predict_writes_a_forecast_and_table_predictions(champions, tmp_p
     assert forecast["step"].tolist() == [1, 2] and forecast["prediction"].between(5, 20).all()
 
 
+def test_automl_predict_loads_no_prefect_and_warns_of_a_pin_this_environment_misses(champions, tmp_path):
+    """``automl predict`` runs no flow, so it pays for no Prefect import (about 0.6 s of its start-up); it checks
+    the model's pinned requirements itself (MLflow's check mapped every installed package first: 0.55 s)."""
+    from tasks.registry.prediction import requirement_mismatches
+
+    rows = tmp_path / "rows.csv"
+    pd.read_csv(REPO / "configs" / "data" / "penguins.csv").drop(columns=["species"]).head(20).to_csv(rows, index=False)
+    out = tmp_path / "p.csv"
+    argv = ["predict", "--model", "models:/tiny_penguins@champion", "--data", str(rows), "--out", str(out)]
+    code = f"import sys; from automl.cli import main; print(main({argv!r}), 'prefect' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "AUTOML_HOME": str(champions["state"])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.stdout.split() == ["0", "False"], result.stderr[-3000:]
+    assert "is required" not in result.stderr  # the registered model's pins are this environment's
+
+    pins = tmp_path / "requirements.txt"
+    pins.write_text(
+        f"torch=={torch_version()}\n# a comment\n--extra-index-url https://example.org\n"
+        "numpy==0.0.1\nno-such-package-anywhere==1.0\nmlflow>=1\n"
+    )
+    assert requirement_mismatches(pins) == [
+        f"numpy==0.0.1 is required; {np.__version__} is installed",
+        "no-such-package-anywhere==1.0 is required; it is not installed",
+    ]
+    assert requirement_mismatches(tmp_path / "missing.txt") == []
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__.split("+")[0]
+
+
 def test_automl_predict_reads_the_config_champion_and_rolls_over_history(champions, monkeypatch, capsys):
     monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
     rows = champions["work"] / "some-penguins.csv"
