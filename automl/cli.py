@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from tasks.runtime.interrupts import Terminated, raise_if_stopped, stop_on_signals
+from tasks.runtime.interrupts import Terminated, stop_on_signals
 from tasks.runtime.state import configure_environment
 from tasks.summary import render_table
 
@@ -178,10 +178,9 @@ def _version() -> str:
 
 def _config_path(value: str) -> str:
     """A config given by path, or by the name of a shipped config (``automl run lstm_baseline``)."""
-    from configs import shipped_configs
+    from automl.runner import resolve_config
 
-    shipped = shipped_configs()
-    return str(shipped[value]) if value in shipped and not os.path.exists(value) else value
+    return resolve_config(value)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -458,9 +457,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from configs import MAX_STUDY_NAME_LENGTH, InputError, check_name, load_config
-    from tasks.data_prep import load_and_check
-    from tasks.runtime.state import local_state
+    from automl.runner import PipelineFailed, run_pipeline
+    from configs import MAX_STUDY_NAME_LENGTH, InputError, check_name
 
     setup_console()
     if args.study_name is not None:  # it names the study and folders of the state: none may lead out of it
@@ -468,61 +466,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.budget is not None and not args.budget.strip():
         raise InputError("--budget: give the run's budget in seconds, a number > 0 (got nothing)")
     overrides = [*args.overrides, *([f"budget.seconds={args.budget}"] if args.budget is not None else [])]
-    cfg = load_config(_config_path(args.config), overrides)
-    checked = load_and_check(cfg)  # every input error surfaces here, before Prefect, MLflow or torch do any work
-    local_state().ensure()  # and an unusable state folder
-    from tasks.runtime.prefect_server import launch_temporary_server, wait_until_up
-
-    server = launch_temporary_server()  # it boots while the pipeline's modules are imported
     try:
-        import optuna
-
-        from flows.pipeline import INVALID_INPUT, checked_pipeline
-        from tasks.search import SearchFailed
-        from tasks.search_stage.studies import check_study
-
-        setup_console()  # again: Prefect, imported just now, has set up its console handlers
-
-        check_study(cfg.search, args.study_name)  # and a --study-name run with other fidelity settings
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # its own handler; our "search: study" line says it
-        _open_stores(cfg)
-        wait_until_up(server)
-    except BaseException:
-        if server is not None:
-            server.stop()
-        raise
-
-    flow_state = checked_pipeline(
-        cfg, checked, args.study_name, args.started_at, return_state=True
-    )  # validated above: not again
-    raise_if_stopped()  # a stop that landed as the flow run ended, which Prefect's flow engine drops
-    if not flow_state.is_completed():
-        error = flow_state.result(raise_on_failure=False)
-        if flow_state.name == INVALID_INPUT:
-            print(f"error: {flow_state.message}", file=sys.stderr)
-            return EXIT_INPUT
-        if isinstance(error, SearchFailed):
-            print(f"error: search failed: {error}", file=sys.stderr)
-        else:
-            print(f"error: the pipeline failed: {flow_state.message} (details in the log above)", file=sys.stderr)
+        summary = run_pipeline(
+            _config_path(args.config), overrides, None, args.study_name, args.started_at, setup_console
+        )
+    except PipelineFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    summary = flow_state.result()
     print(render_table(summary))
     if args.json:
         print(json.dumps(summary.to_json(), default=str))
     return 0
-
-
-def _open_stores(cfg) -> None:
-    """Open MLflow's tracking store and the Optuna storage once, while the Prefect server boots: a process's first
-    use of each imports and connects for about two seconds, which the flow would otherwise spend after the server
-    is up. An unusable MLflow store is also refused here, before the flow starts."""
-    from tasks.runtime.state import local_state
-    from tasks.search_stage.studies import make_storage, storage_url
-    from tasks.tracking.runs import configure_mlflow
-
-    configure_mlflow(local_state())
-    make_storage(storage_url(cfg.search))
 
 
 def _quiet_reported(record: logging.LogRecord) -> bool:
