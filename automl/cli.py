@@ -140,6 +140,19 @@ def _parser() -> argparse.ArgumentParser:
     move.add_argument("--note", default="", help="why (recorded in the history)")
     move.set_defaults(handler=_champion_set)
 
+    dashboard = sub.add_parser(
+        "dashboard", help="open optuna-dashboard on the Optuna studies (needs the dashboard extra)"
+    )
+    dashboard.add_argument(
+        "config",
+        nargs="?",
+        help="show this config's search.storage (a shipped config's name or a YAML file); default: the state "
+        "folder's Optuna database",
+    )
+    dashboard.add_argument("--port", default="8080", help="port to listen on (default 8080)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    dashboard.set_defaults(handler=_dashboard)
+
     serve = sub.add_parser("serve", help="serve the pipelines as Prefect deployments (schedules, UI runs)")
     serve.add_argument(
         "--configs", nargs="+", metavar="CONFIG", help="shipped config names or YAML files (default: all shipped)"
@@ -439,6 +452,28 @@ def _gc(args: argparse.Namespace) -> int:
         print(f"{kind}: {verb} {count} ({decimal(size)})")
     after = "after (estimated)" if report.dry_run else "after"
     print(f"{report.home}: {decimal(report.before)} before, {decimal(report.after)} {after}")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from tasks.search_stage.dashboard import check_installed, check_port, dashboard_server, dashboard_storage
+
+    port = check_port(args.port)
+    check_installed()
+    cfg = None
+    if args.config is not None:
+        from configs import load_config
+
+        cfg = load_config(_config_path(args.config))
+    url = dashboard_storage(cfg)
+    server = dashboard_server(url, args.host, port)
+    print(f"optuna-dashboard: http://{args.host}:{port}/ on {url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: how a dashboard is meant to end, not a failure
+        return 0
+    finally:
+        server.server_close()
     return 0
 
 

@@ -81,6 +81,12 @@ class LocalState:
         """Where a config's scoring runs write their predictions when ``score.output`` is not set."""
         return self.home / "predictions" / folder_name(config_name)
 
+    @property
+    def api_data(self) -> Path:
+        """Where ``automl.run(..., data=frame)`` keeps the DataFrames it ran on, as Parquet files named by their
+        content's fingerprint (the run's ``data.path``: a resumed or repeated run finds its rows again)."""
+        return self.home / "api-data"
+
     def ensure(self) -> LocalState:
         """Create the folder; one that cannot be (a file in the way, no permission) is a one-line input error."""
         from configs import InputError
