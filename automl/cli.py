@@ -486,6 +486,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.limit < 1:
         print("error: --limit: must be at least 1", file=sys.stderr)
         return EXIT_INPUT
+    setup_console(prefect_info=True)  # the served runs' lines: on this console and in each flow run's Logs tab
     deployments = pipeline_deployments(config_files(args.configs), args.cron)  # every config validated first
     serve(deployments, limit=args.limit)
     return 0
@@ -526,11 +527,14 @@ def _quiet_reported(record: logging.LogRecord) -> bool:
     return not (record.exc_info and isinstance(record.exc_info[1], SearchFailed))
 
 
-def setup_console(progress: bool = True) -> None:
-    """Progress lines of the ``automl`` logger go to stderr as they are (or nowhere with ``progress=False``);
-    Prefect's console shows warnings only (its INFO lines still reach the Prefect UI), and none of the lines about
-    what the CLI reports itself (``_quiet_reported``)."""
-    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"  # read when Prefect sets up its logging
+def setup_console(progress: bool = True, prefect_info: bool = False) -> None:
+    """Progress lines of the ``automl`` logger go to stderr as they are (or nowhere with ``progress=False``), and
+    to the Prefect UI's Logs tab of the flow run they belong to (``PREFECT_LOGGING_EXTRA_LOGGERS``); Prefect's
+    console shows warnings only (its INFO lines still reach the Prefect UI; all of them with ``prefect_info``, as
+    ``automl serve`` shows which flow runs it picks up), and none of the lines about what the CLI reports itself
+    (``_quiet_reported``)."""
+    if not prefect_info:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"  # read when Prefect sets up its logging
     logger = logging.getLogger("automl")
     logger.setLevel(logging.INFO if progress else logging.WARNING)
     logger.propagate = False
@@ -545,7 +549,8 @@ def setup_console(progress: bool = True) -> None:
         for name in ("", "prefect"):
             for h in logging.getLogger(name).handlers:
                 if isinstance(h, PrefectConsoleHandler):
-                    h.setLevel(logging.WARNING)
+                    if not prefect_info:
+                        h.setLevel(logging.WARNING)
                     h.addFilter(_quiet_reported)
     for noisy in ("mlflow", "alembic", "optuna", "hyperopt", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -23,6 +23,7 @@ from tasks.search_stage.job import SearchJob
 from tasks.search_stage.stage import search_stage
 from tasks.search_stage.studies import check_study
 from tasks.summary import PipelineSummary
+from tasks.tracking.prefect_ui import lines_in_logs_tab
 from tasks.warm_start.stage import WarmStartJob, warm_start
 
 # The shipped configs, offered as a choice in the Prefect UI's run form.
@@ -102,6 +103,7 @@ def automl_pipeline(
         budget_seconds: a wall-clock budget for the whole run, in seconds (budget.seconds).
     """
     started_at = time.time()
+    lines_in_logs_tab()  # a deployment's run executes in Prefect's own process, where no CLI set the logger up
     try:
         typed = typed_overrides(
             n_trials=n_trials,

@@ -274,6 +274,20 @@ def test_custom_runs_complete_one_at_a_time_and_land_in_mlflow_and_prefect(serve
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=50)
     assert {"data_prep", "warm_start", "final_train"} <= {t.name.rsplit("-", 1)[0] for t in task_runs}
 
+    # the pipeline run's Logs tab holds the pipeline's own lines, the search subflow's trial lines included
+    try:
+        _wait(
+            lambda: any(log.message.startswith("registry:") for log in _logs(served, run_id)),
+            60,
+            "the run's last line to reach its logs",
+        )
+    except TimeoutError:
+        raise AssertionError([(log.name, log.message[:80]) for log in _logs(served, run_id)]) from None
+    lines = [log.message for log in _logs(served, run_id) if log.name == "automl"]
+    trial_lines = [line for line in lines if re.match(r"trial +\d+ \| ", line)]
+    assert [re.search(r"\| (\d+)/3, ", line).group(1) for line in trial_lines] == ["1", "2", "3"], trial_lines
+    assert any(line.startswith("data prep:") for line in lines)
+
 
 def test_prefects_own_cli_and_client_work_against_the_server(served):
     """Users script Prefect with its CLI and Python client: both must work against the pinned server stack."""

@@ -38,6 +38,7 @@ from tasks.tracking.catalog import (
     STUDY_NAME_PARAM,
     TRIALS_METRIC_PREFIX,
 )
+from tasks.tracking.prefect_ui import logs_also_in
 from tasks.tracking.runs import PipelineRun, log_file, stage_run, stage_run_record
 from tasks.warm_start.decision import WarmStartDecision
 
@@ -134,7 +135,8 @@ def _train_scale(prepared: PreparedData) -> float:
 def _search_flow(
     job: SearchJob, prepared: PreparedData, warm_start_decision: WarmStartDecision, pipeline: PipelineRun
 ) -> SearchStageResult:
-    return run_search_stage(job, prepared, warm_start_decision, pipeline)
+    with logs_also_in(pipeline.prefect_flow_run_id):  # the trial lines in the pipeline run's Logs tab too
+        return run_search_stage(job, prepared, warm_start_decision, pipeline)
 
 
 def search_stage(

@@ -1,21 +1,73 @@
-"""What the Prefect UI shows for a pipeline run: the summary (Markdown), a table of the trials, and a progress
-bar updated as trials finish, all attached to the pipeline's flow run (also those made inside the search
-subflow). Outside a Prefect run (plain function calls) these do nothing."""
+"""What the Prefect UI shows for a pipeline run: the summary (Markdown), a table of the trials, a progress bar
+updated as trials finish, and the pipeline's log lines in its Logs tab, all attached to the pipeline's flow run
+(also those made inside the search subflow). Outside a Prefect run (plain function calls) these do nothing."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect.artifacts import MarkdownArtifact, ProgressArtifact, TableArtifact, update_progress_artifact
 from prefect.context import FlowRunContext
+from prefect.logging.handlers import APILogHandler
 
 from tasks.tracking.catalog import SEARCH_PROGRESS_ARTIFACT, SUMMARY_ARTIFACT, TRIALS_ARTIFACT
 
 
 def _in_prefect_run() -> bool:
     return FlowRunContext.get() is not None
+
+
+def lines_in_logs_tab() -> None:
+    """The ``automl`` logger's INFO lines reach the flow run's Logs tab also where no ``automl`` command set the
+    logger up: a deployment's flow run executes in a process of Prefect's own, where the logger would inherit the
+    root's WARNING and the Logs tab would hold Prefect's "Finished in state" lines only."""
+    logger = logging.getLogger("automl")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+class _AlsoToFlowRun(APILogHandler):
+    """Sends the lines logged inside one subflow run to another flow run too (Prefect's own handler, which
+    batches them to the API, with the record's flow run replaced). Lines logged elsewhere (another pipeline served
+    by the same process) are left alone."""
+
+    def __init__(self, subflow_run_id: str, flow_run_id: str):
+        super().__init__()
+        self.subflow_run_id, self.flow_run_id = subflow_run_id, flow_run_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        context = FlowRunContext.get()
+        if context is None or context.flow_run is None or str(context.flow_run.id) != self.subflow_run_id:
+            return
+        copy = logging.makeLogRecord(record.__dict__)
+        copy.flow_run_id, copy.task_run_id = self.flow_run_id, None
+        super().emit(copy)
+
+
+@contextmanager
+def logs_also_in(flow_run_id: str | None) -> Iterator[None]:
+    """Inside a subflow (the search), the ``automl`` logger's lines (a line per trial, best so far) also reach the
+    flow run ``flow_run_id`` (the pipeline's), whose Logs tab a person opens, as well as the subflow's own."""
+    context = FlowRunContext.get()
+    if flow_run_id is None or context is None or context.flow_run is None:
+        yield
+        return
+    subflow_run_id = str(context.flow_run.id)
+    if subflow_run_id == flow_run_id:
+        yield
+        return
+    logger = logging.getLogger("automl")
+    handler = _AlsoToFlowRun(subflow_run_id, flow_run_id)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def artifact_key(config_name: str, what: str) -> str:
