@@ -230,7 +230,7 @@ def _lr_find(args: argparse.Namespace) -> int:
     result = find_lr(cfg.model, prepared, cfg.training, cfg.seed, params)
     plot = plot_lr_range(result, state.lr_find(cfg.name) / LR_FIND_PLOT)
     tested = tested_config(cfg.model, params)
-    log_lr_find_run(ensure_experiment(cfg.name, state), cfg.model.family, tested, result, plot)
+    log_lr_find_run(ensure_experiment(cfg.name, state, cfg.description), cfg.model.family, tested, result, plot)
     ended = "diverged" if result.diverged else "did not diverge; ended"
     print(
         f"suggested lr: {result.suggestion:.2e} (in the valley of the smoothed loss; {result.steps} steps, "

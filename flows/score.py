@@ -52,7 +52,8 @@ def automl_score(
     predictions = score(request)
     output = prediction.write_predictions(predictions, request.output)
     seconds = time.monotonic() - started
-    run_id = prediction.log_scoring_run(ensure_experiment(cfg.name, state), request, predictions, seconds)
+    experiment_id = ensure_experiment(cfg.name, state, cfg.description)
+    run_id = prediction.log_scoring_run(experiment_id, request, predictions, seconds)
     model = request.model
     result = prediction.ScoringResult(
         len(predictions), model.name, model.version, model.uri, str(output), run_id, seconds

@@ -108,7 +108,7 @@ def pipeline_run(
     FAILED or KILLED as the pipeline ends."""
     state = local_state()
     configure_mlflow(state)
-    experiment_id = ensure_experiment(cfg.name, state)
+    experiment_id = ensure_experiment(cfg.name, state, cfg.description)
     digest = config_hash(cfg)
     resumable = find_resumable_run(experiment_id, digest, fingerprint, study_name)
     tags = {

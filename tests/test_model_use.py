@@ -70,7 +70,7 @@ def champions(prefect_api, tmp_path_factory):
         "warm_start": {"enabled": False},
     }
     configs = {
-        "lstm": write_config(work, series, **quick),
+        "lstm": write_config(work, series, description="A tiny LSTM forecasting weekly sales.", **quick),
         "transformer": write_config(
             work,
             series,
@@ -258,6 +258,7 @@ def test_the_champion_reproduces_the_logged_test_predictions_in_a_fresh_process(
     # the pipeline's experiments open on their runs in MLflow 3's UI (not its GenAI view)
     experiment = _client(champions).get_experiment_by_name("tiny_lstm")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"] == "A tiny LSTM forecasting weekly sales."  # the UI's description
 
 
 def test_automl_predict_writes_a_forecast_and_table_predictions(champions, tmp_path):

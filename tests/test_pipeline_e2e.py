@@ -91,12 +91,11 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     } == {"train", "val", "test"}
     assert "candidates.csv" in artifacts["warm_start"]
     plots = {f.path for f in client.list_artifacts(stages["search"].info.run_id, "plots")}
-    assert {
-        "plots/optimization_history.png",
-        "plots/optimization_history.html",
-        "plots/intermediate_values.png",
-        "plots/parallel_coordinate.html",
-    } <= plots
+    assert {"plots/optimization_history.png", "plots/intermediate_values.png", "plots/search_plots.html"} <= plots
+    page = mlflow.artifacts.load_text(f"runs:/{stages['search'].info.run_id}/plots/search_plots.html")
+    # plotly inside the page (one copy), no script from a CDN: it opens on a machine without internet
+    assert page.count("plotly.js v") == 1 and not re.findall(r"<script[^>]*\ssrc=", page)
+    assert "<h2>optimization history</h2>" in page and "<h2>parallel coordinate</h2>" in page
     assert {"trials.parquet", "trials.csv"} <= artifacts["search"]
     final_plots = {f.path for f in client.list_artifacts(stages["final_train"].info.run_id, "plots")}
     assert {"plots/learning_curves.png", "plots/predicted_vs_actual.png"} <= final_plots

@@ -171,7 +171,7 @@ def test_the_classification_report_copes_with_absent_and_many_classes(tmp_path, 
     assert per_class["class"].tolist() == [f"c{i}" for i in range(n_classes)]
     assert per_class.loc[0, "recall"] == 1.0 and per_class["support"].sum() == 5
     plots = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
-    assert ("plots/predicted_vs_actual.png" in plots) is matrix
+    assert ("plots/confusion_matrix.png" in plots) is matrix
 
 
 def test_a_rerun_after_a_kill_in_registration_reuses_the_version_and_its_champion(tmp_path):

@@ -56,11 +56,7 @@ def test_multi_fidelity_search_in_the_pipeline(prefect_api, home, series_csv, tm
     assert pruned.data.tags[f"automl.rung{last}_verdict"] == "stop"
 
     artifacts = {f.path for f in client.list_artifacts(search.info.run_id, "plots")}
-    assert {
-        "plots/param_importances.png",
-        "plots/param_importances.html",
-        "plots/intermediate_values.html",
-    } <= artifacts
+    assert {"plots/param_importances.png", "plots/intermediate_values.png", "plots/search_plots.html"} <= artifacts
     importances = mlflow.artifacts.load_dict(f"runs:/{search.info.run_id}/param_importances.json")
     assert set(importances) == {"hidden_size", "num_layers", "dropout", "lr", "batch_size"}
     assert sum(importances.values()) == pytest.approx(1.0, abs=1e-6)

@@ -14,6 +14,7 @@ from tasks.final_train.baselines import NAIVE, SEASONAL_NAIVE
 from tasks.final_train.ensemble import Selection
 from tasks.final_train.plan import DEFAULT_CONFIG, TUNED
 from tasks.tracking.catalog import (
+    CONFUSION_MATRIX_PLOT,
     ENSEMBLE_PLOT,
     EPOCH_TRAIN_LOSS_METRIC,
     EPOCH_VAL_LOSS_METRIC,
@@ -123,5 +124,5 @@ def log_classification_report(prepared: PreparedData, y_true: np.ndarray, proba:
     display.ax_.set_title(f"Test set: {label} model")
     display.figure_.set_size_inches(max(5.5, 0.45 * len(names) + 2), max(5.5, 0.45 * len(names) + 2))
     display.figure_.tight_layout()
-    mlflow.log_figure(display.figure_, PREDICTED_VS_ACTUAL_PLOT)
+    mlflow.log_figure(display.figure_, CONFUSION_MATRIX_PLOT)
     plt.close(display.figure_)

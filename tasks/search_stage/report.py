@@ -1,5 +1,6 @@
-"""What the search stage run shows: Optuna's plots (PNG and interactive HTML), parameter importances, and a
-table of all trials (Parquet and CSV). Works for either backend, since both record into an Optuna study.
+"""What the search stage run shows: Optuna's plots (a PNG each, and all of them interactive in one HTML page that
+carries plotly inside, so it opens without a network), parameter importances, and a table of all trials (Parquet
+and CSV). Works for either backend, since both record into an Optuna study.
 
 matplotlib and fANOVA (scikit-learn) are imported by the functions that draw and rank: Dask workers import this
 module with the search flow and never use them, and together they cost about two seconds per process."""
@@ -19,6 +20,7 @@ from tasks.tracking.catalog import (
     IMPORTANCE_METRIC_PREFIX,
     PARAM_IMPORTANCES_FILE,
     SEARCH_PLOT_FILE,
+    SEARCH_PLOTS_HTML,
     TRIALS_CSV_FILE,
     TRIALS_PARQUET_FILE,
 )
@@ -40,6 +42,24 @@ def param_importances(study: optuna.Study, seed: int = 0) -> dict[str, float]:
         return {}
 
 
+def interactive_page(figures: list[tuple[str, object]], title: str) -> str:
+    """One HTML page of plotly figures, plotly's script inside it once (4.8 MB): MLflow's ``log_figure`` loads it
+    from a CDN, which leaves the page blank on a machine without internet, and a copy per figure would weigh four
+    times as much."""
+    import html
+
+    parts = [
+        figure.to_html(full_html=False, include_plotlyjs=index == 0, default_width="100%")
+        for index, (_, figure) in enumerate(figures)
+    ]
+    names = [html.escape(name.replace("_", " ")) for name, _ in figures]
+    body = "\n".join(f"<h2>{name}</h2>\n{part}" for name, part in zip(names, parts, strict=True))
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>\n'
+        f"<body style=\"font-family: sans-serif\">\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
+
+
 def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
     """Log plots, importances and the trials table to the active MLflow run; returns the importances."""
     from tasks.tracking.plotting import pyplot
@@ -56,24 +76,24 @@ def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
         "parallel_coordinate": ({}, True),
         "intermediate_values": ({}, any(t.intermediate_values for t in study.get_trials(deepcopy=False))),
     }
+    pages = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, (kwargs, wanted) in plots.items():
             if not wanted:
                 continue
             try:
-                mlflow.log_figure(
-                    getattr(interactive, f"plot_{name}")(study, **kwargs),
-                    SEARCH_PLOT_FILE.format(plot=name, format="html"),
-                )
+                pages.append((name, getattr(interactive, f"plot_{name}")(study, **kwargs)))
                 axes = getattr(static, f"plot_{name}")(study, **kwargs)
                 figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
                 figure.set_size_inches(9, 5.5)
                 figure.tight_layout()
-                mlflow.log_figure(figure, SEARCH_PLOT_FILE.format(plot=name, format="png"))
+                mlflow.log_figure(figure, SEARCH_PLOT_FILE.format(plot=name))
                 plt.close(figure)
             except (ValueError, RuntimeError, IndexError) as exc:
                 logger.warning("search report: could not draw %s (%s)", name, exc)
+    if pages:
+        mlflow.log_text(interactive_page(pages, f"Search: study {study.study_name}"), SEARCH_PLOTS_HTML)
     if importances:
         mlflow.log_dict(importances, PARAM_IMPORTANCES_FILE)
         mlflow.log_metrics({f"{IMPORTANCE_METRIC_PREFIX}{k}": v for k, v in importances.items()})

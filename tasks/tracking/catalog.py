@@ -104,7 +104,8 @@ BEST_TRIAL_WEIGHTS_FILE = "best_trial_weights.pt"  # the winner's best epoch on 
 PARAM_IMPORTANCES_FILE = "param_importances.json"
 TRIALS_PARQUET_FILE = "trials.parquet"
 TRIALS_CSV_FILE = "trials.csv"
-SEARCH_PLOT_FILE = "plots/{plot}.{format}"  # Optuna's plots, html and png
+SEARCH_PLOT_FILE = "plots/{plot}.png"  # Optuna's plots, each as a picture
+SEARCH_PLOTS_HTML = "plots/search_plots.html"  # the same plots, interactive, in one page with plotly inside (offline)
 
 STRATEGY_PARAM = "strategy"  # sample | pbt
 # search.strategy pbt: the search run's params pbt_<key> (search.pbt), its lineage and schedules, and its plots
@@ -184,7 +185,8 @@ LOGGED_MODEL = "model"
 TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 PER_CLASS_METRICS_FILE = "per_class_metrics.csv"
 LEARNING_CURVES_PLOT = "plots/learning_curves.png"
-PREDICTED_VS_ACTUAL_PLOT = "plots/predicted_vs_actual.png"
+PREDICTED_VS_ACTUAL_PLOT = "plots/predicted_vs_actual.png"  # regression and series
+CONFUSION_MATRIX_PLOT = "plots/confusion_matrix.png"  # classification
 
 # --- registered model versions ------------------------------------------------------------------------------------
 CHAMPION_ALIAS = "champion"

@@ -88,20 +88,23 @@ def _check_reachable(uri: str, timeout: float = 10.0) -> None:
         ) from None
 
 
-def ensure_experiment(name: str, state: LocalState) -> str:
-    """The id of experiment ``name``, created (artifacts under the state folder when local) if missing, and
-    marked as a model-training experiment so that MLflow 3's UI opens it on its runs, not in its GenAI view."""
+def ensure_experiment(name: str, state: LocalState, description: str = "") -> str:
+    """The id of experiment ``name``, created (artifacts under the state folder when local) if missing, marked
+    as a model-training experiment so that MLflow 3's UI opens it on its runs, not in its GenAI view, and with
+    ``description`` (a config's) as the description the UI shows above its runs (the latest config's wins)."""
     client = MlflowClient()
+    tags = {EXPERIMENT_KIND: MODEL_TRAINING_KIND, **({MLFLOW_RUN_NOTE: description} if description else {})}
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
-        if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING_KIND:
-            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING_KIND)
+        for key, value in tags.items():
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     location = (state.artifact_root / name).as_uri() if state.artifacts_in_home else None
     try:
-        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING_KIND})
+        return client.create_experiment(name, artifact_location=location, tags=tags)
     except MlflowException:  # created meanwhile by a concurrent pipeline
         return client.get_experiment_by_name(name).experiment_id
 
