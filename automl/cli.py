@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 
@@ -54,12 +55,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+SET_HELP = (
+    "set a config key, e.g. --set search.n_trials=6 (repeatable); VALUE is read as YAML, as in the config file: "
+    "6, 0.1, true, null, [a, b], {low: 1, high: 8}"
+)
+JSON_HELP = "stdout holds the result as JSON, one object per line, and nothing else (other lines go to stderr)"
+
+
+def _command(sub, name: str, help: str, examples: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` ends with examples of its use."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=kwargs.pop("description", help[0].upper() + help[1:] + "."),
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
+
+
+def _human(args: argparse.Namespace):
+    """Where a command's lines for a person go: stdout, or stderr under ``--json`` (stdout is the JSON's)."""
+    return sys.stderr if getattr(args, "json", False) else sys.stdout
+
+
+def _emit(record: object) -> None:
+    """One line of a command's ``--json`` result."""
+    print(json.dumps(record, default=str), flush=True)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="automl", description="Workflow-orchestrated AutoML pipelines.")
+    parser = argparse.ArgumentParser(
+        prog="automl",
+        description=textwrap.fill(
+            "Workflow-orchestrated AutoML pipelines. Every command that takes a config takes a shipped config's "
+            "name (lstm_baseline, mlp_tabular, ...) or a YAML file; --json means the same on every command: "
+            + JSON_HELP
+            + ".",
+            100,
+        ),
+        epilog="examples:\n  automl run lstm_baseline\n  automl predict --config lstm_baseline --data recent.csv\n"
+        "  automl <command> --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a pipeline end to end: data prep, warm start, search, final training")
+    run = _command(
+        sub,
+        "run",
+        "run a pipeline end to end: data prep, warm start, search, final training",
+        """
+automl run lstm_baseline
+automl run my_pipeline.yaml --set search.n_trials=6 --budget 600
+automl run mlp_tabular --set data.path=mine.csv --set data.target=label --json > summary.json
+""",
+    )
     run.add_argument("config", help="pipeline config: a shipped config's name (lstm_baseline) or a YAML file")
     run.add_argument("--study-name", help="continue this Optuna study instead of starting a new one")
     run.add_argument(
@@ -68,9 +119,9 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set search.n_trials=6 (repeatable)",
+        help=SET_HELP,
     )
-    run.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
+    run.add_argument("--json", action="store_true", help=JSON_HELP + ": the run's summary")
     run.add_argument(
         "--budget",
         metavar="SECONDS",
@@ -78,16 +129,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    validate = sub.add_parser("validate", help="check a config and its data without training")
+    validate = _command(
+        sub,
+        "validate",
+        "check a config and its data without training",
+        """
+automl validate mlp_tabular
+automl validate my_pipeline.yaml --set data.path=new.csv --json
+""",
+    )
     validate.add_argument("config", help="pipeline config: a shipped config's name or a YAML file")
-    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    validate.add_argument("--json", action="store_true", help=JSON_HELP + ": what was checked")
     validate.set_defaults(handler=_validate)
 
-    lr_find = sub.add_parser(
-        "lr-find", help="learning-rate range test of the family's default config: a suggested lr and its plot"
+    lr_find = _command(
+        sub,
+        "lr-find",
+        "learning-rate range test of the family's default config: a suggested lr and its plot",
+        """
+automl lr-find mlp_tabular
+automl lr-find lstm_baseline --param batch_size=128 --json
+""",
     )
     lr_find.add_argument("config", help="pipeline config: a shipped config's name (mlp_tabular) or a YAML file")
-    lr_find.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    lr_find.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    lr_find.add_argument("--json", action="store_true", help=JSON_HELP + ": the suggestion and the plot's path")
     lr_find.add_argument(
         "--param",
         dest="params",
@@ -98,24 +165,46 @@ def _parser() -> argparse.ArgumentParser:
     )
     lr_find.set_defaults(handler=_lr_find)
 
-    store = sub.add_parser("configs", help="reuse best configs of past runs (MLflow is the store)")
+    store = _command(
+        sub,
+        "configs",
+        "reuse best configs of past runs (MLflow is the store)",
+        """
+automl configs list --model lstm
+automl configs export RUN_ID -o best.json
+automl configs import best.json
+""",
+    )
     store_sub = store.add_subparsers(dest="action", required=True)
     listing = store_sub.add_parser("list", help="table of stored configs: run id, dataset, metrics, age")
     listing.add_argument("--model", help="only this model family")
     listing.add_argument("--task", choices=["regression", "classification"], help="only this task type")
+    listing.add_argument("--json", action="store_true", help=JSON_HELP + ": one stored config per line")
     listing.set_defaults(handler=_configs_list)
     show = store_sub.add_parser("show", help="a stored config with its metrics and dataset meta-features")
     show.add_argument("run_id")
+    show.add_argument("--json", action="store_true", help=JSON_HELP + ": the config on one line")
     show.set_defaults(handler=_configs_show)
     export = store_sub.add_parser("export", help="write a stored config to a JSON file")
     export.add_argument("run_id")
     export.add_argument("-o", "--output", required=True, help="file to write, e.g. best.json")
+    export.add_argument("--json", action="store_true", help=JSON_HELP + ": the run id and the file")
     export.set_defaults(handler=_configs_export)
     imported = store_sub.add_parser("import", help="store a config file so warm start can use it")
     imported.add_argument("file")
+    imported.add_argument("--json", action="store_true", help=JSON_HELP + ": the file and the run it became")
     imported.set_defaults(handler=_configs_import)
 
-    predict = sub.add_parser("predict", help="score a data file with a registered model (raw rows in)")
+    predict = _command(
+        sub,
+        "predict",
+        "score a data file with a registered model (raw rows in)",
+        """
+automl predict --config lstm_baseline --data recent.csv
+automl predict --model models:/mlp_tabular@champion --data new.parquet --out scored.parquet
+automl predict --model models:/mlp_tabular/3 --data new.csv --json
+""",
+    )
     predict.add_argument("--model", help="a registered model: models:/NAME@ALIAS or models:/NAME/VERSION")
     predict.add_argument("--config", help="use this config's champion (a shipped config name or a YAML file)")
     predict.add_argument("--data", required=True, help="rows to score (CSV or Parquet), raw columns as in training")
@@ -124,24 +213,41 @@ def _parser() -> argparse.ArgumentParser:
         "--rolling", action="store_true", help="series: one-step-ahead predictions over the whole history"
     )
     predict.add_argument(
-        "--json", action="store_true", help="with --out: print rows, model_uri, model_version, out as one JSON line"
+        "--json",
+        action="store_true",
+        help=JSON_HELP + ": a prediction per line, or with --out what was written (rows, model, version, out)",
     )
     predict.set_defaults(handler=_predict)
 
-    champion = sub.add_parser("champion", help="a registered model's champion alias: its history, and moving it")
+    champion = _command(
+        sub,
+        "champion",
+        "a registered model's champion alias: its history, and moving it",
+        """
+automl champion history lstm_baseline
+automl champion set lstm_baseline 3 --note "roll back: v4 drifts"
+""",
+    )
     champion_sub = champion.add_subparsers(dest="action", required=True)
     history = champion_sub.add_parser("history", help="every move of the champion alias, oldest first")
     history.add_argument("name", help="registered model name (a config's name unless registry.model_name says)")
-    history.add_argument("--json", action="store_true", help="one JSON object per move, one per line")
+    history.add_argument("--json", action="store_true", help=JSON_HELP + ": one move per line")
     history.set_defaults(handler=_champion_history)
     move = champion_sub.add_parser("set", help="point the champion alias at VERSION (e.g. roll back)")
     move.add_argument("name")
     move.add_argument("version", help="the model version to make champion")
     move.add_argument("--note", default="", help="why (recorded in the history)")
+    move.add_argument("--json", action="store_true", help=JSON_HELP + ": the move")
     move.set_defaults(handler=_champion_set)
 
-    dashboard = sub.add_parser(
-        "dashboard", help="open optuna-dashboard on the Optuna studies (needs the dashboard extra)"
+    dashboard = _command(
+        sub,
+        "dashboard",
+        "open optuna-dashboard on the Optuna studies (needs the dashboard extra)",
+        """
+automl dashboard
+automl dashboard lstm_baseline --port 8081
+""",
     )
     dashboard.add_argument(
         "config",
@@ -153,7 +259,15 @@ def _parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     dashboard.set_defaults(handler=_dashboard)
 
-    serve = sub.add_parser("serve", help="serve the pipelines as Prefect deployments (schedules, UI runs)")
+    serve = _command(
+        sub,
+        "serve",
+        "serve the pipelines as Prefect deployments (schedules, UI runs)",
+        """
+automl serve
+automl serve --configs lstm_baseline my_pipeline.yaml --cron "0 2 * * *" --limit 1
+""",
+    )
     serve.add_argument(
         "--configs", nargs="+", metavar="CONFIG", help="shipped config names or YAML files (default: all shipped)"
     )
@@ -161,13 +275,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--limit", type=int, default=2, help="flow runs this process executes at once (default 2)")
     serve.set_defaults(handler=_serve)
 
-    collect = sub.add_parser(
+    collect = _command(
+        sub,
         "gc",
-        help="remove trial weights, checkpoints, Prefect results and predictions of all but the last runs",
+        "remove trial weights, checkpoints, Prefect results and predictions of all but the last runs",
+        """
+automl gc --dry-run
+automl gc --keep 3 --older-than 7
+""",
         description="Remove the trial weights, checkpoints, Prefect results and predictions of each experiment's "
         "runs beyond the newest N. MLflow runs, metrics and configs stay, as does every registered version's "
         "model and source run; a run in progress is never touched, an unfinished one only with --older-than.",
-        epilog="example: automl gc --keep 3 --older-than 7 --dry-run",
     )
     collect.add_argument("--keep", default="5", metavar="N", help="runs kept whole per experiment (default 5)")
     collect.add_argument(
@@ -176,6 +294,7 @@ def _parser() -> argparse.ArgumentParser:
         help="only runs last active more than DAYS days ago (then also unfinished runs and files no run owns)",
     )
     collect.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
+    collect.add_argument("--json", action="store_true", help=JSON_HELP + ": sizes before and after, and per kind")
     collect.set_defaults(handler=_gc)
     return parser
 
@@ -203,6 +322,24 @@ def _validate(args: argparse.Namespace) -> int:
     cfg = load_config(_config_path(args.config), args.overrides)
     checked = load_and_check(cfg)
     plan = checked.plan
+    if args.json:
+        _emit(
+            {
+                "config": cfg.name,
+                "family": cfg.model.family,
+                "kind": plan.kind,
+                "task": plan.task,
+                "data": str(cfg.data.path),
+                "rows": len(checked.frame),
+                "features": len(plan.features),
+                "fingerprint": checked.fingerprint,
+                "backend": cfg.search.backend,
+                "sampler": cfg.search.sampler,
+                "fidelity": cfg.search.fidelity,
+                "parameters": sorted(cfg.search.space or {}),
+            }
+        )
+        return 0
     print(
         f"ok: {args.config}: {cfg.model.family} ({plan.kind}, {plan.task}) on {cfg.data.path} "
         f"({len(checked.frame)} rows, {len(plan.features)} features, fingerprint {checked.fingerprint}); "
@@ -231,6 +368,19 @@ def _lr_find(args: argparse.Namespace) -> int:
     plot = plot_lr_range(result, state.lr_find(cfg.name) / LR_FIND_PLOT)
     tested = tested_config(cfg.model, params)
     log_lr_find_run(ensure_experiment(cfg.name, state, cfg.description), cfg.model.family, tested, result, plot)
+    if args.json:
+        _emit(
+            {
+                "suggested_lr": result.suggestion,
+                "clear": result.clear,
+                "diverged": result.diverged,
+                "steps": result.steps,
+                "batch_size": result.batch_size,
+                "last_lr": result.lrs[-1],
+                "plot": str(plot),
+            }
+        )
+        return 0
     ended = "diverged" if result.diverged else "did not diverge; ended"
     print(
         f"suggested lr: {result.suggestion:.2e} (in the valley of the smoothed loss; {result.steps} steps, "
@@ -257,6 +407,10 @@ def _configs_list(args: argparse.Namespace) -> int:
     check_filters(args.model, args.task)
     store = _store()
     rows = [store.describe(run) for run in store.stored_runs(args.model, args.task)]
+    if args.json:
+        for row in rows:
+            _emit(row)
+        return 0
     if not rows:
         print("no stored configs")
         return 0
@@ -273,8 +427,11 @@ def _configs_list(args: argparse.Namespace) -> int:
 
 
 def _configs_show(args: argparse.Namespace) -> int:
-    config = _store().export_config(args.run_id)
-    print(json.dumps(config.model_dump(mode="json", exclude={"exported_at"}), indent=2, sort_keys=True))
+    config = _store().export_config(args.run_id).model_dump(mode="json", exclude={"exported_at"})
+    if args.json:
+        _emit(config)
+        return 0
+    print(json.dumps(config, indent=2, sort_keys=True))
     return 0
 
 
@@ -283,7 +440,9 @@ def _configs_export(args: argparse.Namespace) -> int:
 
     store = _store()
     store.write_export(store.export_config(args.run_id), Path(args.output))
-    print(f"exported {args.run_id} to {args.output}")
+    print(f"exported {args.run_id} to {args.output}", file=_human(args))
+    if args.json:
+        _emit({"run_id": args.run_id, "file": args.output})
     return 0
 
 
@@ -295,7 +454,9 @@ def _configs_import(args: argparse.Namespace) -> int:
 
     load_transferred_config(args.file)  # a malformed file stops here, before MLflow is touched
     run_id = _store().import_config(Path(args.file), local_state())
-    print(f"imported {args.file} as run {run_id}")
+    print(f"imported {args.file} as run {run_id}", file=_human(args))
+    if args.json:
+        _emit({"file": args.file, "run_id": run_id})
     return 0
 
 
@@ -307,8 +468,6 @@ def _predict(args: argparse.Namespace) -> int:
     from tasks.runtime.state import local_state
 
     out = Path(args.out) if args.out else None
-    if args.json and out is None:
-        raise InputError("--json: give --out too (without it the predictions themselves go to stdout as CSV)")
     prediction.check_output(out)
     uri = args.model
     if not uri:
@@ -327,20 +486,24 @@ def _predict(args: argparse.Namespace) -> int:
     prediction.check_rows(model, frame, args.rolling, data, say)
 
     predictions = prediction.score_rows(model, frame, args.rolling, prediction.progress_printer(str(data), say))
+    if out is None and args.json:  # JSON Lines, times in ISO 8601
+        predictions.to_json(sys.stdout, orient="records", lines=True, date_format="iso")
+        return 0
     if out is None:
         predictions.to_csv(sys.stdout, index=False)
         return 0
     prediction.write_predictions(predictions, out)
     say(f"wrote {len(predictions)} predictions of {model.name} v{model.version} to {out}")
     if args.json:
-        record = {
-            "rows": len(predictions),
-            "model_uri": uri,
-            "model_name": model.name,
-            "model_version": int(model.version),
-            "out": str(out),
-        }
-        print(json.dumps(record))
+        _emit(
+            {
+                "rows": len(predictions),
+                "model_uri": uri,
+                "model_name": model.name,
+                "model_version": int(model.version),
+                "out": str(out),
+            }
+        )
     return 0
 
 
@@ -381,7 +544,7 @@ def _champion_history(args: argparse.Namespace) -> int:
     moves = champion_history(client, args.name)
     if args.json:
         for move in moves:
-            print(json.dumps(move.to_dict()))
+            _emit(move.to_dict())
         return 0
     if not moves:
         print(f"{args.name}: no recorded champion moves")
@@ -420,7 +583,9 @@ def _champion_set(args: argparse.Namespace) -> int:
         raise InputError(f"champion: model {args.name!r} has no version {args.version!r}") from None
     current = current_champion(client, args.name)
     if current is not None and str(current.version) == str(target.version):  # "01" is version 1 too
-        print(f"{args.name}: version {target.version} is already the champion; nothing recorded")
+        print(f"{args.name}: version {target.version} is already the champion; nothing recorded", file=_human(args))
+        if args.json:
+            _emit({"name": args.name, "moved": False, "to_version": str(target.version)})
         return 0
     move = move_champion(
         client,
@@ -429,6 +594,9 @@ def _champion_set(args: argparse.Namespace) -> int:
         by=f"automl champion set ({getpass.getuser()}@{socket.gethostname()})",
         note=args.note,
     )
+    if args.json:
+        _emit({"name": args.name, "moved": True, **move.to_dict()})
+        return 0
     print(f"{args.name}: champion v{move.from_version or '-'} -> v{move.to_version}")
     return 0
 
@@ -443,10 +611,23 @@ def _gc(args: argparse.Namespace) -> int:
     keep, days = check_retention_args(args.keep, args.older_than)
     state = local_state()
     if not state.home.is_dir():
-        print(f"{state.home}: no state folder, nothing to remove")
+        print(f"{state.home}: no state folder, nothing to remove", file=_human(args))
+        if args.json:
+            _emit({"home": str(state.home), "dry_run": args.dry_run, "before_bytes": 0, "after_bytes": 0})
         return 0
     configure_mlflow(state)
     report = collect_garbage(state, keep, days, dry_run=args.dry_run)
+    if args.json:
+        _emit(
+            {
+                "home": str(report.home),
+                "dry_run": report.dry_run,
+                "before_bytes": report.before,
+                "after_bytes": report.after,
+                "removed": {kind: {"count": n, "bytes": size} for kind, (n, size) in report.by_kind().items()},
+            }
+        )
+        return 0
     verb = "would remove" if report.dry_run else "removed"
     for kind, (count, size) in report.by_kind().items():
         print(f"{kind}: {verb} {count} ({decimal(size)})")
@@ -509,9 +690,9 @@ def _run(args: argparse.Namespace) -> int:
     except PipelineFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(render_table(summary))
+    print(render_table(summary), file=_human(args))
     if args.json:
-        print(json.dumps(summary.to_json(), default=str))
+        _emit(summary.to_json())
     return 0
 
 

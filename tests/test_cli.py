@@ -4,6 +4,7 @@ JSON matches what MLflow holds."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -43,6 +44,37 @@ def test_a_shipped_config_is_named_on_the_command_line_and_the_version_is_printe
     with pytest.raises(SystemExit) as shown:
         main(["--version"])
     assert shown.value.code == 0 and capsys.readouterr().out.startswith("automl 0.")
+
+
+def test_json_means_one_thing_and_every_command_shows_examples(tmp_path, capsys, monkeypatch):
+    """Every ``--json`` has one meaning (stdout: the result, one JSON object per line, nothing else), and every
+    command's ``--help`` ends with examples."""
+    from automl.cli import JSON_HELP, _parser, main
+
+    def commands(parser, prefix=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield (*prefix, name), child
+                    yield from commands(child, (*prefix, name))
+
+    found = dict(commands(_parser()))
+    with_json = {name for name, p in found.items() if any("--json" in a.option_strings for a in p._actions)}
+    assert {("run",), ("validate",), ("lr-find",), ("predict",), ("gc",), ("champion", "history")} <= with_json
+    for name in with_json:
+        (flag,) = [a for a in found[name]._actions if "--json" in a.option_strings]
+        assert flag.help.startswith(JSON_HELP), name
+    for name, p in found.items():
+        if len(name) == 1:
+            assert "examples:\n  automl " + name[0] in p.format_help(), name
+
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "state"))
+    assert main(["validate", "mlp_tabular", "--json"]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(line)["rows"] == 344 and json.loads(line)["task"] == "classification"
+    assert main(["gc", "--json"]) == 0  # no state folder yet: nothing to remove, still one JSON line
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(line)["before_bytes"] == 0 and not (tmp_path / "state").exists()
 
 
 @pytest.mark.parametrize(
@@ -91,8 +123,9 @@ def test_run_on_a_users_own_csv_prints_json_that_matches_mlflow(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1  # --json: stdout is the JSON and nothing else
     summary = json.loads(lines[-1])
-    assert "test metric" in result.stdout  # the human summary table comes first
+    assert "test metric" in result.stderr  # the human summary table goes to stderr
     assert "trial   0 |" in result.stderr and "best" in result.stderr  # a progress line per trial...
     assert re.search(r"trial   \d .*\| 1/2, \d+s in, ETA \d+s", result.stderr), result.stderr  # ...with n/N, an ETA
     for key in (

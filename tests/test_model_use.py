@@ -362,8 +362,10 @@ def test_automl_predict_reads_the_config_champion_and_rolls_over_history(champio
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == (220 - 8 - 2 + 1) * 2
     rolled = pd.read_csv(rolled_csv)  # every window of the history, 2 steps each
     assert list(rolled.columns) == ["origin", "week", "step", "prediction", "actual"]
-    assert main(["predict", *args, "--json"]) == 2  # JSON and CSV on one stdout would be neither
-    assert "--json: give --out too" in capsys.readouterr().err
+    assert main(["predict", *args, "--json"]) == 0  # no --out: the predictions themselves, a JSON object a line
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(records) == len(rolled) and list(records[0]) == list(rolled.columns)
+    assert [r["prediction"] for r in records] == pytest.approx(rolled["prediction"].tolist(), rel=1e-5)
 
 
 def _write(path: Path, frame: pd.DataFrame | None) -> str:
@@ -596,6 +598,10 @@ def test_champion_history_records_every_move_and_set_rolls_back(champions, monke
     # to the champion it already is, however the version is spelt: said, and nothing recorded
     assert main(["champion", "set", "tiny_penguins", f"0{before}"]) == 0
     assert "already the champion" in capsys.readouterr().out
+    assert main(["champion", "set", "tiny_penguins", before, "--json"]) == 0
+    said = capsys.readouterr()
+    assert json.loads(said.out) == {"name": "tiny_penguins", "moved": False, "to_version": before}
+    assert "already the champion" in said.err
     assert main(["champion", "history", "tiny_penguins", "--json"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == len(moves)
 
