@@ -676,8 +676,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from automl.runner import PipelineFailed, run_pipeline
     from configs import MAX_STUDY_NAME_LENGTH, InputError, check_name
+    from tasks.runtime.progress import show_epoch_progress
 
     setup_console()
+    show_epoch_progress(not args.json)  # long trainings' epoch lines, on a terminal: not beside a JSON summary
     if args.study_name is not None:  # it names the study and folders of the state: none may lead out of it
         check_name("--study-name", args.study_name, MAX_STUDY_NAME_LENGTH)
     if args.budget is not None and not args.budget.strip():

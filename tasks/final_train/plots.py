@@ -1,6 +1,6 @@
-"""What the final stage draws into its MLflow run: both trainings' learning curves (and the chosen model's per-epoch
-metrics), the test predictions against the actual values, and for classification the per-class report and the
-confusion matrix."""
+"""What the final stage draws into its MLflow run: both trainings' learning curves (each training's per-epoch metrics
+are on its own run, logged as it trains: ``tasks.final_train.runs``), the test predictions against the actual values,
+and for classification the per-class report and the confusion matrix."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from tasks.final_train.plan import DEFAULT_CONFIG, TUNED
 from tasks.tracking.catalog import (
     CONFUSION_MATRIX_PLOT,
     ENSEMBLE_PLOT,
-    EPOCH_TRAIN_LOSS_METRIC,
-    EPOCH_VAL_LOSS_METRIC,
     LEARNING_CURVES_PLOT,
     PER_CLASS_METRICS_FILE,
     PREDICTED_VS_ACTUAL_PLOT,
@@ -28,8 +26,8 @@ from tasks.tracking.runs import log_frame
 MAX_CONFUSION_CLASSES = 30  # beyond this a confusion matrix is unreadable; per_class_metrics.csv says it all
 
 
-def log_learning_curves(tuned: FitResult, default: FitResult | None, chosen: str) -> None:
-    """Both final trainings' curves in one plot; the per-epoch metrics are the chosen model's."""
+def log_learning_curves(tuned: FitResult, default: FitResult | None) -> None:
+    """Both final trainings' curves in one plot."""
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(tuned.train_loss, label="tuned: train")
@@ -48,9 +46,6 @@ def log_learning_curves(tuned: FitResult, default: FitResult | None, chosen: str
     figure.tight_layout()
     mlflow.log_figure(figure, LEARNING_CURVES_PLOT)
     plt.close(figure)
-    went_on = default if chosen == DEFAULT_CONFIG and default is not None else tuned
-    for epoch, (train_loss, val_loss) in enumerate(zip(went_on.train_loss, went_on.val_loss, strict=True)):
-        mlflow.log_metrics({EPOCH_TRAIN_LOSS_METRIC: train_loss, EPOCH_VAL_LOSS_METRIC: val_loss}, step=epoch)
 
 
 def log_ensemble_selection(selection: Selection, single_val_loss: float, single: str) -> None:

@@ -19,6 +19,7 @@ from tasks.data_prep.prepared import PreparedData, RefitData
 from tasks.final_train.job import FinalTrainJob
 from tasks.final_train.runs import Trained, train_once
 from tasks.final_train.training import build_config, resolve, train_settings
+from tasks.tracking.live_metrics import OnEpoch
 
 logger = logging.getLogger("automl")
 
@@ -78,8 +79,11 @@ def refit(
             stage_run_id,
             name,
             member.params,
-            train=lambda m=member, n=n, s=limit: _train(job, prepared, data, m.params, n, s, trained_trees(m)),
+            train=lambda on_epoch, m=member, n=n, s=limit: _train(
+                job, prepared, data, m.params, n, s, trained_trees(m), on_epoch
+            ),
             build=lambda m=member: build_config(job, prepared, m.params, data.rows.X.shape[-1]),
+            epochs=n,
             logged={"refit_rows": rows, "refit_epochs": n},
         )
         epochs[name] = len(trained.fit.train_loss)  # what it ran: a budget may have ended it early
@@ -104,6 +108,7 @@ def _train(
     epochs: int,
     stop_after: float | None,
     rounds: int | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> tuple[torch.nn.Module, FitResult]:
     """``params`` from scratch on every row for ``epochs`` (``rounds`` of boosting for a tree model; no early
     stopping: its last weights stand)."""
@@ -117,6 +122,7 @@ def _train(
         (X[-_TAIL_ROWS:], y[-_TAIL_ROWS:]),
         settings,
         pick_device(job.training.device),
+        on_epoch=on_epoch,
         restore_best=False,
     )
     return result.model, result

@@ -1,7 +1,8 @@
 """Each training of the final stage (the tuned config, the other ensemble candidates, the default config, their
-refits) as an MLflow run nested under the stage's run: its params, curves, validation loss and a checkpoint (weights
-and curves). A resumed stage loads a finished training's checkpoint instead of training it again, so a kill in the
-middle of the ensemble's or the refit's trainings costs only the training it interrupted.
+refits) as an MLflow run nested under the stage's run: its params, per-epoch losses (logged while it trains, with its
+console line: ``watch_training``), validation loss and a checkpoint (weights and curves). A resumed stage loads a
+finished training's checkpoint instead of training it again, so a kill in the middle of the ensemble's or the refit's
+trainings costs only the training it interrupted.
 
 Example:
     >>> trainer = StageTrainer(job, prepared, experiment_id, stage_run_id)
@@ -31,8 +32,6 @@ from tasks.search import params_key
 from tasks.tracking.catalog import (
     BEST_EPOCH_METRIC,
     CONFIG_KEY_TAG,
-    EPOCH_TRAIN_LOSS_METRIC,
-    EPOCH_VAL_LOSS_METRIC,
     EPOCHS_RUN_METRIC,
     FINAL_TRAINING_ROLE,
     FINAL_TRAINING_TAG,
@@ -41,6 +40,7 @@ from tasks.tracking.catalog import (
     TRAINING_CHECKPOINT_FILE,
     VAL_LOSS_METRIC,
 )
+from tasks.tracking.live_metrics import OnEpoch, watch_training
 from tasks.tracking.runs import child_runs, close_run, create_child_run, was_interrupted
 
 logger = logging.getLogger("automl")
@@ -68,14 +68,16 @@ def train_once(
     stage_run_id: str,
     name: str,
     params: Mapping[str, Any],
-    train: Callable[[], tuple[torch.nn.Module, FitResult]],
+    train: Callable[[OnEpoch], tuple[torch.nn.Module, FitResult]],
     build: Callable[[], torch.nn.Module],
+    epochs: int,
     logged: Mapping[str, Any] | None = None,
 ) -> Trained:
     """The training ``name`` of ``params`` under the stage run: loaded from its finished run when a stopped attempt
-    of the stage got that far (``build`` makes the module its weights load into), else trained (``train``) in a new
-    nested run that ends FINISHED with its checkpoint, or KILLED/FAILED when training is stopped or fails.
-    ``logged``: more params for the run (where its training started, its epochs)."""
+    of the stage got that far (``build`` makes the module its weights load into), else trained (``train``, given
+    the ``on_epoch`` callback of at most ``epochs`` epochs that logs them live) in a new nested run that ends
+    FINISHED with its checkpoint, or KILLED/FAILED when training is stopped or fails. ``logged``: more params for
+    the run (where its training started, its epochs)."""
     key = params_key(dict(params))
     for run in child_runs(experiment_id, stage_run_id, FINAL_TRAINING_ROLE):
         tags = run.data.tags
@@ -94,7 +96,8 @@ def train_once(
         client.log_batch(
             run_id, params=[Param(k, str(v)[:6000]) for k, v in {**params, **(logged or {})}.items()], synchronous=True
         )
-        model, fitted = train()
+        with watch_training(f"final training {name}", epochs, run_id) as on_epoch:
+            model, fitted = train(on_epoch)
         _log_fit(client, run_id, fitted)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / TRAINING_CHECKPOINT_FILE
@@ -131,8 +134,11 @@ class StageTrainer:
             self.stage_run_id,
             name,
             params,
-            train=lambda: training.train_config(job, prepared, params, seconds, start_from, epochs, family),
+            train=lambda on_epoch: training.train_config(
+                job, prepared, params, seconds, start_from, epochs, family, on_epoch=on_epoch
+            ),
             build=lambda: training.build_config(job, prepared, params, family=family),
+            epochs=job.final.epochs if epochs is None else epochs,
             logged={INIT_PARAM: "search_weights" if start_from else "scratch"},
         )
 
@@ -147,11 +153,6 @@ def _log_fit(client: MlflowClient, run_id: str, fitted: FitResult) -> None:
         metrics.append(Metric(VAL_LOSS_METRIC, fitted.best_val_loss, now, 0))
     if fitted.start_val_loss is not None:
         metrics.append(Metric(START_VAL_LOSS_METRIC, fitted.start_val_loss, now, 0))
-    for epoch, (train_loss, val_loss) in enumerate(zip(fitted.train_loss, fitted.val_loss, strict=True)):
-        metrics += [
-            Metric(EPOCH_TRAIN_LOSS_METRIC, train_loss, now, epoch),
-            Metric(EPOCH_VAL_LOSS_METRIC, val_loss, now, epoch),
-        ]
     finite = [m for m in metrics if m.value == m.value and abs(m.value) != float("inf")]
     client.log_batch(run_id, metrics=finite, synchronous=True)
 

@@ -135,7 +135,7 @@ def final_train(
         predictions = _test_predictions(job, prepared, trained, choice)
         scores = {name: score(prepared.task, y_true, pred) for name, pred in predictions.items()}
         primary = _log_scores(job, prepared, trained, choice, scores)
-        log_learning_curves(trained.tuned.fit, trained.default.fit if trained.default else None, choice.single.name)
+        log_learning_curves(trained.tuned.fit, trained.default.fit if trained.default else None)
         log_test_predictions(prepared, y_true, predictions, choice.chosen)
         pre = preprocessing_from_dict(prepared.preprocessing)
         test_rows = raw_test_predictions(choice.model, pre, prepared, predictions[choice.chosen])

@@ -15,6 +15,7 @@ from tasks.data_prep.prepared import PreparedData
 from tasks.final_train.job import FinalTrainJob
 from tasks.final_train.plan import DEFAULT_CONFIG, TUNED
 from tasks.space import split_family
+from tasks.tracking.live_metrics import OnEpoch
 
 logger = logging.getLogger("automl")
 
@@ -27,12 +28,13 @@ def train_config(
     start_from: Path | None = None,
     epochs: int | None = None,
     family: str | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> tuple[torch.nn.Module, FitResult]:
     """Train ``params`` (merged over the family's defaults) with the final budget and early stopping, ending after
     ``stop_after`` seconds if given (keeping the best epoch). With ``start_from`` (weights the search kept for this
     config), training continues from them, and they stand unless an epoch beats them on validation. ``epochs`` 0
     validates ``start_from`` without training. ``family``: another family's defaults under ``params`` (the gbm
-    baseline beside a network) instead of the config's."""
+    baseline beside a network) instead of the config's. ``on_epoch``: called after each epoch (``models.fit``)."""
     _, full = resolve(job, params, family)
     model = build_config(job, prepared, params, family=family)
     if start_from is not None:
@@ -45,6 +47,7 @@ def train_config(
         (prepared.val.X, prepared.val.y),
         settings,
         pick_device(job.training.device),
+        on_epoch=on_epoch,
         validate_first=start_from is not None,
     )
     return result.model, result

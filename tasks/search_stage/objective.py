@@ -15,6 +15,10 @@ fraction: ``epochs x (1 - previous / fraction)``. A config that reaches all the 
 training. A checkpoint at the fraction asked for is a rung trained before a stop and not recorded: it is read back,
 not trained again.
 
+While it trains, an evaluation shows its epoch line on the console and logs its per-epoch losses to its trial's MLflow
+run (``trial_runs``: the search's trial observer names the run of each config in training; ``watch_training``), the
+steps following those the run already has, so a trial's chart runs on across its rungs (and folds).
+
 ``MemberTrainer`` is population-based training's objective: one member for one interval, from a checkpoint.
 
 With cross-validation (``prepared.folds``) the engine calls ``objective(params, fidelity, fold=k)``: fold k's
@@ -36,10 +40,11 @@ import torch
 
 from models import AUTO, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
 from tasks.data_prep.prepared import PreparedData
-from tasks.search import Evaluation
+from tasks.search import Evaluation, params_key
 from tasks.search_stage.checkpoints import RungCheckpoints, save_atomically, trial_weights_path
 from tasks.search_stage.job import SearchJob
 from tasks.space import split_family
+from tasks.tracking.live_metrics import watch_training
 
 
 def subsample_indices(n: int, fraction: float, kind: str, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
@@ -88,6 +93,7 @@ class TrainerObjective:
         deadline: Callable[[], float] | None = None,
         weights_dir: Path | None = None,
         rung_dir: Path | None = None,
+        tracking_uri: str | None = None,
     ):
         self.family = family
         self.n_outputs, self.lookback = prepared.n_outputs, prepared.lookback
@@ -108,6 +114,10 @@ class TrainerObjective:
         self.deadline = deadline  # training ends, keeping its best epoch, at this time.time() (the run's budget)
         self.weights_dir = weights_dir  # where full-fidelity evaluations keep their best epoch's weights
         self.rung_dir = rung_dir  # where evaluations below all the data keep checkpoints to continue from
+        # params_key -> (trial number, MLflow run id) of the configs in training, filled by the trial observer as
+        # trials start; a Dask worker gets a copy with each evaluation, made after its trial started
+        self.trial_runs: dict[str, tuple[int, str]] = {}
+        self.tracking_uri = tracking_uri  # where trial runs live (a Dask worker process has no URI of its own)
         self._stop = threading.Event()
 
     @classmethod
@@ -190,17 +200,23 @@ class TrainerObjective:
             model.load_state_dict(start["model"])
             optimizer_state = start["optimizer"]
             epochs = continued_epochs(self.epochs, start["fraction"], fidelity)
-        result = fit(
-            model,
-            (train[0][idx], train[1][idx]),
-            val,
-            self._settings(full, epochs, self.seed),
-            pick_device(self.device),
-            should_stop=self._stop.is_set,
-            validate_first=start is not None,
-            optimizer_state=optimizer_state,
-            keep_optimizer=rungs is not None,
-        )
+        number, run_id = self.trial_runs.get(params_key(params), (None, None))
+        label = f"trial {number}" if number is not None else "trial"
+        label += "" if fidelity >= 1 else f" at {fidelity:.0%} of the data"
+        label += "" if fold is None else f", fold {fold + 1}"
+        with watch_training(label, epochs, run_id, first_step=None, tracking_uri=self.tracking_uri) as on_epoch:
+            result = fit(
+                model,
+                (train[0][idx], train[1][idx]),
+                val,
+                self._settings(full, epochs, self.seed),
+                pick_device(self.device),
+                on_epoch=on_epoch,
+                should_stop=self._stop.is_set,
+                validate_first=start is not None,
+                optimizer_state=optimizer_state,
+                keep_optimizer=rungs is not None,
+            )
         evaluation = Evaluation(
             loss=result.best_val_loss,
             curve=tuple(result.val_loss),

@@ -114,6 +114,7 @@ class Sampling:
             deadline=context.deadline,
             weights_dir=None if prepared.folds else weights_dir,
             rung_dir=rung_dir,
+            tracking_uri=mlflow.get_tracking_uri(),
         )
         cv = prepared.cv
         mlflow.log_params(
@@ -152,7 +153,9 @@ class Sampling:
         )
         progress = SearchProgress(job.config_name, search.n_trials, search.timeout, pipeline.prefect_flow_run_id)
         pace = SearchPace(search.n_trials, search.timeout, context.deadline)
-        tracker = MlflowTrialObserver(pipeline.experiment_id, context.search_run_id, progress, pace)
+        tracker = MlflowTrialObserver(
+            pipeline.experiment_id, context.search_run_id, progress, pace, in_training=objective.trial_runs
+        )
         engine = SearchEngine(
             objective,
             backend,

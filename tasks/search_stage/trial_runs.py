@@ -1,6 +1,7 @@
 """MLflow and console edge of the search: one nested MLflow run per trial under the ``search`` stage run, and a
 progress line per trial (number, outcome, validation loss, best so far, params, seconds, then how far the search
-is: trials finished of ``n_trials``, time in, and an ETA from the pace so far, the timeout and the run's budget)."""
+is: trials finished of ``n_trials``, time in, and an ETA from the pace so far, the timeout and the run's budget).
+The observer also tells the objective which run each config in training logs its epochs to (``in_training``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-from tasks.search import FAILED, FOLD_PRUNED, INTERRUPTED, Evaluation, TrialRecord, Verdict
+from tasks.search import FAILED, FOLD_PRUNED, INTERRUPTED, Evaluation, TrialRecord, Verdict, params_key
 from tasks.tracking.catalog import (
     FAIL_REASON,
     FOLD_VAL_LOSS_METRIC,
@@ -82,10 +83,19 @@ def _clock(seconds: float) -> str:
 
 
 class MlflowTrialObserver:
-    """Creates and fills the trial runs; reuses the run of a trial already tracked (resume)."""
+    """Creates and fills the trial runs; reuses the run of a trial already tracked (resume). ``in_training``
+    (``TrainerObjective.trial_runs``) gets ``params_key -> (trial number, run id)`` of each trial while it runs."""
 
-    def __init__(self, experiment_id: str, search_run_id: str, progress: Any = None, pace: SearchPace | None = None):
+    def __init__(
+        self,
+        experiment_id: str,
+        search_run_id: str,
+        progress: Any = None,
+        pace: SearchPace | None = None,
+        in_training: dict[str, tuple[int, str]] | None = None,
+    ):
         self.client = MlflowClient()
+        self.in_training = in_training if in_training is not None else {}
         self.experiment_id = experiment_id
         self.search_run_id = search_run_id
         self.progress = progress
@@ -112,6 +122,7 @@ class MlflowTrialObserver:
             )
             self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in record.params.items()])
         trial.set_user_attr(MLFLOW_RUN_ATTR, run_id)
+        self.in_training[params_key(record.params)] = (record.number, run_id)
 
     def _reopen_interrupted(self, record: TrialRecord) -> str | None:
         """A retried config continues in the MLflow run of the trial that was interrupted: one run per config."""
@@ -168,6 +179,7 @@ class MlflowTrialObserver:
 
     def trial_finished(self, record: TrialRecord, best: TrialRecord | None) -> None:
         run_id = self._runs[record.number]
+        self._out_of_training(record, run_id)
         now = int(time.time() * 1000)
         metrics = [
             Metric(TRAIN_SECONDS_METRIC, record.seconds, now, 0),
@@ -189,9 +201,15 @@ class MlflowTrialObserver:
         run_id = self._runs.get(record.number)
         if run_id is None:
             return
+        self._out_of_training(record, run_id)
         self.client.log_batch(run_id, tags=[RunTag(OUTCOME, INTERRUPTED), RunTag(MLFLOW_RUN_NOTE, reason)])
         self.client.set_terminated(run_id, "KILLED")
         logger.info("trial %3d | %s", record.number, reason)
+
+    def _out_of_training(self, record: TrialRecord, run_id: str) -> None:
+        key = params_key(record.params)
+        if self.in_training.get(key) == (record.number, run_id):  # not a later trial of the same config's
+            del self.in_training[key]
 
 
 def _progress_line(record: TrialRecord, best: TrialRecord | None) -> str:
