@@ -179,6 +179,7 @@ def record_summary(
     """Log the summary on the parent run and as a Prefect artifact; return it (the flow's result)."""
     summary = PipelineSummary(
         experiment=pipeline.experiment_name,
+        experiment_id=pipeline.experiment_id,
         pipeline_run_id=pipeline.run_id,
         resumed=pipeline.resumed,
         study_name=search_result.study_name,

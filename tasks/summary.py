@@ -126,6 +126,7 @@ class PipelineSummary:
 
     status: Literal["completed"] = "completed"
     experiment: str
+    experiment_id: str = ""  # MLflow's id of the experiment (its UI's address)
     pipeline_run_id: str
     resumed: bool
     study_name: str
@@ -249,7 +250,7 @@ def render_table(summary: PipelineSummary) -> str:
         "",
         f"  model ({_CHOSEN[summary.chosen]}): {summary.model_uri} -> {registry}{champion}",
         "  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_seconds.items()),
-        f"  MLflow UI: mlflow ui --backend-store-uri {summary.mlflow_tracking_uri}",
+        f"  MLflow UI: {mlflow_ui(summary.mlflow_tracking_uri, summary.experiment_id)}",
         *(
             [f"  budget: {summary.budget.used:.1f}s of {summary.budget.seconds:g}s used"]
             if summary.budget is not None
@@ -257,6 +258,17 @@ def render_table(summary: PipelineSummary) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def mlflow_ui(tracking_uri: str, experiment_id: str) -> str:
+    """How to look at an experiment in MLflow's UI: the command that serves a local store and the page of its runs.
+    MLflow 3's UI opens every experiment in its GenAI view unless the address asks for the model-training one (it
+    reads ``workflowType`` from the address, else from the browser's last choice; the experiment's
+    ``mlflow.experimentKind`` tag no longer decides)."""
+    page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning" if experiment_id else ""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}, then http://127.0.0.1:5000/{page}"
 
 
 _CHOSEN = {"tuned": "tuned config", "default_config": "default config", "ensemble": "ensemble of the best configs"}

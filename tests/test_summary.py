@@ -70,6 +70,7 @@ def test_the_json_has_the_documented_keys_in_order_with_nested_parts(summary):
     assert list(record) == [
         "status",
         "experiment",
+        "experiment_id",
         "pipeline_run_id",
         "resumed",
         "study_name",
@@ -185,7 +186,14 @@ def test_the_table(summary):
         "\n"
         "  model (tuned config): models:/m-123 -> tiny_lstm v3 (champion)\n"
         "  stage seconds: data_prep 0.5, warm_start 0.2, search 12.5, final_train 3.0\n"
-        "  MLflow UI: mlflow ui --backend-store-uri sqlite:///x/mlflow.db"
+        "  MLflow UI: mlflow ui --backend-store-uri sqlite:///x/mlflow.db, then http://127.0.0.1:5000/"
+    )
+    # MLflow 3's UI opens an experiment in its GenAI view unless the address asks for the training view
+    tracked = dataclasses.replace(summary, experiment_id="7")
+    assert ", then http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning" in render_table(tracked)
+    served = dataclasses.replace(tracked, mlflow_tracking_uri="http://mlflow.internal:5000/")
+    assert "MLflow UI: http://mlflow.internal:5000/#/experiments/7/runs?workflowType=machine_learning" in (
+        render_table(served)
     )
     unregistered = dataclasses.replace(summary, registered_model=None, champion=False)
     assert "  model (tuned config): models:/m-123 -> not registered\n" in render_table(unregistered)
@@ -197,7 +205,7 @@ def test_the_table(summary):
     assert "  rmse               1.2346            -       3.3333              -\n" in render_table(naive_only)
     assert "| rmse | 1.2346 | - | 3.3333 | - |" in render_markdown(naive_only)
     budgeted = dataclasses.replace(summary, budget=BudgetSummary(seconds=60, used=41.25))
-    assert render_table(budgeted).endswith("sqlite:///x/mlflow.db\n  budget: 41.2s of 60s used")
+    assert render_table(budgeted).endswith("then http://127.0.0.1:5000/\n  budget: 41.2s of 60s used")
 
 
 def test_the_markdown(summary):
