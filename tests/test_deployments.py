@@ -1,6 +1,8 @@
 """Scheduled and UI-triggered runs over a real ``prefect server`` and ``automl serve``: deployments with cron
 schedules and typed parameter forms, runs created the way the UI's Run button creates them, failures that read
-as one line, queued collisions, and a click on Run -> Quick run in the Prefect UI itself (headless Chromium)."""
+as one line, queued collisions, and a click on Run -> Quick run in the Prefect UI itself (headless Chromium), whose
+run a person then follows in the browser: its Logs tab in Prefect, its experiment, a trial's per-epoch chart and
+the search's interactive plots in MLflow's UI, with the network blocked."""
 
 from __future__ import annotations
 
@@ -121,7 +123,8 @@ def served(prefect_server, tmp_path_factory):
         work,
         data,
         name="tiny_served",
-        search={"n_trials": 2, "epochs": 1},
+        description="A tiny LSTM served for the deployment tests.",
+        search={"n_trials": 2, "epochs": 2},
         final={"epochs": 1, "patience": 1},
         schedule={"cron": "30 1 * * *", "score_cron": "45 3 * * *"},
         score={"data": "latest.csv"},
@@ -372,8 +375,88 @@ def test_an_invalid_parameter_fails_with_one_line_and_leaves_no_run_running(serv
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@contextmanager
+def _mlflow_ui(state: Path) -> Iterator[str]:
+    """MLflow's own UI server (``mlflow server``) on the served runs' store, on a free loopback port."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(state / "mlflow-ui.log", "w")  # noqa: SIM115  (closed with the server)
+    command = [BIN / "mlflow", "server", "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}"]
+    process = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def healthy():
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait(healthy, 120, "the MLflow UI")
+        yield url
+    finally:
+        stop_process_group(process)
+        log.close()
+
+
+def _look_at_the_run_in_mlflow(browser, state: Path, shots: Path) -> None:
+    """What a person opens in MLflow's UI after a run, with every request off this machine refused: the
+    experiment's runs (training view, the config's description), a trial's per-epoch validation chart, and the
+    search's interactive plots (plotly inside the page)."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny_served")
+    eid = experiment.experiment_id
+    trial = client.search_runs([eid], "tags.`automl.role` = 'trial'", max_results=1)[0]
+    history = client.get_metric_history(trial.info.run_id, "epoch_val_loss")
+    assert [m.step for m in history] == [0, 1]  # two epochs, logged as the trial trained
+    search = client.search_runs(
+        [eid], "tags.`automl.stage` = 'search'", order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
+    with _mlflow_ui(state) as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        refused = []
+
+        def offline(route):
+            if route.request.url.startswith(("http://127.0.0.1", "blob:", "data:")):
+                route.continue_()
+            else:
+                refused.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", offline)
+        page = context.new_page()
+        training = "?workflowType=machine_learning"
+        try:
+            page.goto(f"{url}/#/experiments/{eid}/runs{training}", wait_until="load")
+            page.get_by_text("A tiny LSTM served for the deployment tests.").first.wait_for(timeout=60_000)
+            page.get_by_text("Run Name", exact=True).first.wait_for(timeout=30_000)  # the runs table, not GenAI's
+            page.screenshot(path=str(shots / "mlflow-experiment.png"))
+
+            page.goto(f"{url}/#/experiments/{eid}/runs/{trial.info.run_id}/model-metrics{training}", wait_until="load")
+            page.get_by_text("epoch_val_loss", exact=True).first.wait_for(timeout=60_000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(shots / "mlflow-trial-epochs.png"))
+
+            page.goto(f"{url}/#/experiments/{eid}/runs/{search.info.run_id}/artifacts{training}", wait_until="load")
+            page.get_by_text("plots", exact=True).first.click(timeout=60_000)
+            page.get_by_text("search_plots.html", exact=True).first.click(timeout=30_000)
+            drawn = page.frame_locator("iframe").first.locator(".js-plotly-plot .main-svg")
+            drawn.first.wait_for(timeout=60_000)  # plotly drew them: it came inside the page
+            page.screenshot(path=str(shots / "mlflow-search-plots.png"))
+        except Exception:
+            page.screenshot(path=str(shots / "mlflow-failed.png"), full_page=True)
+            raise
+        finally:
+            context.close()
+    assert not [u for u in refused if "plot" in u.lower()], refused  # nothing of plotly came from outside
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)")
-def test_quick_run_from_the_prefect_ui(served):
+def test_quick_run_from_the_prefect_ui_then_its_logs_and_mlflow_in_the_browser(served):
     from playwright.sync_api import sync_playwright
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
@@ -426,7 +509,10 @@ def test_quick_run_from_the_prefect_ui(served):
         run = _finished(api, created)
         page.goto(f"{served['ui']}/runs/flow-run/{created}", wait_until="networkidle")
         page.get_by_text("Completed").first.wait_for(timeout=30000)
+        # its Logs tab holds the pipeline's lines, the search's trial lines with them (n/N, ETA)
+        page.get_by_text(re.compile(r"trial +1 \| .* 2/2, ")).first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS_DIR / "ui-quick-run.png"), full_page=True)
+        _look_at_the_run_in_mlflow(browser, served["state"], ARTIFACTS_DIR)
         browser.close()
     assert run["state"]["type"] == "COMPLETED"
     assert run["parameters"] == deployment["parameters"]  # a Quick run uses the deployment's defaults
