@@ -163,3 +163,18 @@ def test_every_trial_run_and_final_training_run_has_one_point_per_epoch_trained(
         epochs_run = int(training.data.metrics["epochs_run"])
         for key in (EPOCH_VAL_LOSS_METRIC, EPOCH_TRAIN_LOSS_METRIC):
             assert [m.step for m in client.get_metric_history(training.info.run_id, key)] == list(range(epochs_run))
+
+
+def test_the_trials_in_training_are_replaced_not_changed_so_a_copy_being_pickled_never_moves():
+    from tasks.search_stage.trial_runs import TrialsInTraining
+
+    trials = TrialsInTraining()
+    trials.started("a", 1, "run-1")
+    before = trials._by_config
+    trials.started("b", 2, "run-2")
+    trials.started("a", 3, "run-3")  # the same config again, as a later trial
+    trials.ended("a", 1, "run-1")  # the earlier trial's end leaves the later one's run
+    assert before == {"a": (1, "run-1")}
+    assert (trials.of("a"), trials.of("b"), trials.of("c")) == ((3, "run-3"), (2, "run-2"), None)
+    trials.ended("a", 3, "run-3")
+    assert trials.of("a") is None

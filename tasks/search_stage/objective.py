@@ -43,6 +43,7 @@ from tasks.data_prep.prepared import PreparedData
 from tasks.search import Evaluation, params_key
 from tasks.search_stage.checkpoints import RungCheckpoints, save_atomically, trial_weights_path
 from tasks.search_stage.job import SearchJob
+from tasks.search_stage.trial_runs import TrialsInTraining
 from tasks.space import split_family
 from tasks.tracking.live_metrics import watch_training
 
@@ -114,9 +115,9 @@ class TrainerObjective:
         self.deadline = deadline  # training ends, keeping its best epoch, at this time.time() (the run's budget)
         self.weights_dir = weights_dir  # where full-fidelity evaluations keep their best epoch's weights
         self.rung_dir = rung_dir  # where evaluations below all the data keep checkpoints to continue from
-        # params_key -> (trial number, MLflow run id) of the configs in training, filled by the trial observer as
-        # trials start; a Dask worker gets a copy with each evaluation, made after its trial started
-        self.trial_runs: dict[str, tuple[int, str]] = {}
+        # the trial and MLflow run of each config in training, filled by the trial observer as trials start; a Dask
+        # worker gets a copy with each evaluation, made after its trial started
+        self.trial_runs = TrialsInTraining()
         self.tracking_uri = tracking_uri  # where trial runs live (a Dask worker process has no URI of its own)
         self._stop = threading.Event()
 
@@ -200,7 +201,7 @@ class TrainerObjective:
             model.load_state_dict(start["model"])
             optimizer_state = start["optimizer"]
             epochs = continued_epochs(self.epochs, start["fraction"], fidelity)
-        number, run_id = self.trial_runs.get(params_key(params), (None, None))
+        number, run_id = self.trial_runs.of(params_key(params)) or (None, None)
         label = f"trial {number}" if number is not None else "trial"
         label += "" if fidelity >= 1 else f" at {fidelity:.0%} of the data"
         label += "" if fold is None else f", fold {fold + 1}"

@@ -1,7 +1,7 @@
 """MLflow and console edge of the search: one nested MLflow run per trial under the ``search`` stage run, and a
 progress line per trial (number, outcome, validation loss, best so far, params, seconds, then how far the search
 is: trials finished of ``n_trials``, time in, and an ETA from the pace so far, the timeout and the run's budget).
-The observer also tells the objective which run each config in training logs its epochs to (``in_training``)."""
+The observer also tells the objective which run each config in training logs its epochs to (``TrialsInTraining``)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,31 @@ class SearchPace:
         return f"{self.finished}/{self.n_trials or '-'}, {_clock(elapsed)} in{eta}"
 
 
+class TrialsInTraining:
+    """The trials in training by config (``params_key`` -> trial number and MLflow run id), which the trial observer
+    fills and the objective reads to log each evaluation's epochs to its trial's run. The mapping is replaced, never
+    changed in place: a Dask client's thread may be pickling it with an evaluation while the next trial starts.
+
+    Example:
+        >>> trials = TrialsInTraining()
+        >>> trials.started("{...}", 3, run_id)
+        >>> trials.of("{...}")  # (3, run_id)
+    """
+
+    def __init__(self) -> None:
+        self._by_config: dict[str, tuple[int, str]] = {}
+
+    def started(self, key: str, number: int, run_id: str) -> None:
+        self._by_config = {**self._by_config, key: (number, run_id)}
+
+    def ended(self, key: str, number: int, run_id: str) -> None:
+        if self._by_config.get(key) == (number, run_id):  # not a later trial of the same config's
+            self._by_config = {k: v for k, v in self._by_config.items() if k != key}
+
+    def of(self, key: str) -> tuple[int, str] | None:
+        return self._by_config.get(key)
+
+
 def _clock(seconds: float) -> str:
     minutes, rest = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
@@ -84,7 +109,7 @@ def _clock(seconds: float) -> str:
 
 class MlflowTrialObserver:
     """Creates and fills the trial runs; reuses the run of a trial already tracked (resume). ``in_training``
-    (``TrainerObjective.trial_runs``) gets ``params_key -> (trial number, run id)`` of each trial while it runs."""
+    (``TrainerObjective.trial_runs``) holds each trial's run while it runs."""
 
     def __init__(
         self,
@@ -92,10 +117,10 @@ class MlflowTrialObserver:
         search_run_id: str,
         progress: Any = None,
         pace: SearchPace | None = None,
-        in_training: dict[str, tuple[int, str]] | None = None,
+        in_training: TrialsInTraining | None = None,
     ):
         self.client = MlflowClient()
-        self.in_training = in_training if in_training is not None else {}
+        self.in_training = in_training if in_training is not None else TrialsInTraining()
         self.experiment_id = experiment_id
         self.search_run_id = search_run_id
         self.progress = progress
@@ -122,7 +147,7 @@ class MlflowTrialObserver:
             )
             self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in record.params.items()])
         trial.set_user_attr(MLFLOW_RUN_ATTR, run_id)
-        self.in_training[params_key(record.params)] = (record.number, run_id)
+        self.in_training.started(params_key(record.params), record.number, run_id)
 
     def _reopen_interrupted(self, record: TrialRecord) -> str | None:
         """A retried config continues in the MLflow run of the trial that was interrupted: one run per config."""
@@ -207,9 +232,7 @@ class MlflowTrialObserver:
         logger.info("trial %3d | %s", record.number, reason)
 
     def _out_of_training(self, record: TrialRecord, run_id: str) -> None:
-        key = params_key(record.params)
-        if self.in_training.get(key) == (record.number, run_id):  # not a later trial of the same config's
-            del self.in_training[key]
+        self.in_training.ended(params_key(record.params), record.number, run_id)
 
 
 def _progress_line(record: TrialRecord, best: TrialRecord | None) -> str:
