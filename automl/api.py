@@ -65,7 +65,7 @@ def run(
     from tasks.runtime.state import configure_environment
 
     configure_environment()  # before anything imports prefect
-    from automl.cli import setup_console
+    from automl.console import setup_console
     from automl.runner import resolve_config, run_pipeline
     from configs import MAX_STUDY_NAME_LENGTH, InputError, check_name
     from tasks.runtime.interrupts import stop_on_signals
@@ -181,6 +181,10 @@ def _budget(budget: Any) -> Any:
     """The run's budget in seconds as given, when it is a number > 0 (True is not 1 second here)."""
     from configs import InputError
 
-    if isinstance(budget, bool) or not isinstance(budget, Real) or not math.isfinite(budget) or budget <= 0:
-        raise InputError(f"budget: give the run's budget in seconds, a number > 0 (got {budget!r})")
+    try:  # a Python int can be past any float (10**400): not finite either
+        finite = not isinstance(budget, bool) and isinstance(budget, Real) and math.isfinite(budget)
+    except OverflowError:
+        finite = False
+    if not finite or budget <= 0:
+        raise InputError(f"budget: give the run's budget in seconds, a number > 0 (got {budget!r:.40})")
     return budget

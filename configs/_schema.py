@@ -33,6 +33,7 @@ MAX_NAME_LENGTH = 128
 MAX_STUDY_NAME_LENGTH = MAX_NAME_LENGTH + len("-20260101-000000-abcd")
 # numpy's RandomState (Optuna's samplers, scikit-learn's splits) takes seeds in [0, 2**32 - 1].
 MAX_SEED = 2**32 - 1
+MAX_DESCRIPTION_LENGTH = 20_000  # MLflow keeps it as an experiment tag, whose values it caps at 20,000 characters
 # Upper bounds of the integer keys: far beyond any useful setting, and within what numpy, torch, Optuna and
 # LightGBM take (so a value past them is a typo found at the door, not an overflow an hour into a run).
 MAX_EPOCHS = 100_000
@@ -539,7 +540,7 @@ class PipelineConfig(_Strict):
     """
 
     name: str
-    description: str = ""
+    description: str = Field("", max_length=MAX_DESCRIPTION_LENGTH)
     seed: int = Field(42, ge=0, le=MAX_SEED)
     model: ModelConfig
     data: DataConfig

@@ -147,6 +147,7 @@ BAD = [
     ({"budget": -1}, r"^budget: give the run's budget in seconds, a number > 0 \(got -1\)"),
     ({"budget": True}, r"^budget: .*\(got True\)"),
     ({"budget": float("nan")}, r"^budget: .*\(got nan\)"),
+    ({"budget": 10**400}, r"^budget: .*\(got 1000000000"),  # past any float: not finite either
     ({"budget": "600"}, r"^budget: .*\(got '600'\)"),
     ({"study_name": "../escape"}, r"^study_name: '\.\./escape' is not a name"),
     ({"config": "no_such_config"}, r"no_such_config"),

@@ -224,6 +224,10 @@ CASES = {
     ),
     "empty study name": (lambda t: ["--study-name", ""], "--study-name: '' is not a name"),
     "reserved alias": (lambda t: ["--set", "score.alias=latest"], "score.alias: 'latest' is reserved"),
+    "description past MLflow's tag length": (
+        lambda t: ["--set", "description=" + "d" * 20_001],
+        "description: String should have at most 20000 characters",
+    ),
     "version alias in capitals": (lambda t: ["--set", "score.alias=V2"], "score.alias: 'V2' is reserved"),
     # integers within what the libraries downstream take
     "negative seed": (lambda t: ["--set", "seed=-1"], "seed: Input should be greater than or equal to 0 (got -1)"),

@@ -89,6 +89,16 @@ def test_a_port_that_is_not_a_whole_number_from_1_to_65535_is_one_line_and_exit_
     assert not home.exists()  # found before the state folder is made
 
 
+@pytest.mark.parametrize("host", ["", " ", "a b", "-x", "é" * 70, "x" * 300, "127.0.0.1;rm -rf"], ids=repr)
+def test_a_host_that_is_not_an_address_is_one_line_and_exit_code_2(home, capsys, host):
+    """An empty host would listen on every interface (and the dashboard can delete studies): refused, as is
+    anything that is not an IP address or a host name."""
+    assert main(["dashboard", f"--host={host}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --host: ") and "not an address to listen on" in err
+    assert not home.exists()
+
+
 def test_a_state_folder_without_studies_is_one_line_and_nothing_is_created(home, capsys):
     assert main(["dashboard", "--port", str(free_port())]) == 2
     err = capsys.readouterr().err

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -309,6 +310,7 @@ def test_automl_predict_loads_no_prefect_and_warns_of_a_pin_this_environment_mis
     out = tmp_path / "p.csv"
     argv = ["predict", "--model", "models:/tiny_penguins@champion", "--data", str(rows), "--out", str(out)]
     code = f"import sys; from automl.cli import main; print(main({argv!r}), 'prefect' in sys.modules)"
+    downloads = set(Path(tempfile.gettempdir()).glob("automl-model-*"))
     result = subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, "AUTOML_HOME": str(champions["state"])},
@@ -317,6 +319,7 @@ def test_automl_predict_loads_no_prefect_and_warns_of_a_pin_this_environment_mis
         timeout=300,
     )
     assert result.stdout.split() == ["0", "False"], result.stderr[-3000:]
+    assert set(Path(tempfile.gettempdir()).glob("automl-model-*")) == downloads  # the model's download is gone
     assert "is required" not in result.stderr  # the registered model's pins are this environment's
 
     pins = tmp_path / "requirements.txt"

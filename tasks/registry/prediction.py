@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -100,6 +101,7 @@ def load_registered_model(uri: str, key: str = "--model") -> RegisteredModel:
         )
     name, alias, number = match["name"], match["alias"], match["version"]
     client = MlflowClient()
+    folder = None
     try:
         try:
             client.get_registered_model(name)
@@ -131,6 +133,11 @@ def load_registered_model(uri: str, key: str = "--model") -> RegisteredModel:
     except Exception as exc:  # an unreachable registry, missing artifacts, code that no longer imports
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{key}: cannot load {uri} from {mlflow.get_tracking_uri()}: {reason}") from None
+    finally:
+        # loaded into memory (weights, preprocessing; the installed code, not the model's copy): the download goes,
+        # or every predict, load_champion and scoring run would leave a copy of the model in the temp folder
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
     try:
         preprocessing = pyfunc.unwrap_python_model().preprocessing
     except (AttributeError, MlflowException):

@@ -30,6 +30,23 @@ def check_port(value: str, key: str = "--port") -> int:
     return int(value)
 
 
+def check_host(value: str, key: str = "--host") -> str:
+    """An address to listen on: an IP address or a host name (letters, digits, '-', '.', at most 253 characters).
+    An empty one is refused: the socket would listen on every interface, and the dashboard can delete studies."""
+    import ipaddress
+    import re
+
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    label = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    if len(value) > 253 or not re.fullmatch(rf"{label}(?:\.{label})*", value):
+        raise InputError(f"{key}: {value[:100]!r} is not an address to listen on (an IP address or a host name)")
+    return value
+
+
 def check_installed() -> None:
     """optuna-dashboard is an optional extra: without it, one line saying how to install it."""
     try:
@@ -78,5 +95,6 @@ def dashboard_server(url: str, host: str, port: int) -> WSGIServer:
         raise InputError(f"dashboard: cannot open the Optuna storage {url}: {reason}") from None
     try:
         return make_server(host, port, wsgi(storage), server_class=_Server, handler_class=_QuietHandler)
-    except OSError as exc:
-        raise InputError(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except (OSError, UnicodeError) as exc:  # in use, not this machine's, a name that does not resolve
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise InputError(f"--host/--port: cannot listen on {host}:{port}: {reason}") from None
