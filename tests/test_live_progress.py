@@ -113,6 +113,32 @@ def test_live_metrics_are_written_in_batches_while_training_and_the_rest_at_the_
     assert following.first_step == 4
 
 
+def test_a_write_that_fails_during_training_keeps_its_points_for_the_next_and_says_so_once(home):
+    """A locked store or a tracking server that does not answer does not fail the training it watches."""
+    import logging
+
+    home.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    client = MlflowClient()
+    run_id = client.create_run(client.create_experiment("flaky")).info.run_id
+    client.delete_run(run_id)  # MLflow refuses writes to it until it is restored
+    said: list[str] = []
+    listener = logging.Handler()
+    listener.emit = lambda record: said.append(record.getMessage())
+    logging.getLogger("automl").addHandler(listener)
+    try:
+        live = LiveEpochMetrics(run_id, flush_seconds=0.0)
+        live(0, 1.0, 0.9)
+        live(1, 0.8, 0.7)
+        client.restore_run(run_id)
+        live(2, 0.6, 0.5)
+    finally:
+        logging.getLogger("automl").removeHandler(listener)
+    assert [m.step for m in client.get_metric_history(run_id, EPOCH_VAL_LOSS_METRIC)] == [0, 1, 2]
+    said = [line for line in said if line.startswith("live metrics:")]
+    assert len(said) == 1 and run_id in said[0]
+
+
 def test_a_training_watched_logs_every_epoch_to_its_run_as_fit_reports_it(home):
     home.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")

@@ -54,6 +54,7 @@ class LiveEpochMetrics:
         self._clock = clock
         self._pending: list[Metric] = []
         self._flushed_at = clock()
+        self._warned = False
 
     @classmethod
     def after_logged(cls, run_id: str, tracking_uri: str | None = None) -> LiveEpochMetrics:
@@ -68,7 +69,19 @@ class LiveEpochMetrics:
             if math.isfinite(value):
                 self._pending.append(Metric(key, float(value), now, step))
         if self._clock() - self._flushed_at >= self.flush_seconds:
+            self._try_flush()
+
+    def _try_flush(self) -> None:
+        """A write during training that fails (a locked SQLite store, a tracking server that does not answer) does
+        not fail the training: its points stay buffered for the next write, and the console says so once."""
+        pending = list(self._pending)
+        try:
             self.flush()
+        except Exception as exc:
+            self._pending = pending + self._pending
+            if not self._warned:
+                self._warned = True
+                logger.warning("live metrics: cannot write to MLflow run %s yet (%s); retrying", self.run_id, exc)
 
     def flush(self) -> None:
         """Write what is buffered. In the main thread a Ctrl-C or SIGTERM waits for the write to end: one landing
