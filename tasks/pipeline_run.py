@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,6 +28,7 @@ from tasks.runtime.interrupts import raise_if_stopped
 from tasks.runtime.retention import clean_up_finished_run
 from tasks.runtime.state import LocalState, local_state
 from tasks.search_stage.result import SearchStageResult
+from tasks.search_stage.studies import storage_url
 from tasks.space import FAMILY_KEY, search_space, split_family
 from tasks.summary import BudgetSummary, CVSummary, PipelineSummary, WarmStartSummary, render_markdown
 from tasks.tracking.catalog import (
@@ -145,16 +148,47 @@ def pipeline_run(
         except Exception as error:  # the original failure matters more; a rerun closes the run as stale
             logger.warning("could not close pipeline run %s (%s)", pipeline.run_id, error)
         raise
-    close_run(pipeline.run_id, "FINISHED")
-    if cfg.final.clean_up:  # only now: a run stopped before FINISHED resumes from these files
-        _clean_up(state, pipeline)
+    finish(cfg, state, pipeline)
 
 
-def _clean_up(state: LocalState, pipeline: PipelineRun) -> None:
+def finish(cfg: PipelineConfig, state: LocalState, pipeline: PipelineRun) -> None:
+    """Close the run FINISHED, then (``final.clean_up``; only now: a run stopped before FINISHED resumes from these
+    files) remove its own trial weights and checkpoints. The work is done here: a Ctrl-C or SIGTERM from now on
+    only ends the clean-up early, and the summary still comes; raised, it would lose the summary and ask for a
+    rerun that starts a whole new pipeline. (``deferred_stop`` would raise it at the end all the same.)"""
+    with _stop_ends_clean_up() as stopped:
+        close_run(pipeline.run_id, "FINISHED")
+        if cfg.final.clean_up and not stopped():
+            _clean_up(cfg, state, pipeline, stopped)
+        if stopped():
+            logger.warning(
+                "clean-up stopped: pipeline run %s is FINISHED; automl gc removes what is left", pipeline.run_id
+            )
+
+
+@contextmanager
+def _stop_ends_clean_up() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C and SIGTERM only noted (in the main thread, where Python handles signals) while the block runs; yields
+    whether one came. A SIGINT the process ignores (``nohup``) stays ignored."""
+    received: list[int] = []
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, lambda number, frame: received.append(number))
+    try:
+        yield lambda: bool(received)
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler not installed from Python, which cannot be put back
+                signal.signal(signum, handler)
+
+
+def _clean_up(cfg: PipelineConfig, state: LocalState, pipeline: PipelineRun, stopped: Callable[[], bool]) -> None:
     """Remove the finished run's own trial weights and checkpoints; a failure here is a warning, not a failed run
     (``automl gc`` removes what is left once the run is beyond the last few)."""
     try:
-        removed = clean_up_finished_run(state, pipeline)
+        removed = clean_up_finished_run(state, pipeline, storage_url(cfg.search), cfg.final.ensemble.top_k, stopped)
     except Exception as exc:
         logger.warning("clean-up of pipeline run %s failed (%s); automl gc removes what is left", pipeline.run_id, exc)
         return

@@ -5,8 +5,11 @@ ones remove files the first ones look at."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pytest
@@ -14,6 +17,7 @@ from mlflow import MlflowClient
 
 from automl.cli import main
 from tasks.runtime.retention import disk_used
+from tasks.search_stage.checkpoints import trial_weights_path
 from tasks.summary import PipelineSummary
 from tests.helpers import REPO, make_series, write_config
 
@@ -32,7 +36,7 @@ def runs(prefect_api, tmp_path_factory):
         work,
         series,
         search={"n_trials": 2, "epochs": 1},
-        final={"epochs": 1, "patience": 1},
+        final={"epochs": 1, "patience": 1, "ensemble": {"top_k": 1}},
         warm_start={"enabled": False},
     )
     state = work / "state"
@@ -107,9 +111,15 @@ def _owned_by(runs, summary: PipelineSummary, pid: int) -> None:
 
 
 def test_a_finished_run_removes_its_own_trial_weights_checkpoints_and_prefect_results_unless_the_key_says_not(runs):
-    assert _heavy(runs, runs["c"]) == dict.fromkeys(
-        ("trial_weights", "best_trial_weights.pt", "checkpoint.pt", "prefect_results"), False
-    )
+    assert _heavy(runs, runs["c"]) == {
+        "trial_weights": True,  # the best config's weights, which a run continuing the study starts from
+        "best_trial_weights.pt": False,
+        "checkpoint.pt": False,
+        "prefect_results": False,
+    }
+    folder = runs["state"] / "trial-weights" / runs["c"].study_name
+    best = trial_weights_path(folder, runs["c"].best_params)
+    assert best.is_file() and list(folder.iterdir()) == [best]  # final.ensemble.top_k: 1
     for kept in ("a", "b"):  # final.clean_up: false
         assert all(_heavy(runs, runs[kept]).values()), _heavy(runs, runs[kept])
     client = _client(runs)
@@ -127,7 +137,8 @@ def test_gc_dry_run_prints_what_it_would_remove_and_removes_nothing(runs, monkey
     assert code == 0
     assert _files(runs["state"]) == before
     lines = dict(line.split(": ", 1) for line in out.strip().splitlines())
-    assert lines["trial weights"].startswith("would remove 4 ")  # A's and B's folders and search artifacts
+    # A's and B's study folders and search artifacts, and C's study folder (its best config's weights)
+    assert lines["trial weights"].startswith("would remove 5 ")
     assert lines["checkpoints"].startswith("would remove ") and not lines["checkpoints"].startswith("would remove 0")
     assert lines["Prefect results"].startswith("would remove 6 ")  # three stages' results of A and of B
     assert "before" in out and "after (estimated)" in out
@@ -142,6 +153,8 @@ def test_gc_dry_run_prints_what_it_would_remove_and_removes_nothing(runs, monkey
         ("--keep", "true"),
         ("--keep", ""),
         ("--keep", "99999999999999999999"),
+        ("--keep", "٥"),  # digits, but not ASCII ones
+        ("--keep", "５"),
         ("--older-than", "nan"),
         ("--older-than", "inf"),
         ("--older-than", "1e400"),
@@ -192,6 +205,12 @@ def test_gc_keeps_the_last_runs_every_registered_version_and_a_run_in_progress(r
 
 def test_an_unfinished_run_whose_process_is_gone_is_removed_only_with_older_than(runs, monkeypatch, capsys):
     _owned_by(runs, runs["a"], 2**22 + 1)  # above Linux's largest pid: its process is gone, the run resumable
+    results = runs["state"] / "prefect-results"
+    foreign = results / "another-projects-result"  # the folder may be shared: not named as ours, never ours
+    gone = results / f"search-{'0' * 32}-v1"  # named as ours, of a run this store does not know
+    for path in (foreign, gone):
+        path.write_text("x" * 1000)
+        os.utime(path, (0, 0))
 
     assert _gc(runs, monkeypatch, capsys, "--keep", "1")[0] == 0
     assert all(_heavy(runs, runs["a"]).values())  # the same command would resume it: kept
@@ -202,6 +221,7 @@ def test_an_unfinished_run_whose_process_is_gone_is_removed_only_with_older_than
 
     assert code == 0 and "trial weights: removed 2 " in out
     assert not any(_heavy(runs, runs["a"]).values())
+    assert foreign.is_file() and not gone.exists()
     assert _client(runs).get_run(runs["a"].pipeline_run_id).info.status == "RUNNING"  # gc closes nothing
 
 
@@ -211,3 +231,30 @@ def test_final_clean_up_takes_only_a_real_boolean(value):
 
     with pytest.raises(InputError, match=r"final\.clean_up: "):
         load_config(REPO / "configs" / "lstm_baseline.yaml", [f"final.clean_up={value}"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_the_clean_up_of_a_finished_run_ends_only_the_clean_up(monkeypatch, signum):
+    """The run is FINISHED before its clean-up: a Ctrl-C or SIGTERM then must not reach the CLI (which would lose the
+    summary and ask for a rerun that starts a new pipeline); the clean-up stops at its next file."""
+    from tasks import pipeline_run
+    from tasks.runtime.interrupts import raise_if_stopped, stop_on_signals
+
+    closed, seen = [], []
+
+    def clean_up(state, pipeline, storage, top_k, stopped):
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)  # the handler runs here, in the middle of the clean-up
+        seen.append(stopped())
+        return []
+
+    monkeypatch.setattr(pipeline_run, "close_run", lambda run_id, status: closed.append(status))
+    monkeypatch.setattr(pipeline_run, "clean_up_finished_run", clean_up)
+    cfg = SimpleNamespace(final=SimpleNamespace(clean_up=True, ensemble=SimpleNamespace(top_k=1)), search=None)
+    monkeypatch.setattr(pipeline_run, "storage_url", lambda search: "sqlite://")
+    with stop_on_signals():
+        handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        pipeline_run.finish(cfg, Path("unused"), SimpleNamespace(run_id="r"))
+        raise_if_stopped()  # what the CLI asks as the flow ends: nothing to raise
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # put back
+    assert closed == ["FINISHED"] and seen == [True]
