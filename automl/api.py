@@ -28,8 +28,8 @@ __all__ = ["Champion", "PipelineFailed", "load_champion", "run"]
 if TYPE_CHECKING:  # importing ``automl`` stays cheap: pandas, MLflow and Prefect load when a function runs
     import pandas as pd
 
-    from tasks.registry.prediction import RegisteredModel
-    from tasks.summary import PipelineSummary
+    from automl.tasks.registry.prediction import RegisteredModel
+    from automl.tasks.summary import PipelineSummary
 
 
 def run(
@@ -62,13 +62,13 @@ def run(
         >>> summary.best_params, summary.test_metrics, summary.registered_model
     """
     started_at = time.time()  # the budget counts from here, as the CLI's from its start
-    from tasks.runtime.state import configure_environment
+    from automl.tasks.runtime.state import configure_environment
 
     configure_environment()  # before anything imports prefect
+    from automl.configs import MAX_STUDY_NAME_LENGTH, InputError, check_name
     from automl.console import setup_console
     from automl.runner import resolve_config, run_pipeline
-    from configs import MAX_STUDY_NAME_LENGTH, InputError, check_name
-    from tasks.runtime.interrupts import stop_on_signals
+    from automl.tasks.runtime.interrupts import stop_on_signals
 
     if not isinstance(config, str | os.PathLike) or not os.fspath(config):
         raise InputError(f"config: give a shipped config's name or a YAML file's path (got {config!r})")
@@ -96,12 +96,12 @@ def load_champion(name: str) -> Champion:
         >>> champion = load_champion("mlp_tabular")
         >>> champion.version, champion.predict(rows.drop(columns="species")).head()
     """
-    from tasks.runtime.state import configure_environment
+    from automl.tasks.runtime.state import configure_environment
 
     configure_environment()  # before the registry's modules import prefect
-    from configs import InputError, check_name
-    from tasks.registry import prediction
-    from tasks.runtime.state import local_state
+    from automl.configs import InputError, check_name
+    from automl.tasks.registry import prediction
+    from automl.tasks.runtime.state import local_state
 
     if not isinstance(name, str):
         raise InputError(f"name: give a registered model's name as a string (got {type(name).__name__})")
@@ -144,8 +144,8 @@ class Champion:
         """
         import pandas as pd
 
-        from configs import InputError
-        from tasks.registry import prediction
+        from automl.configs import InputError
+        from automl.tasks.registry import prediction
 
         if not isinstance(data, pd.DataFrame):
             raise InputError(f"data: give a pandas DataFrame (got {type(data).__name__})")
@@ -157,7 +157,7 @@ class Champion:
 
 def _overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> tuple[list[str], dict[str, Any]]:
     """``--set`` style strings and typed values (dotted key -> value) from ``run``'s ``overrides``."""
-    from configs import InputError
+    from automl.configs import InputError
 
     if overrides is None:
         return [], {}
@@ -179,7 +179,7 @@ def _overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> tuple[lis
 
 def _budget(budget: Any) -> Any:
     """The run's budget in seconds as given, when it is a number > 0 (True is not 1 second here)."""
-    from configs import InputError
+    from automl.configs import InputError
 
     try:  # a Python int can be past any float (10**400): not finite either
         finite = not isinstance(budget, bool) and isinstance(budget, Real) and math.isfinite(budget)

@@ -16,9 +16,9 @@ import time
 from collections.abc import Sequence
 
 from automl.console import setup_console
-from tasks.runtime.interrupts import Terminated, stop_on_signals
-from tasks.runtime.state import configure_environment
-from tasks.summary import render_table
+from automl.tasks.runtime.interrupts import Terminated, stop_on_signals
+from automl.tasks.runtime.state import configure_environment
+from automl.tasks.summary import render_table
 
 EXIT_INPUT = 2
 EXIT_FAILED = 1
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     except Exception as exc:
-        from configs import InputError
+        from automl.configs import InputError
 
         if isinstance(exc, InputError):
             print(f"error: {exc}", file=sys.stderr)
@@ -315,8 +315,8 @@ def _config_path(value: str) -> str:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from configs import load_config
-    from tasks.data_prep import load_and_check
+    from automl.configs import load_config
+    from automl.tasks.data_prep import load_and_check
 
     cfg = load_config(_config_path(args.config), args.overrides)
     checked = load_and_check(cfg)
@@ -349,12 +349,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _lr_find(args: argparse.Namespace) -> int:
-    from configs import load_config
-    from tasks.data_prep import DataPrepJob, load_and_check, prepare
-    from tasks.runtime.state import local_state
-    from tasks.search_stage.lr_range import find_lr, log_lr_find_run, parse_params, plot_lr_range, tested_config
-    from tasks.tracking.catalog import LR_FIND_PLOT
-    from tasks.tracking.runs import configure_mlflow, ensure_experiment
+    from automl.configs import load_config
+    from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from automl.tasks.runtime.state import local_state
+    from automl.tasks.search_stage.lr_range import find_lr, log_lr_find_run, parse_params, plot_lr_range, tested_config
+    from automl.tasks.tracking.catalog import LR_FIND_PLOT
+    from automl.tasks.tracking.runs import configure_mlflow, ensure_experiment
 
     setup_console()
     cfg = load_config(_config_path(args.config), args.overrides)
@@ -392,16 +392,16 @@ def _lr_find(args: argparse.Namespace) -> int:
 
 
 def _store():
-    from tasks.runtime.state import local_state
-    from tasks.tracking.runs import configure_mlflow
-    from tasks.warm_start import config_store
+    from automl.tasks.runtime.state import local_state
+    from automl.tasks.tracking.runs import configure_mlflow
+    from automl.tasks.warm_start import config_store
 
     configure_mlflow(local_state())
     return config_store
 
 
 def _configs_list(args: argparse.Namespace) -> int:
-    from tasks.warm_start.config_store import check_filters
+    from automl.tasks.warm_start.config_store import check_filters
 
     check_filters(args.model, args.task)
     store = _store()
@@ -448,8 +448,8 @@ def _configs_export(args: argparse.Namespace) -> int:
 def _configs_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from configs import load_transferred_config
-    from tasks.runtime.state import local_state
+    from automl.configs import load_transferred_config
+    from automl.tasks.runtime.state import local_state
 
     load_transferred_config(args.file)  # a malformed file stops here, before MLflow is touched
     run_id = _store().import_config(Path(args.file), local_state())
@@ -462,9 +462,9 @@ def _configs_import(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from configs import InputError
-    from tasks.registry import prediction
-    from tasks.runtime.state import local_state
+    from automl.configs import InputError
+    from automl.tasks.registry import prediction
+    from automl.tasks.runtime.state import local_state
 
     out = Path(args.out) if args.out else None
     prediction.check_output(out)
@@ -509,15 +509,15 @@ def _predict(args: argparse.Namespace) -> int:
 def _config_by_name_or_path(value: str):
     from pathlib import Path
 
-    from configs import config_file, load_config
+    from automl.configs import config_file, load_config
 
     path = Path(value)
     return load_config(path if path.suffix in (".yaml", ".yml") else config_file(value, None))
 
 
 def _registry():
-    from tasks.registry.prediction import open_registry
-    from tasks.runtime.state import local_state
+    from automl.tasks.registry.prediction import open_registry
+    from automl.tasks.runtime.state import local_state
 
     return open_registry(local_state(), key="champion")
 
@@ -525,7 +525,7 @@ def _registry():
 def _registered(client, name: str):
     from mlflow.exceptions import MlflowException
 
-    from configs import InputError
+    from automl.configs import InputError
 
     try:
         return client.get_registered_model(name)
@@ -534,8 +534,8 @@ def _registered(client, name: str):
 
 
 def _champion_history(args: argparse.Namespace) -> int:
-    from configs import check_name
-    from tasks.registry.champion import champion_history
+    from automl.configs import check_name
+    from automl.tasks.registry.champion import champion_history
 
     check_name("champion: NAME", args.name)  # before the registry is opened (and the state folder made)
     client = _registry()
@@ -565,8 +565,8 @@ def _champion_set(args: argparse.Namespace) -> int:
 
     from mlflow.exceptions import MlflowException
 
-    from configs import InputError, check_name
-    from tasks.registry.champion import MAX_NOTE, current_champion, move_champion
+    from automl.configs import InputError, check_name
+    from automl.tasks.registry.champion import MAX_NOTE, current_champion, move_champion
 
     check_name("champion: NAME", args.name)  # before the registry is opened (and the state folder made)
     digits = args.version.isascii() and args.version.isdigit() and len(args.version) <= len(str(MAX_MODEL_VERSION))
@@ -603,9 +603,9 @@ def _champion_set(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     from rich.filesize import decimal
 
-    from tasks.runtime.retention import check_retention_args, collect_garbage
-    from tasks.runtime.state import local_state
-    from tasks.tracking.runs import configure_mlflow
+    from automl.tasks.runtime.retention import check_retention_args, collect_garbage
+    from automl.tasks.runtime.state import local_state
+    from automl.tasks.tracking.runs import configure_mlflow
 
     keep, days = check_retention_args(args.keep, args.older_than)
     state = local_state()
@@ -636,7 +636,7 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from tasks.search_stage.dashboard import (
+    from automl.tasks.search_stage.dashboard import (
         check_host,
         check_installed,
         check_port,
@@ -649,7 +649,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     check_installed()
     cfg = None
     if args.config is not None:
-        from configs import load_config
+        from automl.configs import load_config
 
         cfg = load_config(_config_path(args.config))
     url = dashboard_storage(cfg)
@@ -665,8 +665,8 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from configs import check_cron
-    from deployments.serve import config_files, pipeline_deployments, serve
+    from automl.configs import check_cron
+    from automl.deployments.serve import config_files, pipeline_deployments, serve
 
     if args.cron is not None:
         check_cron("--cron", args.cron)
@@ -680,9 +680,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from automl.configs import MAX_STUDY_NAME_LENGTH, InputError, check_name
     from automl.runner import PipelineFailed, run_pipeline
-    from configs import MAX_STUDY_NAME_LENGTH, InputError, check_name
-    from tasks.runtime.progress import show_epoch_progress
+    from automl.tasks.runtime.progress import show_epoch_progress
 
     setup_console()
     show_epoch_progress(not args.json)  # long trainings' epoch lines, on a terminal: not beside a JSON summary

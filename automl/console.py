@@ -13,7 +13,7 @@ def _quiet_reported(record: logging.LogRecord) -> bool:
     run stopped by Ctrl-C or SIGTERM ("Crash detected! Execution was aborted by an interrupt signal.", a task's
     "Finished in state Crashed('Execution was aborted by a termination signal.')"), and the traceback each flow run
     logs for a search where no trial completed (``error: search failed: <reason>`` says it)."""
-    from tasks.search import SearchFailed
+    from automl.tasks.search import SearchFailed
 
     if "Execution was aborted by a" in record.getMessage():
         return False

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from configs import PipelineConfig
-    from tasks.data_prep import CheckedData
-    from tasks.runtime.state import LocalState
-    from tasks.summary import PipelineSummary
+    from automl.configs import PipelineConfig
+    from automl.tasks.data_prep import CheckedData
+    from automl.tasks.runtime.state import LocalState
+    from automl.tasks.summary import PipelineSummary
 
 
 class PipelineFailed(RuntimeError):
@@ -33,7 +33,7 @@ class PipelineFailed(RuntimeError):
 def resolve_config(value: str | os.PathLike[str]) -> str:
     """A config given by path, or by the name of a shipped config (``automl run lstm_baseline``): a file of that
     name in the working directory wins."""
-    from configs import shipped_configs
+    from automl.configs import shipped_configs
 
     value = os.fspath(value)
     shipped = shipped_configs()
@@ -55,10 +55,10 @@ def run_pipeline(
     server started while its modules import. ``study_name`` must have been checked (``check_name``); ``console``
     sets up the console, again once Prefect is imported. Raises ``InputError`` for bad input (also when the flow
     finds it), ``PipelineFailed`` for a run that failed."""
-    from configs import load_config
-    from tasks.data_prep import load_and_check
-    from tasks.runtime.interrupts import raise_if_stopped
-    from tasks.runtime.state import local_state
+    from automl.configs import load_config
+    from automl.tasks.data_prep import load_and_check
+    from automl.tasks.runtime.interrupts import raise_if_stopped
+    from automl.tasks.runtime.state import local_state
 
     console()
     staged = _StagedRows(data) if data is not None else None
@@ -70,15 +70,15 @@ def run_pipeline(
     state = local_state().ensure()  # and an unusable state folder
     if staged is not None:
         staged.write(state)
-    from tasks.runtime.prefect_server import launch_temporary_server, wait_until_up
+    from automl.tasks.runtime.prefect_server import launch_temporary_server, wait_until_up
 
     server = launch_temporary_server()  # it boots while the pipeline's modules are imported
     try:
         import optuna
 
-        from flows.pipeline import INVALID_INPUT, checked_pipeline
-        from tasks.search import SearchFailed
-        from tasks.search_stage.studies import check_study
+        from automl.flows.pipeline import INVALID_INPUT, checked_pipeline
+        from automl.tasks.search import SearchFailed
+        from automl.tasks.search_stage.studies import check_study
 
         console()  # again: Prefect, imported just now, has set up its console handlers
 
@@ -94,7 +94,7 @@ def run_pipeline(
     flow_state = checked_pipeline(cfg, checked, study_name, started_at, return_state=True)  # validated: not again
     raise_if_stopped()  # a stop that landed as the flow run ended, which Prefect's flow engine drops
     if not flow_state.is_completed():
-        from configs import InputError
+        from automl.configs import InputError
 
         error = flow_state.result(raise_on_failure=False)
         if flow_state.name == INVALID_INPUT:
@@ -109,9 +109,9 @@ def _open_stores(cfg: PipelineConfig) -> None:
     """Open MLflow's tracking store and the Optuna storage once, while the Prefect server boots: a process's first
     use of each imports and connects for about two seconds, which the flow would otherwise spend after the server
     is up. An unusable MLflow store is also refused here, before the flow starts."""
-    from tasks.runtime.state import local_state
-    from tasks.search_stage.studies import make_storage, storage_url
-    from tasks.tracking.runs import configure_mlflow
+    from automl.tasks.runtime.state import local_state
+    from automl.tasks.search_stage.studies import make_storage, storage_url
+    from automl.tasks.tracking.runs import configure_mlflow
 
     configure_mlflow(local_state())
     make_storage(storage_url(cfg.search))
@@ -125,7 +125,7 @@ class _StagedRows:
     def __init__(self, frame: Any):
         import pandas as pd
 
-        from configs import InputError
+        from automl.configs import InputError
 
         if not isinstance(frame, pd.DataFrame):
             raise InputError(f"data: give a pandas DataFrame (got {type(frame).__name__})")
@@ -144,8 +144,8 @@ class _StagedRows:
     def check(self, cfg: PipelineConfig) -> CheckedData:
         """``load_and_check`` on a temporary copy (nothing is written to the state folder for bad rows); its
         messages name ``data``, not the copy."""
-        from configs import InputError
-        from tasks.data_prep import load_and_check
+        from automl.configs import InputError
+        from automl.tasks.data_prep import load_and_check
 
         with tempfile.TemporaryDirectory(prefix="automl-data-") as folder:
             copy = Path(folder) / self.name

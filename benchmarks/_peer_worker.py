@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import ModelShape, build_model, get_family
+from automl.models import ModelShape, build_model, get_family
 
 RAY_CPUS = 2  # the machine's cores; one per trial, so two trials at a time
 

@@ -29,10 +29,10 @@ def main() -> None:
     from pathlib import Path
 
     import automl.cli  # noqa: F401  (what the command imports before it runs)
-    from tasks.runtime.state import configure_environment, local_state
+    from automl.tasks.runtime.state import configure_environment, local_state
 
     configure_environment()
-    from tasks.registry import prediction
+    from automl.tasks.registry import prediction
 
     mark("imports")
     prediction.check_output(Path(out))

@@ -26,7 +26,7 @@ def isolated_pipeline_home(prefix: str) -> Path:
     """A new temporary folder; the pipelines run in this process keep their state under ``<folder>/state``."""
     work = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["AUTOML_HOME"] = str(work / "state")
-    from tasks.runtime.state import configure_environment
+    from automl.tasks.runtime.state import configure_environment
 
     configure_environment()
     from automl.cli import setup_console

@@ -113,7 +113,7 @@ def main() -> None:
 
 
 def run_once(dataset: str, config: str, method: str, seed: int, trials: int, overrides: list[str]) -> dict:
-    from flows.pipeline import automl_pipeline
+    from automl.flows.pipeline import automl_pipeline
 
     summary = automl_pipeline(
         config_path=str(REPO / "configs" / config),
@@ -181,7 +181,7 @@ def markdown_tables(rows: list[dict], trials: int, seeds: int) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from tasks.tracking.plotting import pyplot
+    from automl.tasks.tracking.plotting import pyplot
 
     plt = pyplot()
     names = list(dict.fromkeys(r["dataset"] for r in rows))

@@ -62,15 +62,15 @@ def _noisy_seasonal(work: Path) -> list[str]:
 
 def compare(seed: int, trials: int, overrides: list[str]) -> list[dict]:
     """One search, then the final training of its best config from the best trial's weights and from scratch."""
-    from configs import load_config
-    from flows.pipeline import automl_pipeline
-    from tasks.data_prep import DataPrepJob, load_and_check, prepare
-    from tasks.final_train.evaluation import test_predictions, test_targets
-    from tasks.final_train.job import FinalTrainJob
-    from tasks.final_train.metrics import score
-    from tasks.final_train.training import train_config
-    from tasks.runtime.state import local_state
-    from tasks.search_stage.checkpoints import trial_weights_path
+    from automl.configs import load_config
+    from automl.flows.pipeline import automl_pipeline
+    from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from automl.tasks.final_train.evaluation import test_predictions, test_targets
+    from automl.tasks.final_train.job import FinalTrainJob
+    from automl.tasks.final_train.metrics import score
+    from automl.tasks.final_train.training import train_config
+    from automl.tasks.runtime.state import local_state
+    from automl.tasks.search_stage.checkpoints import trial_weights_path
 
     settings = [f"seed={seed}", f"search.n_trials={trials}", "warm_start.enabled=false", "registry.enabled=false"]
     settings += ["final.clean_up=false"]  # the best trial's weights are read after the run

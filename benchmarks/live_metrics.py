@@ -21,8 +21,8 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from throughput import data
 
-from models import ModelShape, TrainSettings, build_model, fit, get_family, pick_device
-from tasks.tracking.live_metrics import LiveEpochMetrics
+from automl.models import ModelShape, TrainSettings, build_model, fit, get_family, pick_device
+from automl.tasks.tracking.live_metrics import LiveEpochMetrics
 
 CASES = {  # name -> (family, shape, params, rows, batch size, epochs)
     "mlp 32x1, 256 rows": ("mlp", ModelShape(8, 1), {"hidden_size": 32, "num_layers": 1}, 256, 64, 200),

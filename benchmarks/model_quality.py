@@ -125,7 +125,7 @@ def main() -> None:
 
 
 def run_once(work: Path, name: str, config: Path, seed: int, trials: int, overrides: list[str]) -> dict:
-    from flows.pipeline import automl_pipeline
+    from automl.flows.pipeline import automl_pipeline
 
     model_name = f"{name}-{seed}"
     overrides = [

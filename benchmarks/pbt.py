@@ -86,7 +86,7 @@ def main() -> None:
 
 
 def run_once(dataset: str, config: str, method: str, seed: int, overrides: list[str], trials: int) -> dict:
-    from flows.pipeline import automl_pipeline
+    from automl.flows.pipeline import automl_pipeline
 
     summary = automl_pipeline(
         config_path=str(REPO / "configs" / config),
@@ -139,9 +139,9 @@ def _final_epochs(summary) -> float:
 
 def range_test(dataset: str, config: str, overrides: list[str]) -> dict:
     """The range test on the family's default config, as ``automl lr-find`` runs it."""
-    from configs import load_config
-    from tasks.data_prep import DataPrepJob, load_and_check, prepare
-    from tasks.search_stage.lr_range import find_lr
+    from automl.configs import load_config
+    from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from automl.tasks.search_stage.lr_range import find_lr
 
     cfg = load_config(REPO / "configs" / config, [*COMMON, *overrides])
     checked = load_and_check(cfg)
@@ -190,7 +190,7 @@ def markdown_tables(rows: list[dict], ranges: list[dict], trials: int, seeds: in
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from tasks.tracking.plotting import pyplot
+    from automl.tasks.tracking.plotting import pyplot
 
     plt = pyplot()
     names = list(dict.fromkeys(r["dataset"] for r in rows))

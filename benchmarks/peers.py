@@ -151,11 +151,11 @@ def compare(
     dataset: str, seed: int, overrides: list[str], peer_configs: int, with_ray: bool, folder: Path, deferred: bool
 ) -> list:
     """The peers, then our default run, then ours with a third of the faster peer's wall-clock, on one dataset."""
-    from configs import load_config
-    from tasks.data_prep import DataPrepJob, load_and_check, prepare
-    from tasks.final_train.baselines import naive_predictions
-    from tasks.final_train.evaluation import test_targets
-    from tasks.final_train.metrics import score
+    from automl.configs import load_config
+    from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from automl.tasks.final_train.baselines import naive_predictions
+    from automl.tasks.final_train.evaluation import test_targets
+    from automl.tasks.final_train.metrics import score
 
     cfg = load_config(CONFIG, overrides)
     if cfg.training.optimizer != "adam" or cfg.training.loss not in ("auto", "mse"):
@@ -309,7 +309,7 @@ def targets(rows: list[dict]) -> tuple[list[bool], list[bool]]:
 
 def contenders_line(peer_configs: int, quick: bool) -> str:
     """What each contender ran, in words, from the config the benchmark runs."""
-    from configs import load_config
+    from automl.configs import load_config
 
     cfg = load_config(CONFIG, QUICK if quick else [])
     return (
@@ -374,7 +374,7 @@ def _verdict(met: list[bool]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from tasks.tracking.plotting import pyplot
+    from automl.tasks.tracking.plotting import pyplot
 
     plt = pyplot()
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))

@@ -42,7 +42,7 @@ def main() -> None:
     if args.quick:
         args.cheap_trials, args.trainer_trials, args.mlp_trials, args.lstm_trials, args.repeats = 8, 4, 4, 2, 1
     os.environ["AUTOML_HOME"] = tempfile.mkdtemp(prefix="automl-scaling-")
-    from tasks.runtime.state import configure_environment
+    from automl.tasks.runtime.state import configure_environment
 
     configure_environment()
     import optuna
@@ -115,8 +115,8 @@ def _worker(url: str, study_name: str, objective: str, n_trials: int, threads: i
     import optuna
     import torch
 
-    from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
-    from tasks.search_stage.studies import make_storage
+    from automl.tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
+    from automl.tasks.search_stage.studies import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(threads)
@@ -150,10 +150,10 @@ def _worker(url: str, study_name: str, objective: str, n_trials: int, threads: i
 
 
 def _trainer_objective(threads: int):
-    from configs import load_config
-    from models import get_family
-    from tasks.data_prep import DataPrepJob, load_and_check, prepare
-    from tasks.search_stage.objective import TrainerObjective
+    from automl.configs import load_config
+    from automl.models import get_family
+    from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from automl.tasks.search_stage.objective import TrainerObjective
 
     cfg = load_config(REPO / "configs" / "lstm_baseline.yaml")
     checked = load_and_check(cfg)
@@ -172,7 +172,7 @@ def run_workers(url: str, objective: str, n_trials: int, workers: int) -> float:
     study_name = f"{objective}-{workers}-{uuid.uuid4().hex[:6]}"
     import optuna
 
-    from tasks.search_stage.studies import make_storage
+    from automl.tasks.search_stage.studies import make_storage
 
     optuna.create_study(study_name=study_name, storage=make_storage(url))  # created once, before workers race
     share = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
@@ -194,8 +194,8 @@ def storage_overhead(url: str, n: int = 60) -> float:
     """Milliseconds of storage work per trial (ask, user attributes, report, tell) with a free objective."""
     import optuna
 
-    from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
-    from tasks.search_stage.studies import make_storage
+    from automl.tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
+    from automl.tasks.search_stage.studies import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace.from_dict({"x": {"type": "float", "low": -5, "high": 5}})
@@ -227,7 +227,7 @@ def pipeline_parallelism(trials: dict[str, int], repeats: int) -> list[dict]:
     search stage's wall-clock (Dask cluster start and stop included) and its trial loop alone, best of the
     repeats. Full fidelity and a seeded random sampler, so both settings train the same configs."""
     from automl.cli import setup_console
-    from flows.pipeline import automl_pipeline
+    from automl.flows.pipeline import automl_pipeline
 
     setup_console(progress=False)
     rows = []
@@ -318,7 +318,7 @@ def tables(rows: list[dict], overhead: dict[str, float], pipeline: list[dict], n
 
 
 def plot(rows: list[dict], pipeline: list[dict], path: Path) -> None:
-    from tasks.tracking.plotting import pyplot
+    from automl.tasks.tracking.plotting import pyplot
 
     plt = pyplot()
 

@@ -145,8 +145,8 @@ def main() -> None:
 
 
 def run_once(dataset: str, method: str, seed: int, n_configs: int, overrides: list[str]) -> dict:
-    from configs import load_config
-    from flows.pipeline import automl_pipeline
+    from automl.configs import load_config
+    from automl.flows.pipeline import automl_pipeline
 
     overrides = [
         f"seed={seed}",
@@ -185,7 +185,7 @@ def trained_passes(summary) -> list[tuple[str, float]]:
     (passes over all the training data), read from MLflow."""
     from mlflow.tracking import MlflowClient
 
-    from tasks.tracking.catalog import OUTCOME, RUNG_CURVE_METRIC, RUNG_FRACTION_PARAM
+    from automl.tasks.tracking.catalog import OUTCOME, RUNG_CURVE_METRIC, RUNG_FRACTION_PARAM
 
     client = MlflowClient(summary.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name(summary.experiment).experiment_id
@@ -240,9 +240,9 @@ def markdown_table(rows: pd.DataFrame, methods: list[str]) -> str:
 
 def lr_range_table(rows: pd.DataFrame, series: dict[str, list[str]], names: list[str]) -> str:
     """The range test on each series' default config against the lrs its full-fidelity searches chose."""
-    from configs import load_config
-    from tasks.data_prep import DataPrepJob, load_and_check, prepare
-    from tasks.search_stage.lr_range import find_lr
+    from automl.configs import load_config
+    from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from automl.tasks.search_stage.lr_range import find_lr
 
     lines = [
         "\n| series | range test's suggestion | clear descent | lrs the tpe_full searches chose | decades apart "
@@ -264,7 +264,7 @@ def lr_range_table(rows: pd.DataFrame, series: dict[str, list[str]], names: list
 
 
 def plot(rows: pd.DataFrame, methods: list[str], path: Path) -> None:
-    from tasks.tracking.plotting import pyplot
+    from automl.tasks.tracking.plotting import pyplot
 
     plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)

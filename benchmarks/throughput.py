@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import ModelShape, TrainSettings, build_model, fit, get_family
+from automl.models import ModelShape, TrainSettings, build_model, fit, get_family
 
 CASES = {  # name -> (family, shape, params, rows, batch size)
     "lstm 64x2, lookback 24": ("lstm", ModelShape(1, 1, 24), {"hidden_size": 64, "num_layers": 2}, 1500, 32),

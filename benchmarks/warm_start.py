@@ -80,7 +80,7 @@ def search(data: Path, seed: int, n_trials: int, overrides: list[str]) -> dict:
     import optuna
     from optuna.trial import TrialState
 
-    from flows.pipeline import automl_pipeline
+    from automl.flows.pipeline import automl_pipeline
 
     summary = automl_pipeline(
         config_path=str(REPO / "configs" / "lstm_baseline.yaml"),
@@ -162,7 +162,7 @@ def table(rows: list[dict], n_trials: int, n_seeds: int) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from tasks.tracking.plotting import pyplot
+    from automl.tasks.tracking.plotting import pyplot
 
     plt = pyplot()
 

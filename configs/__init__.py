@@ -1,12 +1,12 @@
 """Pipeline configs: the YAML files in this folder and the typed objects they validate into.
 
 Example:
-    >>> from configs import load_config
+    >>> from automl.configs import load_config
     >>> cfg = load_config("configs/lstm_baseline.yaml", overrides=["search.n_trials=6"])
 """
 
-from configs._errors import ConfigError, DataError, InputError
-from configs._loader import (
+from automl.configs._errors import ConfigError, DataError, InputError
+from automl.configs._loader import (
     CONFIG_DIR,
     check_cron,
     check_environment,
@@ -20,7 +20,7 @@ from configs._loader import (
     typed_overrides,
     validate_config,
 )
-from configs._schema import (
+from automl.configs._schema import (
     MAX_STUDY_NAME_LENGTH,
     BudgetConfig,
     CategoricalParam,
@@ -39,8 +39,8 @@ from configs._schema import (
     TrainingConfig,
     WarmStartConfig,
 )
-from configs._transfer import FORMAT as TRANSFER_FORMAT
-from configs._transfer import TransferredConfig, load_transferred_config
+from automl.configs._transfer import FORMAT as TRANSFER_FORMAT
+from automl.configs._transfer import TransferredConfig, load_transferred_config
 
 __all__ = [
     "CONFIG_DIR",

@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from configs._errors import ConfigError
-from configs._schema import (
+from automl.configs._errors import ConfigError
+from automl.configs._schema import (
     GBM_BASELINE,
     MAX_INT_PARAM,
     MAX_NAME_LENGTH,
@@ -258,7 +258,7 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 def _with_default_space(raw: dict[str, Any]) -> dict[str, Any]:
     """Write the family's default search space into the config when it gives none (under ``model.family: auto``
     the families it searches, when ``search.families`` is not given), so the config says all."""
-    from models import AUTO, FAMILIES, data_kind, families_for
+    from automl.models import AUTO, FAMILIES, data_kind, families_for
 
     family = (raw.get("model") or {}).get("family") if isinstance(raw.get("model"), dict) else None
     search = raw.setdefault("search", {}) if isinstance(raw.get("search", {}), dict) else None
@@ -275,7 +275,7 @@ def _with_default_space(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_against_family(cfg: PipelineConfig) -> None:
-    from models import AUTO, FAMILIES, data_kind
+    from automl.models import AUTO, FAMILIES, data_kind
 
     if cfg.model.family == AUTO:
         _check_auto(cfg)
@@ -300,7 +300,7 @@ def _check_against_family(cfg: PipelineConfig) -> None:
 def _check_auto(cfg: PipelineConfig) -> None:
     """``model.family: auto``: the families it searches exist and fit the data; each searches its own default space
     (so no ``search.space`` or ``model.params``), with a sampler that walks a conditional space."""
-    from models import AUTO, FAMILIES, data_kind, families_for
+    from automl.models import AUTO, FAMILIES, data_kind, families_for
 
     kind = data_kind(AUTO, cfg.data.time_column)
     fitting = families_for(kind)
@@ -338,7 +338,7 @@ def _check_auto(cfg: PipelineConfig) -> None:
 
 def _check_one_family(cfg: PipelineConfig) -> None:
     """One family: its fixed params and searched space are its own parameters, within its limits."""
-    from models import FAMILIES
+    from automl.models import FAMILIES
 
     family = FAMILIES.get(cfg.model.family)
     if family is None:
@@ -401,7 +401,7 @@ def _check_kind_of_data(cfg: PipelineConfig, kind: str) -> None:
 def _check_strategy(cfg: PipelineConfig, space: Mapping[str, Any]) -> None:
     """PBT trains every member on all the training data in one validation split; it perturbs parameters that can
     change while a model trains. The range test narrows ``lr``."""
-    from models import FAMILIES, MUTABLE_PARAMS
+    from automl.models import FAMILIES, MUTABLE_PARAMS
 
     search = cfg.search
     family = FAMILIES.get(cfg.model.family)  # None under auto (refused with pbt and lr_range by _check_auto)
@@ -484,7 +484,7 @@ def _check_environment(cfg: PipelineConfig) -> None:
     if cfg.search.cluster_address:
         _check_scheduler_reachable(cfg.search.cluster_address)
     if cfg.warm_start.from_file is not None:
-        from configs._transfer import load_transferred_config
+        from automl.configs._transfer import load_transferred_config
 
         try:
             load_transferred_config(cfg.warm_start.from_file)

@@ -284,7 +284,7 @@ class ModelConfig(_Strict):
             >>> ModelConfig(family="mlp", params={"hidden_size": 32}).default_config()["hidden_size"]
             32
         """
-        from models import AUTO, get_family  # the family registry is plain data: no torch
+        from automl.models import AUTO, get_family  # the family registry is plain data: no torch
 
         if self.family == AUTO:
             raise ValueError("model.family auto has one default config per family (tasks.space.default_config)")
@@ -533,7 +533,7 @@ class PipelineConfig(_Strict):
     """One pipeline: data → warm start → search → final training → registry.
 
     Example:
-        >>> from configs import load_config
+        >>> from automl.configs import load_config
         >>> cfg = load_config("configs/lstm_baseline.yaml", overrides=["search.n_trials=6"])
         >>> cfg.search.n_trials
         6
@@ -569,7 +569,7 @@ class PipelineConfig(_Strict):
         final, family = data.get("final", {}), data["model"].get("family")
         if not isinstance(final, dict) or "baselines" in final or not isinstance(family, str):
             return data
-        from models import AUTO, FAMILIES, data_kind  # the family registry is plain data: no torch
+        from automl.models import AUTO, FAMILIES, data_kind  # the family registry is plain data: no torch
 
         if family not in FAMILIES and family != AUTO:
             return data  # an unknown family is refused after validation, naming the known ones

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from configs._errors import ConfigError
+from automl.configs._errors import ConfigError
 
 FORMAT = "automl-config/v1"
 

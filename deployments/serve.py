@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from configs import check_cron, config_file, load_config, shipped_configs
-from tasks.runtime.state import local_state
+from automl.configs import check_cron, config_file, load_config, shipped_configs
+from automl.tasks.runtime.state import local_state
 
 DEFAULT_LIMIT = 2
 
@@ -34,8 +34,8 @@ def pipeline_deployments(files: list[Path], cron: str | None = None) -> list:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
 
-    from flows.pipeline import automl_pipeline
-    from flows.score import automl_score
+    from automl.flows.pipeline import automl_pipeline
+    from automl.flows.score import automl_score
 
     shipped = {path.resolve() for path in shipped_configs().values()}
     deployments = []

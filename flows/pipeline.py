@@ -12,19 +12,19 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
-from configs import InputError, PipelineConfig, config_file, load_config, shipped_configs, typed_overrides
-from tasks.data_prep import CheckedData, DataPrepJob, load_and_check
-from tasks.data_prep.stage import data_prep
-from tasks.final_train.job import FinalTrainJob
-from tasks.final_train.stage import final_train
-from tasks.pipeline_run import pipeline_run, record_summary
-from tasks.runtime.budget import RunBudget
-from tasks.search_stage.job import SearchJob
-from tasks.search_stage.stage import search_stage
-from tasks.search_stage.studies import check_study
-from tasks.summary import PipelineSummary
-from tasks.tracking.prefect_ui import lines_in_logs_tab
-from tasks.warm_start.stage import WarmStartJob, warm_start
+from automl.configs import InputError, PipelineConfig, config_file, load_config, shipped_configs, typed_overrides
+from automl.tasks.data_prep import CheckedData, DataPrepJob, load_and_check
+from automl.tasks.data_prep.stage import data_prep
+from automl.tasks.final_train.job import FinalTrainJob
+from automl.tasks.final_train.stage import final_train
+from automl.tasks.pipeline_run import pipeline_run, record_summary
+from automl.tasks.runtime.budget import RunBudget
+from automl.tasks.search_stage.job import SearchJob
+from automl.tasks.search_stage.stage import search_stage
+from automl.tasks.search_stage.studies import check_study
+from automl.tasks.summary import PipelineSummary
+from automl.tasks.tracking.prefect_ui import lines_in_logs_tab
+from automl.tasks.warm_start.stage import WarmStartJob, warm_start
 
 # The shipped configs, offered as a choice in the Prefect UI's run form.
 ShippedConfig = Literal[tuple(shipped_configs())]  # type: ignore[valid-type]

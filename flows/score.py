@@ -9,14 +9,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
-from configs import InputError, config_file, load_config
-from flows.pipeline import INVALID_INPUT, ShippedConfig
-from tasks.registry import prediction
-from tasks.registry.stage import score
-from tasks.runtime.state import local_state
-from tasks.tracking.catalog import SCORING_ARTIFACT
-from tasks.tracking.prefect_ui import lines_in_logs_tab, publish_markdown
-from tasks.tracking.runs import ensure_experiment
+from automl.configs import InputError, config_file, load_config
+from automl.flows.pipeline import INVALID_INPUT, ShippedConfig
+from automl.tasks.registry import prediction
+from automl.tasks.registry.stage import score
+from automl.tasks.runtime.state import local_state
+from automl.tasks.tracking.catalog import SCORING_ARTIFACT
+from automl.tasks.tracking.prefect_ui import lines_in_logs_tab, publish_markdown
+from automl.tasks.tracking.runs import ensure_experiment
 
 
 @flow(name="automl-score", validate_parameters=False)

@@ -5,7 +5,7 @@ trainer and of the learning-rate range test below load torch on first use, so th
 bad one refused) before torch's seconds of import are paid.
 
 Example:
-    >>> from models import get_family, build_model, ModelShape
+    >>> from automl.models import get_family, build_model, ModelShape
     >>> family = get_family("lstm")
     >>> model = build_model(family, ModelShape(n_features=1, n_outputs=1, lookback=24), family.defaults, seed=0)
 """
@@ -16,14 +16,14 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from models._family import MUTABLE_PARAMS, TRAINING_PARAMS, DataKind, ModelFamily, ModelShape
-from models.registry import AUTO, FAMILIES, data_kind, families_for, get_family
+from automl.models._family import MUTABLE_PARAMS, TRAINING_PARAMS, DataKind, ModelFamily, ModelShape
+from automl.models.registry import AUTO, FAMILIES, data_kind, families_for, get_family
 
 if TYPE_CHECKING:
     import torch
 
-    from models.lr_finder import LRRangeResult, lr_range_test
-    from models.trainer import FitResult, TrainSettings, fit, loss_for, pick_device, predict
+    from automl.models.lr_finder import LRRangeResult, lr_range_test
+    from automl.models.trainer import FitResult, TrainSettings, fit, loss_for, pick_device, predict
 
 _TRAINER_NAMES = frozenset({"FitResult", "TrainSettings", "fit", "loss_for", "pick_device", "predict"})
 _LR_FINDER_NAMES = frozenset({"LRRangeResult", "lr_range_test"})
@@ -32,9 +32,9 @@ _LR_FINDER_NAMES = frozenset({"LRRangeResult", "lr_range_test"})
 def __getattr__(name: str) -> Any:
     """The trainer's and the range test's names, imported (with torch) when first asked for."""
     if name in _TRAINER_NAMES:
-        return getattr(importlib.import_module("models.trainer"), name)
+        return getattr(importlib.import_module("automl.models.trainer"), name)
     if name in _LR_FINDER_NAMES:
-        return getattr(importlib.import_module("models.lr_finder"), name)
+        return getattr(importlib.import_module("automl.models.lr_finder"), name)
     raise AttributeError(f"module 'models' has no attribute {name!r}")
 
 

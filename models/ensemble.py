@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from models.trainer import module_device
+from automl.models.trainer import module_device
 
 
 class Ensemble(nn.Module):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models._family import ModelShape
+from automl.models._family import ModelShape
 
 TREES_PER_EPOCH = 50  # boosting rounds per "epoch": a budget of 20 epochs is at most 1,000 trees
 EARLY_STOPPING_EPOCHS = 2  # with no patience set (the search), 100 rounds without a better validation loss stop it
@@ -121,7 +121,7 @@ class GbmModel(nn.Module):
         it started with); ``best_val_loss`` is the trainer's loss of the kept trees."""
         import lightgbm as lgb
 
-        from models.trainer import LOSSES, FitResult, TimeLimitExceeded, TrainingStopped
+        from automl.models.trainer import LOSSES, FitResult, TimeLimitExceeded, TrainingStopped
 
         started = time.perf_counter()
         result = FitResult(model=self)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.trainer import LOSSES, OPTIMIZERS, TrainSettings, _tensors, pick_device
+from automl.models.trainer import LOSSES, OPTIMIZERS, TrainSettings, _tensors, pick_device
 
 SMOOTHING = 0.98  # beta of the loss's exponential moving average (fastai's)
 DIVERGED = 4.0  # the test stops when the smoothed loss exceeds this many times its lowest value

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from models._family import ModelShape
+from automl.models._family import ModelShape
 
 
 class MLP(nn.Module):

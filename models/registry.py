@@ -4,12 +4,12 @@ parameter limits. Plain data, no torch: the config checks read it without loadin
 
 from __future__ import annotations
 
-from models._family import COMMON_LIMITS, Builder, ModelFamily, ParamLimit
+from automl.models._family import COMMON_LIMITS, Builder, ModelFamily, ParamLimit
 
 LSTM = ModelFamily(
     name="lstm",
     kind="series",
-    build=Builder("models.lstm"),
+    build=Builder("automl.models.lstm"),
     defaults={"hidden_size": 64, "num_layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 64},
     default_space={
         "hidden_size": {"type": "int", "low": 64, "high": 256, "step": 64},
@@ -25,7 +25,7 @@ LSTM = ModelFamily(
 TRANSFORMER = ModelFamily(
     name="transformer",
     kind="series",
-    build=Builder("models.transformer"),
+    build=Builder("automl.models.transformer"),
     defaults={
         "d_model": 64,
         "nhead": 4,
@@ -57,7 +57,7 @@ TRANSFORMER = ModelFamily(
 MLP = ModelFamily(
     name="mlp",
     kind="tabular",
-    build=Builder("models.mlp"),
+    build=Builder("automl.models.mlp"),
     tasks=("regression", "classification"),
     defaults={
         "hidden_size": 64,
@@ -82,7 +82,7 @@ MLP = ModelFamily(
 GBM = ModelFamily(
     name="gbm",
     kind="any",
-    build=Builder("models.gbm"),
+    build=Builder("automl.models.gbm"),
     tasks=("regression", "classification"),
     trains_itself=True,
     row_counts=("min_child_samples",),

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models._family import ModelShape
-from models._series import relative_to_last
+from automl.models._family import ModelShape
+from automl.models._series import relative_to_last
 
 
 class TransformerRegressor(nn.Module):

@@ -19,19 +19,19 @@ from mlflow.tracking import MlflowClient
 from prefect.context import FlowRunContext
 from rich.filesize import decimal
 
-from configs import PipelineConfig, config_hash
-from tasks.data_prep.prepared import PreparedData
-from tasks.final_train.plan import TUNED
-from tasks.final_train.result import FinalResult
-from tasks.runtime.budget import RunBudget
-from tasks.runtime.interrupts import raise_if_stopped
-from tasks.runtime.retention import clean_up_finished_run
-from tasks.runtime.state import LocalState, local_state
-from tasks.search_stage.result import SearchStageResult
-from tasks.search_stage.studies import storage_url
-from tasks.space import FAMILY_KEY, search_space, split_family
-from tasks.summary import BudgetSummary, CVSummary, PipelineSummary, WarmStartSummary, render_markdown
-from tasks.tracking.catalog import (
+from automl.configs import PipelineConfig, config_hash
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.final_train.plan import TUNED
+from automl.tasks.final_train.result import FinalResult
+from automl.tasks.runtime.budget import RunBudget
+from automl.tasks.runtime.interrupts import raise_if_stopped
+from automl.tasks.runtime.retention import clean_up_finished_run
+from automl.tasks.runtime.state import LocalState, local_state
+from automl.tasks.search_stage.result import SearchStageResult
+from automl.tasks.search_stage.studies import storage_url
+from automl.tasks.space import FAMILY_KEY, search_space, split_family
+from automl.tasks.summary import BudgetSummary, CVSummary, PipelineSummary, WarmStartSummary, render_markdown
+from automl.tasks.tracking.catalog import (
     BACKEND_PARAM,
     BASELINE_METRIC_PREFIX,
     BEST_CONFIG_FILE,
@@ -63,8 +63,8 @@ from tasks.tracking.catalog import (
     TOTAL_SECONDS_METRIC,
     TRIALS_METRIC_PREFIX,
 )
-from tasks.tracking.prefect_ui import publish_summary
-from tasks.tracking.runs import (
+from automl.tasks.tracking.prefect_ui import publish_summary
+from automl.tasks.tracking.runs import (
     INTERRUPTED_NOTE,
     PipelineRun,
     close_run,
@@ -75,7 +75,7 @@ from tasks.tracking.runs import (
     open_pipeline_run,
     was_interrupted,
 )
-from tasks.warm_start.decision import WarmStartDecision
+from automl.tasks.warm_start.decision import WarmStartDecision
 
 logger = logging.getLogger("automl")
 

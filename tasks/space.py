@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from configs import ModelConfig, ParamSpec
-from tasks.search import ConditionalSpace, SearchSpace
+from automl.configs import ModelConfig, ParamSpec
+from automl.tasks.search import ConditionalSpace, SearchSpace
 
 FAMILY_KEY = "family"  # under model.family auto: the searched family, the first param of every config
 
@@ -24,7 +24,7 @@ def search_space(specs: Mapping[str, ParamSpec] | None, families: Sequence[str] 
     """The library's space for ``search.space`` (or a space derived from it, such as the range test's); under
     ``model.family: auto`` (``families``: ``search.families`` resolved) the family first, then its default space."""
     if families:
-        from models import get_family  # the family registry is plain data: no torch
+        from automl.models import get_family  # the family registry is plain data: no torch
 
         return ConditionalSpace(
             FAMILY_KEY, {name: SearchSpace.from_dict(get_family(name).default_space) for name in families}
@@ -50,7 +50,7 @@ def join_family(family: str, params: Mapping[str, Any]) -> dict[str, Any]:
 def every_default(families: Sequence[str]) -> dict[str, Any]:
     """The defaults of every family, prefixed, with the first as the family: what ``ConditionalSpace.fit`` fills
     a config's missing params from."""
-    from models import get_family
+    from automl.models import get_family
 
     joined: dict[str, Any] = {FAMILY_KEY: families[0]}
     for name in families:
@@ -62,7 +62,7 @@ def default_configs(model: ModelConfig, families: Sequence[str] | None) -> list[
     """The config's default config (its family's defaults with ``model.params`` over them); under
     ``model.family: auto`` one per searched family, as configs of the search over families, the first family's
     first (the default-config baseline)."""
-    from models import AUTO, get_family
+    from automl.models import AUTO, get_family
 
     if model.family == AUTO:
         return [join_family(name, get_family(name).defaults) for name in families or ()]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # only for the annotation: the CLI imports this module without loading the search's Optuna
-    from tasks.search import TrialCounts
+    from automl.tasks.search import TrialCounts
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ os.environ.setdefault("PREFECT_HOME", str(_SESSION_DIR / "prefect-home"))
 os.environ["AUTOML_HOME"] = str(_SESSION_DIR / "automl-home")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-from tasks.runtime.state import configure_environment  # noqa: E402
+from automl.tasks.runtime.state import configure_environment  # noqa: E402
 
 configure_environment()
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import optuna
 
-from configs import load_config
-from models import get_family, loss_for
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.search import SearchEngine, SearchSpace, Verdict, make_backend, make_scheduler
-from tasks.search_stage.objective import TrainerObjective
-from tasks.search_stage.studies import make_storage
+from automl.configs import load_config
+from automl.models import get_family, loss_for
+from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+from automl.tasks.search import SearchEngine, SearchSpace, Verdict, make_backend, make_scheduler
+from automl.tasks.search_stage.objective import TrainerObjective
+from automl.tasks.search_stage.studies import make_storage
 from tests.helpers import TINY_SPACE, make_series, write_config
 
 N_TRIALS = 6

@@ -18,10 +18,10 @@ import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 import optuna
 from mlflow.tracking import MlflowClient
 
-from tasks.search import SearchEngine, SearchSpace, Verdict, make_backend, make_scheduler
-from tasks.search_stage.studies import make_storage
-from tasks.search_stage.trial_runs import MlflowTrialObserver
-from tasks.tracking.catalog import ROLE
+from automl.tasks.search import SearchEngine, SearchSpace, Verdict, make_backend, make_scheduler
+from automl.tasks.search_stage.studies import make_storage
+from automl.tasks.search_stage.trial_runs import MlflowTrialObserver
+from automl.tasks.tracking.catalog import ROLE
 
 SPACE = SearchSpace.from_dict(
     {

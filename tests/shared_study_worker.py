@@ -11,8 +11,8 @@ import time
 
 import optuna
 
-from tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
-from tasks.search_stage.studies import make_storage
+from automl.tasks.search import SearchEngine, SearchSpace, make_backend, make_scheduler
+from automl.tasks.search_stage.studies import make_storage
 
 
 def main(storage: str, study_name: str, n_trials: int, worker: str) -> None:

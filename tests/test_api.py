@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from configs import InputError
+from automl.configs import InputError
 from tests.helpers import REPO
 from tests.test_cli import automl
 
@@ -88,7 +88,7 @@ def test_the_dataframe_is_kept_in_the_state_folder_under_its_fingerprint_as_the_
     pd.testing.assert_frame_equal(pd.read_parquet(kept), pd.read_csv(PENGUINS))
     from mlflow.tracking import MlflowClient
 
-    from tasks.tracking.catalog import DATA_SOURCE
+    from automl.tasks.tracking.catalog import DATA_SOURCE
 
     run = MlflowClient(summary.mlflow_tracking_uri).get_run(summary.pipeline_run_id)
     assert run.data.tags[DATA_SOURCE] == kept.name

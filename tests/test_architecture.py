@@ -14,7 +14,7 @@ PACKAGES = ("automl", "configs", "models", "tasks", "flows", "deployments")
 
 
 def test_importing_the_search_library_loads_neither_torch_mlflow_nor_prefect():
-    code = "import sys, tasks.search; print(sorted({'torch', 'mlflow', 'prefect'} & set(sys.modules)))"
+    code = "import sys, automl.tasks.search; print(sorted({'torch', 'mlflow', 'prefect'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
 
@@ -22,7 +22,7 @@ def test_importing_the_search_library_loads_neither_torch_mlflow_nor_prefect():
 def test_checking_a_config_and_its_data_loads_neither_torch_mlflow_nor_prefect():
     """``automl run`` refuses bad input, and launches the Prefect server, before paying for those imports."""
     code = (
-        "import sys; from configs import load_config; from tasks.data_prep import load_and_check; "
+        "import sys; from automl.configs import load_config; from automl.tasks.data_prep import load_and_check; "
         "checked = load_and_check(load_config('configs/lstm_baseline.yaml', [])); "
         "print(checked.plan.task, sorted({'torch', 'mlflow', 'prefect', 'optuna'} & set(sys.modules)))"
     )
@@ -35,6 +35,7 @@ def _modules() -> dict[str, Path]:
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             parts = path.relative_to(ROOT).with_suffix("").parts
+            parts = parts if package == "automl" else ("automl", *parts)  # installed as automl.<package>
             modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return modules
 
@@ -98,8 +99,8 @@ def test_the_search_library_imports_nothing_of_the_application():
     """tasks/search owns its types: configs, models, flows, deployments and the other tasks packages convert to them
     at their edge (tasks/space.py), never the other way round."""
     graph = import_graph()
-    library = {name for name in graph if name == "tasks.search" or name.startswith("tasks.search.")}
-    assert "tasks.search._space" in library
+    library = {name for name in graph if name == "automl.tasks.search" or name.startswith("automl.tasks.search.")}
+    assert "automl.tasks.search._space" in library
     reached = {(name, target) for name in library for target in graph[name] if target not in library}
     assert reached == set()
 
@@ -117,9 +118,31 @@ def test_tasks_is_rooms_by_pipeline_step_with_few_loose_modules():
 
 def test_no_module_imports_one_that_imports_it_back():
     graph = import_graph()
-    assert "tasks.search._engine" in graph and graph["flows.pipeline"], "the walk found no imports"
+    assert "automl.tasks.search._engine" in graph and graph["automl.flows.pipeline"], "the walk found no imports"
     assert cycles(graph) == []
 
 
 def test_the_walk_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_installed_the_project_claims_one_name_and_ships_every_package():
+    """configs/, flows/, tasks/, models/ and deployments/ stay at the repository's top, but install as automl.<name>
+    (setuptools' package-dir): site-packages gains ``automl``, not five generic names; and no folder of code is
+    left out of the list (a new room would import in the repository and be missing once installed)."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    assert {name.split(".")[0] for name in listed} == {"automl"}
+    folders = setuptools["package-dir"]
+    found = {"automl"} | {
+        ".".join(("automl", *init.parent.relative_to(ROOT).parts))
+        for top in folders.values()
+        if top != "automl"
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert listed == found
+    assert {top: folders[f"automl.{top}"] for top in ("configs", "flows", "tasks", "models", "deployments")} == {
+        top: top for top in ("configs", "flows", "tasks", "models", "deployments")
+    }

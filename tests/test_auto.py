@@ -13,9 +13,9 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from automl.cli import main
-from models import get_family
-from tasks.search import ConditionalSpace, SearchSpace, make_backend
-from tasks.space import every_default, join_family, split_family
+from automl.models import get_family
+from automl.tasks.search import ConditionalSpace, SearchSpace, make_backend
+from automl.tasks.space import every_default, join_family, split_family
 from tests.helpers import REPO, write_config
 
 PENGUINS = REPO / "configs" / "data" / "penguins.csv"
@@ -51,7 +51,7 @@ def test_each_asked_config_has_its_family_and_only_that_familys_params(backend, 
 
 
 def test_auto_on_a_table_searches_both_families_and_warm_starts_from_each(prefect_api, home, tmp_path):
-    from flows.pipeline import automl_pipeline
+    from automl.flows.pipeline import automl_pipeline
 
     # the two runs that seed it: two configs each, one final training (no ensemble, no baselines but naive)
     seed = {**QUICK, "n_trials": 2}

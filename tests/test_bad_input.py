@@ -663,7 +663,7 @@ def test_a_tracking_database_that_is_not_one(home, capsys):
 
 
 def test_an_export_to_a_folder_leaves_nothing_behind(home, tmp_path, capsys, monkeypatch):
-    from tasks.warm_start import config_store
+    from automl.tasks.warm_start import config_store
 
     monkeypatch.setattr(config_store, "export_config", lambda run_id: None)
     folder = tmp_path / "exports"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.data_prep.prepared import PreparedData, Split
-from tasks.data_prep.preprocessing import make_windows
-from tasks.final_train.baselines import (
+from automl.tasks.data_prep.prepared import PreparedData, Split
+from automl.tasks.data_prep.preprocessing import make_windows
+from automl.tasks.final_train.baselines import (
     NAIVE,
     SEASONAL_NAIVE,
     baseline_predictions,

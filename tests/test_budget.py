@@ -8,11 +8,19 @@ import time
 import optuna
 import pytest
 
-from configs import load_config
-from tasks.final_train.plan import DEFAULT_CONFIG, GBM, MEMBER, TUNED, FinalPlan
-from tasks.runtime.budget import RunBudget
-from tasks.search import Evaluation, Observers, SearchEngine, SearchSpace, TrialRecord, make_backend, make_scheduler
-from tasks.search_stage.deadline import FINAL_SHARE_CAP, SearchDeadline
+from automl.configs import load_config
+from automl.tasks.final_train.plan import DEFAULT_CONFIG, GBM, MEMBER, TUNED, FinalPlan
+from automl.tasks.runtime.budget import RunBudget
+from automl.tasks.search import (
+    Evaluation,
+    Observers,
+    SearchEngine,
+    SearchSpace,
+    TrialRecord,
+    make_backend,
+    make_scheduler,
+)
+from automl.tasks.search_stage.deadline import FINAL_SHARE_CAP, SearchDeadline
 
 SPACE = SearchSpace.from_dict({"x": {"type": "float", "low": -3, "high": 3}})
 
@@ -138,7 +146,7 @@ def test_the_search_stops_in_time_to_leave_the_final_stage_its_share():
 def test_the_budget_is_a_field_of_the_prefect_run_form():
     from prefect.utilities.callables import parameter_schema
 
-    from flows.pipeline import automl_pipeline
+    from automl.flows.pipeline import automl_pipeline
 
     field = parameter_schema(automl_pipeline).properties["budget_seconds"]
     assert {"type": "number"} in field["anyOf"] and field["default"] is None

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from automl.cli import main
-from configs import MAX_STUDY_NAME_LENGTH, InputError, check_environment, check_name, load_config
-from configs._loader import _read_yaml
-from configs._schema import PipelineConfig, _takes, cron_problem, name_problem
+from automl.configs import MAX_STUDY_NAME_LENGTH, InputError, check_environment, check_name, load_config
+from automl.configs._loader import _read_yaml
+from automl.configs._schema import PipelineConfig, _takes, cron_problem, name_problem
 from tests.helpers import REPO
 
 LSTM = str(REPO / "configs" / "lstm_baseline.yaml")
@@ -274,7 +274,7 @@ def test_a_default_study_name_of_any_config_name_may_be_continued_by_name(name):
     their folders, and --study-name takes them."""
     from datetime import UTC, datetime
 
-    from tasks.runtime.state import folder_name
+    from automl.tasks.runtime.state import folder_name
 
     study = f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
     assert check_name("--study-name", study, MAX_STUDY_NAME_LENGTH) == study
@@ -286,7 +286,7 @@ def test_a_default_study_name_of_any_config_name_may_be_continued_by_name(name):
 def test_no_name_leads_out_of_the_state_folder(name):
     """Whatever a study or config is called (a study begun before names were checked included), the folders of the
     state named after it are one ordinary folder inside it, with a name a file system takes."""
-    from tasks.runtime.state import LocalState, folder_name
+    from automl.tasks.runtime.state import LocalState, folder_name
 
     state = LocalState(Path("/state"))
     for folder in (state.trial_weights(name), state.rung_checkpoints(name), state.pbt_checkpoints(name)):

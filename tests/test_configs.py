@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from configs import ConfigError, load_config, shipped_configs, validate_config
-from configs._schema import FloatParam, IntParam
+from automl.configs import ConfigError, load_config, shipped_configs, validate_config
+from automl.configs._schema import FloatParam, IntParam
 from tests.helpers import REPO
 
 
@@ -164,7 +164,7 @@ def test_a_key_given_twice_is_refused_but_a_key_beside_a_merge_overrides_it_as_y
     ],
 )
 def test_a_transferred_config_with_a_repeated_key_or_a_non_finite_number_is_refused(tmp_path, text, problem):
-    from configs import ConfigError, load_transferred_config
+    from automl.configs import ConfigError, load_transferred_config
 
     path = tmp_path / "best.json"
     path.write_text('{"model_family": "lstm", "task_type": "regression", ' + text + "}")

@@ -15,11 +15,11 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from configs import load_config
-from models import ModelShape, build_model, get_family, loss_for
-from models.trainer import evaluate_loss
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.search_stage.objective import TrainerObjective, continued_epochs
+from automl.configs import load_config
+from automl.models import ModelShape, build_model, get_family, loss_for
+from automl.models.trainer import evaluate_loss
+from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+from automl.tasks.search_stage.objective import TrainerObjective, continued_epochs
 from tests.continuation_worker import EPOCHS, N_TRIALS
 from tests.helpers import REPO, write_config
 

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from configs import CVConfig, DataError, load_config
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.data_prep.folds import series_folds
-from tasks.data_prep.preprocessing import preprocessing_from_dict
-from tasks.final_train.plan import FinalPlan
-from tasks.runtime.budget import RunBudget
-from tasks.search import (
+from automl.configs import CVConfig, DataError, load_config
+from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+from automl.tasks.data_prep.folds import series_folds
+from automl.tasks.data_prep.preprocessing import preprocessing_from_dict
+from automl.tasks.final_train.plan import FinalPlan
+from automl.tasks.runtime.budget import RunBudget
+from automl.tasks.search import (
     FOLD_LOSSES_ATTR,
     Evaluation,
     SearchEngine,
@@ -29,7 +29,7 @@ from tasks.search import (
     make_backend,
     make_scheduler,
 )
-from tasks.search_stage.deadline import SearchDeadline
+from automl.tasks.search_stage.deadline import SearchDeadline
 from tests.helpers import REPO, make_series, write_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -275,8 +275,8 @@ def test_the_pipeline_cross_validates_with_hyperband_and_records_the_folds(prefe
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from flows.pipeline import automl_pipeline
-    from tasks.summary import render_table
+    from automl.flows.pipeline import automl_pipeline
+    from automl.tasks.summary import render_table
 
     config = write_config(
         tmp_path,

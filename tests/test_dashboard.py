@@ -120,8 +120,8 @@ def test_a_port_already_in_use_is_one_line_naming_host_and_port(home, capsys):
 
 
 def test_a_configs_search_storage_is_the_one_shown_else_the_state_folders(home, tmp_path, series_csv):
-    from configs import InputError, load_config
-    from tasks.search_stage.dashboard import dashboard_storage
+    from automl.configs import InputError, load_config
+    from automl.tasks.search_stage.dashboard import dashboard_storage
     from tests.helpers import write_config
 
     journal = tmp_path / "studies.log"

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import DataError, load_config
-from tasks.data_prep import DataPrepJob, fingerprint, load_and_check, plan_data, prepare, read_table
+from automl.configs import DataError, load_config
+from automl.tasks.data_prep import DataPrepJob, fingerprint, load_and_check, plan_data, prepare, read_table
 from tests.helpers import REPO, make_series, write_config
 
 
@@ -25,8 +25,8 @@ def test_holdout_sizes_are_the_sizes_train_test_split_gives(val, test):
     """The classes-per-split check predicts the split sizes: they must be the ones the split really has."""
     from sklearn.model_selection import train_test_split
 
-    from configs import SplitConfig
-    from tasks.data_prep.tabular import holdout_sizes
+    from automl.configs import SplitConfig
+    from automl.tasks.data_prep.tabular import holdout_sizes
 
     split = SplitConfig(train=round(1 - val - test, 10), val=val, test=test)
     for rows in range(20, 400):
@@ -165,7 +165,7 @@ def test_tabular_regression_task_is_inferred_from_a_numeric_target(tmp_path):
 def test_the_checked_table_goes_to_the_flow_but_not_into_prefects_database():
     """automl run reads and checks the data once and hands it to the flow; Prefect stores a placeholder for that
     parameter, not the table (the config itself is stored, as JSON)."""
-    from flows.pipeline import checked_pipeline
+    from automl.flows.pipeline import checked_pipeline
 
     cfg = load_config(REPO / "configs" / "lstm_baseline.yaml")
     checked = load_and_check(cfg)
@@ -179,13 +179,13 @@ def test_the_checked_table_goes_to_the_flow_but_not_into_prefects_database():
     [("15min", 96), ("30min", 48), ("h", 24), ("D", 7), ("W-SAT", 52), ("MS", 12), ("QS", 4), ("YS", 1), ("7s", 1)],
 )
 def test_the_season_follows_the_time_columns_step(freq, season):
-    from tasks.data_prep.meta_features import infer_season
+    from automl.tasks.data_prep.meta_features import infer_season
 
     assert infer_season(pd.Series(pd.date_range("2001-01-01", periods=40, freq=freq))) == season
 
 
 def test_an_irregular_time_column_has_no_season():
-    from tasks.data_prep.meta_features import infer_season
+    from automl.tasks.data_prep.meta_features import infer_season
 
     steps = np.random.default_rng(0).integers(1, 200, size=60).cumsum()
     times = pd.Series(pd.Timestamp("2001-01-01") + pd.to_timedelta(steps, unit="h"))

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from deployments.serve import config_files, pipeline_deployments
+from automl.deployments.serve import config_files, pipeline_deployments
 from tests.helpers import REPO, free_port, make_series, stop_process_group, write_config
 
 pytestmark = pytest.mark.e2e
@@ -41,12 +41,12 @@ def test_serve_builds_a_scheduled_deployment_per_shipped_config():
         assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
         assert deployment.concurrency_limit == 1
         assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
-        assert deployment.entrypoint == "flows.pipeline.automl_pipeline"
+        assert deployment.entrypoint == "automl.flows.pipeline.automl_pipeline"
         # the shipped configs set no scoring schedule: their score deployments run from the UI only
-        assert scoring[name].schedules == [] and scoring[name].entrypoint == "flows.score.automl_score"
+        assert scoring[name].schedules == [] and scoring[name].entrypoint == "automl.flows.score.automl_score"
     from prefect.utilities.callables import parameter_schema
 
-    from flows.pipeline import automl_pipeline
+    from automl.flows.pipeline import automl_pipeline
 
     schema = parameter_schema(automl_pipeline).model_dump()["properties"]
     assert schema["config"]["enum"] == ["gbm_tabular", "lstm_baseline", "mlp_tabular", "transformer_baseline"]

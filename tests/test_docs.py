@@ -20,7 +20,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from configs import PipelineConfig
+from automl.configs import PipelineConfig
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from configs import load_config
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.data_prep.preprocessing import SeriesPreprocessing, TabularPreprocessing, preprocessing_from_dict
-from tasks.registry.prediction import RegisteredModel, check_rows
-from tasks.registry.raw_model import predict_raw
+from automl.configs import load_config
+from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+from automl.tasks.data_prep.preprocessing import SeriesPreprocessing, TabularPreprocessing, preprocessing_from_dict
+from automl.tasks.registry.prediction import RegisteredModel, check_rows
+from automl.tasks.registry.raw_model import predict_raw
 from tests.helpers import make_series, write_config
 
 TEXT_REASON = "text; series use numeric covariates only"

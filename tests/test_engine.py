@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tasks.search import (
+from automl.tasks.search import (
     LocalExecutor,
     SearchEngine,
     SearchFailed,
@@ -21,7 +21,7 @@ from tasks.search import (
     make_scheduler,
     params_key,
 )
-from tasks.search_stage.objective import subsample_indices
+from automl.tasks.search_stage.objective import subsample_indices
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = SearchSpace.from_dict(

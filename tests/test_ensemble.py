@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from configs import load_config
-from models import ModelShape, build_model, get_family
-from models.ensemble import Ensemble
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.data_prep.preprocessing import preprocessing_from_dict
-from tasks.final_train import evaluation
-from tasks.final_train.ensemble import keep_ensemble, select_ensemble
-from tasks.registry.raw_model import PROBA_PREFIX, log_raw_model
+from automl.configs import load_config
+from automl.models import ModelShape, build_model, get_family
+from automl.models.ensemble import Ensemble
+from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+from automl.tasks.data_prep.preprocessing import preprocessing_from_dict
+from automl.tasks.final_train import evaluation
+from automl.tasks.final_train.ensemble import keep_ensemble, select_ensemble
+from automl.tasks.registry.raw_model import PROBA_PREFIX, log_raw_model
 from tests.helpers import write_config
 
 RNG = np.random.default_rng(0)

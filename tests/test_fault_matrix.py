@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tasks.search import SCHEDULED_AS_ATTR, Hyperband
+from automl.tasks.search import SCHEDULED_AS_ATTR, Hyperband
 from tests.fault_worker import N_TRIALS, PIPELINE_RUN, prepare_stores, run_search
 
 CASES = [  # every kill point and every backend x fidelity pair at least once

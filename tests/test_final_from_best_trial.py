@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from configs import load_config
-from models import FitResult, get_family, loss_for
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.final_train.job import FinalTrainJob
-from tasks.final_train.training import choose_model, start_weights, train_config
-from tasks.search_stage.checkpoints import trial_weights_path
-from tasks.search_stage.objective import TrainerObjective
+from automl.configs import load_config
+from automl.models import FitResult, get_family, loss_for
+from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+from automl.tasks.final_train.job import FinalTrainJob
+from automl.tasks.final_train.training import choose_model, start_weights, train_config
+from automl.tasks.search_stage.checkpoints import trial_weights_path
+from automl.tasks.search_stage.objective import TrainerObjective
 from tests.helpers import TINY_SPACE, write_config
 
 PARAMS = {"hidden_size": 16, "num_layers": 1, "dropout": 0.0, "lr": 0.01, "batch_size": 32}
@@ -70,7 +70,7 @@ def test_a_default_config_that_beats_the_tuned_one_on_validation_is_the_model(pr
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from flows.pipeline import automl_pipeline
+    from automl.flows.pipeline import automl_pipeline
 
     space = {**TINY_SPACE, "lr": {"type": "float", "low": 1e-6, "high": 1.1e-6}}
     config = write_config(

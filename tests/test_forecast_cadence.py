@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from configs import DataError
-from tasks.data_prep.preprocessing import RawInputError, SeriesPreprocessing
-from tasks.registry.prediction import RegisteredModel, check_rows
-from tasks.registry.raw_model import predict_raw
+from automl.configs import DataError
+from automl.tasks.data_prep.preprocessing import RawInputError, SeriesPreprocessing
+from automl.tasks.registry.prediction import RegisteredModel, check_rows
+from automl.tasks.registry.raw_model import predict_raw
 
 LOOKBACK, HORIZON = 4, 2
 

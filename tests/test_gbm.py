@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from automl.cli import main
-from configs import load_config
-from models import ModelShape, TrainSettings, build_model, fit, get_family, predict
-from models.gbm import TREES_PER_EPOCH, GbmModel
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.search_stage.checkpoints import trial_weights_path
-from tasks.search_stage.objective import TrainerObjective
+from automl.configs import load_config
+from automl.models import ModelShape, TrainSettings, build_model, fit, get_family, predict
+from automl.models.gbm import TREES_PER_EPOCH, GbmModel
+from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+from automl.tasks.search_stage.checkpoints import trial_weights_path
+from automl.tasks.search_stage.objective import TrainerObjective
 from tests.helpers import REPO, write_config
 
 PARAMS = {"learning_rate": 0.1, "num_leaves": 8, "min_child_samples": 5}

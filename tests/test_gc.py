@@ -16,9 +16,9 @@ import pytest
 from mlflow import MlflowClient
 
 from automl.cli import main
-from tasks.runtime.retention import disk_used
-from tasks.search_stage.checkpoints import trial_weights_path
-from tasks.summary import PipelineSummary
+from automl.tasks.runtime.retention import disk_used
+from automl.tasks.search_stage.checkpoints import trial_weights_path
+from automl.tasks.summary import PipelineSummary
 from tests.helpers import REPO, make_series, write_config
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def runs(prefect_api, tmp_path_factory):
     """Three runs of one config (A, B: clean-up off; C: the default, on), each registering a version."""
-    from flows.pipeline import automl_pipeline
+    from automl.flows.pipeline import automl_pipeline
 
     work = tmp_path_factory.mktemp("gc")
     series = work / "sales.csv"
@@ -227,7 +227,7 @@ def test_an_unfinished_run_whose_process_is_gone_is_removed_only_with_older_than
 
 @pytest.mark.parametrize("value", ["1", '"true"', "[]"])
 def test_final_clean_up_takes_only_a_real_boolean(value):
-    from configs import InputError, load_config
+    from automl.configs import InputError, load_config
 
     with pytest.raises(InputError, match=r"final\.clean_up: "):
         load_config(REPO / "configs" / "lstm_baseline.yaml", [f"final.clean_up={value}"])
@@ -237,8 +237,8 @@ def test_final_clean_up_takes_only_a_real_boolean(value):
 def test_a_stop_during_the_clean_up_of_a_finished_run_ends_only_the_clean_up(monkeypatch, signum):
     """The run is FINISHED before its clean-up: a Ctrl-C or SIGTERM then must not reach the CLI (which would lose the
     summary and ask for a rerun that starts a new pipeline); the clean-up stops at its next file."""
-    from tasks import pipeline_run
-    from tasks.runtime.interrupts import raise_if_stopped, stop_on_signals
+    from automl.tasks import pipeline_run
+    from automl.tasks.runtime.interrupts import raise_if_stopped, stop_on_signals
 
     closed, seen = [], []
 

@@ -208,7 +208,7 @@ def test_a_stop_inside_the_registry_writes_lands_when_they_end(signum):
     also while a flow engine's own SIGTERM handler, which raises at once, is installed."""
     import os
 
-    from tasks.runtime.interrupts import Terminated, deferred_stop, stop_on_signals
+    from automl.tasks.runtime.interrupts import Terminated, deferred_stop, stop_on_signals
 
     def engine_handler(number, frame):  # what Prefect's flow engine installs for SIGTERM
         raise RuntimeError("raised inside the block")

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.pipeline import automl_pipeline
-from models import ModelShape, TrainSettings, build_model, fit, get_family
-from tasks.runtime import progress
-from tasks.runtime.progress import REFRESH_SECONDS, EpochProgress
-from tasks.tracking.catalog import EPOCH_TRAIN_LOSS_METRIC, EPOCH_VAL_LOSS_METRIC
-from tasks.tracking.live_metrics import LiveEpochMetrics, watch_training
+from automl.flows.pipeline import automl_pipeline
+from automl.models import ModelShape, TrainSettings, build_model, fit, get_family
+from automl.tasks.runtime import progress
+from automl.tasks.runtime.progress import REFRESH_SECONDS, EpochProgress
+from automl.tasks.tracking.catalog import EPOCH_TRAIN_LOSS_METRIC, EPOCH_VAL_LOSS_METRIC
+from automl.tasks.tracking.live_metrics import LiveEpochMetrics, watch_training
 from tests.helpers import write_config
 
 
@@ -192,7 +192,7 @@ def test_every_trial_run_and_final_training_run_has_one_point_per_epoch_trained(
 
 
 def test_the_trials_in_training_are_replaced_not_changed_so_a_copy_being_pickled_never_moves():
-    from tasks.search_stage.trial_runs import TrialsInTraining
+    from automl.tasks.search_stage.trial_runs import TrialsInTraining
 
     trials = TrialsInTraining()
     trials.started("a", 1, "run-1")

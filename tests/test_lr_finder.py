@@ -18,13 +18,13 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from automl.cli import main
-from configs import CategoricalParam, FloatParam, IntParam, load_config
-from models import FAMILIES, LRRangeResult, TrainSettings, fit, lr_range_test
-from models.lr_finder import _suggest
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.runtime.state import local_state
-from tasks.search_stage.lr_range import find_lr_range, narrow_lr, narrow_space, narrowed_by
-from tasks.tracking.runs import configure_mlflow
+from automl.configs import CategoricalParam, FloatParam, IntParam, load_config
+from automl.models import FAMILIES, LRRangeResult, TrainSettings, fit, lr_range_test
+from automl.models.lr_finder import _suggest
+from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+from automl.tasks.runtime.state import local_state
+from automl.tasks.search_stage.lr_range import find_lr_range, narrow_lr, narrow_space, narrowed_by
+from automl.tasks.tracking.runs import configure_mlflow
 
 CPU = torch.device("cpu")
 LOG_SPACE = FloatParam(type="float", low=1e-4, high=1e-1, log=True)

@@ -23,7 +23,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from automl.cli import main
-from tasks.summary import PipelineSummary
+from automl.tasks.summary import PipelineSummary
 from tests.helpers import REPO, free_port, make_series, stop_process_group, write_config
 from tests.test_cli import AUTOML
 
@@ -60,7 +60,7 @@ def champions(prefect_api, tmp_path_factory):
     penguins with missing values and categories) in one state folder, the MLP twice with another seed (two versions
     of one model, tested on other rows).
     The series gbm searches on rungs with continuation, as the default configs do."""
-    from flows.pipeline import automl_pipeline
+    from automl.flows.pipeline import automl_pipeline
 
     work = tmp_path_factory.mktemp("champions")
     series = work / "sales.csv"
@@ -303,7 +303,7 @@ def test_automl_predict_writes_a_forecast_and_table_predictions(champions, tmp_p
 def test_automl_predict_loads_no_prefect_and_warns_of_a_pin_this_environment_misses(champions, tmp_path):
     """``automl predict`` runs no flow, so it pays for no Prefect import (about 0.6 s of its start-up); it checks
     the model's pinned requirements itself (MLflow's check mapped every installed package first: 0.55 s)."""
-    from tasks.registry.prediction import requirement_mismatches
+    from automl.tasks.registry.prediction import requirement_mismatches
 
     rows = tmp_path / "rows.csv"
     pd.read_csv(REPO / "configs" / "data" / "penguins.csv").drop(columns=["species"]).head(20).to_csv(rows, index=False)
@@ -345,7 +345,7 @@ def test_automl_predict_reads_the_config_champion_and_rolls_over_history(champio
     rows = champions["work"] / "some-penguins.csv"
     pd.read_csv(REPO / "configs" / "data" / "penguins.csv").head(7).to_csv(rows, index=False)  # labelled rows
     # a "large" file: scored in chunks, a progress line each
-    monkeypatch.setattr("tasks.registry.prediction.CHUNK_ROWS", 3)
+    monkeypatch.setattr("automl.tasks.registry.prediction.CHUNK_ROWS", 3)
     assert main(["predict", "--config", str(champions["configs"]["mlp"]), "--data", str(rows)]) == 0
     captured = capsys.readouterr()
     assert [line.split(": ", 1)[1] for line in captured.err.strip().splitlines()] == [
@@ -545,8 +545,8 @@ def test_a_run_with_another_seed_is_compared_with_the_champion_on_its_own_test_r
 def test_a_series_champion_is_scored_on_the_forecasts_both_models_make(champions, monkeypatch):
     """Series: the challenger's rolling test forecasts are matched with the champion's by target time and step;
     a champion of other columns cannot score the rows at all."""
-    from tasks.final_train.promotion import compare_on_rows
-    from tasks.registry.prediction import load_registered_model
+    from automl.tasks.final_train.promotion import compare_on_rows
+    from automl.tasks.registry.prediction import load_registered_model
 
     monkeypatch.setenv("AUTOML_HOME", str(champions["state"]))
     mlflow.set_tracking_uri(f"sqlite:///{champions['state'] / 'mlflow.db'}")  # the autouse fixture clears it after

@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 from prefect.settings import PREFECT_API_URL
 
-from tasks.search import (
+from automl.tasks.search import (
     EXPLOITED_FROM_ATTR,
     INTERVAL_ATTR,
     MEMBER_ATTR,
@@ -190,7 +190,7 @@ def test_perturb_moves_every_kind_of_parameter_and_stays_in_the_space():
 def test_a_member_continues_with_the_optimiser_state_of_its_best_weights_and_the_new_lr():
     import torch
 
-    from models import TrainSettings, fit
+    from automl.models import TrainSettings, fit
 
     torch.manual_seed(0)
     x, y = np.random.default_rng(0).normal(size=(64, 3)), np.random.default_rng(1).normal(size=(64, 1))

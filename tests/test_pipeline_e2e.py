@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.pipeline import automl_pipeline
-from tasks.summary import WarmStartSummary, render_markdown
-from tasks.tracking.catalog import STAGES
+from automl.flows.pipeline import automl_pipeline
+from automl.tasks.summary import WarmStartSummary, render_markdown
+from automl.tasks.tracking.catalog import STAGES
 
 pytestmark = pytest.mark.e2e
 
@@ -154,7 +154,7 @@ def test_pipeline_end_to_end(prefect_api, home, series_csv, tmp_path):
     assert "plots/ensemble_selection.png" in final_plots
     assert {k: final_metrics[f"single_test_{k}"] for k in ("rmse", "mae", "mse")} == ensemble.single_test_metrics
     # an exported config carries its own test metrics, not the ensemble's it was part of
-    from tasks.warm_start.config_store import export_config
+    from automl.tasks.warm_start.config_store import export_config
 
     exported = export_config(summary.pipeline_run_id).metrics
     own = ensemble.single_test_metrics if ensemble.kept else summary.test_metrics
@@ -213,7 +213,7 @@ def test_a_failed_late_stage_resumes_without_redoing_finished_stages(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
-    import tasks.final_train.training as final_training
+    import automl.tasks.final_train.training as final_training
     from tests.helpers import write_config
 
     config = write_config(tmp_path, series_csv, search={"n_trials": 3})
@@ -261,7 +261,7 @@ def test_a_failed_late_stage_resumes_without_redoing_finished_stages(
 def test_a_model_whose_test_metric_is_not_finite_is_not_registered(
     prefect_api, home, series_csv, tmp_path, monkeypatch
 ):
-    import tasks.final_train.stage as final_train
+    import automl.tasks.final_train.stage as final_train
     from tests.helpers import write_config
 
     config = write_config(tmp_path, series_csv, search={"n_trials": 1, "epochs": 1})

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import socket
 
-from tasks.runtime import prefect_server
+from automl.tasks.runtime import prefect_server
 
 
 def test_what_a_temporary_server_prints_goes_to_its_log_in_the_state_folder(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "state"))
     (tmp_path / "state").mkdir()
-    from tasks.runtime.state import local_state
+    from automl.tasks.runtime.state import local_state
 
     log = local_state().prefect_server_log
     with socket.socket() as taken:  # the port is taken: the server fails as it starts, and says so

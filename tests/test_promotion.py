@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from models import ModelShape, build_model, get_family
-from tasks.data_prep.preprocessing import preprocessing_from_dict
-from tasks.final_train import evaluation
-from tasks.final_train.registration import register
-from tasks.registry.champion import champion_history
-from tasks.registry.raw_model import log_raw_model, predict_raw
-from tasks.tracking.catalog import PROMOTION_PREFIX
-from tasks.tracking.runs import PipelineRun
+from automl.models import ModelShape, build_model, get_family
+from automl.tasks.data_prep.preprocessing import preprocessing_from_dict
+from automl.tasks.final_train import evaluation
+from automl.tasks.final_train.registration import register
+from automl.tasks.registry.champion import champion_history
+from automl.tasks.registry.raw_model import log_raw_model, predict_raw
+from automl.tasks.tracking.catalog import PROMOTION_PREFIX
+from automl.tasks.tracking.runs import PipelineRun
 from tests.test_raw_model import _prepared_table
 
 
@@ -116,7 +116,7 @@ def test_a_champion_that_cannot_score_the_rows_is_compared_on_nothing_and_the_ru
 def test_a_champion_scored_by_another_metric_is_not_compared_and_a_refit_one_on_each_ones_own_rows(tmp_path):
     """A champion of another task under the same name is compared on nothing; a champion refit on every row has
     trained on these test rows, so the two are compared on each one's recorded test metric instead (rows 0)."""
-    from tasks.tracking.catalog import PRIMARY_METRIC_TAG, REFIT_TAG
+    from automl.tasks.tracking.catalog import PRIMARY_METRIC_TAG, REFIT_TAG
 
     prepared, first = _prepared_table(tmp_path)
     _register(prepared, first)
@@ -139,7 +139,7 @@ def test_class_labels_compare_however_the_file_spelt_them(tmp_path):
 
     import pandas as pd
 
-    from tasks.final_train.promotion import compare_on_rows
+    from automl.tasks.final_train.promotion import compare_on_rows
 
     rows = pd.DataFrame({"prediction": [0.0, 1.0, 1.0], "proba_0.0": [0.9, 0.2, 0.1], "proba_1.0": [0.1, 0.8, 0.9]})
     rows["actual"] = [0.0, 1.0, 0.0]
@@ -152,8 +152,8 @@ def test_class_labels_compare_however_the_file_spelt_them(tmp_path):
 
 
 def test_a_series_champion_that_looks_back_further_forecasts_every_test_row_from_the_whole_history(tmp_path):
-    from configs import load_config
-    from tasks.data_prep import DataPrepJob, load_and_check, prepare
+    from automl.configs import load_config
+    from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
     from tests.helpers import make_series, write_config
 
     def prepared_with(lookback: int):

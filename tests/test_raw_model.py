@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import load_config
-from models import ModelShape, build_model, get_family, predict
-from tasks.data_prep import DataPrepJob, load_and_check, prepare
-from tasks.data_prep.preprocessing import RawInputError, TabularPreprocessing, preprocessing_from_dict
-from tasks.registry.raw_model import predict_raw
+from automl.configs import load_config
+from automl.models import ModelShape, build_model, get_family, predict
+from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
+from automl.tasks.data_prep.preprocessing import RawInputError, TabularPreprocessing, preprocessing_from_dict
+from automl.tasks.registry.raw_model import predict_raw
 from tests.helpers import write_config
 
 
@@ -120,7 +120,7 @@ def test_bad_raw_rows_name_the_column(tmp_path, rows, message):
 def test_a_logged_model_takes_boolean_and_category_columns(tmp_path):
     """A True/False column and a pandas category column (from Parquet) are categories for data prep; the logged
     model takes them as they are and predicts what the tensor path predicts."""
-    from tasks.registry.raw_model import log_raw_model
+    from automl.tasks.registry.raw_model import log_raw_model
 
     path = tmp_path / "houses.parquet"
     _table().assign(garden=lambda f: f.index % 2 == 0, city=lambda f: f["city"].astype("category")).to_parquet(path)
@@ -144,8 +144,8 @@ def test_a_logged_model_takes_boolean_and_category_columns(tmp_path):
 
 @pytest.mark.parametrize(("n_classes", "matrix"), [(4, True), (35, False)])
 def test_the_classification_report_copes_with_absent_and_many_classes(tmp_path, n_classes, matrix):
-    from tasks.data_prep.prepared import PreparedData, Split
-    from tasks.final_train.plots import log_classification_report
+    from automl.tasks.data_prep.prepared import PreparedData, Split
+    from automl.tasks.final_train.plots import log_classification_report
 
     y_true = np.array([0, 1, 1, 0, 1])  # classes 2.. never occur in the test split
     proba = np.zeros((5, n_classes))
@@ -177,11 +177,11 @@ def test_the_classification_report_copes_with_absent_and_many_classes(tmp_path, 
 def test_a_rerun_after_a_kill_in_registration_reuses_the_version_and_its_champion(tmp_path):
     """Killed after registering (and even after moving the alias), the resumed stage registers again: it finds
     the version its pipeline run made and neither adds a second one nor records a second move."""
-    from tasks.final_train.registration import register
-    from tasks.registry.champion import champion_history
-    from tasks.registry.raw_model import log_raw_model
-    from tasks.summary import RegisteredVersion
-    from tasks.tracking.runs import PipelineRun
+    from automl.tasks.final_train.registration import register
+    from automl.tasks.registry.champion import champion_history
+    from automl.tasks.registry.raw_model import log_raw_model
+    from automl.tasks.summary import RegisteredVersion
+    from automl.tasks.tracking.runs import PipelineRun
 
     prepared, model = _prepared_table(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -205,10 +205,10 @@ def test_loading_a_registered_model_keeps_the_installed_package_first_and_reads_
     import subprocess
     import sys
 
-    from tasks.final_train.registration import register
-    from tasks.registry.prediction import load_registered_model
-    from tasks.registry.raw_model import RawDataModel, log_raw_model
-    from tasks.tracking.runs import PipelineRun
+    from automl.tasks.final_train.registration import register
+    from automl.tasks.registry.prediction import load_registered_model
+    from automl.tasks.registry.raw_model import RawDataModel, log_raw_model
+    from automl.tasks.tracking.runs import PipelineRun
 
     prepared, model = _prepared_table(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -222,12 +222,14 @@ def test_loading_a_registered_model_keeps_the_installed_package_first_and_reads_
     assert sys.path == before
     assert loaded.pyfunc.predict(prepared.raw_test_input).shape[0] == len(prepared.raw_test_input)
     child = subprocess.run(
-        [sys.executable, "-c", "import sys, tasks.search_stage.objective; print('ok')"],
+        [sys.executable, "-c", "import sys, automl.tasks.search_stage.objective; print('ok')"],
         env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert child.stdout.strip() == "ok", child.stderr[-500:]  # a child process sees the whole project
-    legacy = pickle.dumps(RawDataModel(), protocol=0).replace(b"tasks.registry.raw_model", b"tasks.raw_model")
-    assert b"tasks.raw_model" in legacy and type(pickle.loads(legacy)) is RawDataModel
+    current = pickle.dumps(RawDataModel(), protocol=0)
+    for old in (b"tasks.raw_model", b"tasks.registry.raw_model"):  # before tasks/ had rooms; before automl.tasks
+        legacy = current.replace(b"automl.tasks.registry.raw_model", old)
+        assert b"automl." not in legacy and type(pickle.loads(legacy)) is RawDataModel

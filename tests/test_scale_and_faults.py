@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from prefect.settings import PREFECT_API_URL
 
 from automl.cli import main
-from flows.pipeline import automl_pipeline
+from automl.flows.pipeline import automl_pipeline
 from tests.helpers import REPO, TINY_SPACE, make_series, write_config
 from tests.test_cli import AUTOML
 
@@ -80,7 +80,7 @@ def test_dask_settings_of_one_parallel_search_leave_dask_defaults_for_the_next()
     # A fresh process where distributed is not imported yet, as `automl serve` before its first parallel run.
     code = (
         "import sys, dask\n"
-        "from tasks.search_stage.task_runners import local_dask_settings\n"
+        "from automl.tasks.search_stage.task_runners import local_dask_settings\n"
         "assert 'distributed' not in sys.modules\n"
         "with local_dask_settings():\n"
         "    assert dask.config.get('distributed.worker.profile.enabled') is False\n"

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from tasks.search import (
+from automl.tasks.search import (
     Evaluation,
     Hyperband,
     Ledger,

@@ -10,7 +10,7 @@ import optuna.distributions as od
 import pytest
 from hyperopt.pyll import stochastic
 
-from tasks.search import SearchSpace
+from automl.tasks.search import SearchSpace
 
 SPEC = {
     "units": {"type": "int", "low": 64, "high": 256, "step": 64},

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.pipeline import automl_pipeline
+from automl.flows.pipeline import automl_pipeline
 from tests.helpers import write_config
 
 pytestmark = pytest.mark.e2e
@@ -65,7 +65,7 @@ def test_multi_fidelity_search_in_the_pipeline(prefect_api, home, series_csv, tm
 def test_a_search_pace_counts_trials_across_resumes_and_its_eta_is_the_earliest_end():
     import time
 
-    from tasks.search_stage.trial_runs import SearchPace
+    from automl.tasks.search_stage.trial_runs import SearchPace
 
     pace = SearchPace(n_trials=10, finished=4, started=time.monotonic() - 20)  # 4 before a resume; 20 s in
     assert pace.tick() == "5/10, 20s in, ETA 1m40s"  # one trial in 20 s, five left

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import optuna
 
-from tasks.search_stage.studies import make_storage
+from automl.tasks.search_stage.studies import make_storage
 
 
 def test_a_journal_storage_in_a_folder_not_made_yet_is_made_and_holds_studies(tmp_path):

@@ -9,8 +9,8 @@ import pickle
 
 import pytest
 
-from tasks.search import TrialCounts
-from tasks.summary import (
+from automl.tasks.search import TrialCounts
+from automl.tasks.summary import (
     BudgetSummary,
     CVSummary,
     EnsembleSummary,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models import ModelShape, TrainSettings, build_model, fit, get_family, predict
+from automl.models import ModelShape, TrainSettings, build_model, fit, get_family, predict
 
 
 def _linear_task(n=400, seed=0):
@@ -55,7 +55,7 @@ def test_early_stopping_restores_the_best_epoch_and_is_seeded():
 
 
 def test_should_stop_ends_training_at_the_next_batch():
-    from models.trainer import TrainingStopped
+    from automl.models.trainer import TrainingStopped
 
     family = get_family("mlp")
     model = build_model(family, ModelShape(n_features=2, n_outputs=1), family.defaults, seed=0)

@@ -9,14 +9,14 @@ import math
 import mlflow
 import pytest
 
-from configs import load_config
-from tasks.runtime.state import local_state
-from tasks.search import SearchSpace
-from tasks.space import search_space
-from tasks.tracking.catalog import FAMILY, META_FEATURES, ROLE, SPACE_SIGNATURE, TASK_TYPE
-from tasks.tracking.runs import configure_mlflow, ensure_experiment
-from tasks.warm_start.decision import Candidate, choose, meta_distance
-from tasks.warm_start.stage import WarmStartJob, decide_warm_start
+from automl.configs import load_config
+from automl.tasks.runtime.state import local_state
+from automl.tasks.search import SearchSpace
+from automl.tasks.space import search_space
+from automl.tasks.tracking.catalog import FAMILY, META_FEATURES, ROLE, SPACE_SIGNATURE, TASK_TYPE
+from automl.tasks.tracking.runs import configure_mlflow, ensure_experiment
+from automl.tasks.warm_start.decision import Candidate, choose, meta_distance
+from automl.tasks.warm_start.stage import WarmStartJob, decide_warm_start
 from tests.helpers import REPO
 
 SPACE = SearchSpace.from_dict(

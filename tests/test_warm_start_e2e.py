@@ -12,8 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from automl.cli import main
-from flows.pipeline import automl_pipeline
-from tasks.summary import WarmStartSummary
+from automl.flows.pipeline import automl_pipeline
+from automl.tasks.summary import WarmStartSummary
 from tests.helpers import make_series, write_config
 
 pytestmark = pytest.mark.e2e

@@ -3,14 +3,14 @@ impute, scale and window it into ``PreparedData``. Pure pandas and NumPy (the Pr
 is ``tasks.data_prep.stage``), so that ``automl run`` refuses bad input before it imports Prefect, MLflow or torch.
 
 Example:
-    >>> from tasks.data_prep import DataPrepJob, load_and_check, prepare
+    >>> from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
     >>> checked = load_and_check(cfg)
     >>> prepared, split_rows = prepare(checked.frame, DataPrepJob.of(cfg), checked.plan, checked.fingerprint)
 """
 
-from tasks.data_prep.job import DataPlan, DataPrepJob
-from tasks.data_prep.prepare import CheckedData, fingerprint, load_and_check, plan_data, prepare, read_table
-from tasks.data_prep.prepared import CVSettings, Fold, PreparedData, Split
+from automl.tasks.data_prep.job import DataPlan, DataPrepJob
+from automl.tasks.data_prep.prepare import CheckedData, fingerprint, load_and_check, plan_data, prepare, read_table
+from automl.tasks.data_prep.prepared import CVSettings, Fold, PreparedData, Split
 
 __all__ = [
     "CVSettings",

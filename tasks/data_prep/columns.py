@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs import DataConfig, DataError
-from tasks.data_prep.preprocessing import RawInputError, check_magnitude
+from automl.configs import DataConfig, DataError
+from automl.tasks.data_prep.preprocessing import RawInputError, check_magnitude
 
 AUTO_CLASSIFICATION_MAX_CLASSES = 10
 

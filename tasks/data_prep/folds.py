@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from configs import CVConfig, DataError
+from automl.configs import CVConfig, DataError
 
 # A series fold needs as many training and validation windows as the single split does (data_prep.MIN_WINDOWS).
 MIN_TRAIN_WINDOWS, MIN_VAL_WINDOWS = 8, 2

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import pandas as pd
 
-from configs import CVConfig, DataConfig, PipelineConfig
+from automl.configs import CVConfig, DataConfig, PipelineConfig
 
 if TYPE_CHECKING:
-    from tasks.data_prep.prepared import PreparedData
+    from automl.tasks.data_prep.prepared import PreparedData
 
 
 @dataclass(frozen=True)

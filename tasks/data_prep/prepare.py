@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from configs import DataError, PipelineConfig, check_environment
-from models import AUTO, data_kind, get_family
-from tasks.data_prep.columns import check_finite, require_column, resolve_task
-from tasks.data_prep.folds import check_tabular_folds
-from tasks.data_prep.job import DataKind, DataPlan, DataPrepJob
-from tasks.data_prep.prepared import PreparedData
-from tasks.data_prep.series import SERIES
-from tasks.data_prep.tabular import TABULAR
+from automl.configs import DataError, PipelineConfig, check_environment
+from automl.models import AUTO, data_kind, get_family
+from automl.tasks.data_prep.columns import check_finite, require_column, resolve_task
+from automl.tasks.data_prep.folds import check_tabular_folds
+from automl.tasks.data_prep.job import DataKind, DataPlan, DataPrepJob
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.data_prep.series import SERIES
+from automl.tasks.data_prep.tabular import TABULAR
 
 logger = logging.getLogger("automl")
 

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs import CVConfig, DataConfig, DataError
-from tasks.data_prep.columns import describe_target, require_column
-from tasks.data_prep.folds import check_series_folds, cv_kind, series_folds
-from tasks.data_prep.job import DataPlan, DataPrepJob
-from tasks.data_prep.meta_features import infer_season, series_meta_features
-from tasks.data_prep.prepared import CVSettings, Fold, PreparedData, RefitData, Split
-from tasks.data_prep.preprocessing import (
+from automl.configs import CVConfig, DataConfig, DataError
+from automl.tasks.data_prep.columns import describe_target, require_column
+from automl.tasks.data_prep.folds import check_series_folds, cv_kind, series_folds
+from automl.tasks.data_prep.job import DataPlan, DataPrepJob
+from automl.tasks.data_prep.meta_features import infer_season, series_meta_features
+from automl.tasks.data_prep.prepared import CVSettings, Fold, PreparedData, RefitData, Split
+from automl.tasks.data_prep.preprocessing import (
     Cadence,
     RawInputError,
     SeriesPreprocessing,

@@ -8,11 +8,11 @@ import warnings
 import mlflow
 from prefect import task
 
-from tasks.data_prep.job import DataPrepJob
-from tasks.data_prep.prepare import CheckedData, prepare
-from tasks.data_prep.prepared import PreparedData
-from tasks.runtime.caching import pipeline_stage_key
-from tasks.tracking.catalog import (
+from automl.tasks.data_prep.job import DataPrepJob
+from automl.tasks.data_prep.prepare import CheckedData, prepare
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.runtime.caching import pipeline_stage_key
+from automl.tasks.tracking.catalog import (
     DATA_CARD_FILE,
     FEATURES_PARAM,
     KIND_PARAM,
@@ -22,7 +22,7 @@ from tasks.tracking.catalog import (
     SPLIT_SIZE_METRIC,
     TASK_PARAM,
 )
-from tasks.tracking.runs import PipelineRun, log_frame, stage_run
+from automl.tasks.tracking.runs import PipelineRun, log_frame, stage_run
 
 logger = logging.getLogger("automl")
 

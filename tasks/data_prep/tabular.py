@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs import CVConfig, DataConfig, DataError, SplitConfig
-from tasks.data_prep.columns import describe_target
-from tasks.data_prep.folds import check_tabular_folds, cv_kind, tabular_folds
-from tasks.data_prep.job import DataPlan, DataPrepJob
-from tasks.data_prep.meta_features import tabular_meta_features
-from tasks.data_prep.prepared import CVSettings, Fold, PreparedData, RefitData, Split
-from tasks.data_prep.preprocessing import TabularPreprocessing
+from automl.configs import CVConfig, DataConfig, DataError, SplitConfig
+from automl.tasks.data_prep.columns import describe_target
+from automl.tasks.data_prep.folds import check_tabular_folds, cv_kind, tabular_folds
+from automl.tasks.data_prep.job import DataPlan, DataPrepJob
+from automl.tasks.data_prep.meta_features import tabular_meta_features
+from automl.tasks.data_prep.prepared import CVSettings, Fold, PreparedData, RefitData, Split
+from automl.tasks.data_prep.preprocessing import TabularPreprocessing
 
 
 class TabularData:

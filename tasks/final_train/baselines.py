@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tasks.data_prep.prepared import PreparedData
+from automl.tasks.data_prep.prepared import PreparedData
 
 NAIVE = "naive"  # its name in final.baselines
 SEASONAL_NAIVE = "seasonal_naive"  # its name in final.baselines (series only)

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models import predict
-from tasks.data_prep.prepared import PreparedData
-from tasks.data_prep.preprocessing import Preprocessing
-from tasks.registry.raw_model import PROBA_PREFIX, predict_raw
+from automl.models import predict
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.data_prep.preprocessing import Preprocessing
+from automl.tasks.registry.raw_model import PROBA_PREFIX, predict_raw
 
 
 def test_targets(prepared: PreparedData) -> np.ndarray:
@@ -66,7 +66,7 @@ def mixture_loss(prepared: PreparedData, loss: str):
     """The training loss (``loss``, a ``models.trainer.LOSSES`` name) of mixed validation outputs: on the values for
     regression; for classification cross-entropy on the log of the mixed probabilities, i.e. the mixture's log
     loss (what the ensemble module's log-probability output gives the training loss too)."""
-    from models.trainer import LOSSES
+    from automl.models.trainer import LOSSES
 
     criterion = LOSSES[loss]()
     if prepared.task == "classification":

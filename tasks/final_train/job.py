@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from configs import FinalConfig, ModelConfig, PipelineConfig, RegistryConfig, TrainingConfig
-from tasks.final_train.plan import FinalPlan
+from automl.configs import FinalConfig, ModelConfig, PipelineConfig, RegistryConfig, TrainingConfig
+from automl.tasks.final_train.plan import FinalPlan
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from configs import PipelineConfig
-from tasks.space import default_configs
+from automl.configs import PipelineConfig
+from automl.tasks.space import default_configs
 
 TUNED = "tuned"  # the search's best config, trained on
 DEFAULT_CONFIG = "default_config"  # the family's default config, a baseline (final.baselines)

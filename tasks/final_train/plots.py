@@ -8,20 +8,20 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from models import FitResult
-from tasks.data_prep.prepared import PreparedData
-from tasks.final_train.baselines import NAIVE, SEASONAL_NAIVE
-from tasks.final_train.ensemble import Selection
-from tasks.final_train.plan import DEFAULT_CONFIG, TUNED
-from tasks.tracking.catalog import (
+from automl.models import FitResult
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.final_train.baselines import NAIVE, SEASONAL_NAIVE
+from automl.tasks.final_train.ensemble import Selection
+from automl.tasks.final_train.plan import DEFAULT_CONFIG, TUNED
+from automl.tasks.tracking.catalog import (
     CONFUSION_MATRIX_PLOT,
     ENSEMBLE_PLOT,
     LEARNING_CURVES_PLOT,
     PER_CLASS_METRICS_FILE,
     PREDICTED_VS_ACTUAL_PLOT,
 )
-from tasks.tracking.plotting import pyplot
-from tasks.tracking.runs import log_frame
+from automl.tasks.tracking.plotting import pyplot
+from automl.tasks.tracking.runs import log_frame
 
 MAX_CONFUSION_CLASSES = 30  # beyond this a confusion matrix is unreadable; per_class_metrics.csv says it all
 

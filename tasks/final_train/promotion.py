@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.final_train.metrics import PRIMARY_METRIC
-from tasks.registry.raw_model import PROBA_PREFIX
+from automl.tasks.final_train.metrics import PRIMARY_METRIC
+from automl.tasks.registry.raw_model import PROBA_PREFIX
 
 ROLLING_KEYS = ("step",)  # besides the time column: a series' forecast is keyed by its target time and step
 

@@ -12,14 +12,14 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from models import FitResult, fit, pick_device
-from models.ensemble import Ensemble
-from models.gbm import TREES_PER_EPOCH, GbmModel
-from tasks.data_prep.prepared import PreparedData, RefitData
-from tasks.final_train.job import FinalTrainJob
-from tasks.final_train.runs import Trained, train_once
-from tasks.final_train.training import build_config, resolve, train_settings
-from tasks.tracking.live_metrics import OnEpoch
+from automl.models import FitResult, fit, pick_device
+from automl.models.ensemble import Ensemble
+from automl.models.gbm import TREES_PER_EPOCH, GbmModel
+from automl.tasks.data_prep.prepared import PreparedData, RefitData
+from automl.tasks.final_train.job import FinalTrainJob
+from automl.tasks.final_train.runs import Trained, train_once
+from automl.tasks.final_train.training import build_config, resolve, train_settings
+from automl.tasks.tracking.live_metrics import OnEpoch
 
 logger = logging.getLogger("automl")
 

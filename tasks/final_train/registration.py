@@ -13,14 +13,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from configs import InputError
-from tasks.data_prep.prepared import PreparedData
-from tasks.data_prep.preprocessing import SeriesPreprocessing, preprocessing_from_dict
-from tasks.final_train.metrics import PRIMARY_METRIC
-from tasks.final_train.promotion import Comparison, better, challenger_metric, compare_on_rows
-from tasks.registry.champion import current_champion, move_champion, version_metrics
-from tasks.summary import PromotionSummary, RegisteredVersion
-from tasks.tracking.catalog import (
+from automl.configs import InputError
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.data_prep.preprocessing import SeriesPreprocessing, preprocessing_from_dict
+from automl.tasks.final_train.metrics import PRIMARY_METRIC
+from automl.tasks.final_train.promotion import Comparison, better, challenger_metric, compare_on_rows
+from automl.tasks.registry.champion import current_champion, move_champion, version_metrics
+from automl.tasks.summary import PromotionSummary, RegisteredVersion
+from automl.tasks.tracking.catalog import (
     CHAMPION_TAG,
     FINGERPRINT,
     PIPELINE_RUN_TAG,
@@ -31,7 +31,7 @@ from tasks.tracking.catalog import (
     REGISTERED_VERSION_TAG,
     TEST_METRIC_PREFIX,
 )
-from tasks.tracking.runs import PipelineRun
+from automl.tasks.tracking.runs import PipelineRun
 
 logger = logging.getLogger("automl")
 
@@ -174,7 +174,7 @@ def _promoted(promote: str, wins: bool) -> bool:
 def _compare(name: str, version: str, prepared: PreparedData, test_rows: pd.DataFrame) -> Comparison:
     """The champion's raw-data model loaded from the registry and scored on this run's raw test rows (a series: it
     forecasts them from the whole history, however far it looks back)."""
-    from tasks.registry.prediction import load_registered_model
+    from automl.tasks.registry.prediction import load_registered_model
 
     try:
         champion = load_registered_model(f"models:/{name}/{version}", key="registry")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.summary import EnsembleSummary, PromotionSummary, RefitSummary, RegisteredVersion
+from automl.tasks.summary import EnsembleSummary, PromotionSummary, RefitSummary, RegisteredVersion
 
 ENSEMBLE = "ensemble"  # FinalResult.chosen when the ensemble of the best configs went on
 

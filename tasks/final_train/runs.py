@@ -24,12 +24,12 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from models import FitResult
-from tasks.data_prep.prepared import PreparedData
-from tasks.final_train import training
-from tasks.final_train.job import FinalTrainJob
-from tasks.search import params_key
-from tasks.tracking.catalog import (
+from automl.models import FitResult
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.final_train import training
+from automl.tasks.final_train.job import FinalTrainJob
+from automl.tasks.search import params_key
+from automl.tasks.tracking.catalog import (
     BEST_EPOCH_METRIC,
     CONFIG_KEY_TAG,
     EPOCHS_RUN_METRIC,
@@ -40,8 +40,8 @@ from tasks.tracking.catalog import (
     TRAINING_CHECKPOINT_FILE,
     VAL_LOSS_METRIC,
 )
-from tasks.tracking.live_metrics import OnEpoch, watch_training
-from tasks.tracking.runs import child_runs, close_run, create_child_run, was_interrupted
+from automl.tasks.tracking.live_metrics import OnEpoch, watch_training
+from automl.tasks.tracking.runs import child_runs, close_run, create_child_run, was_interrupted
 
 logger = logging.getLogger("automl")
 

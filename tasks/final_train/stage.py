@@ -21,33 +21,33 @@ import numpy as np
 import torch
 from prefect import task
 
-from models import AUTO, FitResult, loss_for
-from models.ensemble import Ensemble
-from tasks.data_prep.prepared import PreparedData
-from tasks.data_prep.preprocessing import preprocessing_from_dict
-from tasks.final_train.baselines import baseline_predictions
-from tasks.final_train.ensemble import Selection, keep_ensemble, select_ensemble
-from tasks.final_train.evaluation import (
+from automl.models import AUTO, FitResult, loss_for
+from automl.models.ensemble import Ensemble
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.data_prep.preprocessing import preprocessing_from_dict
+from automl.tasks.final_train.baselines import baseline_predictions
+from automl.tasks.final_train.ensemble import Selection, keep_ensemble, select_ensemble
+from automl.tasks.final_train.evaluation import (
     mixture_loss,
     raw_test_predictions,
     test_predictions,
     test_targets,
     validation_outputs,
 )
-from tasks.final_train.job import FinalTrainJob
-from tasks.final_train.metrics import PRIMARY_METRIC, score
-from tasks.final_train.plan import DEFAULT_CONFIG, GBM, TUNED, Candidate
-from tasks.final_train.plots import log_ensemble_selection, log_learning_curves, log_test_predictions
-from tasks.final_train.refit import RefitResult, refit
-from tasks.final_train.registration import NonFiniteMetric, register
-from tasks.final_train.result import ENSEMBLE, FinalResult
-from tasks.final_train.runs import StageTrainer, Trained
-from tasks.final_train.training import choose_model, start_weights
-from tasks.registry.raw_model import log_raw_model
-from tasks.runtime.caching import pipeline_stage_key
-from tasks.runtime.interrupts import deferred_stop
-from tasks.summary import EnsembleSummary, RefitSummary, training_label
-from tasks.tracking.catalog import (
+from automl.tasks.final_train.job import FinalTrainJob
+from automl.tasks.final_train.metrics import PRIMARY_METRIC, score
+from automl.tasks.final_train.plan import DEFAULT_CONFIG, GBM, TUNED, Candidate
+from automl.tasks.final_train.plots import log_ensemble_selection, log_learning_curves, log_test_predictions
+from automl.tasks.final_train.refit import RefitResult, refit
+from automl.tasks.final_train.registration import NonFiniteMetric, register
+from automl.tasks.final_train.result import ENSEMBLE, FinalResult
+from automl.tasks.final_train.runs import StageTrainer, Trained
+from automl.tasks.final_train.training import choose_model, start_weights
+from automl.tasks.registry.raw_model import log_raw_model
+from automl.tasks.runtime.caching import pipeline_stage_key
+from automl.tasks.runtime.interrupts import deferred_stop
+from automl.tasks.summary import EnsembleSummary, RefitSummary, training_label
+from automl.tasks.tracking.catalog import (
     BASELINE_METRIC_PREFIX,
     CHOSEN_TAG,
     DEFAULT_VAL_LOSS_METRIC,
@@ -73,7 +73,7 @@ from tasks.tracking.catalog import (
     TUNED_VAL_LOSS_METRIC,
     VAL_LOSS_METRIC,
 )
-from tasks.tracking.runs import PipelineRun, log_frame, quiet_mlflow_warnings, stage_run
+from automl.tasks.tracking.runs import PipelineRun, log_frame, quiet_mlflow_warnings, stage_run
 
 logger = logging.getLogger("automl")
 

@@ -10,12 +10,22 @@ from typing import Any
 
 import torch
 
-from models import AUTO, FitResult, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
-from tasks.data_prep.prepared import PreparedData
-from tasks.final_train.job import FinalTrainJob
-from tasks.final_train.plan import DEFAULT_CONFIG, TUNED
-from tasks.space import split_family
-from tasks.tracking.live_metrics import OnEpoch
+from automl.models import (
+    AUTO,
+    FitResult,
+    ModelShape,
+    TrainSettings,
+    build_model,
+    fit,
+    get_family,
+    loss_for,
+    pick_device,
+)
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.final_train.job import FinalTrainJob
+from automl.tasks.final_train.plan import DEFAULT_CONFIG, TUNED
+from automl.tasks.space import split_family
+from automl.tasks.tracking.live_metrics import OnEpoch
 
 logger = logging.getLogger("automl")
 

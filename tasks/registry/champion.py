@@ -22,7 +22,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tasks.tracking.catalog import (
+from automl.tasks.tracking.catalog import (
     CHAMPION_ALIAS,
     CHAMPION_MOVE_PREFIX,
     PIPELINE_RUN_TAG,

@@ -32,10 +32,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from configs import DataError, InputError, PipelineConfig
-from tasks.data_prep.preprocessing import Preprocessing, RawInputError, SeriesPreprocessing, TabularPreprocessing
-from tasks.runtime.state import LocalState, sqlite_path
-from tasks.tracking.catalog import (
+from automl.configs import DataError, InputError, PipelineConfig
+from automl.tasks.data_prep.preprocessing import Preprocessing, RawInputError, SeriesPreprocessing, TabularPreprocessing
+from automl.tasks.runtime.state import LocalState, sqlite_path
+from automl.tasks.tracking.catalog import (
     DATA_PATH_PARAM,
     MODEL_NAME,
     MODEL_NAME_PARAM,
@@ -52,7 +52,7 @@ from tasks.tracking.catalog import (
     SCORING_INPUT_CONTEXT,
     SECONDS_METRIC,
 )
-from tasks.tracking.runs import log_frame, quiet_mlflow_warnings
+from automl.tasks.tracking.runs import log_frame, quiet_mlflow_warnings
 
 logger = logging.getLogger("automl")
 CHUNK_ROWS = 50_000
@@ -74,7 +74,7 @@ class RegisteredModel:
 def open_registry(state: LocalState, key: str = "--model") -> MlflowClient:
     """Point MLflow at the state folder's registry (or ``MLFLOW_TRACKING_URI``). When the default local registry
     does not exist yet, fail with one line instead of creating an empty one."""
-    from tasks.tracking.runs import configure_mlflow
+    from automl.tasks.tracking.runs import configure_mlflow
 
     path = sqlite_path(state.mlflow_uri)
     if path is not None and not path.is_file():
@@ -181,18 +181,33 @@ def requirement_mismatches(requirements: Path) -> list[str]:
 def _installed_code_first() -> Iterator[None]:
     """Load a model without letting its own copy of this package's code shadow the installed one.
 
-    MLflow puts a loaded model's code folder (``tasks/`` with the raw-model modules only, and ``models/``) first on
-    ``sys.path`` and leaves it there. Here ``tasks`` and ``models`` are imported before it, but processes started
-    later inherit ``sys.path`` (the Dask workers of a parallel search in ``automl serve``, which also runs the score
-    flow) and would import that partial ``tasks``. The package is installed here, so the folder is taken off again.
-    Models registered before ``tasks/`` had rooms pickled their class as ``tasks.raw_model``: those names are
-    pointed at the modules' new homes.
+    MLflow puts a loaded model's code folder (an ``automl`` package with the model families and, of ``tasks``, the
+    raw-model modules only) first on ``sys.path`` and leaves it there. Here those modules are imported before it,
+    but processes started later inherit ``sys.path`` (the Dask workers of a parallel search in ``automl serve``,
+    which also runs the score flow) and would import that partial package. The package is installed here, so the
+    folder is taken off again.
+    Models registered before the project's packages moved under ``automl`` pickled their classes as
+    ``tasks.registry.raw_model`` (before ``tasks/`` had rooms, ``tasks.raw_model``) and ``models.<family>``: those
+    names are pointed at the modules' homes now, while the model loads.
     """
-    import models  # noqa: F401  (the installed families, before unpickling could import the model's own copy)
-    from tasks.data_prep import preprocessing
-    from tasks.registry import raw_model
+    import importlib
+    import pkgutil
 
-    for old, module in (("tasks.raw_model", raw_model), ("tasks.preprocessing", preprocessing)):
+    import automl.models
+    import automl.tasks
+    from automl.tasks import data_prep, registry
+    from automl.tasks.data_prep import preprocessing
+    from automl.tasks.registry import raw_model
+
+    # the installed families (a few ms each once torch is loaded), before unpickling could import the model's copy
+    families = {
+        f"models.{info.name}": importlib.import_module(f"automl.models.{info.name}")
+        for info in pkgutil.iter_modules(automl.models.__path__)
+    }
+    aliases = {"tasks": automl.tasks, "tasks.data_prep": data_prep, "tasks.registry": registry, "models": automl.models}
+    aliases |= {"tasks.registry.raw_model": raw_model, "tasks.data_prep.preprocessing": preprocessing}
+    aliases |= {"tasks.raw_model": raw_model, "tasks.preprocessing": preprocessing, **families}
+    for old, module in aliases.items():
         sys.modules.setdefault(old, module)
     before = list(sys.path)
     try:
@@ -203,7 +218,7 @@ def _installed_code_first() -> Iterator[None]:
 
 def read_rows(path: Path, key: str = "--data") -> pd.DataFrame:
     """Read the rows to score (CSV or Parquet); an unreadable or empty file is one line naming it."""
-    from tasks.data_prep import read_table
+    from automl.tasks.data_prep import read_table
 
     return read_table(Path(path), key=key)
 

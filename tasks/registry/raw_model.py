@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.trainer import module_device
-from tasks.data_prep.preprocessing import (
+from automl.models.trainer import module_device
+from automl.tasks.data_prep.preprocessing import (
     Preprocessing,
     SeriesPreprocessing,
     TabularPreprocessing,
@@ -231,18 +231,21 @@ class _RawModelFlavor:
 
 
 def _code_paths(folder: Path) -> list[str]:
-    """The code a loaded model imports, so it loads where this package is not installed: the torch model
-    families, and a ``tasks`` package holding just this module and the preprocessing, at their import paths (the
-    pickled pyfunc names ``tasks.registry.raw_model``), under package files that import nothing else."""
-    import models
-    from tasks.data_prep import preprocessing
+    """The code a loaded model imports, so it loads where this package is not installed: an ``automl`` package
+    holding the torch model families and, of ``tasks``, just this module and the preprocessing, at their import
+    paths (the pickles name ``automl.tasks.registry.raw_model`` and ``automl.models.<family>``), under package files
+    that import nothing else."""
+    import automl.models as models
+    from automl.tasks.data_prep import preprocessing
 
-    package = folder / "tasks"
+    package = folder / "automl"
+    shutil.copytree(Path(models.__file__).parent, package / "models", ignore=shutil.ignore_patterns("__pycache__"))
     for module in (preprocessing, sys.modules[__name__]):
         source = Path(module.__file__)
-        room = package / source.parent.name
+        room = package / "tasks" / source.parent.name
         room.mkdir(parents=True, exist_ok=True)
         (room / "__init__.py").write_text('"""The part of automl-pipeline a registered model needs."""\n')
         shutil.copy(source, room / source.name)
-    (package / "__init__.py").write_text('"""The parts of automl-pipeline a registered model needs."""\n')
-    return [str(Path(models.__file__).parent), str(package)]
+    for part in (package, package / "tasks"):
+        (part / "__init__.py").write_text('"""The parts of automl-pipeline a registered model needs."""\n')
+    return [str(package)]

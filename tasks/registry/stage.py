@@ -7,7 +7,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.registry.prediction import ScoringRequest, progress_printer, score_rows
+from automl.tasks.registry.prediction import ScoringRequest, progress_printer, score_rows
 
 
 @task(name="score", cache_policy=NO_CACHE)

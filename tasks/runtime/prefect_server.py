@@ -64,7 +64,7 @@ def launch_temporary_server() -> TemporaryServer | None:
     prefect_server = sys.modules.get("prefect.server.api.server")  # not imported: no ephemeral server yet
     if prefect_server is not None and None in prefect_server.SubprocessASGIServer._instances:
         return None  # one runs in this process already (a second run in one process): Prefect reuses it
-    from tasks.runtime.state import local_state
+    from automl.tasks.runtime.state import local_state
 
     port, log = _free_port(), local_state().prefect_server_log
     return TemporaryServer(port, _spawn(port, log), log)

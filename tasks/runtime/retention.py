@@ -27,9 +27,9 @@ from mlflow.entities import Run
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
-from tasks.runtime.state import LocalState, folder_name
-from tasks.search import process_alive
-from tasks.tracking.catalog import (
+from automl.tasks.runtime.state import LocalState, folder_name
+from automl.tasks.search import process_alive
+from automl.tasks.tracking.catalog import (
     BEST_TRIAL_WEIGHTS_FILE,
     FINAL_TRAINING_ROLE,
     HOST,
@@ -43,7 +43,7 @@ from tasks.tracking.catalog import (
     STUDY,
     TRAINING_CHECKPOINT_FILE,
 )
-from tasks.tracking.runs import PipelineRun, child_runs
+from automl.tasks.tracking.runs import PipelineRun, child_runs
 
 logger = logging.getLogger("automl")
 
@@ -97,7 +97,7 @@ class GcReport:
 def check_retention_args(keep: str, older_than: str | None) -> tuple[int, float | None]:
     """``automl gc``'s ``--keep N`` (a whole number from 0) and ``--older-than DAYS`` (a finite number from 0),
     checked before anything is looked at; a bad one is a one-line input error naming it."""
-    from configs import InputError
+    from automl.configs import InputError
 
     if not re.fullmatch(r"[0-9]{1,9}", keep.strip()):  # not \d: it takes '٥' and '５' too
         raise InputError(f"--keep: {keep!r} is not a number of runs (a whole number from 0 to 999999999)")
@@ -170,8 +170,8 @@ def _best_weights(state: LocalState, storage: str, study_name: str, top_k: int) 
     ``best_candidates``); None when the study cannot be read."""
     import optuna
 
-    from tasks.search_stage.sampling import best_candidates
-    from tasks.search_stage.studies import make_storage
+    from automl.tasks.search_stage.sampling import best_candidates
+    from automl.tasks.search_stage.studies import make_storage
 
     try:
         study = optuna.load_study(study_name=study_name, storage=make_storage(storage))

@@ -89,7 +89,7 @@ class LocalState:
 
     def ensure(self) -> LocalState:
         """Create the folder; one that cannot be (a file in the way, no permission) is a one-line input error."""
-        from configs import InputError
+        from automl.configs import InputError
 
         if self.home.exists() and not self.home.is_dir():
             raise InputError(f"AUTOML_HOME: {self.home} is a file, not a folder for the state")
@@ -111,7 +111,7 @@ def folder_name(name: str) -> str:
         >>> folder_name("co2-20260101-020000-ab12"), folder_name("../../etc")
         ('co2-20260101-020000-ab12', 'etc-74ccf3c5b4c1')
     """
-    from configs import MAX_STUDY_NAME_LENGTH, ConfigError, check_name
+    from automl.configs import MAX_STUDY_NAME_LENGTH, ConfigError, check_name
 
     with contextlib.suppress(ConfigError):
         return check_name("name", name, MAX_STUDY_NAME_LENGTH)

@@ -6,7 +6,7 @@ that records them. It imports neither torch, MLflow nor Prefect; the pipeline's 
 
 Example:
     >>> import optuna
-    >>> from tasks.search import SearchSpace, SearchEngine, make_backend, make_scheduler
+    >>> from automl.tasks.search import SearchSpace, SearchEngine, make_backend, make_scheduler
     >>> space = SearchSpace.from_dict({"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
     >>> study = optuna.create_study()
     >>> engine = SearchEngine(objective, make_backend("optuna", "tpe", study, space, 0, 5),
@@ -14,10 +14,16 @@ Example:
     >>> engine.run().best_params
 """
 
-from tasks.search._backends import HyperoptBackend, OptunaBackend, SamplerBackend, make_backend, make_optuna_sampler
-from tasks.search._engine import FOLD_PRUNED, SearchEngine
-from tasks.search._executors import Executor, LocalExecutor, PrefectExecutor
-from tasks.search._ledger import (
+from automl.tasks.search._backends import (
+    HyperoptBackend,
+    OptunaBackend,
+    SamplerBackend,
+    make_backend,
+    make_optuna_sampler,
+)
+from automl.tasks.search._engine import FOLD_PRUNED, SearchEngine
+from automl.tasks.search._executors import Executor, LocalExecutor, PrefectExecutor
+from automl.tasks.search._ledger import (
     FOLD_LOSSES_ATTR,
     FULL_FIDELITY_ATTR,
     HEARTBEAT_SECONDS,
@@ -30,8 +36,8 @@ from tasks.search._ledger import (
     process_alive,
     requeue_stale_trial,
 )
-from tasks.search._observer import NullObserver, Observers, SearchObserver
-from tasks.search._pbt import (
+from automl.tasks.search._observer import NullObserver, Observers, SearchObserver
+from automl.tasks.search._pbt import (
     EXPLOITED_FROM_ATTR,
     INTERVAL_ATTR,
     MEMBER_ATTR,
@@ -42,7 +48,7 @@ from tasks.search._pbt import (
     PBTSettings,
     PopulationBasedTraining,
 )
-from tasks.search._scheduler import (
+from automl.tasks.search._scheduler import (
     FidelityScheduler,
     FullFidelity,
     Hyperband,
@@ -53,8 +59,8 @@ from tasks.search._scheduler import (
     promotable,
     rung_fractions,
 )
-from tasks.search._space import ConditionalSpace, Dimension, SearchSpace
-from tasks.search._types import (
+from automl.tasks.search._space import ConditionalSpace, Dimension, SearchSpace
+from automl.tasks.search._types import (
     COMPLETE,
     FAILED,
     INTERRUPTED,

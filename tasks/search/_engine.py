@@ -24,9 +24,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tasks.search._backends import SamplerBackend
-from tasks.search._executors import Executor, LocalExecutor
-from tasks.search._ledger import (
+from automl.tasks.search._backends import SamplerBackend
+from automl.tasks.search._executors import Executor, LocalExecutor
+from automl.tasks.search._ledger import (
     CONTINUATION_ATTR,
     FOLD_LOSSES_ATTR,
     FULL_FIDELITY_ATTR,
@@ -41,9 +41,9 @@ from tasks.search._ledger import (
     SOURCE_ATTR,
     Ledger,
 )
-from tasks.search._observer import NullObserver, SearchObserver
-from tasks.search._scheduler import FidelityScheduler, Verdict
-from tasks.search._types import (
+from automl.tasks.search._observer import NullObserver, SearchObserver
+from automl.tasks.search._scheduler import FidelityScheduler, Verdict
+from automl.tasks.search._types import (
     COMPLETE,
     INTERRUPTED,
     Evaluation,

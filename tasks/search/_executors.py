@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from tasks.search._types import Evaluation
+from automl.tasks.search._types import Evaluation
 
 
 class Executor(Protocol):

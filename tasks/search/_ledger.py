@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tasks.search._types import COMPLETE, COUNTED, INTERRUPTED, TrialCounts, TrialRecord
+from automl.tasks.search._types import COMPLETE, COUNTED, INTERRUPTED, TrialCounts, TrialRecord
 
 # User attributes the ledger keeps on trials.
 RUN_ATTR = "pipeline_run_id"  # the pipeline execution (MLflow parent run) the trial belongs to

@@ -7,8 +7,8 @@ from typing import Protocol
 
 import optuna
 
-from tasks.search._scheduler import Verdict
-from tasks.search._types import Evaluation, TrialRecord
+from automl.tasks.search._scheduler import Verdict
+from automl.tasks.search._types import Evaluation, TrialRecord
 
 
 class SearchObserver(Protocol):

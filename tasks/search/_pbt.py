@@ -28,10 +28,10 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from tasks.search._executors import Executor, LocalExecutor
-from tasks.search._ledger import OUTCOME_ATTR, REASON_ATTR, RUN_ATTR, SECONDS_ATTR
-from tasks.search._space import SearchSpace
-from tasks.search._types import COMPLETE, FAILED, Evaluation, SearchFailed
+from automl.tasks.search._executors import Executor, LocalExecutor
+from automl.tasks.search._ledger import OUTCOME_ATTR, REASON_ATTR, RUN_ATTR, SECONDS_ATTR
+from automl.tasks.search._space import SearchSpace
+from automl.tasks.search._types import COMPLETE, FAILED, Evaluation, SearchFailed
 
 logger = logging.getLogger("automl")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from tasks.search import params_key
+from automl.tasks.search import params_key
 
 
 def config_key(params: dict[str, Any]) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from configs import InputError, PipelineConfig, storage_file
-from tasks.runtime.state import local_state
+from automl.configs import InputError, PipelineConfig, storage_file
+from automl.tasks.runtime.state import local_state
 
 INSTALL_HINT = (
     "install the dashboard extra: pip install 'automl-pipeline[dashboard]' (in a checkout: "
@@ -86,7 +86,7 @@ def dashboard_server(url: str, host: str, port: int) -> WSGIServer:
     that cannot be opened, or an address that cannot be bound, is one ``InputError`` line."""
     from optuna_dashboard import wsgi
 
-    from tasks.search_stage.studies import make_storage
+    from automl.tasks.search_stage.studies import make_storage
 
     try:
         storage = make_storage(url)

@@ -13,8 +13,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.final_train.plan import DEFAULT_CONFIG, MEMBER, TUNED, FinalPlan
-from tasks.runtime.budget import RunBudget
+from automl.tasks.final_train.plan import DEFAULT_CONFIG, MEMBER, TUNED, FinalPlan
+from automl.tasks.runtime.budget import RunBudget
 
 # The share of the budget the final stage may reserve at most: the search always gets the rest.
 FINAL_SHARE_CAP = 0.5

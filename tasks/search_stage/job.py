@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from configs import ModelConfig, PipelineConfig, SearchConfig, TrainingConfig
-from tasks.final_train.plan import FinalPlan
-from tasks.runtime.budget import RunBudget
+from automl.configs import ModelConfig, PipelineConfig, SearchConfig, TrainingConfig
+from automl.tasks.final_train.plan import FinalPlan
+from automl.tasks.runtime.budget import RunBudget
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from configs import FloatParam, InputError, ModelConfig, ParamSpec, TrainingConfig, check_param_value
-from models import (
+from automl.configs import FloatParam, InputError, ModelConfig, ParamSpec, TrainingConfig, check_param_value
+from automl.models import (
     AUTO,
     LRRangeResult,
     ModelShape,
@@ -29,9 +29,9 @@ from models import (
     lr_range_test,
     pick_device,
 )
-from tasks.data_prep.prepared import PreparedData
-from tasks.search_stage.job import SearchJob
-from tasks.tracking.catalog import (
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.search_stage.job import SearchJob
+from automl.tasks.tracking.catalog import (
     LR_FIND_BATCH_SIZE_PARAM,
     LR_FIND_DIVERGED_PARAM,
     LR_FIND_LOSS_METRIC,
@@ -48,8 +48,8 @@ from tasks.tracking.catalog import (
     ROLE,
     SUGGESTED_LR_METRIC,
 )
-from tasks.tracking.plotting import pyplot
-from tasks.tracking.runs import log_file
+from automl.tasks.tracking.plotting import pyplot
+from automl.tasks.tracking.runs import log_file
 
 logger = logging.getLogger("automl")
 NARROW_BELOW, NARROW_ABOVE = 10.0, 3.0  # the narrowed lr bounds: [suggestion / 10, suggestion * 3]

@@ -38,14 +38,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import AUTO, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
-from tasks.data_prep.prepared import PreparedData
-from tasks.search import Evaluation, params_key
-from tasks.search_stage.checkpoints import RungCheckpoints, save_atomically, trial_weights_path
-from tasks.search_stage.job import SearchJob
-from tasks.search_stage.trial_runs import TrialsInTraining
-from tasks.space import split_family
-from tasks.tracking.live_metrics import watch_training
+from automl.models import AUTO, ModelShape, TrainSettings, build_model, fit, get_family, loss_for, pick_device
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.search import Evaluation, params_key
+from automl.tasks.search_stage.checkpoints import RungCheckpoints, save_atomically, trial_weights_path
+from automl.tasks.search_stage.job import SearchJob
+from automl.tasks.search_stage.trial_runs import TrialsInTraining
+from automl.tasks.space import split_family
+from automl.tasks.tracking.live_metrics import watch_training
 
 
 def subsample_indices(n: int, fraction: float, kind: str, seed: int, labels: np.ndarray | None = None) -> np.ndarray:

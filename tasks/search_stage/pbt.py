@@ -15,9 +15,9 @@ import pandas as pd
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from models import MUTABLE_PARAMS
-from tasks.runtime.state import local_state
-from tasks.search import (
+from automl.models import MUTABLE_PARAMS
+from automl.tasks.runtime.state import local_state
+from automl.tasks.search import (
     COMPLETE,
     FAILED,
     INTERRUPTED,
@@ -28,12 +28,12 @@ from tasks.search import (
     PrefectExecutor,
     TrialCounts,
 )
-from tasks.search_stage.checkpoints import trial_weights_path
-from tasks.search_stage.deadline import SearchDeadline
-from tasks.search_stage.objective import MemberTrainer
-from tasks.search_stage.strategy import SearchContext, StrategyOutcome
-from tasks.summary import PBTSummary
-from tasks.tracking.catalog import (
+from automl.tasks.search_stage.checkpoints import trial_weights_path
+from automl.tasks.search_stage.deadline import SearchDeadline
+from automl.tasks.search_stage.objective import MemberTrainer
+from automl.tasks.search_stage.strategy import SearchContext, StrategyOutcome
+from automl.tasks.summary import PBTSummary
+from automl.tasks.tracking.catalog import (
     EPOCH_VAL_LOSS_METRIC,
     EXPLOITED_FROM_METRIC,
     OUTCOME,
@@ -51,7 +51,7 @@ from tasks.tracking.catalog import (
     TRIAL_ROLE,
     VAL_LOSS_METRIC,
 )
-from tasks.tracking.runs import child_runs, create_child_run, log_frame, was_interrupted
+from automl.tasks.tracking.runs import child_runs, create_child_run, log_frame, was_interrupted
 
 logger = logging.getLogger("automl")
 
@@ -256,7 +256,7 @@ class MlflowPBTObserver:
 def log_population_plots(result: PBTResult, settings: PBTSettings) -> None:
     """The population's validation loss per epoch, and its learning-rate schedules (one line per member, the best
     drawn thick), on the active MLflow run."""
-    from tasks.tracking.plotting import pyplot
+    from automl.tasks.tracking.plotting import pyplot
 
     plt = pyplot()
     by_member: dict[int, list[MemberStep]] = {}

@@ -14,8 +14,8 @@ import mlflow
 import optuna
 from optuna.trial import TrialState
 
-from tasks.search import FOLD_LOSSES_ATTR
-from tasks.tracking.catalog import (
+from automl.tasks.search import FOLD_LOSSES_ATTR
+from automl.tasks.tracking.catalog import (
     CV_PLOT_FILE,
     IMPORTANCE_METRIC_PREFIX,
     PARAM_IMPORTANCES_FILE,
@@ -24,7 +24,7 @@ from tasks.tracking.catalog import (
     TRIALS_CSV_FILE,
     TRIALS_PARQUET_FILE,
 )
-from tasks.tracking.runs import log_frame
+from automl.tasks.tracking.runs import log_frame
 
 logger = logging.getLogger("automl")
 
@@ -62,7 +62,7 @@ def interactive_page(figures: list[tuple[str, object]], title: str) -> str:
 
 def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
     """Log plots, importances and the trials table to the active MLflow run; returns the importances."""
-    from tasks.tracking.plotting import pyplot
+    from automl.tasks.tracking.plotting import pyplot
 
     plt = pyplot()  # before Optuna's matplotlib module imports pyplot
     import optuna.visualization as interactive
@@ -111,7 +111,7 @@ def log_search_report(study: optuna.Study, seed: int = 0) -> dict[str, float]:
 def log_fold_scores(study: optuna.Study, top: int = 5) -> None:
     """Cross-validation: the validation loss of each fold for the ``top`` complete configs (a line each, the best
     first), logged as a figure to the active MLflow run."""
-    from tasks.tracking.plotting import pyplot
+    from automl.tasks.tracking.plotting import pyplot
 
     complete = [
         t

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.final_train.plan import Candidate
-from tasks.search import TrialCounts
-from tasks.summary import PBTSummary
+from automl.tasks.final_train.plan import Candidate
+from automl.tasks.search import TrialCounts
+from automl.tasks.summary import PBTSummary
 
 
 @dataclass

@@ -14,10 +14,10 @@ from typing import Any
 import mlflow
 from optuna.trial import TrialState
 
-from configs import SearchConfig
-from tasks.final_train.plan import Candidate
-from tasks.runtime.state import local_state
-from tasks.search import (
+from automl.configs import SearchConfig
+from automl.tasks.final_train.plan import Candidate
+from automl.tasks.runtime.state import local_state
+from automl.tasks.search import (
     FOLD_LOSSES_ATTR,
     SOURCE_ATTR,
     FullFidelity,
@@ -29,19 +29,19 @@ from tasks.search import (
     make_scheduler,
     params_key,
 )
-from tasks.search_stage.checkpoints import trial_weights_path
-from tasks.search_stage.objective import TrainerObjective
-from tasks.search_stage.report import log_fold_scores, log_search_report
-from tasks.search_stage.strategy import SearchContext, StrategyOutcome
-from tasks.search_stage.studies import (
+from automl.tasks.search_stage.checkpoints import trial_weights_path
+from automl.tasks.search_stage.objective import TrainerObjective
+from automl.tasks.search_stage.report import log_fold_scores, log_search_report
+from automl.tasks.search_stage.strategy import SearchContext, StrategyOutcome
+from automl.tasks.search_stage.studies import (
     BRACKETS_ATTR,
     DEFAULT_CONFIG_SOURCE,
     enqueue_default_configs,
     enqueue_warm_start,
 )
-from tasks.search_stage.trial_runs import MlflowTrialObserver, SearchPace
-from tasks.space import default_configs
-from tasks.tracking.catalog import (
+from automl.tasks.search_stage.trial_runs import MlflowTrialObserver, SearchPace
+from automl.tasks.space import default_configs
+from automl.tasks.tracking.catalog import (
     BACKEND_PARAM,
     BRACKETS_PARAM,
     CONTINUATION_PARAM,
@@ -61,7 +61,7 @@ from tasks.tracking.catalog import (
     TIMEOUT_PARAM,
     TRIAL_TIMEOUT_PARAM,
 )
-from tasks.tracking.prefect_ui import SearchProgress, publish_trials
+from automl.tasks.tracking.prefect_ui import SearchProgress, publish_trials
 
 logger = logging.getLogger("automl")
 

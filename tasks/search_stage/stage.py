@@ -16,18 +16,18 @@ import time
 import mlflow
 from prefect import flow
 
-from tasks.data_prep.prepared import PreparedData
-from tasks.search_stage.deadline import SearchDeadline
-from tasks.search_stage.job import SearchJob
-from tasks.search_stage.lr_range import find_lr_range
-from tasks.search_stage.pbt import PopulationBasedSearch
-from tasks.search_stage.result import SearchStageResult
-from tasks.search_stage.sampling import Sampling
-from tasks.search_stage.strategy import SearchContext, SearchStrategy
-from tasks.search_stage.studies import make_storage, open_study, redact, storage_url
-from tasks.search_stage.task_runners import local_dask_settings, task_runner_for, torch_threads
-from tasks.space import search_space
-from tasks.tracking.catalog import (
+from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.search_stage.deadline import SearchDeadline
+from automl.tasks.search_stage.job import SearchJob
+from automl.tasks.search_stage.lr_range import find_lr_range
+from automl.tasks.search_stage.pbt import PopulationBasedSearch
+from automl.tasks.search_stage.result import SearchStageResult
+from automl.tasks.search_stage.sampling import Sampling
+from automl.tasks.search_stage.strategy import SearchContext, SearchStrategy
+from automl.tasks.search_stage.studies import make_storage, open_study, redact, storage_url
+from automl.tasks.search_stage.task_runners import local_dask_settings, task_runner_for, torch_threads
+from automl.tasks.space import search_space
+from automl.tasks.tracking.catalog import (
     BEST_PARAMS_FILE,
     BEST_TRIAL_METRIC,
     BEST_TRIAL_WEIGHTS_FILE,
@@ -38,9 +38,9 @@ from tasks.tracking.catalog import (
     STUDY_NAME_PARAM,
     TRIALS_METRIC_PREFIX,
 )
-from tasks.tracking.prefect_ui import logs_also_in
-from tasks.tracking.runs import PipelineRun, log_file, stage_run, stage_run_record
-from tasks.warm_start.decision import WarmStartDecision
+from automl.tasks.tracking.prefect_ui import logs_also_in
+from automl.tasks.tracking.runs import PipelineRun, log_file, stage_run, stage_run_record
+from automl.tasks.warm_start.decision import WarmStartDecision
 
 logger = logging.getLogger("automl")
 

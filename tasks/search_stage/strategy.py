@@ -15,18 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tasks.final_train.plan import Candidate
-from tasks.search import SearchSpace, TrialCounts
-from tasks.summary import PBTSummary
+from automl.tasks.final_train.plan import Candidate
+from automl.tasks.search import SearchSpace, TrialCounts
+from automl.tasks.summary import PBTSummary
 
 if TYPE_CHECKING:  # annotations only: the stage's job, data and tracking types
     import optuna
 
-    from tasks.data_prep.prepared import PreparedData
-    from tasks.search_stage.deadline import SearchDeadline
-    from tasks.search_stage.job import SearchJob
-    from tasks.tracking.runs import PipelineRun
-    from tasks.warm_start.decision import WarmStartDecision
+    from automl.tasks.data_prep.prepared import PreparedData
+    from automl.tasks.search_stage.deadline import SearchDeadline
+    from automl.tasks.search_stage.job import SearchJob
+    from automl.tasks.tracking.runs import PipelineRun
+    from automl.tasks.warm_start.decision import WarmStartDecision
 
 
 @dataclass(frozen=True)

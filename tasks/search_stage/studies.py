@@ -14,9 +14,9 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from configs import MAX_STUDY_NAME_LENGTH, ConfigError, SearchConfig, check_name, storage_file
-from tasks.runtime.state import enable_wal, first_use_lock, local_state
-from tasks.search import (
+from automl.configs import MAX_STUDY_NAME_LENGTH, ConfigError, SearchConfig, check_name, storage_file
+from automl.tasks.runtime.state import enable_wal, first_use_lock, local_state
+from automl.tasks.search import (
     FULL_FIDELITY_ATTR,
     HEARTBEAT_SECONDS,
     SOURCE_ATTR,
@@ -26,7 +26,7 @@ from tasks.search import (
 )
 
 if TYPE_CHECKING:  # the warm-start stage imports MLflow and Prefect; workers that open a storage need neither
-    from tasks.warm_start.decision import WarmStartDecision
+    from automl.tasks.warm_start.decision import WarmStartDecision
 
 # Study user attrs: what the study was first run with.
 RUNG_FRACTIONS_ATTR = "rung_fractions"

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from configs import SearchConfig
+from automl.configs import SearchConfig
 
 
 def task_runner_for(search: SearchConfig):

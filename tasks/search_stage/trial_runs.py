@@ -16,8 +16,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-from tasks.search import FAILED, FOLD_PRUNED, INTERRUPTED, Evaluation, TrialRecord, Verdict, params_key
-from tasks.tracking.catalog import (
+from automl.tasks.search import FAILED, FOLD_PRUNED, INTERRUPTED, Evaluation, TrialRecord, Verdict, params_key
+from automl.tasks.tracking.catalog import (
     FAIL_REASON,
     FOLD_VAL_LOSS_METRIC,
     MLFLOW_RUN_ATTR,
@@ -36,7 +36,7 @@ from tasks.tracking.catalog import (
     TRIAL_SOURCE,
     VAL_LOSS_METRIC,
 )
-from tasks.tracking.runs import child_runs, create_child_run
+from automl.tasks.tracking.runs import child_runs, create_child_run
 
 logger = logging.getLogger("automl")
 

@@ -18,9 +18,9 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from tasks.runtime.interrupts import deferred_stop
-from tasks.runtime.progress import EpochProgress
-from tasks.tracking.catalog import EPOCH_TRAIN_LOSS_METRIC, EPOCH_VAL_LOSS_METRIC
+from automl.tasks.runtime.interrupts import deferred_stop
+from automl.tasks.runtime.progress import EpochProgress
+from automl.tasks.tracking.catalog import EPOCH_TRAIN_LOSS_METRIC, EPOCH_VAL_LOSS_METRIC
 
 logger = logging.getLogger("automl")
 

@@ -15,7 +15,7 @@ from prefect.artifacts import MarkdownArtifact, ProgressArtifact, TableArtifact,
 from prefect.context import FlowRunContext
 from prefect.logging.handlers import APILogHandler
 
-from tasks.tracking.catalog import SEARCH_PROGRESS_ARTIFACT, SUMMARY_ARTIFACT, TRIALS_ARTIFACT
+from automl.tasks.tracking.catalog import SEARCH_PROGRESS_ARTIFACT, SUMMARY_ARTIFACT, TRIALS_ARTIFACT
 
 
 def _in_prefect_run() -> bool:

@@ -24,9 +24,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
-from tasks.runtime.state import LocalState, enable_wal, first_use_lock, mlflow_uri_set_here
-from tasks.search import process_alive
-from tasks.tracking.catalog import (
+from automl.tasks.runtime.state import LocalState, enable_wal, first_use_lock, mlflow_uri_set_here
+from automl.tasks.search import process_alive
+from automl.tasks.tracking.catalog import (
     CONFIG_HASH,
     EXPERIMENT_KIND,
     FINGERPRINT,
@@ -65,7 +65,7 @@ def configure_mlflow(state: LocalState) -> None:
             enable_wal(uri)
             MlflowClient().search_experiments(max_results=1)  # creates or migrates the schema, one at a time
     except Exception as exc:  # not a database, a locked or read-only file, a schema MLflow cannot migrate
-        from configs import InputError
+        from automl.configs import InputError
 
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise InputError(f"MLflow tracking store {uri} cannot be used: {reason}") from None
@@ -81,7 +81,7 @@ def _check_reachable(uri: str, timeout: float = 10.0) -> None:
     try:
         httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
     except httpx.HTTPError as exc:
-        from configs import InputError
+        from automl.configs import InputError
 
         raise InputError(
             f"MLFLOW_TRACKING_URI: the MLflow server at {uri} does not answer ({type(exc).__name__})"

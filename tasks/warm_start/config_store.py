@@ -15,9 +15,9 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from configs import ConfigError, TransferredConfig, load_transferred_config
-from tasks.runtime.state import LocalState
-from tasks.tracking.catalog import (
+from automl.configs import ConfigError, TransferredConfig, load_transferred_config
+from automl.tasks.runtime.state import LocalState
+from automl.tasks.tracking.catalog import (
     BEST_CONFIG_FILE,
     BEST_PARAM_PREFIX,
     BEST_VAL_LOSS,
@@ -38,8 +38,8 @@ from tasks.tracking.catalog import (
     TEST_METRIC_PREFIX,
     TRANSFERRED_CONFIG_FILE,
 )
-from tasks.tracking.runs import configure_mlflow, ensure_experiment, json_tag
-from tasks.warm_start.stage import load_best_config
+from automl.tasks.tracking.runs import configure_mlflow, ensure_experiment, json_tag
+from automl.tasks.warm_start.stage import load_best_config
 
 
 def stored_runs(family: str | None = None, task_type: str | None = None) -> list[Run]:
@@ -134,7 +134,7 @@ def write_export(config: TransferredConfig, path: Path) -> None:
 def import_config(path: Path, state: LocalState) -> str:
     """Validate a transferred config file and store it as a finished ``imported`` run; returns the run id."""
     config = load_transferred_config(path)  # raises before anything is written
-    from models import AUTO, FAMILIES
+    from automl.models import AUTO, FAMILIES
 
     if config.model_family not in FAMILIES and config.model_family != AUTO:
         raise ConfigError(f"{path}: model_family: unknown model family {config.model_family!r}")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.search import SearchSpace
+from automl.tasks.search import SearchSpace
 
 # Meta-features compared on a log scale (sizes, intervals); all others are compared as they are.
 LOG_SCALED = {"n_rows", "n_features", "step_seconds", "n_classes", "seasonal_period"}

@@ -15,7 +15,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from prefect import task
 
-from configs import (
+from automl.configs import (
     ModelConfig,
     ParamSpec,
     PipelineConfig,
@@ -23,11 +23,11 @@ from configs import (
     WarmStartConfig,
     load_transferred_config,
 )
-from models import AUTO
-from tasks.runtime.caching import pipeline_stage_key
-from tasks.search import SearchSpace
-from tasks.space import every_default, join_family, search_space
-from tasks.tracking.catalog import (
+from automl.models import AUTO
+from automl.tasks.runtime.caching import pipeline_stage_key
+from automl.tasks.search import SearchSpace
+from automl.tasks.space import every_default, join_family, search_space
+from automl.tasks.tracking.catalog import (
     BEST_CONFIG_FILE,
     BEST_VAL_LOSS,
     CANDIDATES_FILE,
@@ -44,8 +44,8 @@ from tasks.tracking.catalog import (
     TASK_TYPE,
     TOP_K_PARAM,
 )
-from tasks.tracking.runs import PipelineRun, json_tag, log_frame, stage_run
-from tasks.warm_start.decision import Candidate, WarmStartDecision, choose, meta_distance, space_overlap
+from automl.tasks.tracking.runs import PipelineRun, json_tag, log_frame, stage_run
+from automl.tasks.warm_start.decision import Candidate, WarmStartDecision, choose, meta_distance, space_overlap
 
 logger = logging.getLogger("automl")
 
