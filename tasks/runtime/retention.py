@@ -1,7 +1,7 @@
 """Retention: what ``automl gc`` removes (the trial weights, checkpoints, Prefect results and predictions of runs
 beyond the last N per experiment) and what a pipeline run removes of its own once it has finished. MLflow runs,
 their params, metrics and small artifacts (configs, summaries, plots) stay, and so does every registered version's
-source run and model: warm start and the registry read those.
+model (an MLflow logged model, never among the targets): warm start and the registry read those.
 
 Races: the targets are listed first and deleted after, so each is checked again just before it goes: a run's files
 only while the run (read again from MLflow) is still not in progress and as finished as when it was chosen, a
@@ -153,7 +153,7 @@ def clean_up_finished_run(
     client = MlflowClient()
     run = client.get_run(pipeline.run_id)
     study = run.data.tags.get(STUDY)
-    targets = _run_targets(client, state, run, _registered_runs(client))
+    targets = _run_targets(client, state, run)
     if study:
         best = _best_weights(state, storage, study, top_k)
         if best is not None:  # a study that cannot be read keeps all its weights: which matter is unknown
@@ -197,7 +197,6 @@ def _our_results() -> list[Path]:
 
 def _gc_targets(client: MlflowClient, state: LocalState, keep: int, cutoff: float | None) -> list[_Target]:
     pipelines = _pipeline_runs(client)
-    protected = _registered_runs(client)
     resumable_ok = cutoff is not None
     cleanable = {run.info.run_id for run in _beyond(pipelines, keep, cutoff, resumable_ok)}
     targets: list[_Target] = []
@@ -205,7 +204,7 @@ def _gc_targets(client: MlflowClient, state: LocalState, keep: int, cutoff: floa
     for run in pipelines:
         if run.info.run_id in cleanable:
             still = _still_eligible(client, run.info.run_id, cutoff, resumable_ok)
-            targets.extend(_guarded(_run_targets(client, state, run, protected), still))
+            targets.extend(_guarded(_run_targets(client, state, run), still))
         if run.data.tags.get(STUDY):
             studies.setdefault(run.data.tags[STUDY], []).append(run.info.run_id)
     for study, run_ids in studies.items():
@@ -281,18 +280,19 @@ def _last_active(run: Run) -> float:
     return (run.info.end_time or run.info.start_time or 0) / 1000
 
 
-def _run_targets(client: MlflowClient, state: LocalState, run: Run, protected: set[str]) -> list[_Target]:
+def _run_targets(client: MlflowClient, state: LocalState, run: Run) -> list[_Target]:
     """A pipeline run's trial weights and checkpoints (MLflow artifacts of its search and final trainings, its PBT
-    and rung checkpoint folders) and its Prefect results; nothing of a registered version's source run."""
+    and rung checkpoint folders) and its Prefect results. A registered version's model is an MLflow logged model
+    of the final_train stage run, none of these: it is never a target."""
     targets: list[_Target] = []
     run_id, experiment_id = run.info.run_id, run.info.experiment_id
     for stage in child_runs(experiment_id, run_id):
         name = stage.data.tags.get(STAGE)
         if name == "search":
-            targets.extend(_artifact_target(client, TRIAL_WEIGHTS, stage, BEST_TRIAL_WEIGHTS_FILE, protected))
+            targets.extend(_artifact_target(client, TRIAL_WEIGHTS, stage, BEST_TRIAL_WEIGHTS_FILE))
         elif name == "final_train":
             for training in child_runs(experiment_id, stage.info.run_id, FINAL_TRAINING_ROLE):
-                targets.extend(_artifact_target(client, CHECKPOINTS, training, TRAINING_CHECKPOINT_FILE, protected))
+                targets.extend(_artifact_target(client, CHECKPOINTS, training, TRAINING_CHECKPOINT_FILE))
     study = run.data.tags.get(STUDY)
     if study:
         for folder in (state.pbt_checkpoints(study), state.rung_checkpoints(study)):
@@ -347,11 +347,9 @@ def _root(per_name: Callable[[str], Path]) -> Path:
     return per_name("any").parent
 
 
-def _artifact_target(client: MlflowClient, kind: str, run: Run, artifact: str, protected: set[str]) -> list[_Target]:
+def _artifact_target(client: MlflowClient, kind: str, run: Run, artifact: str) -> list[_Target]:
     """The MLflow artifact ``artifact`` of ``run`` when it has one (deleted through MLflow's artifact repository,
     wherever the run's artifacts live)."""
-    if run.info.run_id in protected:
-        return []
     repo = get_artifact_repository(run.info.artifact_uri)
     found = [f for f in repo.list_artifacts() if f.path == artifact and not f.is_dir]
     if not found:
@@ -409,18 +407,6 @@ def _newest_mtime(path: Path) -> float:
                 except OSError:
                     continue
     return newest
-
-
-def _registered_runs(client: MlflowClient) -> set[str]:
-    """The source runs of every registered model version (the champion and all others)."""
-    runs: set[str] = set()
-    token = None
-    while True:
-        page = client.search_model_versions(max_results=1000, page_token=token)
-        runs.update(v.run_id for v in page if v.run_id)
-        token = page.token
-        if not token:
-            return runs
 
 
 def _pipeline_runs(client: MlflowClient) -> list[Run]:
