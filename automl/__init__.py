@@ -12,13 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from automl.api import Champion, PipelineFailed, load_champion, run
+    from automl.configs import InputError
 
-__all__ = ["Champion", "PipelineFailed", "load_champion", "run"]
+__all__ = ["Champion", "InputError", "PipelineFailed", "load_champion", "run"]
 
 
 def __getattr__(name: str) -> Any:
     # The API loads on first use: the CLI imports this package on every command, and a command that fails on its
     # arguments should not pay for more.
+    if name == "InputError":  # what bad input raises, from the API as from the command (exit code 2 there)
+        from automl.configs import InputError
+
+        return InputError
     if name in __all__:
         from automl import api
 
