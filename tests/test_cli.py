@@ -46,6 +46,31 @@ def test_a_shipped_config_is_named_on_the_command_line_and_the_version_is_printe
     assert shown.value.code == 0 and capsys.readouterr().out.startswith("automl 0.")
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["run", "mlp_tabular", "--set", "search.n_trails=3"], "did you mean search.n_trials?"),
+        (["lr-find", "mlp_tabular", "--param", "nope=1"], "nope"),
+        (["predict", "--config", "mlp_tabular", "--data", "missing.csv"], "--data"),
+        (["dashboard", "mlp_tabular"], "no Optuna studies"),
+    ],
+    ids=["run", "lr-find", "predict", "dashboard"],
+)
+def test_every_command_that_takes_a_config_takes_a_shipped_configs_name(tmp_path, capsys, monkeypatch, args, said):
+    """The name resolves to the shipped file (the command gets past it and stops on the argument after, which these
+    cases make bad), as ``validate NAME`` and ``serve --configs NAME`` do."""
+    from automl.cli import main
+    from automl.deployments.serve import config_files
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "state"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err, err
+    assert "no such config" not in err and "unknown shipped config" not in err  # a nonexistent name says these
+    assert config_files(["mlp_tabular"]) == [REPO / "configs" / "mlp_tabular.yaml"]
+
+
 def test_json_means_one_thing_and_every_command_shows_examples(tmp_path, capsys, monkeypatch):
     """Every ``--json`` has one meaning (stdout: the result, one JSON object per line, nothing else), and every
     command's ``--help`` ends with examples."""
