@@ -1,6 +1,6 @@
 """The Python API: run a pipeline from a notebook or a script (``run``, the same run as ``automl run``, on a config
 and optionally a DataFrame) and score rows with a registered champion (``load_champion``, as ``automl predict``).
-Both share their bodies with the command (``automl.runner.run_pipeline``, ``tasks.registry.prediction``).
+Both share their bodies with the command (``automl.runner.run_pipeline``, ``automl.tasks.registry.prediction``).
 
 Example:
     >>> import pandas as pd

@@ -119,7 +119,7 @@ def _open_stores(cfg: PipelineConfig) -> None:
 
 class _StagedRows:
     """``run``'s DataFrame as the Parquet file a pipeline reads: named by its content's fingerprint (the same
-    SHA-256 prefix as ``tasks.data_prep.fingerprint``, so a repeated run resumes or warm-starts as on a file),
+    SHA-256 prefix as ``automl.tasks.data_prep.fingerprint``, so a repeated run resumes or warm-starts as on a file),
     checked from a temporary copy, and written into the state folder only once it passed."""
 
     def __init__(self, frame: Any):

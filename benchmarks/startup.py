@@ -95,6 +95,7 @@ def _export(rev: str, work: Path) -> Path:
     folder.mkdir()
     archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    _as_installed(folder)
     return folder
 
 
@@ -209,3 +210,15 @@ def table(rows: list[dict]) -> str:
 
 if __name__ == "__main__":
     main()
+
+
+def _as_installed(code: Path) -> None:
+    """A checkout whose packages install under ``automl`` (``automl.tasks`` is ``tasks/``) imports them so from its
+    folder too: links in its ``automl/`` to its own ``tasks/``, ``configs/``, ... (else the installed package's
+    finder would serve today's code under those names). Older checkouts import ``tasks`` itself: nothing to do."""
+    if '"automl.tasks" = "tasks"' not in (code / "pyproject.toml").read_text():
+        return
+    for name in ("configs", "flows", "tasks", "models", "deployments"):
+        link = code / "automl" / name
+        if not link.exists():
+            link.symlink_to(code / name, target_is_directory=True)

@@ -35,7 +35,7 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module("automl.models.trainer"), name)
     if name in _LR_FINDER_NAMES:
         return getattr(importlib.import_module("automl.models.lr_finder"), name)
-    raise AttributeError(f"module 'models' has no attribute {name!r}")
+    raise AttributeError(f"module 'automl.models' has no attribute {name!r}")
 
 
 def build_model(family: ModelFamily, shape: ModelShape, params: Mapping[str, Any], seed: int) -> torch.nn.Module:

@@ -19,7 +19,7 @@ from automl.models import ModelShape, build_model, get_family, predict
 from automl.tasks.data_prep import DataPrepJob, load_and_check, prepare
 from automl.tasks.data_prep.preprocessing import RawInputError, TabularPreprocessing, preprocessing_from_dict
 from automl.tasks.registry.raw_model import predict_raw
-from tests.helpers import write_config
+from tests.helpers import REPO, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -206,7 +206,7 @@ def test_loading_a_registered_model_keeps_the_installed_package_first_and_reads_
     import sys
 
     from automl.tasks.final_train.registration import register
-    from automl.tasks.registry.prediction import load_registered_model
+    from automl.tasks.registry.prediction import _installed_code_first, load_registered_model
     from automl.tasks.registry.raw_model import RawDataModel, log_raw_model
     from automl.tasks.tracking.runs import PipelineRun
 
@@ -232,4 +232,37 @@ def test_loading_a_registered_model_keeps_the_installed_package_first_and_reads_
     current = pickle.dumps(RawDataModel(), protocol=0)
     for old in (b"tasks.raw_model", b"tasks.registry.raw_model"):  # before tasks/ had rooms; before automl.tasks
         legacy = current.replace(b"automl.tasks.registry.raw_model", old)
-        assert b"automl." not in legacy and type(pickle.loads(legacy)) is RawDataModel
+        with _installed_code_first():  # while a model loads, the old names are the modules' homes now
+            assert b"automl." not in legacy and type(pickle.loads(legacy)) is RawDataModel
+    assert not {"tasks", "models", "tasks.raw_model", "models.mlp"} & set(sys.modules)  # and then no longer
+
+    # MLflow's own loader, as a user calls it: where the package is installed, the model's copy of its code stands
+    # aside (``import automl`` is still the package, its API included); where it is not, the copy serves alone
+    rows = tmp_path / "rows.parquet"
+    prepared.raw_test_input.to_parquet(rows)
+    load = (
+        "import mlflow, pandas; m = mlflow.pyfunc.load_model('models:/houses/1'); "
+        f"n = len(m.predict(pandas.read_parquet({str(rows)!r})))"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    installed = subprocess.run(
+        [sys.executable, "-c", f"{load}; import automl; from automl import load_champion; print(n, automl.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    expected = str(len(prepared.raw_test_input))
+    assert installed.stdout.split() == [expected, str(REPO / "automl" / "__init__.py")], installed.stderr[-800:]
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    alone = subprocess.run(  # -S: no site-packages .pth files, so no installed automl; the libraries by PYTHONPATH
+        [sys.executable, "-S", "-c", f"{load}; import automl; print(n, automl.__file__)"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": site},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    count, where = alone.stdout.split() if alone.returncode == 0 else ("", alone.stderr[-800:])
+    assert count == expected and where.endswith("/code/automl/__init__.py"), where

@@ -207,13 +207,16 @@ def _installed_code_first() -> Iterator[None]:
     aliases = {"tasks": automl.tasks, "tasks.data_prep": data_prep, "tasks.registry": registry, "models": automl.models}
     aliases |= {"tasks.registry.raw_model": raw_model, "tasks.data_prep.preprocessing": preprocessing}
     aliases |= {"tasks.raw_model": raw_model, "tasks.preprocessing": preprocessing, **families}
-    for old, module in aliases.items():
-        sys.modules.setdefault(old, module)
+    added = {old: module for old, module in aliases.items() if old not in sys.modules}  # a user's own stay theirs
+    sys.modules.update(added)
     before = list(sys.path)
     try:
         yield
     finally:
         sys.path[:] = [entry for entry in sys.path if entry in before]
+        for old, module in added.items():  # the generic names go back to the process once the model is loaded
+            if sys.modules.get(old) is module:
+                del sys.modules[old]
 
 
 def read_rows(path: Path, key: str = "--data") -> pd.DataFrame:

@@ -239,13 +239,48 @@ def _code_paths(folder: Path) -> list[str]:
     from automl.tasks.data_prep import preprocessing
 
     package = folder / "automl"
-    shutil.copytree(Path(models.__file__).parent, package / "models", ignore=shutil.ignore_patterns("__pycache__"))
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(Path(models.__file__).parent, package / "models", ignore=skip)
     for module in (preprocessing, sys.modules[__name__]):
         source = Path(module.__file__)
         room = package / "tasks" / source.parent.name
         room.mkdir(parents=True, exist_ok=True)
         (room / "__init__.py").write_text('"""The part of automl-pipeline a registered model needs."""\n')
         shutil.copy(source, room / source.name)
-    for part in (package, package / "tasks"):
-        (part / "__init__.py").write_text('"""The parts of automl-pipeline a registered model needs."""\n')
+    (package / "tasks" / "__init__.py").write_text('"""The parts of automl-pipeline a registered model needs."""\n')
+    (package / "__init__.py").write_text(_SHIPPED_PACKAGE)
     return [str(package)]
+
+
+# The ``automl/__init__.py`` a model ships. MLflow puts the model's code folder first on ``sys.path`` (and leaves it
+# there): where automl-pipeline is installed, this copy stands aside for it, or loading a model with MLflow's own
+# ``mlflow.pyfunc.load_model`` would leave ``import automl`` meaning these few modules for the rest of the process.
+_SHIPPED_PACKAGE = '''"""The parts of automl-pipeline a registered model needs (or, installed, the package)."""
+
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+
+def _installed():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    elsewhere = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    spec = importlib.machinery.PathFinder.find_spec(__name__, elsewhere)
+    if spec is not None and spec.origin:
+        return spec
+    for finder in sys.meta_path:  # an editable install's finder
+        if finder is not importlib.machinery.PathFinder and hasattr(finder, "find_spec"):
+            spec = finder.find_spec(__name__, None)
+            if spec is not None and spec.origin and os.path.abspath(spec.origin) != os.path.abspath(__file__):
+                return spec
+    return None
+
+
+_spec = _installed()
+if _spec is not None:
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules[__name__] = _module  # what the import statement that ran this file returns
+    _spec.loader.exec_module(_module)
+'''
+

@@ -11,8 +11,9 @@ from typing import Any
 # 3: the final stage's chosen model, issue 13; 4: cross-validation folds, issue 14; 5: population-based training;
 # 6: tasks/ in rooms by pipeline step, so the pickled results' classes live in other modules; 7: FinalResult and
 # WarmStartDecision in modules of their own, PreparedData.cv; 8: the ensemble's candidates, the refit rows, the
-# seasonal-naive baseline's history, FinalResult.ensemble and .refit).
-RESULTS_VERSION = 8
+# seasonal-naive baseline's history, FinalResult.ensemble and .refit; 9: the packages install as automl.*, so the
+# pickled results' classes live in automl.tasks.*).
+RESULTS_VERSION = 9
 
 
 def pipeline_stage_key(context: Any, parameters: dict[str, Any]) -> str:
