@@ -32,7 +32,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from _setup import RESULTS, save_rows
+from _setup import RESULTS, export_checkout, save_rows
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOML = Path(sys.executable).parent / "automl"
@@ -62,7 +62,7 @@ def main() -> None:
     env = {**os.environ, "AUTOML_HOME": str(work / "state"), "PREFECT_HOME": str(work / "prefect")}
     env.pop("MLFLOW_TRACKING_URI", None)
     cases = build_state(work, env)
-    before = _export(args.before, work) if args.before else None
+    before = export_checkout(args.before, work) if args.before else None
     load = os.getloadavg()[0]
     rows = []
     for repeat in range(args.repeats):
@@ -106,17 +106,6 @@ def build_state(work: Path, env: dict[str, str]) -> dict[str, tuple[str, Path, l
         "series, next step from the history": ("models:/lstm_baseline@champion", series, []),
         "series, --rolling over the history": ("models:/lstm_baseline@champion", series, ["--rolling"]),
     }
-
-
-def _export(rev: str, work: Path) -> Path:
-    """The code of commit ``rev``, extracted into a folder of ``work``."""
-    folder = work / f"code-{rev}"
-    if not folder.is_dir():
-        folder.mkdir()
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-        _as_installed(folder)
-    return folder
 
 
 def whole_command(
@@ -225,15 +214,3 @@ def plot(rows: list[dict], path: Path) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def _as_installed(code: Path) -> None:
-    """A checkout whose packages install under ``automl`` (``automl.tasks`` is ``tasks/``) imports them so from its
-    folder too: links in its ``automl/`` to its own ``tasks/``, ``configs/``, ... (else the installed package's
-    finder would serve today's code under those names). Older checkouts import ``tasks`` itself: nothing to do."""
-    if '"automl.tasks" = "tasks"' not in (code / "pyproject.toml").read_text():
-        return
-    for name in ("configs", "flows", "tasks", "models", "deployments"):
-        link = code / "automl" / name
-        if not link.exists():
-            link.symlink_to(code / name, target_is_directory=True)

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _setup import RESULTS, save_rows
+from _setup import RESULTS, export_checkout, save_rows
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOML = Path(sys.executable).parent / "automl"
@@ -54,7 +54,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="automl-startup-"))
-    before = _export(args.before, work) if args.before else None
+    before = export_checkout(args.before, work) if args.before else None
     env = {
         **os.environ,
         "AUTOML_HOME": str(work / "state"),
@@ -87,16 +87,6 @@ def main() -> None:
     saved = save_rows(rows, args.out, "startup.csv")
     print(table(rows))
     print(f"\nraw results: {saved}")
-
-
-def _export(rev: str, work: Path) -> Path:
-    """The code of commit ``rev``, extracted into a folder of ``work``."""
-    folder = work / f"code-{rev}"
-    folder.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    _as_installed(folder)
-    return folder
 
 
 def one_run(env: dict[str, str], work: Path, code: Path | None = None) -> dict:
@@ -210,15 +200,3 @@ def table(rows: list[dict]) -> str:
 
 if __name__ == "__main__":
     main()
-
-
-def _as_installed(code: Path) -> None:
-    """A checkout whose packages install under ``automl`` (``automl.tasks`` is ``tasks/``) imports them so from its
-    folder too: links in its ``automl/`` to its own ``tasks/``, ``configs/``, ... (else the installed package's
-    finder would serve today's code under those names). Older checkouts import ``tasks`` itself: nothing to do."""
-    if '"automl.tasks" = "tasks"' not in (code / "pyproject.toml").read_text():
-        return
-    for name in ("configs", "flows", "tasks", "models", "deployments"):
-        link = code / "automl" / name
-        if not link.exists():
-            link.symlink_to(code / name, target_is_directory=True)
