@@ -24,7 +24,7 @@ from automl.tasks.data_prep.prepared import PreparedData
 from automl.tasks.final_train.plan import TUNED
 from automl.tasks.final_train.result import FinalResult
 from automl.tasks.runtime.budget import RunBudget
-from automl.tasks.runtime.interrupts import raise_if_stopped
+from automl.tasks.runtime.interrupts import raise_if_stopped, stops_outside_database_calls
 from automl.tasks.runtime.retention import clean_up_finished_run
 from automl.tasks.runtime.state import LocalState, local_state
 from automl.tasks.search_stage.result import SearchStageResult
@@ -135,7 +135,8 @@ def pipeline_run(
         logger.info("pipeline run %s in experiment %s (study %s)", pipeline.run_id, cfg.name, pipeline.study_name)
     clock = StageClock()
     try:
-        yield pipeline, clock
+        with stops_outside_database_calls():  # Prefect's SIGTERM handler too, in this flow run
+            yield pipeline, clock
         raise_if_stopped()  # a stopped pipeline is never closed FINISHED
     except BaseException as exc:
         try:

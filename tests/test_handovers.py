@@ -224,3 +224,38 @@ def test_a_stop_inside_the_registry_writes_lands_when_they_end(signum):
         finally:
             signal.signal(signal.SIGTERM, previous)
     assert finished == [True] and isinstance(stopped.value, Terminated) is (signum == signal.SIGTERM)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_inside_any_database_call_lands_when_the_call_returns(tmp_path, signum):
+    """Every write to MLflow or Optuna, not only the registry's: a stop landing while SQLAlchemy works waits for its
+    call to return, also under a flow engine's own SIGTERM handler, so the store is never left locked mid-write."""
+    import sqlalchemy
+
+    from automl.tasks.runtime.interrupts import Terminated, stop_on_signals, stops_outside_database_calls
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE rows (x INTEGER)")
+    rows = [{"x": i} for i in range(2000)]
+    table = sqlalchemy.table("rows", sqlalchemy.column("x"))
+
+    def engine_handler(number, frame):  # what Prefect's flow engine installs for SIGTERM: it raises at once
+        raise Terminated()
+
+    with stop_on_signals():
+        previous = signal.signal(signal.SIGTERM, engine_handler)
+        try:
+            with stops_outside_database_calls(), pytest.raises(KeyboardInterrupt) as stopped:
+                threading.Timer(0.3, os.kill, (os.getpid(), signum)).start()
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:  # nearly all the time inside SQLAlchemy's calls
+                    with engine.begin() as connection:
+                        connection.execute(sqlalchemy.insert(table), rows)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    inside = [str(entry.path) for entry in stopped.traceback if "sqlalchemy" in str(entry.path)]
+    assert inside == []  # it landed as SQLAlchemy's call returned, not inside it
+    assert isinstance(stopped.value, Terminated) is (signum == signal.SIGTERM)
+    with sqlite3.connect(tmp_path / "store.db", timeout=0.5) as other:  # and the store is not locked
+        other.execute("INSERT INTO rows VALUES (-1)")

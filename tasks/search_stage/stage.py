@@ -17,6 +17,7 @@ import mlflow
 from prefect import flow
 
 from automl.tasks.data_prep.prepared import PreparedData
+from automl.tasks.runtime.interrupts import stops_outside_database_calls
 from automl.tasks.search_stage.deadline import SearchDeadline
 from automl.tasks.search_stage.job import SearchJob
 from automl.tasks.search_stage.lr_range import find_lr_range
@@ -135,7 +136,9 @@ def _train_scale(prepared: PreparedData) -> float:
 def _search_flow(
     job: SearchJob, prepared: PreparedData, warm_start_decision: WarmStartDecision, pipeline: PipelineRun
 ) -> SearchStageResult:
-    with logs_also_in(pipeline.prefect_flow_run_id):  # the trial lines in the pipeline run's Logs tab too
+    # the trial lines in the pipeline run's Logs tab too; Prefect's SIGTERM handler, which this subflow's engine
+    # installed again, waits for database calls to end
+    with logs_also_in(pipeline.prefect_flow_run_id), stops_outside_database_calls():
         return run_search_stage(job, prepared, warm_start_decision, pipeline)
 
 
